@@ -1,0 +1,696 @@
+//! The offline verifier: everything a regulator needs to decide, from a bundle,
+//! its peers' bundles and any trusted checkpoints, whether a log is intact.
+//!
+//! One streaming pass over the entries checks every chained element (not only
+//! the ends of a segment), rebuilds the RFC 9162 tree, records roots at every
+//! size some checkpoint speaks about, and follows audit-key rotations. Then every
+//! checkpoint (own, cosigned by peers, held by witnesses, trusted) is checked
+//! under the key valid at its size and against the rebuilt roots.
+
+use crate::bundle::{BundleHeader, BundleReader};
+use crate::checkpoint::{Checkpoint, SignedCheckpoint, SignedEndorsement};
+use crate::entry::{EntryView, LogId, rotation_message};
+use crate::error::AuditError;
+use crate::merkle::{Blake3, Frontier, Hash, MerkleHasher};
+use pdx_crypto::{KeyId, Signature, SignatureDomain, VerifyingKey};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+
+/// Validates node certificates against the CA the regulator trusts.
+pub trait CertificateCheck {
+    /// Returns the certificate's department and Ed25519 identity key, or why it
+    /// cannot be trusted.
+    fn check(&self, certificate_der: &[u8]) -> Result<(String, VerifyingKey), String>;
+}
+
+/// What a finding is about. Each tampering the verifier can tell apart has its own case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Case {
+    /// An entry's content differs from what was chained or checkpointed.
+    AlteredEntry,
+    /// Sequence numbers are missing.
+    DeletedEntries,
+    /// An entry that was never part of the log was inserted.
+    InsertedEntry,
+    /// Entries appear out of order.
+    ReorderedEntries,
+    /// The log ends before a checkpoint it signed (held by a witness or trusted).
+    TruncatedTail,
+    /// Two signed checkpoints of the log cannot both be true.
+    Fork,
+    /// An entry appears twice.
+    ReplayedEntry,
+    /// A signature by a key that was not the log's key at that point (or never was).
+    WrongKey,
+    /// A signature by a key that only became valid later.
+    NotYetValidKey,
+    /// An entry or checkpoint of another log.
+    ForeignEntry,
+    /// Bytes that are not a canonical entry.
+    MalformedEntry,
+    /// A signature that does not verify under the key it names.
+    BadSignature,
+    /// Key material or certificates needed for a check are missing or untrusted.
+    MissingKey,
+    /// Data needed for a check is missing.
+    MissingData,
+}
+
+/// How bad a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    /// Could not be checked (key or data missing); not evidence of tampering.
+    Unverifiable,
+    /// Evidence of tampering.
+    Tampered,
+}
+
+/// One finding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Case.
+    pub case: Case,
+    /// Severity.
+    pub severity: Severity,
+    /// Entry position or checkpoint size concerned, if any.
+    pub at: Option<u64>,
+    /// Human-readable explanation.
+    pub detail: String,
+}
+
+/// Overall result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Every check passed.
+    Valid,
+    /// Evidence of tampering was found.
+    Tampered,
+    /// No tampering found, but something could not be checked.
+    Unverifiable,
+}
+
+impl Verdict {
+    /// Process exit code: 0 valid, 2 tampered, 3 unverifiable (1 is left for usage/IO errors).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Valid => 0,
+            Verdict::Tampered => 2,
+            Verdict::Unverifiable => 3,
+        }
+    }
+}
+
+/// The verifier's report on one bundle.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Bundle name.
+    pub bundle: String,
+    /// Log id.
+    pub log_id: String,
+    /// Department.
+    pub dept: String,
+    /// Entries read.
+    pub entries: u64,
+    /// Root of the rebuilt tree (hex).
+    pub root: String,
+    /// Own checkpoints whose signature and root both verified.
+    pub checkpoints_verified: usize,
+    /// Own checkpoints in the bundle.
+    pub checkpoints_total: usize,
+    /// Peer cosignatures on this log that verified and match.
+    pub cosignatures_verified: usize,
+    /// Checkpoints of this log held by witnesses or trusted, checked against it.
+    pub external_checkpoints_checked: usize,
+    /// Audit keys followed (genesis plus rotations).
+    pub keys: Vec<String>,
+    /// Findings.
+    pub findings: Vec<Finding>,
+    /// Verdict.
+    pub verdict: Verdict,
+}
+
+struct KeyInfo {
+    from_seq: u64,
+    key: VerifyingKey,
+}
+
+/// Inputs besides the bundle.
+#[derive(Default)]
+pub struct VerifyInputs<'a> {
+    /// Headers of peers' bundles (their `witnessed` and `evidence` lists are used).
+    pub witnesses: Vec<(String, BundleHeader)>,
+    /// Checkpoints of this log obtained out of band.
+    pub trusted: Vec<(String, SignedCheckpoint)>,
+    /// Certificate validation against the regulator's CA.
+    pub certificates: Option<&'a dyn CertificateCheck>,
+}
+
+impl std::fmt::Debug for VerifyInputs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyInputs")
+            .field("witnesses", &self.witnesses.len())
+            .field("trusted", &self.trusted.len())
+            .finish()
+    }
+}
+
+struct Checker {
+    findings: Vec<Finding>,
+}
+
+impl Checker {
+    fn tampered(&mut self, case: Case, at: Option<u64>, detail: String) {
+        self.findings.push(Finding {
+            case,
+            severity: Severity::Tampered,
+            at,
+            detail,
+        });
+    }
+    fn unverifiable(&mut self, case: Case, at: Option<u64>, detail: String) {
+        self.findings.push(Finding {
+            case,
+            severity: Severity::Unverifiable,
+            at,
+            detail,
+        });
+    }
+}
+
+/// What the stream pass learned.
+struct Stream {
+    entries: u64,
+    last_seq: Option<u64>,
+    roots: HashMap<u64, Hash>,
+    final_root: Hash,
+    keys: Vec<KeyInfo>,
+}
+
+/// Verifies a bundle read from `reader`.
+pub fn verify<R: Read>(mut reader: BundleReader<R>, name: &str, inputs: &VerifyInputs<'_>) -> Result<Report, AuditError> {
+    let header = reader.header().clone();
+    let mut c = Checker { findings: Vec::new() };
+    let log_id = LogId::parse(&header.log_id).ok_or_else(|| AuditError::Bundle {
+        path: name.to_string(),
+        reason: format!("header names an invalid log id {:?}", header.log_id),
+    })?;
+    if log_id.dept != header.dept {
+        c.tampered(
+            Case::ForeignEntry,
+            None,
+            format!("header department {} differs from the log id's {}", header.dept, log_id.dept),
+        );
+    }
+
+    // Keys: the genesis key must be endorsed by the department's certified identity.
+    let endorsed = check_endorsements(&header, &log_id, inputs, &mut c);
+    let genesis = endorsed.get(&0).copied();
+    if genesis.is_none() {
+        c.unverifiable(
+            Case::MissingKey,
+            None,
+            "no valid endorsement of the genesis audit key: checkpoint signatures cannot be tied to the department".into(),
+        );
+    }
+
+    // Sizes at which some checkpoint needs the rebuilt root.
+    let mut sizes = BTreeSet::new();
+    let own: Vec<(SignedCheckpoint, Option<Checkpoint>)> = header
+        .checkpoints
+        .iter()
+        .map(|s| (s.clone(), s.peek().ok()))
+        .collect();
+    let mut external: Vec<(String, SignedCheckpoint)> = inputs.trusted.clone();
+    for (wname, wh) in &inputs.witnesses {
+        for w in &wh.witnessed {
+            if w.log_id == header.log_id {
+                external.push((format!("witness {wname} ({})", wh.dept), w.checkpoint.clone()));
+            }
+        }
+        for ev in &wh.evidence {
+            if ev.log_id == header.log_id {
+                external.push((format!("fork evidence held by {wname}"), ev.earlier.clone()));
+                external.push((format!("fork evidence held by {wname}"), ev.later.clone()));
+            }
+        }
+    }
+    for s in own.iter().filter_map(|(_, p)| p.as_ref()).map(|p| p.size) {
+        sizes.insert(s);
+    }
+    for (_, s) in &external {
+        if let Ok(p) = s.peek() {
+            sizes.insert(p.size);
+        }
+    }
+    let mut cosigs = Vec::new();
+    for sc in &header.cosignatures {
+        match sc.signed.dangerous_decode_unverified::<crate::checkpoint::Cosignature>("cosignature") {
+            Ok(cs) => {
+                sizes.insert(cs.size);
+                cosigs.push((sc, cs));
+            }
+            Err(e) => c.tampered(Case::MalformedEntry, None, format!("unreadable cosignature: {e}")),
+        }
+    }
+
+    let stream = stream_entries(&mut reader, &log_id, genesis, &endorsed, &sizes, &mut c)?;
+
+    // Own checkpoints.
+    let mut verified = 0;
+    let mut by_size: BTreeMap<u64, Hash> = BTreeMap::new();
+    for (signed, peeked) in &own {
+        let Some(cp) = peeked else {
+            c.tampered(Case::MalformedEntry, None, "a checkpoint in the header does not decode".into());
+            continue;
+        };
+        if check_checkpoint(&header.log_id, signed, cp, &stream, &mut c, "the bundle's own checkpoint") {
+            verified += 1;
+            if let Some(prev) = by_size.insert(cp.size, cp.root) {
+                if prev != cp.root {
+                    c.tampered(Case::Fork, Some(cp.size), format!("two checkpoints of size {} with different roots", cp.size));
+                }
+            }
+        }
+    }
+    let last_covered = own.iter().filter_map(|(_, p)| p.as_ref()).map(|p| p.size).max().unwrap_or(0);
+    if stream.entries > last_covered {
+        c.tampered(
+            Case::InsertedEntry,
+            Some(last_covered),
+            format!(
+                "entries {}..{} are covered by no signed checkpoint (an export always signs one over its last entry)",
+                last_covered, stream.entries
+            ),
+        );
+    }
+
+    // Cosignatures peers made on this log.
+    let mut cosignatures_verified = 0;
+    for (sc, cs) in &cosigs {
+        if cs.log_id != header.log_id {
+            c.tampered(Case::ForeignEntry, None, format!("cosignature for another log {}", cs.log_id));
+            continue;
+        }
+        let Some(certs) = inputs.certificates else {
+            c.unverifiable(Case::MissingKey, Some(cs.size), "no CA to check the witness's certificate".into());
+            continue;
+        };
+        let witness = match certs.check(&sc.witness_endorsement.certificate) {
+            Ok(w) => w,
+            Err(e) => {
+                c.unverifiable(Case::MissingKey, Some(cs.size), format!("witness {} certificate: {e}", cs.witness));
+                continue;
+            }
+        };
+        let ok = sc
+            .witness_endorsement
+            .verify(&witness.1)
+            .ok()
+            .and_then(|en| sc.verify(&en.audit_key).ok().map(|v| (en, v)));
+        let Some((en, _)) = ok else {
+            c.unverifiable(Case::BadSignature, Some(cs.size), format!("cosignature by {} does not verify", cs.witness));
+            continue;
+        };
+        if !en.log_id.starts_with(&format!("{}:", witness.0)) {
+            c.unverifiable(Case::MissingKey, Some(cs.size), format!("cosignature key endorsed for {} by {}", en.log_id, witness.0));
+            continue;
+        }
+        match compare_root(cs.size, &cs.root, &stream) {
+            RootCheck::Match => cosignatures_verified += 1,
+            RootCheck::Beyond => c.tampered(
+                Case::TruncatedTail,
+                Some(cs.size),
+                format!("{} cosigned a checkpoint of size {} but the bundle has {} entries", cs.witness, cs.size, stream.entries),
+            ),
+            RootCheck::Differs => c.tampered(
+                Case::Fork,
+                Some(cs.size),
+                format!("{} cosigned a different root at size {}", cs.witness, cs.size),
+            ),
+        }
+    }
+
+    // Checkpoints of this log held elsewhere.
+    let mut external_checked = 0;
+    for (source, signed) in &external {
+        let Ok(cp) = signed.peek() else {
+            c.unverifiable(Case::MalformedEntry, None, format!("{source}: checkpoint does not decode"));
+            continue;
+        };
+        if check_checkpoint(&header.log_id, signed, &cp, &stream, &mut c, source) {
+            external_checked += 1;
+        }
+    }
+
+    let verdict = if c.findings.iter().any(|f| f.severity == Severity::Tampered) {
+        Verdict::Tampered
+    } else if c.findings.is_empty() {
+        Verdict::Valid
+    } else {
+        Verdict::Unverifiable
+    };
+    Ok(Report {
+        bundle: name.to_string(),
+        log_id: header.log_id.clone(),
+        dept: header.dept.clone(),
+        entries: stream.entries,
+        root: hex::encode(stream.final_root),
+        checkpoints_verified: verified,
+        checkpoints_total: own.len(),
+        cosignatures_verified,
+        external_checkpoints_checked: external_checked,
+        keys: stream
+            .keys
+            .iter()
+            .map(|k| format!("{} from seq {}", k.key.key_id(), k.from_seq))
+            .collect(),
+        findings: c.findings,
+        verdict,
+    })
+}
+
+fn check_endorsements(
+    header: &BundleHeader,
+    log_id: &LogId,
+    inputs: &VerifyInputs<'_>,
+    c: &mut Checker,
+) -> BTreeMap<u64, VerifyingKey> {
+    let mut out = BTreeMap::new();
+    let Some(certs) = inputs.certificates else {
+        c.unverifiable(Case::MissingKey, None, "no CA given: endorsements cannot be checked".into());
+        return out;
+    };
+    for e in &header.endorsements {
+        let (dept, identity) = match certs.check(&e.certificate) {
+            Ok(x) => x,
+            Err(why) => {
+                c.unverifiable(Case::MissingKey, None, format!("endorsement certificate not trusted: {why}"));
+                continue;
+            }
+        };
+        if dept != log_id.dept {
+            c.tampered(
+                Case::WrongKey,
+                None,
+                format!("an audit key of log {} is endorsed by the certificate of {dept}", log_id),
+            );
+            continue;
+        }
+        match e.verify(&identity) {
+            Ok(en) if en.log_id == header.log_id => {
+                if en.from_seq == 0 && en.audit_key.key_id() != log_id.genesis_key {
+                    c.tampered(
+                        Case::WrongKey,
+                        None,
+                        format!("genesis endorsement names key {} but the log id names {}", en.audit_key.key_id(), log_id.genesis_key),
+                    );
+                    continue;
+                }
+                out.insert(en.from_seq, en.audit_key);
+            }
+            Ok(en) => c.tampered(Case::ForeignEntry, None, format!("endorsement for another log {}", en.log_id)),
+            Err(_) => c.tampered(Case::BadSignature, None, "an audit key endorsement does not verify".into()),
+        }
+    }
+    out
+}
+
+fn key_at(keys: &[KeyInfo], size: u64) -> Option<&KeyInfo> {
+    keys.iter().rev().find(|k| k.from_seq < size)
+}
+
+enum RootCheck {
+    Match,
+    Differs,
+    Beyond,
+}
+
+fn compare_root(size: u64, root: &Hash, stream: &Stream) -> RootCheck {
+    if size > stream.entries {
+        return RootCheck::Beyond;
+    }
+    match stream.roots.get(&size) {
+        Some(r) if r == root => RootCheck::Match,
+        _ => RootCheck::Differs,
+    }
+}
+
+/// Checks one signed checkpoint of the log; returns whether it fully verified.
+fn check_checkpoint(
+    log_text: &str,
+    signed: &SignedCheckpoint,
+    cp: &Checkpoint,
+    stream: &Stream,
+    c: &mut Checker,
+    source: &str,
+) -> bool {
+    if cp.origin != log_text {
+        c.tampered(Case::ForeignEntry, Some(cp.size), format!("{source}: checkpoint of another log {}", cp.origin));
+        return false;
+    }
+    if cp.size == 0 {
+        c.tampered(Case::MalformedEntry, Some(0), format!("{source}: checkpoint of the empty tree"));
+        return false;
+    }
+    let id = signed.key_id();
+    let Some(valid) = key_at(&stream.keys, cp.size) else {
+        c.unverifiable(Case::MissingKey, Some(cp.size), format!("{source}: no audit key known for size {}", cp.size));
+        return false;
+    };
+    if valid.key.key_id() != id {
+        match stream.keys.iter().find(|k| k.key.key_id() == id) {
+            Some(k) if k.from_seq >= cp.size => c.tampered(
+                Case::NotYetValidKey,
+                Some(cp.size),
+                format!(
+                    "{source}: checkpoint of size {} signed by key {id}, valid only from seq {}",
+                    cp.size, k.from_seq
+                ),
+            ),
+            Some(_) => c.tampered(
+                Case::WrongKey,
+                Some(cp.size),
+                format!("{source}: checkpoint of size {} signed by rotated-out key {id} (valid: {})", cp.size, valid.key.key_id()),
+            ),
+            None => c.tampered(
+                Case::WrongKey,
+                Some(cp.size),
+                format!("{source}: checkpoint of size {} signed by key {id}, which this log never used", cp.size),
+            ),
+        }
+        return false;
+    }
+    if signed.verify(&valid.key).is_err() {
+        c.tampered(Case::BadSignature, Some(cp.size), format!("{source}: checkpoint signature of size {} does not verify", cp.size));
+        return false;
+    }
+    match compare_root(cp.size, &cp.root, stream) {
+        RootCheck::Match => true,
+        RootCheck::Beyond => {
+            let claimed = stream.last_seq.map(|s| s + 1).unwrap_or(0);
+            if claimed >= cp.size {
+                c.tampered(
+                    Case::DeletedEntries,
+                    Some(cp.size),
+                    format!(
+                        "{source}: checkpoint of size {} but only {} entries are present (entries deleted)",
+                        cp.size, stream.entries
+                    ),
+                );
+            } else {
+                c.tampered(
+                    Case::TruncatedTail,
+                    Some(cp.size),
+                    format!(
+                        "{source}: the log signed a checkpoint of size {} but the bundle ends after {} entries",
+                        cp.size, stream.entries
+                    ),
+                );
+            }
+            false
+        }
+        RootCheck::Differs => {
+            let case = if source.starts_with("the bundle") { Case::AlteredEntry } else { Case::Fork };
+            c.tampered(
+                case,
+                Some(cp.size),
+                format!("{source}: signed root at size {} differs from the root of the entries in the bundle", cp.size),
+            );
+            false
+        }
+    }
+}
+
+fn stream_entries<R: Read>(
+    reader: &mut BundleReader<R>,
+    log_id: &LogId,
+    genesis: Option<VerifyingKey>,
+    endorsed: &BTreeMap<u64, VerifyingKey>,
+    sizes: &BTreeSet<u64>,
+    c: &mut Checker,
+) -> Result<Stream, AuditError> {
+    let log_text = log_id.to_text();
+    let mut keys: Vec<KeyInfo> = genesis.map(|key| KeyInfo { from_seq: 0, key }).into_iter().collect();
+    let mut frontier = Frontier::new();
+    let mut roots = HashMap::new();
+    let mut buf = Vec::with_capacity(512);
+    let mut prev_leaf: Option<Hash> = None;
+    let mut prev_seq: Option<u64> = None;
+    let mut prev_time = 0u64;
+    // Truncated leaf hash by sequence number, to tell replays from insertions.
+    let mut seen: Vec<u64> = Vec::new();
+    let mut gaps: BTreeSet<u64> = BTreeSet::new();
+    let mut max_seq: Option<u64> = None;
+    let mut pos = 0u64;
+    while reader.next_entry(&mut buf)? {
+        let leaf = Blake3::leaf(&buf);
+        let prefix = prefix_of(&leaf).max(1);
+        match EntryView::parse(&buf) {
+            Err(e) => c.tampered(Case::MalformedEntry, Some(pos), format!("entry at position {pos} is not canonical: {e}")),
+            Ok(v) => {
+                let mut explained = false;
+                if v.log_id != log_text {
+                    c.tampered(Case::ForeignEntry, Some(pos), format!("entry at position {pos} belongs to log {}", v.log_id));
+                    explained = true;
+                }
+                let seq = v.seq;
+                let expected = max_seq.map(|m| m + 1).unwrap_or(0);
+                let slot = usize::try_from(seq).ok().filter(|&s| s <= seen.len() + (1 << 20));
+                if seq != expected && !explained {
+                    explained = true;
+                    let earlier = slot.and_then(|s| seen.get(s).copied()).filter(|&h| h != 0);
+                    if seq > expected {
+                        for missing in expected..seq.min(expected.saturating_add(1 << 20)) {
+                            gaps.insert(missing);
+                        }
+                    } else if let Some(h) = earlier {
+                        if h == prefix {
+                            c.tampered(Case::ReplayedEntry, Some(pos), format!("entry seq {seq} appears again at position {pos}"));
+                        } else {
+                            c.tampered(
+                                Case::InsertedEntry,
+                                Some(pos),
+                                format!("a second, different entry claims seq {seq} (position {pos})"),
+                            );
+                        }
+                    } else if gaps.remove(&seq) {
+                        c.tampered(Case::ReorderedEntries, Some(pos), format!("entry seq {seq} appears out of order at position {pos}"));
+                    } else {
+                        c.tampered(Case::InsertedEntry, Some(pos), format!("unexpected seq {seq} at position {pos}"));
+                    }
+                }
+                // Every link is checked: against the previous entry when it is
+                // adjacent, else against the remembered hash of seq - 1.
+                let link_ok = if seq == 0 {
+                    Some(v.prev_hash == [0; 32])
+                } else if prev_seq == Some(seq - 1) {
+                    prev_leaf.map(|p| p == v.prev_hash)
+                } else {
+                    usize::try_from(seq - 1)
+                        .ok()
+                        .and_then(|s| seen.get(s).copied())
+                        .filter(|&h| h != 0)
+                        .map(|h| h == prefix_of(&v.prev_hash).max(1))
+                };
+                let replay_or_insert = seq < expected;
+                if link_ok == Some(false) && !replay_or_insert && v.log_id == log_text {
+                    c.tampered(
+                        Case::AlteredEntry,
+                        Some(seq.saturating_sub(1)),
+                        format!(
+                            "chain broken between seq {} and {seq}: an entry was altered",
+                            seq.saturating_sub(1)
+                        ),
+                    );
+                }
+                if v.time_ms < prev_time && !explained {
+                    c.tampered(Case::ReorderedEntries, Some(seq), format!("timestamp of seq {seq} goes backwards"));
+                }
+                if let Some(s) = slot {
+                    if seen.len() <= s {
+                        seen.resize(s + 1, 0);
+                    }
+                    if seen[s] == 0 {
+                        seen[s] = prefix;
+                    }
+                }
+                if let Some((new_key, sig)) = v.key_rotation {
+                    follow_rotation(log_id, seq, new_key, sig, endorsed, &mut keys, c);
+                }
+                max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
+                prev_seq = Some(seq);
+                prev_time = prev_time.max(v.time_ms);
+            }
+        }
+        prev_leaf = Some(leaf);
+        frontier.push::<Blake3>(leaf, |_, _, _| {});
+        pos += 1;
+        if sizes.contains(&pos) {
+            roots.insert(pos, frontier.root::<Blake3>());
+        }
+    }
+    if !gaps.is_empty() {
+        let first = gaps.iter().next().copied().unwrap_or(0);
+        c.tampered(
+            Case::DeletedEntries,
+            Some(first),
+            format!("{} sequence numbers missing, first {first}", gaps.len()),
+        );
+    }
+    Ok(Stream {
+        entries: pos,
+        last_seq: max_seq,
+        roots,
+        final_root: frontier.root::<Blake3>(),
+        keys,
+    })
+}
+
+fn prefix_of(h: &Hash) -> u64 {
+    u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
+}
+
+fn follow_rotation(
+    log_id: &LogId,
+    seq: u64,
+    new_key: [u8; 32],
+    sig: [u8; 64],
+    endorsed: &BTreeMap<u64, VerifyingKey>,
+    keys: &mut Vec<KeyInfo>,
+    c: &mut Checker,
+) {
+    let Some(current) = key_at(keys, seq + 1) else {
+        c.unverifiable(Case::MissingKey, Some(seq), "key rotation cannot be checked: no current key".into());
+        return;
+    };
+    let ok = current
+        .key
+        .verify(SignatureDomain::AuditKeyRotation, &rotation_message(log_id, seq, &new_key), &Signature(sig))
+        .is_ok();
+    if !ok {
+        c.tampered(Case::BadSignature, Some(seq), format!("key rotation at seq {seq} is not signed by the outgoing key"));
+        return;
+    }
+    let key = VerifyingKey(new_key);
+    if let Some(e) = endorsed.get(&seq) {
+        if *e != key {
+            c.tampered(Case::WrongKey, Some(seq), format!("rotation at seq {seq} names key {} but the endorsement names {}", key.key_id(), e.key_id()));
+        }
+    }
+    keys.push(KeyInfo { from_seq: seq, key });
+}
+
+/// Key ids of a bundle's endorsed audit keys (for display).
+pub fn endorsed_key_ids(header: &BundleHeader) -> Vec<KeyId> {
+    header
+        .endorsements
+        .iter()
+        .filter_map(|e: &SignedEndorsement| e.signed.dangerous_decode_unverified::<crate::checkpoint::KeyEndorsement>("endorsement").ok())
+        .map(|e| e.audit_key.key_id())
+        .collect()
+}

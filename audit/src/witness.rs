@@ -1,0 +1,146 @@
+//! Peer witnessing: checking another node's checkpoint against the last one this
+//! node holds for it, cosigning it, and keeping evidence when the two cannot
+//! both be true. The protocol driver supplies the peer's certificate key and,
+//! when asked, a consistency proof from the peer.
+
+use crate::checkpoint::{Checkpoint, ForkEvidence, KeyEndorsement, SignedCheckpoint, SignedCosignature, SignedEndorsement};
+use crate::error::AuditError;
+use crate::merkle::{Blake3, Hash, verify_consistency};
+use crate::store::{AuditLog, now_ms};
+use pdx_crypto::VerifyingKey;
+
+/// A peer checkpoint whose signatures verified.
+#[derive(Clone, Debug)]
+pub struct PeerCheckpoint {
+    /// The peer's department (from its certificate).
+    pub dept: String,
+    /// The endorsement of the key that signed.
+    pub endorsement: SignedEndorsement,
+    /// The signed checkpoint as received.
+    pub checkpoint: SignedCheckpoint,
+    /// Its verified content.
+    pub content: Checkpoint,
+}
+
+impl PeerCheckpoint {
+    /// Checks the endorsement under the peer's certificate key and the checkpoint
+    /// under the endorsed audit key.
+    pub fn verify(
+        dept: &str,
+        identity: &VerifyingKey,
+        endorsement: SignedEndorsement,
+        checkpoint: SignedCheckpoint,
+    ) -> Result<Self, AuditError> {
+        let endorsed: KeyEndorsement = endorsement.verify(identity)?;
+        if !endorsed.log_id.starts_with(&format!("{dept}:")) {
+            return Err(AuditError::PeerFork {
+                log_id: endorsed.log_id,
+                reason: format!("endorsed log does not belong to department {dept}"),
+            });
+        }
+        let content = checkpoint.verify(&endorsed.audit_key)?;
+        if content.origin != endorsed.log_id {
+            return Err(AuditError::PeerFork {
+                log_id: content.origin,
+                reason: format!("checkpoint origin differs from the endorsed log {}", endorsed.log_id),
+            });
+        }
+        if content.size <= endorsed.from_seq {
+            return Err(AuditError::PeerFork {
+                log_id: content.origin,
+                reason: format!("checkpoint of size {} signed by a key valid only after seq {}", content.size, endorsed.from_seq),
+            });
+        }
+        Ok(PeerCheckpoint {
+            dept: dept.to_string(),
+            endorsement,
+            checkpoint,
+            content,
+        })
+    }
+}
+
+/// What witnessing needs next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WitnessStep {
+    /// Ask the peer for a consistency proof between these sizes of its log.
+    NeedProof {
+        /// Size of the checkpoint held.
+        from: u64,
+        /// Size of the new checkpoint.
+        to: u64,
+    },
+    /// Nothing to prove (first contact or the same size); cosign.
+    Ready,
+}
+
+/// Decides what is needed to witness `pc`.
+pub fn begin(log: &AuditLog, pc: &PeerCheckpoint) -> Result<WitnessStep, AuditError> {
+    match log.last_witnessed(&pc.content.origin)? {
+        None => Ok(WitnessStep::Ready),
+        Some(prev) => {
+            let held = prev.checkpoint.peek()?;
+            if held.size == pc.content.size || held.size == 0 {
+                Ok(WitnessStep::Ready)
+            } else if held.size < pc.content.size {
+                Ok(WitnessStep::NeedProof {
+                    from: held.size,
+                    to: pc.content.size,
+                })
+            } else {
+                Ok(WitnessStep::NeedProof {
+                    from: pc.content.size,
+                    to: held.size,
+                })
+            }
+        }
+    }
+}
+
+/// Completes witnessing: checks consistency with the held checkpoint using
+/// `proof` (for the sizes [`begin`] asked), then cosigns. On inconsistency the
+/// evidence is stored, an alarm entry is logged, and [`AuditError::PeerFork`] returned.
+pub fn complete(log: &AuditLog, pc: PeerCheckpoint, proof: Option<&[Hash]>) -> Result<SignedCosignature, AuditError> {
+    if let Some(prev) = log.last_witnessed(&pc.content.origin)? {
+        let held = prev.checkpoint.peek()?;
+        let problem = if held.size == pc.content.size {
+            (held.root != pc.content.root).then(|| format!("two different roots for size {}", held.size))
+        } else if held.size < pc.content.size {
+            let proof = proof.unwrap_or(&[]);
+            verify_consistency::<Blake3, _>(held.size, pc.content.size, proof, &held.root, &pc.content.root)
+                .err()
+                .map(|e| format!("size {} does not extend the held size {}: {e}", pc.content.size, held.size))
+        } else {
+            let proof = proof.unwrap_or(&[]);
+            Some(
+                match verify_consistency::<Blake3, _>(pc.content.size, held.size, proof, &pc.content.root, &held.root) {
+                    Ok(()) => format!(
+                        "log went back from size {} to {} (truncated or restored from an old copy)",
+                        held.size, pc.content.size
+                    ),
+                    Err(e) => format!("size {} contradicts the held size {}: {e}", pc.content.size, held.size),
+                },
+            )
+        };
+        if let Some(reason) = problem {
+            let evidence = ForkEvidence {
+                log_id: pc.content.origin.clone(),
+                earlier: prev.checkpoint.clone(),
+                later: pc.checkpoint.clone(),
+                endorsements: vec![prev.endorsement.clone(), pc.endorsement.clone()],
+                reason: reason.clone(),
+                time_ms: now_ms(),
+            };
+            log.record_fork(&pc.dept, evidence)?;
+            return Err(AuditError::PeerFork {
+                log_id: pc.content.origin,
+                reason,
+            });
+        }
+        if held.size == pc.content.size {
+            return Ok(prev.cosignature);
+        }
+    }
+    let content = pc.content.clone();
+    log.cosign_peer(&pc.dept, pc.checkpoint, pc.endorsement, &content)
+}

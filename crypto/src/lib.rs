@@ -1,0 +1,27 @@
+//! Cryptographic building blocks of pdx. This crate does no IO: callers hand it
+//! bytes and get bytes back; files, sockets and clocks belong to `pdx-node`.
+//!
+//! Every primitive comes from `ring`, `blake3` or `tfhe` (plus `x25519-dalek` for
+//! the one thing ring cannot do, a long-lived X25519 private key, and `argon2` for
+//! passphrase hashing). See [`rationale`] for the design choices.
+#![forbid(unsafe_code)]
+
+pub mod aead;
+pub mod atrest;
+pub mod digest;
+pub mod envelope;
+mod error;
+pub mod keydoc;
+pub mod keyfile;
+pub mod pseudonym;
+pub mod rationale;
+pub mod rng;
+pub mod sign;
+pub mod wire;
+
+pub use digest::Digest;
+pub use error::CryptoError;
+pub use sign::{KeyId, Signature, SignatureDomain, SigningKey, VerifyingKey};
+
+/// Result alias for this crate.
+pub type Result<T, E = CryptoError> = std::result::Result<T, E>;
