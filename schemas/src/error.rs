@@ -24,14 +24,12 @@ pub struct SchemaErrors(pub Vec<SchemaError>);
 #[non_exhaustive]
 pub enum RuleViolation {
     /// GB/T 43697 core data never leaves the owner.
-    #[error("dataset {dataset}, profile {profile}: rule core-never-leaves: the dataset is graded core data and cannot be released outside {owner}")]
+    #[error("dataset {dataset}, profile {profile}: rule core-never-leaves: the dataset is graded core data (GB/T 43697) and cannot be released outside its owner")]
     CoreData {
         /// Dataset.
         dataset: String,
         /// Profile.
         profile: String,
-        /// Owner department.
-        owner: String,
     },
     /// A `not-shareable` dataset never leaves the owner.
     #[error("dataset {dataset}, profile {profile}: rule not-shareable: the dataset's sharing class forbids any release outside the owner")]

@@ -85,11 +85,11 @@ pub fn apply(g: &Generalization, v: &str, hierarchy: &Hierarchy, out: &mut Strin
 mod tests {
     use super::*;
 
-    fn g(gen: &Generalization, v: &str) -> Result<String, String> {
+    fn g(rule: &Generalization, v: &str) -> Result<String, String> {
         let mut h = Hierarchy::new();
         h.insert("setting".into(), [("11".to_string(), "outpatient".to_string()), ("21".into(), "inpatient".into())].into_iter().collect());
         let mut out = String::new();
-        apply(gen, v, &h, &mut out).map(|_| out)
+        apply(rule, v, &h, &mut out).map(|_| out)
     }
 
     #[test]

@@ -44,11 +44,7 @@ pub fn check_external_release(
     let dataset = schema.dataset.id.clone();
     let name = profile.name.clone();
     if schema.dataset.grade == Grade::Core {
-        return Err(RuleViolation::CoreData {
-            dataset,
-            profile: name,
-            owner: schema.dataset.owner.clone(),
-        });
+        return Err(RuleViolation::CoreData { dataset, profile: name });
     }
     if schema.dataset.sharing == SharingClass::NotShareable {
         return Err(RuleViolation::NotShareable { dataset, profile: name });

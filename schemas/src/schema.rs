@@ -292,8 +292,9 @@ pub struct DatasetInfo {
     pub id: String,
     /// Title.
     pub title: String,
-    /// Owner department code.
-    pub owner: String,
+    /// Owner department code; `None` means "the importing department" (schemas
+    /// shared by many departments, like the national settlement schema).
+    pub owner: Option<String>,
     /// Grade.
     pub grade: Grade,
     /// Sharing class.
@@ -381,7 +382,7 @@ struct RawSchema {
 struct RawDataset {
     id: Spanned<String>,
     title: String,
-    owner: Spanned<String>,
+    owner: Option<Spanned<String>>,
     grade: Grade,
     sharing: SharingClass,
     personal_information: bool,
@@ -503,13 +504,15 @@ impl Validator<'_> {
         if !valid_id(d.id.get_ref()) {
             self.err(d.id.span().start, "dataset.id", "use letters, digits, '.', '-' or '_' (at most 64)");
         }
-        if !valid_id(d.owner.get_ref()) {
-            self.err(d.owner.span().start, "dataset.owner", "not a valid department code");
+        if let Some(o) = &d.owner {
+            if !valid_id(o.get_ref()) {
+                self.err(o.span().start, "dataset.owner", "not a valid department code");
+            }
         }
         let dataset = DatasetInfo {
             id: d.id.into_inner(),
             title: d.title,
-            owner: d.owner.into_inner(),
+            owner: d.owner.map(Spanned::into_inner),
             grade: d.grade,
             sharing: d.sharing,
             personal_information: d.personal_information,

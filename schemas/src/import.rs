@@ -1,0 +1,320 @@
+//! Streaming CSV import: decode (UTF-8 or GB18030), map columns to fields,
+//! validate every value, hand good rows to the caller.
+
+use crate::schema::Schema;
+use serde::Serialize;
+use std::fmt;
+use std::io::Read;
+
+/// How the CSV is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// UTF-8 (a BOM is skipped).
+    Utf8,
+    /// GB18030 (GBK-compatible), common in Chinese government systems.
+    Gb18030,
+}
+
+/// What to do with bad rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    /// Import nothing if any row is bad (the caller must discard what it staged).
+    Reject,
+    /// Import the good rows; hand bad ones to the reject callback.
+    Skip,
+}
+
+/// How many problems are listed.
+pub const MAX_LISTED_PROBLEMS: usize = 20;
+
+/// One bad value (or row).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RowProblem {
+    /// 1-based line in the file.
+    pub line: u64,
+    /// 1-based column (0 when the whole row is wrong).
+    pub column: usize,
+    /// Field name (empty when the whole row is wrong).
+    pub field: String,
+    /// The offending value (shortened).
+    pub value: String,
+    /// Why it is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for RowProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.column == 0 {
+            write!(f, "line {}: {}", self.line, self.reason)
+        } else {
+            write!(
+                f,
+                "line {}, column {} ({}): value {:?}: {}",
+                self.line, self.column, self.field, self.value, self.reason
+            )
+        }
+    }
+}
+
+/// Why an import failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        /// File.
+        file: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The header does not match the schema.
+    #[error("{file}: line 1 (header): {message}")]
+    Header {
+        /// File.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Bad rows under `--on-error reject`: nothing was imported.
+    #[error(
+        "{file}: {bad_rows} bad row(s); nothing was imported (use --on-error skip --rejects FILE to import the good rows). First problems:\n{}",
+        .problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
+    )]
+    Rejected {
+        /// File.
+        file: String,
+        /// Number of bad rows.
+        bad_rows: u64,
+        /// The first problems.
+        problems: Vec<RowProblem>,
+    },
+    /// The caller's row or reject handler failed.
+    #[error("{file}: line {line}: {message}")]
+    Sink {
+        /// File.
+        file: String,
+        /// Line.
+        line: u64,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// What an import did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ImportSummary {
+    /// Data rows read.
+    pub rows_read: u64,
+    /// Rows accepted.
+    pub rows_imported: u64,
+    /// Rows rejected.
+    pub rows_rejected: u64,
+    /// The first problems found.
+    pub problems: Vec<RowProblem>,
+}
+
+fn shorten(v: &str) -> String {
+    if v.chars().count() > 40 {
+        let s: String = v.chars().take(40).collect();
+        format!("{s}…")
+    } else {
+        v.to_string()
+    }
+}
+
+/// Reads CSV from `input` under `schema`. Good rows go to `accept` (in schema
+/// field order); under [`OnError::Skip`] bad rows go to `reject` with their
+/// first problem; `progress` gets the bytes consumed so far.
+pub fn read_csv<R: Read>(
+    schema: &Schema,
+    input: R,
+    file: &str,
+    encoding: Encoding,
+    on_error: OnError,
+    mut accept: impl FnMut(&[Option<&str>]) -> Result<(), String>,
+    mut reject: impl FnMut(&RowProblem, &csv::ByteRecord) -> Result<(), String>,
+    mut progress: impl FnMut(u64),
+) -> Result<ImportSummary, ImportError> {
+    let decoded: Box<dyn Read> = match encoding {
+        Encoding::Utf8 => Box::new(
+            encoding_rs_io::DecodeReaderBytesBuilder::new()
+                .bom_sniffing(true)
+                .utf8_passthru(true)
+                .strip_bom(true)
+                .build(input),
+        ),
+        Encoding::Gb18030 => Box::new(
+            encoding_rs_io::DecodeReaderBytesBuilder::new()
+                .encoding(Some(encoding_rs::GB18030))
+                .build(input),
+        ),
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .buffer_capacity(1 << 20)
+        .from_reader(decoded);
+    let io = |e: csv::Error| match e.into_kind() {
+        csv::ErrorKind::Io(source) => ImportError::Io {
+            file: file.to_string(),
+            source,
+        },
+        other => ImportError::Header {
+            file: file.to_string(),
+            message: format!("{other:?}"),
+        },
+    };
+    let header = rdr.byte_headers().map_err(io)?.clone();
+    let mut mapping: Vec<usize> = Vec::with_capacity(header.len()); // column -> field
+    let mut seen = vec![false; schema.fields.len()];
+    let mut unknown = Vec::new();
+    for col in header.iter() {
+        let name = std::str::from_utf8(col).unwrap_or("").trim();
+        match schema.field_index(name) {
+            Some(i) if !seen[i] => {
+                seen[i] = true;
+                mapping.push(i);
+            }
+            Some(_) => {
+                return Err(ImportError::Header {
+                    file: file.to_string(),
+                    message: format!("column {name:?} appears twice"),
+                });
+            }
+            None => unknown.push(format!("{name:?}")),
+        }
+    }
+    let missing: Vec<&str> = schema
+        .fields
+        .iter()
+        .zip(&seen)
+        .filter(|(_, s)| !**s)
+        .map(|(f, _)| f.name.as_str())
+        .collect();
+    if !unknown.is_empty() || !missing.is_empty() {
+        let mut msg = Vec::new();
+        if !unknown.is_empty() {
+            msg.push(format!("columns not in schema {}: {}", schema.dataset.id, unknown.join(", ")));
+        }
+        if !missing.is_empty() {
+            msg.push(format!("schema fields missing from the file: {}", missing.join(", ")));
+        }
+        return Err(ImportError::Header {
+            file: file.to_string(),
+            message: msg.join("; "),
+        });
+    }
+
+    let mut summary = ImportSummary::default();
+    let mut record = csv::ByteRecord::new();
+    let mut staging_open = true;
+    loop {
+        let more = match rdr.read_byte_record(&mut record) {
+            Ok(m) => m,
+            Err(e) => return Err(io(e)),
+        };
+        if !more {
+            break;
+        }
+        summary.rows_read += 1;
+        let line = record.position().map(|p| p.line()).unwrap_or(summary.rows_read + 1);
+        if summary.rows_read % 4096 == 0 {
+            progress(record.position().map(|p| p.byte()).unwrap_or(0));
+        }
+        let mut row: Vec<Option<&str>> = vec![None; schema.fields.len()];
+        let problem = check_row(schema, &record, &mapping, line, encoding, &mut row);
+        match problem {
+            None => {
+                if staging_open {
+                    accept(&row).map_err(|message| ImportError::Sink {
+                        file: file.to_string(),
+                        line,
+                        message,
+                    })?;
+                    summary.rows_imported += 1;
+                }
+            }
+            Some(p) => {
+                summary.rows_rejected += 1;
+                if on_error == OnError::Reject {
+                    staging_open = false;
+                } else {
+                    reject(&p, &record).map_err(|message| ImportError::Sink {
+                        file: file.to_string(),
+                        line,
+                        message,
+                    })?;
+                }
+                if summary.problems.len() < MAX_LISTED_PROBLEMS {
+                    summary.problems.push(p);
+                }
+            }
+        }
+    }
+    progress(rdr.position().byte());
+    if on_error == OnError::Reject && summary.rows_rejected > 0 {
+        return Err(ImportError::Rejected {
+            file: file.to_string(),
+            bad_rows: summary.rows_rejected,
+            problems: summary.problems,
+        });
+    }
+    Ok(summary)
+}
+
+/// Validates one record, filling `row` in schema order; returns its first problem.
+fn check_row<'r>(
+    schema: &Schema,
+    record: &'r csv::ByteRecord,
+    mapping: &[usize],
+    line: u64,
+    encoding: Encoding,
+    row: &mut Vec<Option<&'r str>>,
+) -> Option<RowProblem> {
+    if record.len() != mapping.len() {
+        return Some(RowProblem {
+            line,
+            column: 0,
+            field: String::new(),
+            value: String::new(),
+            reason: format!("row has {} fields, the header has {}", record.len(), mapping.len()),
+        });
+    }
+    for (col, (raw, &fi)) in record.iter().zip(mapping).enumerate() {
+        let field = &schema.fields[fi];
+        let problem = |value: String, reason: String| RowProblem {
+            line,
+            column: col + 1,
+            field: field.name.clone(),
+            value,
+            reason,
+        };
+        let Ok(v) = std::str::from_utf8(raw) else {
+            let reason = match encoding {
+                Encoding::Utf8 => "invalid UTF-8 (is the file GB18030? use --encoding gb18030)",
+                Encoding::Gb18030 => "invalid text after GB18030 decoding",
+            };
+            return Some(problem(String::from_utf8_lossy(raw).into_owned(), reason.into()));
+        };
+        if v.contains('\u{FFFD}') {
+            let reason = match encoding {
+                Encoding::Utf8 => "contains U+FFFD (a replacement character from an earlier broken conversion)",
+                Encoding::Gb18030 => "invalid GB18030 byte sequence",
+            };
+            return Some(problem(shorten(v), reason.into()));
+        }
+        if v.is_empty() {
+            if !field.nullable {
+                return Some(problem(String::new(), "empty value in a field that is not nullable".into()));
+            }
+            row[fi] = None;
+            continue;
+        }
+        if let Err(reason) = field.ty.validate(v) {
+            return Some(problem(shorten(v), format!("{reason} (type {})", field.ty.name())));
+        }
+        row[fi] = Some(v);
+    }
+    None
+}

@@ -1,0 +1,128 @@
+//! CSV import: UTF-8 and GB18030, row-level problems with line, column, field,
+//! value and reason, reject-all versus skip.
+
+use pdx_schemas::import::{Encoding, ImportError, OnError, read_csv};
+use pdx_schemas::Schema;
+
+const SCHEMA: &str = r#"
+[dataset]
+id = "people"
+title = "t"
+grade = "general"
+sharing = "unconditional"
+personal_information = true
+
+[[field]]
+name = "name"
+type = "string"
+max_length = 4
+identifier = "direct-identifier"
+pi = "personal"
+
+[[field]]
+name = "certno"
+type = "resident-id"
+identifier = "direct-identifier"
+pi = "sensitive-personal"
+
+[[field]]
+name = "amount"
+type = "decimal"
+precision = 8
+scale = 2
+nullable = true
+identifier = "other"
+pi = "personal"
+"#;
+
+fn schema() -> Schema {
+    Schema::parse(SCHEMA, "people.toml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+type Rows = Vec<Vec<Option<String>>>;
+
+fn import(bytes: &[u8], encoding: Encoding, on_error: OnError) -> (Result<u64, ImportError>, Rows, Vec<String>) {
+    let s = schema();
+    let mut rows = Vec::new();
+    let mut rejected = Vec::new();
+    let r = read_csv(
+        &s,
+        bytes,
+        "in.csv",
+        encoding,
+        on_error,
+        |row| {
+            rows.push(row.iter().map(|v| v.map(str::to_string)).collect());
+            Ok(())
+        },
+        |p, _| {
+            rejected.push(p.to_string());
+            Ok(())
+        },
+        |_| {},
+    )
+    .map(|s| s.rows_imported);
+    (r, rows, rejected)
+}
+
+#[test]
+fn utf8_with_columns_in_any_order_and_nulls() {
+    let csv = "certno,name,amount\n11010519491231002X,张三,12.50\n11010519491231002X,李四,\n";
+    let (r, rows, _) = import(csv.as_bytes(), Encoding::Utf8, OnError::Reject);
+    assert_eq!(r.ok(), Some(2));
+    assert_eq!(rows[0], vec![Some("张三".into()), Some("11010519491231002X".into()), Some("12.50".into())]);
+    assert_eq!(rows[1][2], None);
+}
+
+#[test]
+fn gb18030_input_is_decoded() {
+    let csv = "name,certno,amount\n王五,11010519491231002X,1.00\n";
+    let (encoded, _, _) = encoding_rs::GB18030.encode(csv);
+    let (r, rows, _) = import(&encoded, Encoding::Gb18030, OnError::Reject);
+    assert_eq!(r.ok(), Some(1));
+    assert_eq!(rows[0][0].as_deref(), Some("王五"));
+    // The same bytes read as UTF-8 are refused with a hint.
+    let (r, _, _) = import(&encoded, Encoding::Utf8, OnError::Reject);
+    let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("line 2, column 1 (name)") && msg.contains("use --encoding gb18030"), "{msg}");
+}
+
+#[test]
+fn bad_rows_reject_everything_and_list_line_column_field_value_reason() {
+    let csv = "name,certno,amount\n张三,11010519491231002X,1.00\n李四,110105194912310021,2.00\n王五,11010519491231002X,abc\n";
+    let (r, _, _) = import(csv.as_bytes(), Encoding::Utf8, OnError::Reject);
+    match r {
+        Err(ImportError::Rejected { bad_rows, problems, .. }) => {
+            assert_eq!(bad_rows, 2);
+            assert_eq!((problems[0].line, problems[0].column, problems[0].field.as_str()), (3, 2, "certno"));
+            assert!(problems[0].reason.contains("check digit"), "{}", problems[0].reason);
+            assert_eq!((problems[1].line, problems[1].field.as_str(), problems[1].value.as_str()), (4, "amount", "abc"));
+        }
+        other => panic!("expected rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn skip_mode_imports_good_rows_and_hands_over_bad_ones() {
+    let csv = "name,certno,amount\n张三,11010519491231002X,1.00\n太长的名字啊,11010519491231002X,1.00\n";
+    let (r, rows, rejected) = import(csv.as_bytes(), Encoding::Utf8, OnError::Skip);
+    assert_eq!(r.ok(), Some(1));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rejected.len(), 1);
+    assert!(rejected[0].contains("line 3, column 1 (name)") && rejected[0].contains("longer than 4"), "{}", rejected[0]);
+}
+
+#[test]
+fn malformed_csv_rows_and_headers_are_reported() {
+    let (r, _, _) = import(b"name,certno,amount\n\"unterminated,1\nx\n", Encoding::Utf8, OnError::Reject);
+    assert!(r.is_err());
+    let (r, _, _) = import("name,certno,amount\n张三,11010519491231002X\n".as_bytes(), Encoding::Utf8, OnError::Reject);
+    let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("line 2: row has 2 fields, the header has 3"), "{msg}");
+    let (r, _, _) = import(b"name,cert,amount\n", Encoding::Utf8, OnError::Reject);
+    let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("columns not in schema people: \"cert\"") && msg.contains("missing from the file: certno"), "{msg}");
+    let (r, _, _) = import("name,certno,amount\n,11010519491231002X,1\n".as_bytes(), Encoding::Utf8, OnError::Reject);
+    let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("not nullable"), "{msg}");
+}
