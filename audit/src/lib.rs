@@ -12,7 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bundle;
-pub mod canon;
+pub use pdx_crypto::canon;
 pub mod checkpoint;
 pub mod entry;
 mod error;

@@ -425,6 +425,23 @@ impl AuditLog {
         Ok(signed)
     }
 
+    /// After a crash during [`AuditLog::rotate_key`]: the rotation entry and the
+    /// new key's endorsement are in the log, but the node opened with the old
+    /// key. Switches to `key` if (and only if) it is the latest endorsed key.
+    pub fn adopt_rotated_key(&self, key: SigningKey) -> Result<(), AuditError> {
+        let latest: crate::checkpoint::KeyEndorsement =
+            self.current_endorsement()?.signed.dangerous_decode_unverified("endorsement")?;
+        if latest.audit_key != key.verifying_key() {
+            return Err(AuditError::Writer(format!(
+                "key {} is not the latest endorsed audit key {}",
+                key.key_id(),
+                latest.audit_key.key_id()
+            )));
+        }
+        self.lock_writer()?.key = key;
+        Ok(())
+    }
+
     /// Signs (and stores) a checkpoint of the current tree now, or returns the
     /// existing one if nothing was appended since.
     pub fn checkpoint(&self) -> Result<SignedCheckpoint, AuditError> {

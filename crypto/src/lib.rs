@@ -8,6 +8,7 @@
 
 pub mod aead;
 pub mod atrest;
+pub mod canon;
 pub mod digest;
 pub mod envelope;
 mod error;

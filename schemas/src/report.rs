@@ -1,9 +1,9 @@
 //! The release report: what the de-identification engine did and what risk remains.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Per-field line of the report.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FieldReport {
     /// Field name.
     pub name: String,
@@ -16,7 +16,7 @@ pub struct FieldReport {
 }
 
 /// What a release did.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReleaseReport {
     /// Dataset id.
     pub dataset: String,

@@ -1,4 +1,4 @@
-//! Deterministic CBOR (RFC 8949 section 4.2.1) for audit entries and checkpoints:
+//! Deterministic CBOR (RFC 8949 section 4.2.1) for audit entries and release chunks:
 //! definite lengths, shortest argument encoding, map keys as small unsigned
 //! integers in ascending order. Encoding goes through `ciborium-ll`; decoding
 //! uses the strict reader below, which refuses anything a canonical encoder would
@@ -66,6 +66,21 @@ impl Writer {
         self.push(Header::Map(Some(len)));
     }
 
+    /// The simple value null.
+    pub fn null(&mut self) {
+        self.buf.push(0xf6);
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// The encoded bytes.
     pub fn finish(self) -> Vec<u8> {
         self.buf
@@ -104,6 +119,16 @@ impl<'a> Reader<'a> {
                 Ok(s)
             }
             None => err(format!("truncated at byte {}", self.pos)),
+        }
+    }
+
+    /// Consumes a null if one is next.
+    pub fn take_null(&mut self) -> bool {
+        if self.buf.get(self.pos) == Some(&0xf6) {
+            self.pos += 1;
+            true
+        } else {
+            false
         }
     }
 

@@ -1,0 +1,680 @@
+//! Argument definitions (clap) and the mapping of node commands to requests.
+
+use super::{Exit, absolute, node_error, render};
+use anyhow::{Result, anyhow};
+use clap::{Args, Parser, Subcommand};
+use pdx_node::commands::Request;
+use std::path::PathBuf;
+
+/// pdx: a privacy-preserving data exchange node.
+#[derive(Parser, Debug)]
+#[command(name = "pdx", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Operator name recorded in audit entries (default: $USER).
+    #[arg(long, global = true, env = "PDX_OPERATOR")]
+    pub operator: Option<String>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Home and passphrase options shared by node commands.
+#[derive(Args, Debug, Clone)]
+pub struct HomeArgs {
+    /// Node home directory.
+    #[arg(long, env = "PDX_HOME")]
+    pub home: PathBuf,
+    /// File holding the key passphrase (when the keys are protected).
+    #[arg(long, env = "PDX_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Network PKI: CA, node certificates, revocation.
+    #[command(subcommand)]
+    Ca(CaCmd),
+    /// Create a node home from a certificate directory.
+    Init(InitArgs),
+    /// Run the node (QUIC endpoint, admin socket).
+    Serve(ServeArgs),
+    /// Peers.
+    #[command(subcommand)]
+    Peer(PeerCmd),
+    /// Import a CSV file as a dataset.
+    Import(ImportArgs),
+    /// List datasets.
+    Datasets(HomeArgs),
+    /// Grant a department access to a dataset profile (or list/revoke grants).
+    Grant(GrantArgs),
+    /// Ask a peer which datasets it grants us.
+    Catalog(CatalogArgs),
+    /// Fetch a release from a peer (resumes interrupted transfers).
+    Fetch(FetchArgs),
+    /// Forward a received release to the department its fields are sealed for.
+    Forward(ForwardArgs),
+    /// List releases produced and received.
+    Releases(HomeArgs),
+    /// Export a received release to CSV (decrypts the fields sealed for this node).
+    Export(ExportArgs),
+    /// Release tools.
+    #[command(subcommand)]
+    Release(ReleaseCmd),
+    /// Node status: peers, last contact, pending transfers.
+    Status(HomeArgs),
+    /// Certificate revocation list.
+    #[command(subcommand)]
+    Crl(CrlCmd),
+    /// Key rotation and retirement.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Encryption key documents of other departments.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Schema tools.
+    #[command(subcommand)]
+    Schema(SchemaCmd),
+    /// Audit log: export, verify, reconcile, proofs.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaCmd {
+    /// Create a network CA (ECDSA P-256).
+    Init {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Network name (lower-case letters, digits, '-').
+        #[arg(long)]
+        network: String,
+    },
+    /// Issue a node certificate and key.
+    Issue {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Department code (letters, digits, '-', '.'), e.g. 440000.
+        #[arg(long)]
+        dept: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Output directory for node.crt, node.key, ca.crt, crl.pem.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Revoke a certificate by serial (re-signs crl.pem).
+    Revoke {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Certificate serial (hex).
+        #[arg(long)]
+        serial: String,
+    },
+    /// Re-sign the CRL (fresh validity period).
+    Crl {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// List issued certificates.
+    List {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Node home to create.
+    #[arg(long)]
+    pub home: PathBuf,
+    /// Directory made by `pdx ca issue`.
+    #[arg(long)]
+    pub cert_dir: PathBuf,
+    /// QUIC listen address (HOST:PORT).
+    #[arg(long)]
+    pub listen: String,
+    /// Protect the keys with the passphrase in this file.
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+    /// Protect the keys with a passphrase asked on the terminal.
+    #[arg(long, conflicts_with = "passphrase_file")]
+    pub passphrase_prompt: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Node home.
+    #[arg(long, env = "PDX_HOME")]
+    pub home: PathBuf,
+    /// File holding the key passphrase.
+    #[arg(long, env = "PDX_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PeerCmd {
+    /// Record where a peer listens.
+    Add {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Peer department.
+        #[arg(long)]
+        dept: String,
+        /// Peer address HOST:PORT.
+        #[arg(long)]
+        addr: String,
+    },
+    /// List peers.
+    List(HomeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub home: HomeArgs,
+    /// Schema file (TOML).
+    #[arg(long)]
+    pub schema: PathBuf,
+    /// CSV file.
+    #[arg(long)]
+    pub csv: PathBuf,
+    /// Dataset id.
+    #[arg(long)]
+    pub dataset: String,
+    /// CSV encoding: utf-8 or gb18030.
+    #[arg(long, default_value = "utf-8")]
+    pub encoding: String,
+    /// reject (nothing imported if any row is bad) or skip.
+    #[arg(long, default_value = "reject")]
+    pub on_error: String,
+    /// Where rejected rows go with --on-error skip.
+    #[arg(long)]
+    pub rejects: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct GrantArgs {
+    #[command(subcommand)]
+    pub sub: Option<GrantCmd>,
+    /// Node home.
+    #[arg(long, env = "PDX_HOME")]
+    pub home: Option<PathBuf>,
+    /// File holding the key passphrase.
+    #[arg(long, env = "PDX_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Dataset.
+    #[arg(long, required = true)]
+    pub dataset: Option<String>,
+    /// Recipient department.
+    #[arg(long, required = true)]
+    pub to: Option<String>,
+    /// Release profile.
+    #[arg(long, required = true)]
+    pub profile: Option<String>,
+    /// Purpose of use.
+    #[arg(long, required = true)]
+    pub purpose: Option<String>,
+    /// Data-sharing agreement id.
+    #[arg(long)]
+    pub agreement: Option<String>,
+    /// Expiry: YYYY-MM-DD, RFC 3339, or +N[s|m|h|d].
+    #[arg(long)]
+    pub expires: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GrantCmd {
+    /// List grants.
+    List(HomeArgs),
+    /// Revoke a grant.
+    Revoke {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Grant id.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CatalogArgs {
+    #[command(flatten)]
+    pub home: HomeArgs,
+    /// Peer department.
+    #[arg(long)]
+    pub peer: String,
+}
+
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub home: HomeArgs,
+    /// Peer department.
+    #[arg(long)]
+    pub peer: String,
+    /// Dataset.
+    #[arg(long)]
+    pub dataset: String,
+    /// Profile.
+    #[arg(long)]
+    pub profile: String,
+    /// Agreement (default: the one the peer's grant names).
+    #[arg(long)]
+    pub agreement: Option<String>,
+    /// Purpose (default: the one the peer's grant names).
+    #[arg(long)]
+    pub purpose: Option<String>,
+    /// Retries after a lost connection (each resumes from the last stored chunk).
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct ForwardArgs {
+    #[command(flatten)]
+    pub home: HomeArgs,
+    /// Release id.
+    #[arg(long)]
+    pub release: String,
+    /// Recipient department.
+    #[arg(long)]
+    pub to: String,
+    /// Retries after a lost connection.
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub home: HomeArgs,
+    /// Release id.
+    #[arg(long)]
+    pub release: String,
+    /// Output CSV.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReleaseCmd {
+    /// Write the de-identified release locally for inspection.
+    Preview {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Dataset.
+        #[arg(long)]
+        dataset: String,
+        /// Profile.
+        #[arg(long)]
+        profile: String,
+        /// Agreement (pseudonym keys derive from it).
+        #[arg(long)]
+        agreement: Option<String>,
+        /// Output CSV.
+        #[arg(long)]
+        out: PathBuf,
+        /// Report JSON.
+        #[arg(long)]
+        report: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CrlCmd {
+    /// Install a new CRL (takes effect at once in a running node).
+    Update {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// CRL file (PEM).
+        #[arg(long)]
+        crl: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Rotate a key (old keys are kept until retired).
+    Rotate {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// encryption, signing (the audit signing key) or pseudonym.
+        #[arg(long)]
+        kind: String,
+    },
+    /// Retire an old encryption key.
+    Retire {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Key id.
+        #[arg(long)]
+        key_id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCmd {
+    /// Fetch key documents from a peer (its own, or its directory).
+    Fetch {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Peer to ask.
+        #[arg(long)]
+        peer: String,
+        /// Only keys of these departments.
+        #[arg(long)]
+        of: Vec<String>,
+    },
+    /// List key documents held.
+    List(HomeArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SchemaCmd {
+    /// Validate a schema.
+    Check {
+        /// Schema file.
+        file: PathBuf,
+    },
+    /// Print a schema.
+    Show {
+        /// Schema file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Export a self-contained audit bundle.
+    Export {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Bundle file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a bundle offline (exit 0 valid, 2 tampered, 3 unverifiable).
+    Verify {
+        /// Bundle file (or use --home to export and verify a node's log).
+        bundle: Option<PathBuf>,
+        /// Node home to verify (exported to a temporary bundle).
+        #[arg(long)]
+        home: Option<PathBuf>,
+        /// Peer bundles whose witnessed checkpoints are checked against this log.
+        #[arg(long)]
+        witness: Vec<PathBuf>,
+        /// Trusted checkpoint files (from `pdx audit checkpoint --out`).
+        #[arg(long)]
+        checkpoint: Vec<PathBuf>,
+        /// Network CA certificate to trust (default: the one in the bundle).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
+    /// Match every send with the recipient's receive across bundles.
+    Reconcile {
+        /// Bundles.
+        #[arg(required = true)]
+        bundles: Vec<PathBuf>,
+        /// Network CA certificate to trust.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
+    /// Inclusion proof of an entry against the latest checkpoint.
+    Prove {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Entry sequence number.
+        #[arg(long)]
+        seq: u64,
+    },
+    /// Consistency proof between tree sizes.
+    Consistency {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Older size.
+        #[arg(long)]
+        from: u64,
+        /// Newer size (default: the latest checkpoint).
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Show entries, filtered.
+    Show {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Only this dataset.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Only this counterparty.
+        #[arg(long)]
+        counterparty: Option<String>,
+        /// Only this event kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// From (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only the last N matches.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Sign a checkpoint now and optionally write it (a trusted checkpoint for verify).
+    Checkpoint {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Output file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn time_arg(s: &str) -> Result<u64> {
+    if let Some((y, m, d)) = pdx_schemas::types::parse_date(s) {
+        let date = time::Date::from_calendar_date(y, time::Month::try_from(m as u8)?, d as u8)?;
+        return Ok(u64::try_from(date.midnight().assume_utc().unix_timestamp() * 1000)?);
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| anyhow!("{s:?}: not YYYY-MM-DD or RFC 3339: {e}"))?;
+    Ok(u64::try_from(t.unix_timestamp() * 1000)?)
+}
+
+/// Maps a node command to (home, request, passphrase file).
+pub fn node_request(cmd: &Command) -> Result<(PathBuf, Request, Option<PathBuf>)> {
+    let h = |a: &HomeArgs, r: Request| Ok((a.home.clone(), r, a.passphrase_file.clone()));
+    match cmd {
+        Command::Peer(PeerCmd::Add { home, dept, addr }) => h(
+            home,
+            Request::PeerAdd {
+                dept: dept.clone(),
+                addr: addr.clone(),
+            },
+        ),
+        Command::Peer(PeerCmd::List(home)) => h(home, Request::Status),
+        Command::Import(a) => h(
+            &a.home,
+            Request::Import {
+                schema: absolute(&a.schema)?,
+                csv: absolute(&a.csv)?,
+                dataset: a.dataset.clone(),
+                encoding: a.encoding.clone(),
+                on_error: a.on_error.clone(),
+                rejects: a.rejects.as_deref().map(absolute).transpose()?,
+            },
+        ),
+        Command::Datasets(home) => h(home, Request::Datasets),
+        Command::Grant(g) => {
+            let home_of = |home: &Option<PathBuf>| {
+                home.clone().ok_or_else(|| anyhow!(Exit { code: 64, message: "--home is required".into() }))
+            };
+            match &g.sub {
+                Some(GrantCmd::List(home)) => h(home, Request::GrantList),
+                Some(GrantCmd::Revoke { home, id }) => h(home, Request::GrantRevoke { id: id.clone() }),
+                None => {
+                    let expires_ms = g.expires.as_deref().map(pdx_node::grants::parse_expiry).transpose().map_err(node_error)?;
+                    let missing = |what: &str| anyhow!(Exit { code: 64, message: format!("--{what} is required") });
+                    Ok((
+                        home_of(&g.home)?,
+                        Request::Grant {
+                            dataset: g.dataset.clone().ok_or_else(|| missing("dataset"))?,
+                            to: g.to.clone().ok_or_else(|| missing("to"))?,
+                            profile: g.profile.clone().ok_or_else(|| missing("profile"))?,
+                            purpose: g.purpose.clone().ok_or_else(|| missing("purpose"))?,
+                            agreement: g.agreement.clone(),
+                            expires_ms,
+                        },
+                        g.passphrase_file.clone(),
+                    ))
+                }
+            }
+        }
+        Command::Catalog(a) => h(&a.home, Request::Catalog { peer: a.peer.clone() }),
+        Command::Fetch(a) => h(
+            &a.home,
+            Request::Fetch {
+                peer: a.peer.clone(),
+                dataset: a.dataset.clone(),
+                profile: a.profile.clone(),
+                agreement: a.agreement.clone(),
+                purpose: a.purpose.clone(),
+                retries: a.retries,
+            },
+        ),
+        Command::Forward(a) => h(
+            &a.home,
+            Request::Forward {
+                release: a.release.clone(),
+                to: a.to.clone(),
+                retries: a.retries,
+            },
+        ),
+        Command::Releases(home) => h(home, Request::Releases),
+        Command::Export(a) => h(
+            &a.home,
+            Request::Export {
+                release: a.release.clone(),
+                out: absolute(&a.out)?,
+            },
+        ),
+        Command::Release(ReleaseCmd::Preview {
+            home,
+            dataset,
+            profile,
+            agreement,
+            out,
+            report,
+        }) => h(
+            home,
+            Request::Preview {
+                dataset: dataset.clone(),
+                profile: profile.clone(),
+                agreement: agreement.clone(),
+                out: absolute(out)?,
+                report: absolute(report)?,
+            },
+        ),
+        Command::Status(home) => h(home, Request::Status),
+        Command::Crl(CrlCmd::Update { home, crl }) => h(home, Request::CrlUpdate { crl: absolute(crl)? }),
+        Command::Key(KeyCmd::Rotate { home, kind }) => h(home, Request::KeyRotate { kind: kind.clone() }),
+        Command::Key(KeyCmd::Retire { home, key_id }) => h(home, Request::KeyRetire { key_id: key_id.clone() }),
+        Command::Keys(KeysCmd::Fetch { home, peer, of }) => h(
+            home,
+            Request::KeysFetch {
+                peer: peer.clone(),
+                of: of.clone(),
+            },
+        ),
+        Command::Keys(KeysCmd::List(home)) => h(home, Request::KeysList),
+        Command::Audit(AuditCmd::Export { home, out }) => h(home, Request::AuditExport { out: absolute(out)? }),
+        Command::Audit(AuditCmd::Prove { home, seq }) => h(home, Request::AuditProve { seq: *seq }),
+        Command::Audit(AuditCmd::Consistency { home, from, to }) => h(home, Request::AuditConsistency { from: *from, to: *to }),
+        Command::Audit(AuditCmd::Checkpoint { home, out }) => h(
+            home,
+            Request::AuditCheckpoint {
+                out: out.as_deref().map(absolute).transpose()?,
+            },
+        ),
+        Command::Audit(AuditCmd::Show {
+            home,
+            dataset,
+            counterparty,
+            kind,
+            since,
+            until,
+            limit,
+        }) => h(
+            home,
+            Request::AuditShow {
+                dataset: dataset.clone(),
+                counterparty: counterparty.clone(),
+                kind: kind.clone(),
+                since_ms: since.as_deref().map(time_arg).transpose()?,
+                until_ms: until.as_deref().map(time_arg).transpose()?,
+                limit: *limit,
+            },
+        ),
+        other => Err(anyhow!("{other:?} is not a node command")),
+    }
+}
+
+/// `pdx ca ...` (offline).
+pub fn run_ca(c: &CaCmd, json: bool) -> Result<u8> {
+    use pdx_node::pki;
+    let value = match c {
+        CaCmd::Init { dir, network } => serde_json::to_value(pki::ca_init(dir, network).map_err(node_error)?)?,
+        CaCmd::Issue { dir, dept, name, out } => serde_json::to_value(pki::ca_issue(dir, dept, name, out).map_err(node_error)?)?,
+        CaCmd::Revoke { dir, serial } => {
+            let crl = pki::ca_revoke(dir, serial).map_err(node_error)?;
+            serde_json::json!({"revoked": serial, "crl": crl.display().to_string(),
+                "next": format!("install it on every node: pdx crl update --home HOME --crl {}", crl.display())})
+        }
+        CaCmd::Crl { dir } => serde_json::json!({"crl": pki::write_crl(dir).map_err(node_error)?.display().to_string()}),
+        CaCmd::List { dir } => serde_json::Value::Array(
+            pki::ca_list(dir)
+                .map_err(node_error)?
+                .into_iter()
+                .map(|(c, revoked)| serde_json::json!({"serial": c.serial, "dept": c.dept, "name": c.name, "not_after": c.not_after, "revoked": revoked}))
+                .collect(),
+        ),
+    };
+    render::print(json, &value, render::generic);
+    Ok(0)
+}
+
+/// `pdx schema ...` (offline).
+pub fn run_schema(c: &SchemaCmd, json: bool) -> Result<u8> {
+    let file = match c {
+        SchemaCmd::Check { file } | SchemaCmd::Show { file } => file,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let schema = match pdx_schemas::Schema::parse(&text, &file.display().to_string()) {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(anyhow!(Exit {
+                code: 1,
+                message: e.to_string(),
+            }));
+        }
+    };
+    match c {
+        SchemaCmd::Check { .. } => {
+            let v = serde_json::json!({"file": file.display().to_string(), "valid": true, "dataset": schema.dataset.id,
+                "fields": schema.fields.len(), "profiles": schema.profiles.keys().collect::<Vec<_>>(),
+                "digest": schema.digest.to_hex()});
+            render::print(json, &v, render::generic);
+        }
+        SchemaCmd::Show { .. } => render::print(json, &render::schema_json(&schema), render::schema),
+    }
+    Ok(0)
+}

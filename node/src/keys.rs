@@ -1,0 +1,235 @@
+//! The node's secret keys: loading (with permission checks and optional
+//! passphrase), creation and rotation. Keys live in `HOME/keys/` as pdx key files
+//! with 0600 permissions; they never appear in logs or error messages.
+//!
+//! | file                         | what                                               |
+//! |------------------------------|----------------------------------------------------|
+//! | `identity.key`               | Ed25519 identity key, certified by the network CA |
+//! | `audit.key`                  | current Ed25519 audit-log signing key              |
+//! | `audit-<keyid>.key`          | retired audit keys (kept for reference)            |
+//! | `encryption.key`             | current X25519 field-encryption key                |
+//! | `encryption-<keyid>.key`     | older encryption keys, kept to open old releases   |
+//! | `pseudonym.key`              | pseudonym master key (32 bytes)                    |
+//! | `pseudonym-<n>.key`          | older pseudonym master keys                        |
+//! | `storage.key`                | storage master key for encryption at rest          |
+
+use crate::config::{Home, read_secret, write_secret};
+use crate::error::{NodeError, Result};
+use pdx_crypto::atrest::StorageMaster;
+use pdx_crypto::envelope::EncryptionSecret;
+use pdx_crypto::keyfile::{self, KeyKind};
+use pdx_crypto::pseudonym::PseudonymMaster;
+use pdx_crypto::{KeyId, SigningKey};
+use std::path::Path;
+use zeroize::Zeroizing;
+
+/// A passphrase held in memory only as long as needed.
+pub type Passphrase = Zeroizing<Vec<u8>>;
+
+/// Every secret key of a node.
+#[derive(Debug)]
+pub struct NodeKeys {
+    /// Identity key (the certificate's key).
+    pub identity: SigningKey,
+    /// Current audit key.
+    pub audit: SigningKey,
+    /// Encryption keys; the first is current.
+    pub encryption: Vec<EncryptionSecret>,
+    /// Pseudonym master.
+    pub pseudonym: PseudonymMaster,
+    /// Storage master.
+    pub storage: StorageMaster,
+    /// An audit key staged by an interrupted rotation.
+    pub pending_audit: Option<SigningKey>,
+}
+
+fn staged_audit_path(home: &Home) -> std::path::PathBuf {
+    home.keys().join("audit.key.new")
+}
+
+fn load(path: &Path, kind: KeyKind, pass: Option<&[u8]>) -> Result<Zeroizing<Vec<u8>>> {
+    let bytes = read_secret(path)?;
+    Ok(keyfile::decode(&bytes, kind, &path.display().to_string(), pass)?)
+}
+
+fn save(path: &Path, kind: KeyKind, secret: &[u8], pass: Option<&[u8]>) -> Result<()> {
+    let bytes = keyfile::encode(kind, secret, pass)?;
+    write_secret(path, &bytes)
+}
+
+fn secret32(bytes: &[u8], path: &Path) -> Result<[u8; 32]> {
+    <[u8; 32]>::try_from(bytes).map_err(|_| NodeError::Config {
+        path: path.display().to_string(),
+        message: "key file does not hold 32 bytes".into(),
+    })
+}
+
+impl NodeKeys {
+    /// Creates every key except the identity key (which comes with the certificate).
+    pub fn create(home: &Home, identity_pkcs8: &[u8], pass: Option<&[u8]>) -> Result<NodeKeys> {
+        let identity = SigningKey::from_pkcs8(identity_pkcs8)?;
+        let audit = SigningKey::generate()?;
+        let encryption = EncryptionSecret::generate()?;
+        let pseudonym = PseudonymMaster::from_bytes(pdx_crypto::rng::bytes::<32>()?);
+        let storage = StorageMaster::from_bytes(pdx_crypto::rng::bytes::<32>()?);
+        save(&home.key("identity"), KeyKind::Ed25519Pkcs8, identity.pkcs8_der(), pass)?;
+        save(&home.key("audit"), KeyKind::Ed25519Pkcs8, audit.pkcs8_der(), pass)?;
+        save(&home.key("encryption"), KeyKind::X25519, &encryption.to_bytes()[..], pass)?;
+        save(&home.key("pseudonym"), KeyKind::Secret32, pseudonym.as_bytes(), pass)?;
+        save(&home.key("storage"), KeyKind::Secret32, storage.as_bytes(), pass)?;
+        Ok(NodeKeys {
+            identity,
+            audit,
+            encryption: vec![encryption],
+            pseudonym,
+            storage,
+            pending_audit: None,
+        })
+    }
+
+    /// Loads every key, checking file permissions.
+    pub fn load(home: &Home, pass: Option<&[u8]>) -> Result<NodeKeys> {
+        let identity = SigningKey::from_pkcs8(&load(&home.key("identity"), KeyKind::Ed25519Pkcs8, pass)?)?;
+        let audit = SigningKey::from_pkcs8(&load(&home.key("audit"), KeyKind::Ed25519Pkcs8, pass)?)?;
+        let path = home.key("encryption");
+        let mut encryption = vec![EncryptionSecret::from_bytes(&secret32(&load(&path, KeyKind::X25519, pass)?, &path)?)];
+        for old in old_keys(home, "encryption-")? {
+            encryption.push(EncryptionSecret::from_bytes(&secret32(&load(&old, KeyKind::X25519, pass)?, &old)?));
+        }
+        let path = home.key("pseudonym");
+        let pseudonym = PseudonymMaster::from_bytes(secret32(&load(&path, KeyKind::Secret32, pass)?, &path)?);
+        let path = home.key("storage");
+        let storage = StorageMaster::from_bytes(secret32(&load(&path, KeyKind::Secret32, pass)?, &path)?);
+        let staged = staged_audit_path(home);
+        let pending_audit = if staged.exists() {
+            Some(SigningKey::from_pkcs8(&load(&staged, KeyKind::Ed25519Pkcs8, pass)?)?)
+        } else {
+            None
+        };
+        Ok(NodeKeys {
+            identity,
+            audit,
+            encryption,
+            pseudonym,
+            storage,
+            pending_audit,
+        })
+    }
+
+    /// The current encryption key.
+    pub fn current_encryption(&self) -> &EncryptionSecret {
+        &self.encryption[0]
+    }
+
+    /// The encryption key with id `id`, if held.
+    pub fn encryption_key(&self, id: &KeyId) -> Option<&EncryptionSecret> {
+        self.encryption.iter().find(|k| k.key_id() == *id)
+    }
+
+    /// Rotates the encryption key: the current one is kept as `encryption-<id>.key`.
+    pub fn rotate_encryption(&mut self, home: &Home, pass: Option<&[u8]>) -> Result<KeyId> {
+        let new = EncryptionSecret::generate()?;
+        let old = &self.encryption[0];
+        save(
+            &home.key(&format!("encryption-{}", old.key_id())),
+            KeyKind::X25519,
+            &old.to_bytes()[..],
+            pass,
+        )?;
+        save(&home.key("encryption"), KeyKind::X25519, &new.to_bytes()[..], pass)?;
+        let id = new.key_id();
+        self.encryption.insert(0, new);
+        Ok(id)
+    }
+
+    /// Retires an old encryption key: its file is deleted and releases sealed for
+    /// it can no longer be opened here.
+    pub fn retire_encryption(&mut self, home: &Home, id: &KeyId) -> Result<()> {
+        if self.encryption[0].key_id() == *id {
+            return Err(NodeError::Invalid(format!(
+                "key {id} is the current encryption key; rotate first (pdx key rotate --kind encryption)"
+            )));
+        }
+        let path = home.key(&format!("encryption-{id}"));
+        if !path.exists() {
+            return Err(NodeError::NotFound(format!("no retained encryption key {id} in {}", home.keys().display())));
+        }
+        std::fs::remove_file(&path).map_err(NodeError::io(&path))?;
+        self.encryption.retain(|k| k.key_id() != *id);
+        Ok(())
+    }
+
+    /// Step 1 of an audit-key rotation: the new key is written as
+    /// `audit.key.new` before the log records the rotation, so a crash between
+    /// the two never loses the key the log now expects.
+    pub fn stage_audit(home: &Home, new: &SigningKey, pass: Option<&[u8]>) -> Result<()> {
+        save(&staged_audit_path(home), KeyKind::Ed25519Pkcs8, new.pkcs8_der(), pass)
+    }
+
+    /// Step 2: the log recorded the rotation; keep the old key as
+    /// `audit-<id>.key` and make the staged key current.
+    pub fn commit_audit(&mut self, home: &Home, pass: Option<&[u8]>) -> Result<()> {
+        let staged = staged_audit_path(home);
+        let new = SigningKey::from_pkcs8(&load(&staged, KeyKind::Ed25519Pkcs8, pass)?)?;
+        save(
+            &home.key(&format!("audit-{}", self.audit.key_id())),
+            KeyKind::Ed25519Pkcs8,
+            self.audit.pkcs8_der(),
+            pass,
+        )?;
+        std::fs::rename(&staged, home.key("audit")).map_err(NodeError::io(&staged))?;
+        self.audit = new;
+        self.pending_audit = None;
+        Ok(())
+    }
+
+    /// Drops a staged key whose rotation never reached the log.
+    pub fn abandon_staged_audit(&mut self, home: &Home) -> Result<()> {
+        let staged = staged_audit_path(home);
+        if staged.exists() {
+            std::fs::remove_file(&staged).map_err(NodeError::io(&staged))?;
+        }
+        self.pending_audit = None;
+        Ok(())
+    }
+
+    /// Rotates the pseudonym master; the old one is kept as `pseudonym-<n>.key`.
+    /// New releases use the new key: pseudonyms change for every agreement.
+    pub fn rotate_pseudonym(&mut self, home: &Home, pass: Option<&[u8]>) -> Result<String> {
+        let n = old_keys(home, "pseudonym-")?.len() + 1;
+        save(
+            &home.key(&format!("pseudonym-{n}")),
+            KeyKind::Secret32,
+            self.pseudonym.as_bytes(),
+            pass,
+        )?;
+        let new = PseudonymMaster::from_bytes(pdx_crypto::rng::bytes::<32>()?);
+        save(&home.key("pseudonym"), KeyKind::Secret32, new.as_bytes(), pass)?;
+        self.pseudonym = new;
+        Ok(format!("pseudonym master rotated; the previous one is kept as pseudonym-{n}.key"))
+    }
+}
+
+fn old_keys(home: &Home, prefix: &str) -> Result<Vec<std::path::PathBuf>> {
+    let dir = home.keys();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).map_err(NodeError::io(&dir))? {
+        let e = e.map_err(NodeError::io(&dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(prefix) && name.ends_with(".key") && !name.ends_with(".key.new") {
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads a passphrase from a file (first line, without the newline).
+pub fn passphrase_from_file(path: &Path) -> Result<Passphrase> {
+    let bytes = read_secret(path)?;
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    if line.is_empty() {
+        return Err(NodeError::Invalid(format!("{}: the passphrase file is empty", path.display())));
+    }
+    Ok(Zeroizing::new(line.to_vec()))
+}

@@ -1,0 +1,173 @@
+//! Framing: `u32 BE length || body`, where the body is the CBOR array
+//! `[type, payload]` and `type` is a one-byte unsigned integer (< 24), so the
+//! body always starts `0x82, type`. The decoder learns the type from the first
+//! two body bytes and applies that type's size cap *before* buffering the rest:
+//! an oversized frame is rejected, never clamped or read.
+
+use super::msg::MsgType;
+use std::fmt;
+
+/// The largest frame of any type.
+pub const MAX_FRAME: usize = 32 * 1024 * 1024;
+/// Bound on the records of one chunk (config may only lower it).
+pub const MAX_CHUNK_RECORDS_BYTES: usize = 16 * 1024 * 1024 - 4096;
+
+/// Why bytes from a peer were rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The declared length exceeds the cap for the message type.
+    TooLarge {
+        /// Message type (or 0 when unknown yet).
+        msg_type: u8,
+        /// Declared length.
+        len: usize,
+        /// Cap.
+        cap: usize,
+    },
+    /// The body does not start with `0x82, type`.
+    BadHeader,
+    /// Unknown message type.
+    UnknownType(u8),
+    /// The body is shorter than its header.
+    TooShort,
+    /// The stream ended inside a frame.
+    Truncated {
+        /// Bytes buffered of the incomplete frame.
+        have: usize,
+    },
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::TooLarge { msg_type, len, cap } => {
+                write!(f, "frame of {len} bytes for message type {msg_type} exceeds its cap of {cap} bytes")
+            }
+            FrameError::BadHeader => f.write_str("frame body is not a [type, payload] CBOR array"),
+            FrameError::UnknownType(t) => write!(f, "unknown message type {t}"),
+            FrameError::TooShort => f.write_str("frame body shorter than its header"),
+            FrameError::Truncated { have } => write!(f, "stream ended inside a frame ({have} bytes buffered)"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// A complete frame: its type and the CBOR payload bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Message type.
+    pub msg_type: MsgType,
+    /// CBOR payload (after `0x82, type`).
+    pub payload: Vec<u8>,
+}
+
+/// Incremental frame decoder (sans-IO): push bytes, pull frames.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder with an empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends bytes received from the peer.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes buffered but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// How many more bytes the next frame needs (0 if one is complete); lets a
+    /// driver read exactly what it may buffer.
+    pub fn wanted(&self) -> usize {
+        let avail = self.buffered();
+        if avail < 6 {
+            return 6 - avail;
+        }
+        let b = &self.buf[self.pos..];
+        let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        (4 + len).saturating_sub(avail)
+    }
+
+    /// The next complete frame, `Ok(None)` if more bytes are needed, or an error
+    /// as soon as the header shows the frame is unacceptable.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        let avail = &self.buf[self.pos..];
+        if avail.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+        if len > MAX_FRAME {
+            return Err(FrameError::TooLarge { msg_type: 0, len, cap: MAX_FRAME });
+        }
+        if len < 2 {
+            return Err(FrameError::TooShort);
+        }
+        if avail.len() < 6 {
+            return Ok(None);
+        }
+        if avail[4] != 0x82 {
+            return Err(FrameError::BadHeader);
+        }
+        let t = avail[5];
+        let msg_type = MsgType::from_u8(t).ok_or(FrameError::UnknownType(t))?;
+        let cap = msg_type.cap();
+        if len > cap {
+            return Err(FrameError::TooLarge { msg_type: t, len, cap });
+        }
+        if avail.len() < 4 + len {
+            return Ok(None);
+        }
+        let payload = avail[6..4 + len].to_vec();
+        self.pos += 4 + len;
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > (1 << 20) {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        Ok(Some(Frame { msg_type, payload }))
+    }
+
+    /// Call at end of stream: an error if a partial frame is buffered.
+    pub fn finish(&self) -> Result<(), FrameError> {
+        if self.buffered() == 0 {
+            Ok(())
+        } else {
+            Err(FrameError::Truncated { have: self.buffered() })
+        }
+    }
+}
+
+/// Encodes a frame around an already-encoded CBOR payload; refuses to build a
+/// frame the peer would reject.
+pub fn encode_frame(msg_type: MsgType, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+    let len = payload.len() + 2;
+    if len > msg_type.cap() {
+        return Err(FrameError::TooLarge {
+            msg_type: msg_type as u8,
+            len,
+            cap: msg_type.cap(),
+        });
+    }
+    let mut out = Vec::with_capacity(4 + len);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    out.push(0x82);
+    out.push(msg_type as u8);
+    out.extend_from_slice(payload);
+    Ok(out)
+}
