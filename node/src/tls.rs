@@ -155,7 +155,9 @@ impl ClientCertVerifier for PeerClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> std::result::Result<ClientCertVerified, TlsError> {
-        let verified = self.trust.client()?.verify_client_cert(end_entity, intermediates, now)?;
+        let verified = self.trust.client()?.verify_client_cert(end_entity, intermediates, now);
+        tracing::debug!("client certificate verification: {:?}", verified.as_ref().err());
+        let verified = verified?;
         dept_of(end_entity)?;
         Ok(verified)
     }
@@ -246,6 +248,10 @@ pub fn server_config(
         .with_single_cert(cert, key_der(identity_pkcs8))
         .map_err(|e| NodeError::Tls(format!("node certificate/key: {e}")))?;
     cfg.alpn_protocols = vec![ALPN.to_vec()];
+    // No resumption: every connection presents and re-verifies its certificate
+    // against the current CRL (a resumed session would skip that check).
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    cfg.send_tls13_tickets = 0;
     Ok(cfg)
 }
 
@@ -258,10 +264,13 @@ pub fn client_config(
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| NodeError::Tls(e.to_string()))?
+        // Not a weaker check: the custom verifier runs webpki with the CRL and
+        // then also requires the department SAN.
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PeerServerVerifier { trust: trust.clone() }))
         .with_client_auth_cert(cert, key_der(identity_pkcs8))
         .map_err(|e| NodeError::Tls(format!("node certificate/key: {e}")))?;
     cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.resumption = rustls::client::Resumption::disabled();
     Ok(cfg)
 }

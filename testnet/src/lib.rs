@@ -1,1 +1,358 @@
+//! Test networks of real `pdx serve` processes on 127.0.0.1: the harness behind
+//! `pdx-testnet`, `make demo` and every multi-process integration test.
 #![forbid(unsafe_code)]
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `pdx` binary: `$PDX_BIN`, or next to the running executable (cargo puts
+/// test binaries in `target/<profile>/deps`, binaries in `target/<profile>`).
+pub fn pdx_bin() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("PDX_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().context("locating the current executable")?;
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    for _ in 0..2 {
+        let candidate = dir.join("pdx");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+    }
+    bail!("cannot find the pdx binary next to {}; build it (cargo build --release -p pdx-node) or set PDX_BIN", exe.display())
+}
+
+/// A free UDP port on 127.0.0.1 (the OS picks it; tiny race until the node binds).
+pub fn free_port() -> Result<u16> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    Ok(s.local_addr()?.port())
+}
+
+/// One node of a test network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Department code.
+    pub dept: String,
+    /// Display name.
+    pub name: String,
+    /// Home directory.
+    pub home: PathBuf,
+    /// Certificate directory.
+    pub certs: PathBuf,
+    /// Listen address.
+    pub addr: String,
+    /// Process id while running.
+    pub pid: Option<u32>,
+    /// Certificate serial.
+    pub serial: String,
+}
+
+/// A test network: a CA and nodes under one directory.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Testnet {
+    /// Root directory.
+    pub dir: PathBuf,
+    /// Network name.
+    pub network: String,
+    /// Nodes.
+    pub nodes: Vec<NodeInfo>,
+    #[serde(skip)]
+    children: Vec<(String, Child)>,
+    #[serde(skip)]
+    pdx: PathBuf,
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn state_path(dir: &Path) -> PathBuf {
+    dir.join("testnet.json")
+}
+
+impl Testnet {
+    /// Creates a network CA in `dir`.
+    pub fn create(dir: &Path, network: &str) -> Result<Testnet> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let net = Testnet {
+            dir: dir.to_path_buf(),
+            network: network.to_string(),
+            nodes: Vec::new(),
+            children: Vec::new(),
+            pdx: pdx_bin()?,
+        };
+        net.pdx_ok(&["ca", "init", "--dir", &net.ca_dir().display().to_string(), "--network", network])?;
+        net.save()?;
+        Ok(net)
+    }
+
+    /// Loads a network created earlier (for `status` and `down`).
+    pub fn load(dir: &Path) -> Result<Testnet> {
+        let text = std::fs::read_to_string(state_path(dir)).with_context(|| format!("{}: no testnet here", dir.display()))?;
+        let mut net: Testnet = serde_json::from_str(&text)?;
+        net.pdx = pdx_bin()?;
+        Ok(net)
+    }
+
+    /// Writes `testnet.json`.
+    pub fn save(&self) -> Result<()> {
+        std::fs::write(state_path(&self.dir), serde_json::to_vec_pretty(self)?)?;
+        Ok(())
+    }
+
+    /// The CA directory.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.join("ca")
+    }
+
+    /// The `pdx` binary used.
+    pub fn pdx_path(&self) -> &Path {
+        &self.pdx
+    }
+
+    /// Runs pdx with `args` and returns its output.
+    pub fn pdx(&self, args: &[&str]) -> Result<Output> {
+        Command::new(&self.pdx)
+            .args(args)
+            .env("PDX_OPERATOR", "testnet")
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running pdx {}", args.join(" ")))
+    }
+
+    /// Runs pdx and fails unless it exits 0; returns stdout.
+    pub fn pdx_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.pdx(args)?;
+        if !out.status.success() {
+            bail!(
+                "pdx {} failed ({}):\n{}{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs pdx with `--json` and parses stdout.
+    pub fn pdx_json(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let text = self.pdx_ok(&a)?;
+        serde_json::from_str(&text).with_context(|| format!("pdx {} printed no JSON: {text}", args.join(" ")))
+    }
+
+    /// A node by department.
+    pub fn node(&self, dept: &str) -> Result<&NodeInfo> {
+        self.nodes.iter().find(|n| n.dept == dept).ok_or_else(|| anyhow!("no node {dept} in the testnet"))
+    }
+
+    /// Home of a node, as a string argument.
+    pub fn home(&self, dept: &str) -> Result<String> {
+        Ok(self.node(dept)?.home.display().to_string())
+    }
+
+    /// Issues a certificate and creates a node home (not started).
+    pub fn add_node(&mut self, dept: &str, name: &str) -> Result<()> {
+        let certs = self.dir.join("certs").join(dept);
+        let home = self.dir.join("nodes").join(dept);
+        let issued = self.pdx_json(&[
+            "ca",
+            "issue",
+            "--dir",
+            &self.ca_dir().display().to_string(),
+            "--dept",
+            dept,
+            "--name",
+            name,
+            "--out",
+            &certs.display().to_string(),
+        ])?;
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        self.pdx_ok(&[
+            "init",
+            "--home",
+            &home.display().to_string(),
+            "--cert-dir",
+            &certs.display().to_string(),
+            "--listen",
+            &addr,
+        ])?;
+        self.nodes.push(NodeInfo {
+            dept: dept.to_string(),
+            name: name.to_string(),
+            home,
+            certs,
+            addr,
+            pid: None,
+            serial: issued["serial"].as_str().unwrap_or_default().to_string(),
+        });
+        self.save()
+    }
+
+    /// Adds every other node as a peer of every node.
+    pub fn connect_all(&self) -> Result<()> {
+        for a in &self.nodes {
+            for b in &self.nodes {
+                if a.dept != b.dept {
+                    self.pdx_ok(&["peer", "add", "--home", &a.home.display().to_string(), "--dept", &b.dept, "--addr", &b.addr])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts `pdx serve` for a node and waits until it listens.
+    pub fn start(&mut self, dept: &str) -> Result<()> {
+        let (home, idx) = {
+            let i = self.nodes.iter().position(|n| n.dept == dept).ok_or_else(|| anyhow!("no node {dept}"))?;
+            (self.nodes[i].home.clone(), i)
+        };
+        let log_path = home.join("node.log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let offset = log.metadata()?.len();
+        let mut child = Command::new(&self.pdx)
+            .args(["serve", "--home", &home.display().to_string()])
+            .env("PDX_OPERATOR", "testnet")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting pdx serve for {dept}"))?;
+        // Ready when it prints its listening line (stdout goes to node.log so the
+        // node outlives this process without a broken pipe).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read(&log_path).unwrap_or_default();
+            let new = String::from_utf8_lossy(text.get(offset as usize..).unwrap_or_default()).into_owned();
+            if new.lines().any(|l| l.starts_with("pdx serve:") && l.contains("listening")) {
+                break;
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("pdx serve for {dept} exited ({status}):\n{new}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("pdx serve for {dept} did not start within 30 s; see {}", log_path.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.nodes[idx].pid = Some(child.id());
+        self.children.push((dept.to_string(), child));
+        self.save()
+    }
+
+    /// Starts every node.
+    pub fn start_all(&mut self) -> Result<()> {
+        let depts: Vec<String> = self.nodes.iter().map(|n| n.dept.clone()).collect();
+        for d in depts {
+            self.start(&d)?;
+        }
+        Ok(())
+    }
+
+    fn take_child(&mut self, dept: &str) -> Option<Child> {
+        let i = self.children.iter().position(|(d, _)| d == dept)?;
+        Some(self.children.remove(i).1)
+    }
+
+    /// Graceful stop (SIGTERM), forced after `grace`.
+    pub fn stop(&mut self, dept: &str, grace: Duration) -> Result<()> {
+        let pid = self.node(dept)?.pid;
+        if let Some(mut child) = self.take_child(dept) {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if child.try_wait()?.is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if child.try_wait()?.is_none() {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        } else if let Some(pid) = pid {
+            stop_pid(pid, grace);
+        }
+        self.mark_stopped(dept)
+    }
+
+    /// Kills a node with SIGKILL (crash).
+    pub fn kill(&mut self, dept: &str) -> Result<()> {
+        if let Some(mut child) = self.take_child(dept) {
+            let _ = child.kill();
+            let _ = child.wait();
+        } else if let Some(pid) = self.node(dept)?.pid {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+        self.mark_stopped(dept)
+    }
+
+    fn mark_stopped(&mut self, dept: &str) -> Result<()> {
+        if let Some(n) = self.nodes.iter_mut().find(|n| n.dept == dept) {
+            n.pid = None;
+        }
+        let sock = self.node(dept)?.home.join("admin.sock");
+        let _ = std::fs::remove_file(sock);
+        self.save()
+    }
+
+    /// Leaves the node processes running after this value is dropped (for
+    /// `pdx-testnet up`; `pdx-testnet down` stops them by pid).
+    pub fn detach(&mut self) {
+        self.children.clear();
+    }
+
+    /// Stops every node.
+    pub fn stop_all(&mut self, grace: Duration) -> Result<()> {
+        let depts: Vec<String> = self.nodes.iter().map(|n| n.dept.clone()).collect();
+        for d in depts {
+            self.stop(&d, grace)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a node's process is alive.
+    pub fn is_running(&self, dept: &str) -> bool {
+        self.node(dept)
+            .ok()
+            .and_then(|n| n.pid)
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    }
+
+    /// Revokes a node's certificate and installs the new CRL on every node.
+    pub fn revoke(&self, dept: &str) -> Result<()> {
+        let serial = self.node(dept)?.serial.clone();
+        let ca = self.ca_dir().display().to_string();
+        self.pdx_ok(&["ca", "revoke", "--dir", &ca, "--serial", &serial])?;
+        let crl = self.ca_dir().join("crl.pem").display().to_string();
+        for n in &self.nodes {
+            if n.dept != dept {
+                self.pdx_ok(&["crl", "update", "--home", &n.home.display().to_string(), "--crl", &crl])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn stop_pid(pid: u32, grace: Duration) {
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && Path::new(&format!("/proc/{pid}")).exists() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if Path::new(&format!("/proc/{pid}")).exists() {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    }
+}
