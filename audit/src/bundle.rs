@@ -65,6 +65,13 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> AuditError + '_ {
 pub fn export(log: &AuditLog, ca_certificate: Vec<u8>, path: &Path) -> Result<BundleHeader, AuditError> {
     let latest = log.checkpoint()?;
     let size = latest.peek()?.size;
+    // Export what the store holds, gaps included: a damaged or edited store must
+    // reach the verifier as it is, not be refused here.
+    let mut stored = 0u64;
+    log.for_each_stored_entry(0, size, |_, _| {
+        stored += 1;
+        Ok(())
+    })?;
     let header = BundleHeader {
         format: 1,
         log_id: log.log_id().to_text(),
@@ -76,12 +83,26 @@ pub fn export(log: &AuditLog, ca_certificate: Vec<u8>, path: &Path) -> Result<Bu
         cosignatures: log.received_cosignatures()?,
         witnessed: log.witnessed()?,
         evidence: log.evidence()?,
-        entry_count: size,
+        entry_count: stored,
     };
     let file = std::fs::File::create(path).map_err(io(path))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     write_header(&mut out, &header).map_err(io(path))?;
-    log.for_each_entry(0, size, |_, bytes| write_entry(&mut out, bytes).map_err(io(path)))?;
+    let mut written = 0u64;
+    log.for_each_stored_entry(0, size, |_, bytes| {
+        if written < stored {
+            written += 1;
+            write_entry(&mut out, bytes).map_err(io(path))
+        } else {
+            Ok(())
+        }
+    })?;
+    if written != stored {
+        return Err(AuditError::Bundle {
+            path: path.display().to_string(),
+            reason: "the store changed during export".into(),
+        });
+    }
     out.write_all(END).map_err(io(path))?;
     let file = out.into_inner().map_err(|e| io(path)(e.into_error()))?;
     file.sync_all().map_err(io(path))?;

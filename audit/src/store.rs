@@ -620,6 +620,32 @@ impl AuditLog {
         Ok(())
     }
 
+    /// Like [`AuditLog::for_each_entry`] but without the gap check: every stored
+    /// entry with `from <= seq < to`, in key order (for exports of damaged stores).
+    pub fn for_each_stored_entry(
+        &self,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), AuditError>,
+    ) -> Result<(), AuditError> {
+        let cf = self.cf(CF_ENTRIES)?;
+        let iter = self.db.iterator_cf(
+            cf,
+            rocksdb::IteratorMode::From(&from.to_be_bytes(), rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            let seq = u64::from_be_bytes(
+                <[u8; 8]>::try_from(&k[..]).map_err(|_| corrupt("audit.entries", "key is not 8 bytes"))?,
+            );
+            if seq >= to {
+                break;
+            }
+            f(seq, &v)?;
+        }
+        Ok(())
+    }
+
     /// Inclusion proof of entry `seq` in the tree of `size` entries.
     pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, AuditError> {
         self.check_size(size)?;

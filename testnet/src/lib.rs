@@ -2,6 +2,8 @@
 //! `pdx-testnet`, `make demo` and every multi-process integration test.
 #![forbid(unsafe_code)]
 
+pub mod scenario;
+
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

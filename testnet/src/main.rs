@@ -34,11 +34,27 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Run a scenario end to end on real nodes.
+    #[command(subcommand)]
+    Scenario(Scenario),
     /// Stop every node (SIGTERM, then SIGKILL after 10 s).
     Down {
         /// Testnet directory.
         #[arg(long)]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// Two departments exchange a dataset (the walking skeleton).
+    TwoNode {
+        /// Directory for the network (kept for inspection).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -72,6 +88,12 @@ fn main() -> Result<()> {
             }
             println!("testnet up in {}; stop it with pdx-testnet down --dir {}", dir.display(), dir.display());
             net.detach();
+        }
+        Cmd::Scenario(Scenario::TwoNode { dir, json }) => {
+            let summary = pdx_testnet::scenario::two_node(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            }
         }
         Cmd::Status { dir } => {
             let net = Testnet::load(&dir)?;

@@ -1,0 +1,55 @@
+# pdx: two set-up commands, one build profile.
+#
+#   make demo   build, then run a two-node exchange on real nodes and print what happened
+#   make test   build, then run the whole test suite
+#
+# Everything (tests, demo, benchmarks) uses the release profile, so `make test`
+# after `make demo` rebuilds nothing. Missing system packages are installed.
+
+CARGO      ?= cargo
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+BIN        := $(TARGET_DIR)/release
+DEMO_DIR   ?= $(CURDIR)/demo-net
+DEMO_ARGS  ?=
+
+.PHONY: all deps build test demo bench lint fmt fuzz-build clean
+
+all: build
+
+# librocksdb-sys needs libclang at build time (bindgen).
+deps:
+	@if ! ldconfig -p 2>/dev/null | grep -q 'libclang\(-[0-9.]*\)\?\.so'; then \
+	  echo "installing libclang-dev (needed by librocksdb-sys)"; \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev; \
+	  else \
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev; \
+	  fi; \
+	fi
+
+build: deps
+	$(CARGO) build --release --workspace --bins
+
+test: build
+	$(CARGO) test --release --workspace
+
+demo: build
+	rm -rf $(DEMO_DIR)
+	$(BIN)/pdx-testnet scenario two-node $(DEMO_ARGS) --dir $(DEMO_DIR)
+
+bench: build
+	bash docs/bench/run.sh
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+# Needs a nightly toolchain and cargo-fuzz; CI runs the same entry points as tests.
+fuzz-build:
+	cd fuzz && $(CARGO) +nightly fuzz build
+
+clean:
+	$(CARGO) clean

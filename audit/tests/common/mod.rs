@@ -1,0 +1,137 @@
+//! Fixtures for audit tests: a log in a real RocksDB in a temp dir, keys bound to
+//! a department by a minimal certificate stand-in (the real X.509 check lives in
+//! pdx-node and is exercised by its integration tests).
+#![allow(dead_code, missing_debug_implementations, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use pdx_audit::bundle::{BundleHeader, BundleReader, write_entry, write_header};
+use pdx_audit::checkpoint::{KeyEndorsement, SignedEndorsement};
+use pdx_audit::store::{AuditConfig, column_families, now_ms};
+use pdx_audit::verify::{CertificateCheck, Report, VerifyInputs, verify};
+use pdx_audit::{AuditLog, EntryDraft, EventKind, LogId};
+use pdx_crypto::{SigningKey, VerifyingKey};
+use std::path::Path;
+use std::sync::Arc;
+
+/// "Certificate" = dept bytes || 0 || Ed25519 identity key.
+pub struct RawCerts;
+
+impl CertificateCheck for RawCerts {
+    fn check(&self, der: &[u8]) -> Result<(String, VerifyingKey), String> {
+        let pos = der.iter().position(|&b| b == 0).ok_or("no separator")?;
+        let key = VerifyingKey::from_slice(&der[pos + 1..]).map_err(|e| e.to_string())?;
+        Ok((String::from_utf8_lossy(&der[..pos]).into_owned(), key))
+    }
+}
+
+pub fn cert(dept: &str, identity: &SigningKey) -> Vec<u8> {
+    let mut c = dept.as_bytes().to_vec();
+    c.push(0);
+    c.extend_from_slice(&identity.verifying_key().0);
+    c
+}
+
+pub struct TestLog {
+    pub log: AuditLog,
+    pub identity: SigningKey,
+    pub audit_key: SigningKey,
+    pub dept: String,
+}
+
+pub fn open_db(dir: &Path) -> Arc<rocksdb::DB> {
+    let mut o = rocksdb::Options::default();
+    o.create_if_missing(true);
+    o.create_missing_column_families(true);
+    Arc::new(rocksdb::DB::open_cf_descriptors(&o, dir, column_families()).unwrap())
+}
+
+pub fn endorse(identity: &SigningKey, dept: &str, log: &LogId, key: &SigningKey, from_seq: u64) -> SignedEndorsement {
+    SignedEndorsement::sign(
+        &KeyEndorsement {
+            log_id: log.to_text(),
+            audit_key: key.verifying_key(),
+            from_seq,
+            time_ms: now_ms(),
+        },
+        identity,
+        cert(dept, identity),
+    )
+    .unwrap()
+}
+
+pub fn new_log(dir: &Path, dept: &str, every: u64) -> TestLog {
+    let identity = SigningKey::generate().unwrap();
+    let audit_key = SigningKey::generate().unwrap();
+    let log_id = LogId {
+        dept: dept.into(),
+        genesis_key: audit_key.key_id(),
+    };
+    let e = endorse(&identity, dept, &log_id, &audit_key, 0);
+    let log = AuditLog::open(
+        open_db(dir),
+        log_id,
+        SigningKey::from_pkcs8(audit_key.pkcs8_der()).unwrap(),
+        || Ok(e),
+        AuditConfig {
+            checkpoint_every: every,
+            checkpoint_interval_ms: 1_000_000,
+        },
+    )
+    .unwrap();
+    TestLog {
+        log,
+        identity,
+        audit_key,
+        dept: dept.into(),
+    }
+}
+
+pub fn append(t: &TestLog, n: usize, tag: &str) {
+    for i in 0..n {
+        let mut d = EntryDraft::new(EventKind::Send, &t.dept, "tester");
+        d.counterparty = Some("100000".into());
+        d.subject.release = Some(format!("{tag}-{i}"));
+        d.record_count = Some(i as u64);
+        t.log.append(d).unwrap();
+    }
+}
+
+/// A bundle split into its header and entries, for tampering.
+pub struct Parts {
+    pub header: BundleHeader,
+    pub entries: Vec<Vec<u8>>,
+}
+
+pub fn read_parts(path: &Path) -> Parts {
+    let mut r = BundleReader::open(path).unwrap();
+    let header = r.header().clone();
+    let mut entries = Vec::new();
+    let mut buf = Vec::new();
+    while r.next_entry(&mut buf).unwrap() {
+        entries.push(buf.clone());
+    }
+    Parts { header, entries }
+}
+
+pub fn write_parts(path: &Path, p: &Parts) {
+    let mut h = p.header.clone();
+    h.entry_count = p.entries.len() as u64;
+    let mut out = Vec::new();
+    write_header(&mut out, &h).unwrap();
+    for e in &p.entries {
+        write_entry(&mut out, e).unwrap();
+    }
+    out.extend_from_slice(pdx_audit::bundle::END);
+    std::fs::write(path, out).unwrap();
+}
+
+pub fn verify_path(path: &Path, witnesses: &[&Path]) -> Report {
+    let inputs = VerifyInputs {
+        witnesses: witnesses
+            .iter()
+            .map(|w| (w.display().to_string(), pdx_audit::bundle::read_header(w).unwrap()))
+            .collect(),
+        trusted: Vec::new(),
+        certificates: Some(&RawCerts),
+    };
+    verify(BundleReader::open(path).unwrap(), "test", &inputs).unwrap()
+}
