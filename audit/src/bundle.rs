@@ -7,7 +7,9 @@
 //!           || "PDXEND01"
 //! ```
 
-use crate::checkpoint::{ForkEvidence, SignedCheckpoint, SignedCosignature, SignedEndorsement, WitnessedCheckpoint};
+use crate::checkpoint::{
+    ForkEvidence, SignedCheckpoint, SignedCosignature, SignedEndorsement, WitnessedCheckpoint,
+};
 use crate::error::AuditError;
 use crate::store::{AuditLog, now_ms};
 use pdx_crypto::wire::{from_cbor, to_cbor};
@@ -62,7 +64,11 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> AuditError + '_ {
 
 /// Writes a bundle of `log` to `path`. A fresh checkpoint is signed first so the
 /// bundle is covered to its last entry.
-pub fn export(log: &AuditLog, ca_certificate: Vec<u8>, path: &Path) -> Result<BundleHeader, AuditError> {
+pub fn export(
+    log: &AuditLog,
+    ca_certificate: Vec<u8>,
+    path: &Path,
+) -> Result<BundleHeader, AuditError> {
     let latest = log.checkpoint()?;
     let size = latest.peek()?.size;
     // Export what the store holds, gaps included: a damaged or edited store must
@@ -79,7 +85,11 @@ pub fn export(log: &AuditLog, ca_certificate: Vec<u8>, path: &Path) -> Result<Bu
         exported_ms: now_ms(),
         ca_certificate,
         endorsements: log.endorsements()?,
-        checkpoints: log.checkpoints()?.into_iter().filter(|c| c.peek().map(|p| p.size <= size).unwrap_or(false)).collect(),
+        checkpoints: log
+            .checkpoints()?
+            .into_iter()
+            .filter(|c| c.peek().map(|p| p.size <= size).unwrap_or(false))
+            .collect(),
         cosignatures: log.received_cosignatures()?,
         witnessed: log.witnessed()?,
         evidence: log.evidence()?,
@@ -112,7 +122,8 @@ pub fn export(log: &AuditLog, ca_certificate: Vec<u8>, path: &Path) -> Result<Bu
 /// Writes magic and header.
 pub fn write_header(out: &mut impl Write, header: &BundleHeader) -> std::io::Result<()> {
     let bytes = to_cbor(header).map_err(std::io::Error::other)?;
-    let len = u32::try_from(bytes.len()).map_err(|_| std::io::Error::other("bundle header over 4 GiB"))?;
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| std::io::Error::other("bundle header over 4 GiB"))?;
     out.write_all(MAGIC)?;
     out.write_all(&len.to_be_bytes())?;
     out.write_all(&bytes)
@@ -136,7 +147,9 @@ pub struct BundleReader<R: Read> {
 
 impl<R: Read> std::fmt::Debug for BundleReader<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BundleReader").field("name", &self.name).finish()
+        f.debug_struct("BundleReader")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -144,7 +157,10 @@ impl BundleReader<BufReader<std::fs::File>> {
     /// Opens the bundle at `path`.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
         let file = std::fs::File::open(path).map_err(io(path))?;
-        BundleReader::new(BufReader::with_capacity(1 << 20, file), path.display().to_string())
+        BundleReader::new(
+            BufReader::with_capacity(1 << 20, file),
+            path.display().to_string(),
+        )
     }
 }
 
@@ -170,16 +186,26 @@ impl<R: Read> BundleReader<R> {
             return Err(err("not a pdx audit bundle (bad magic)".into()));
         }
         let mut len = [0u8; 4];
-        input.read_exact(&mut len).map_err(|e| err(format!("truncated header length: {e}")))?;
+        input
+            .read_exact(&mut len)
+            .map_err(|e| err(format!("truncated header length: {e}")))?;
         let len = u32::from_be_bytes(len);
         if len > MAX_HEADER {
-            return Err(err(format!("header of {len} bytes exceeds the {MAX_HEADER}-byte limit")));
+            return Err(err(format!(
+                "header of {len} bytes exceeds the {MAX_HEADER}-byte limit"
+            )));
         }
         let mut buf = vec![0u8; len as usize];
-        input.read_exact(&mut buf).map_err(|e| err(format!("truncated header: {e}")))?;
-        let header: BundleHeader = from_cbor(&buf, "bundle header").map_err(|e| err(e.to_string()))?;
+        input
+            .read_exact(&mut buf)
+            .map_err(|e| err(format!("truncated header: {e}")))?;
+        let header: BundleHeader =
+            from_cbor(&buf, "bundle header").map_err(|e| err(e.to_string()))?;
         if header.format != 1 {
-            return Err(err(format!("format {} (this build reads format 1)", header.format)));
+            return Err(err(format!(
+                "format {} (this build reads format 1)",
+                header.format
+            )));
         }
         Ok(BundleReader {
             input,
@@ -201,14 +227,21 @@ impl<R: Read> BundleReader<R> {
         if self.remaining == 0 {
             if !self.finished {
                 let mut end = [0u8; 8];
-                self.input
-                    .read_exact(&mut end)
-                    .map_err(|e| self.bundle_err(format!("missing end marker after the last entry: {e}")))?;
+                self.input.read_exact(&mut end).map_err(|e| {
+                    self.bundle_err(format!("missing end marker after the last entry: {e}"))
+                })?;
                 if &end != END {
-                    return Err(self.bundle_err("bytes after the declared entries (entry count altered?)"));
+                    return Err(
+                        self.bundle_err("bytes after the declared entries (entry count altered?)")
+                    );
                 }
                 let mut probe = [0u8; 1];
-                if self.input.read(&mut probe).map_err(|e| self.bundle_err(e.to_string()))? != 0 {
+                if self
+                    .input
+                    .read(&mut probe)
+                    .map_err(|e| self.bundle_err(e.to_string()))?
+                    != 0
+                {
                     return Err(self.bundle_err("trailing bytes after the end marker"));
                 }
                 self.finished = true;
@@ -216,12 +249,17 @@ impl<R: Read> BundleReader<R> {
             return Ok(false);
         }
         let mut len = [0u8; 4];
-        self.input
-            .read_exact(&mut len)
-            .map_err(|e| self.bundle_err(format!("truncated: {} entries missing ({e})", self.remaining)))?;
+        self.input.read_exact(&mut len).map_err(|e| {
+            self.bundle_err(format!(
+                "truncated: {} entries missing ({e})",
+                self.remaining
+            ))
+        })?;
         let len = u32::from_be_bytes(len);
         if len > MAX_ENTRY {
-            return Err(self.bundle_err(format!("entry of {len} bytes exceeds the {MAX_ENTRY}-byte limit")));
+            return Err(self.bundle_err(format!(
+                "entry of {len} bytes exceeds the {MAX_ENTRY}-byte limit"
+            )));
         }
         buf.resize(len as usize, 0);
         self.input

@@ -82,7 +82,11 @@ pub struct SignedEndorsement {
 
 impl SignedEndorsement {
     /// Endorses `endorsement` with the identity key.
-    pub fn sign(endorsement: &KeyEndorsement, identity: &SigningKey, certificate: Vec<u8>) -> Result<Self, CryptoError> {
+    pub fn sign(
+        endorsement: &KeyEndorsement,
+        identity: &SigningKey,
+        certificate: Vec<u8>,
+    ) -> Result<Self, CryptoError> {
         Ok(SignedEndorsement {
             signed: Signed::sign(SignatureDomain::AuditKeyEndorsement, identity, endorsement)?,
             certificate,
@@ -91,7 +95,8 @@ impl SignedEndorsement {
 
     /// Verifies under the identity key taken from the (already validated) certificate.
     pub fn verify(&self, identity: &VerifyingKey) -> Result<KeyEndorsement, CryptoError> {
-        self.signed.verify(SignatureDomain::AuditKeyEndorsement, identity)
+        self.signed
+            .verify(SignatureDomain::AuditKeyEndorsement, identity)
     }
 }
 
@@ -126,7 +131,11 @@ pub struct SignedCosignature {
 
 impl SignedCosignature {
     /// Cosigns.
-    pub fn sign(c: &Cosignature, key: &SigningKey, endorsement: SignedEndorsement) -> Result<Self, CryptoError> {
+    pub fn sign(
+        c: &Cosignature,
+        key: &SigningKey,
+        endorsement: SignedEndorsement,
+    ) -> Result<Self, CryptoError> {
         Ok(SignedCosignature {
             signed: Signed::sign(SignatureDomain::Cosignature, key, c)?,
             witness_endorsement: endorsement,

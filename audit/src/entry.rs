@@ -276,7 +276,11 @@ impl Entry {
         if !d.subject.is_empty() {
             w.uint(key::SUBJECT);
             let s = &d.subject;
-            w.map(usize::from(s.dataset.is_some()) + usize::from(s.release.is_some()) + usize::from(s.digest.is_some()));
+            w.map(
+                usize::from(s.dataset.is_some())
+                    + usize::from(s.release.is_some())
+                    + usize::from(s.digest.is_some()),
+            );
             if let Some(v) = &s.dataset {
                 w.uint(1);
                 w.text(v);
@@ -333,7 +337,9 @@ impl Entry {
     pub fn decode(bytes: &[u8]) -> Result<Entry, CanonError> {
         let entry = decode_fields(bytes)?;
         if entry.encode() != bytes {
-            return Err(CanonError("not the canonical encoding of the entry it decodes to".into()));
+            return Err(CanonError(
+                "not the canonical encoding of the entry it decodes to".into(),
+            ));
         }
         Ok(entry)
     }
@@ -395,7 +401,8 @@ impl<'a> EntryView<'a> {
         let mut r = Reader::new(bytes);
         let pairs = r.map()?;
         let mut last_key = 0u64;
-        let (mut log_id, mut seq, mut time, mut kind, mut actor, mut prev) = (None, None, None, None, None, None);
+        let (mut log_id, mut seq, mut time, mut kind, mut actor, mut prev) =
+            (None, None, None, None, None, None);
         let mut v = EntryView {
             log_id: "",
             seq: 0,
@@ -429,7 +436,10 @@ impl<'a> EntryView<'a> {
                 key::TIME => time = Some(r.uint()?),
                 key::KIND => {
                     let t = r.text()?;
-                    kind = Some(EventKind::from_label(t).ok_or_else(|| CanonError(format!("unknown event kind {t:?}")))?);
+                    kind = Some(
+                        EventKind::from_label(t)
+                            .ok_or_else(|| CanonError(format!("unknown event kind {t:?}")))?,
+                    );
                 }
                 key::ACTOR => {
                     if r.array()? != 2 {
@@ -503,7 +513,8 @@ impl<'a> EntryView<'a> {
     pub fn to_entry(&self) -> Result<Entry, CanonError> {
         let own = |o: Option<&str>| o.map(str::to_string);
         Ok(Entry {
-            log_id: LogId::parse(self.log_id).ok_or_else(|| CanonError(format!("bad log id {:?}", self.log_id)))?,
+            log_id: LogId::parse(self.log_id)
+                .ok_or_else(|| CanonError(format!("bad log id {:?}", self.log_id)))?,
             seq: self.seq,
             time_ms: self.time_ms,
             prev_hash: self.prev_hash,
@@ -533,7 +544,9 @@ impl<'a> EntryView<'a> {
                 record_count: self.record_count,
                 payload_digest: self.payload_digest.map(Digest),
                 detail: own(self.detail),
-                key_rotation: self.key_rotation.map(|(new_key, signature)| KeyRotation { new_key, signature }),
+                key_rotation: self
+                    .key_rotation
+                    .map(|(new_key, signature)| KeyRotation { new_key, signature }),
             },
         })
     }

@@ -139,7 +139,11 @@ fn largest_power_of_two_below(n: u64) -> u64 {
 }
 
 /// `MTH(D[lo..hi])` from stored perfect subtrees.
-pub fn subtree_root<H: MerkleHasher, S: NodeSource + ?Sized>(src: &S, lo: u64, hi: u64) -> Result<Hash, ProofError> {
+pub fn subtree_root<H: MerkleHasher, S: NodeSource + ?Sized>(
+    src: &S,
+    lo: u64,
+    hi: u64,
+) -> Result<Hash, ProofError> {
     let n = hi - lo;
     if n == 0 {
         return Ok(H::empty());
@@ -154,7 +158,10 @@ pub fn subtree_root<H: MerkleHasher, S: NodeSource + ?Sized>(src: &S, lo: u64, h
 }
 
 /// Root of the tree of `size` leaves.
-pub fn root<H: MerkleHasher, S: NodeSource + ?Sized>(src: &S, size: u64) -> Result<Hash, ProofError> {
+pub fn root<H: MerkleHasher, S: NodeSource + ?Sized>(
+    src: &S,
+    size: u64,
+) -> Result<Hash, ProofError> {
     subtree_root::<H, S>(src, 0, size)
 }
 
@@ -338,7 +345,11 @@ pub fn verify_consistency<H: MerkleHasher, P: AsRef<[u8]>>(
         if !proof.is_empty() {
             return Err(ProofError::NonEmptyProofForEqualSizes);
         }
-        return if root1 == root2 { Ok(()) } else { Err(ProofError::RootMismatch) };
+        return if root1 == root2 {
+            Ok(())
+        } else {
+            Err(ProofError::RootMismatch)
+        };
     }
     if proof.is_empty() {
         return Err(ProofError::WrongLength { got: 0, want: 1 });
@@ -360,7 +371,10 @@ pub fn verify_consistency<H: MerkleHasher, P: AsRef<[u8]>>(
     }
     let rest = &proof[start..];
     let mask = (size1 - 1) >> shift;
-    let h1 = chain_border_right::<H>(chain_inner_right::<H>(seed, &rest[..inner], mask), &rest[inner..]);
+    let h1 = chain_border_right::<H>(
+        chain_inner_right::<H>(seed, &rest[..inner], mask),
+        &rest[inner..],
+    );
     if h1.as_slice() != root1 {
         return Err(ProofError::RootMismatch);
     }
@@ -508,7 +522,10 @@ mod tests {
             1 => H::leaf(&leaves[0]),
             n => {
                 let k = largest_power_of_two_below(n as u64) as usize;
-                H::node(&naive_root::<H>(&leaves[..k]), &naive_root::<H>(&leaves[k..]))
+                H::node(
+                    &naive_root::<H>(&leaves[..k]),
+                    &naive_root::<H>(&leaves[k..]),
+                )
             }
         }
     }

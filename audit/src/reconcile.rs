@@ -74,7 +74,9 @@ impl Reconciliation {
 type Key = (String, String, String); // (release, from, to)
 
 /// Reads the given bundles and reconciles their sends and receives.
-pub fn reconcile<R: Read>(bundles: Vec<(String, BundleReader<R>)>) -> Result<Reconciliation, AuditError> {
+pub fn reconcile<R: Read>(
+    bundles: Vec<(String, BundleReader<R>)>,
+) -> Result<Reconciliation, AuditError> {
     let mut sends: BTreeMap<Key, TransferRecord> = BTreeMap::new();
     let mut receives: BTreeMap<Key, TransferRecord> = BTreeMap::new();
     let mut depts = BTreeSet::new();

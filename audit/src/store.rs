@@ -13,7 +13,8 @@
 //! prefix of the log that contains every acknowledged entry.
 
 use crate::checkpoint::{
-    Checkpoint, Cosignature, ForkEvidence, SignedCheckpoint, SignedCosignature, SignedEndorsement, WitnessedCheckpoint,
+    Checkpoint, Cosignature, ForkEvidence, SignedCheckpoint, SignedCosignature, SignedEndorsement,
+    WitnessedCheckpoint,
 };
 use crate::entry::{Entry, EntryDraft, EventKind, KeyRotation, LogId, rotation_message};
 use crate::error::AuditError;
@@ -114,7 +115,9 @@ pub struct AuditLog {
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditLog").field("log_id", &self.log_id.to_text()).finish()
+        f.debug_struct("AuditLog")
+            .field("log_id", &self.log_id.to_text())
+            .finish()
     }
 }
 
@@ -163,23 +166,35 @@ impl AuditLog {
         config: AuditConfig,
     ) -> Result<Self, AuditError> {
         let log_text = log_id.to_text();
-        let meta = db.cf_handle(CF_META).ok_or_else(|| corrupt("column families", "audit.meta missing"))?;
+        let meta = db
+            .cf_handle(CF_META)
+            .ok_or_else(|| corrupt("column families", "audit.meta missing"))?;
         let state = match db.get_cf(&meta, HEAD)? {
             Some(bytes) => {
-                let head: Head = from_cbor(&bytes, "audit head").map_err(|e| corrupt("audit head", e.to_string()))?;
+                let head: Head = from_cbor(&bytes, "audit head")
+                    .map_err(|e| corrupt("audit head", e.to_string()))?;
                 if head.log_id != log_text {
                     return Err(corrupt(
                         "audit head",
-                        format!("store holds log {} but the node's log is {}", head.log_id, log_text),
+                        format!(
+                            "store holds log {} but the node's log is {}",
+                            head.log_id, log_text
+                        ),
                     ));
                 }
                 let nodes = head
                     .frontier
                     .iter()
-                    .map(|(l, h)| Ok((*l, <Hash>::try_from(h.as_slice()).map_err(|_| corrupt("audit head", "bad frontier hash"))?)))
+                    .map(|(l, h)| {
+                        Ok((
+                            *l,
+                            <Hash>::try_from(h.as_slice())
+                                .map_err(|_| corrupt("audit head", "bad frontier hash"))?,
+                        ))
+                    })
                     .collect::<Result<Vec<_>, AuditError>>()?;
-                let frontier =
-                    Frontier::from_parts(head.size, nodes).ok_or_else(|| corrupt("audit head", "frontier does not match size"))?;
+                let frontier = Frontier::from_parts(head.size, nodes)
+                    .ok_or_else(|| corrupt("audit head", "frontier does not match size"))?;
                 let last_checkpoint = Self::load_checkpoint_at(&db, head.last_checkpoint_size)?
                     .map(|c| c.peek())
                     .transpose()?;
@@ -194,8 +209,14 @@ impl AuditLog {
             None => {
                 let endorsement = genesis()?;
                 let mut batch = WriteBatch::default();
-                let meta = db.cf_handle(CF_META).ok_or_else(|| corrupt("column families", "audit.meta missing"))?;
-                batch.put_cf(&meta, meta_key("endorse", &[&0u64.to_be_bytes()]), to_cbor(&endorsement)?);
+                let meta = db
+                    .cf_handle(CF_META)
+                    .ok_or_else(|| corrupt("column families", "audit.meta missing"))?;
+                batch.put_cf(
+                    &meta,
+                    meta_key("endorse", &[&0u64.to_be_bytes()]),
+                    to_cbor(&endorsement)?,
+                );
                 db.write(batch)?;
                 WriterState {
                     frontier: Frontier::new(),
@@ -235,7 +256,9 @@ impl AuditLog {
     }
 
     fn lock_writer(&self) -> Result<MutexGuard<'_, WriterState>, AuditError> {
-        self.writer.lock().map_err(|_| AuditError::Writer("writer lock poisoned".into()))
+        self.writer
+            .lock()
+            .map_err(|_| AuditError::Writer("writer lock poisoned".into()))
     }
 
     /// Number of entries.
@@ -251,12 +274,16 @@ impl AuditLog {
     /// Appends one entry durably (group-committed with concurrent callers).
     pub fn append(&self, draft: EntryDraft) -> Result<Appended, AuditError> {
         let mut out = self.append_many(vec![draft])?;
-        out.pop().ok_or_else(|| AuditError::Writer("empty result".into()))
+        out.pop()
+            .ok_or_else(|| AuditError::Writer("empty result".into()))
     }
 
     /// Appends several entries durably, contiguously, in order.
     pub fn append_many(&self, drafts: Vec<EntryDraft>) -> Result<Vec<Appended>, AuditError> {
-        let mut q = self.queue.lock().map_err(|_| AuditError::Writer("queue lock poisoned".into()))?;
+        let mut q = self
+            .queue
+            .lock()
+            .map_err(|_| AuditError::Writer("queue lock poisoned".into()))?;
         let ticket = q.next_ticket;
         q.next_ticket += 1;
         q.pending.push((ticket, drafts));
@@ -269,21 +296,32 @@ impl AuditLog {
                 let batch = std::mem::take(&mut q.pending);
                 drop(q);
                 let results = self.commit_group(batch);
-                q = self.queue.lock().map_err(|_| AuditError::Writer("queue lock poisoned".into()))?;
+                q = self
+                    .queue
+                    .lock()
+                    .map_err(|_| AuditError::Writer("queue lock poisoned".into()))?;
                 q.results.extend(results);
                 q.leader_active = false;
                 self.done.notify_all();
                 continue;
             }
-            q = self.done.wait(q).map_err(|_| AuditError::Writer("queue lock poisoned".into()))?;
+            q = self
+                .done
+                .wait(q)
+                .map_err(|_| AuditError::Writer("queue lock poisoned".into()))?;
         }
     }
 
-    fn commit_group(&self, group: Vec<(u64, Vec<EntryDraft>)>) -> Vec<(u64, Result<Vec<Appended>, String>)> {
+    fn commit_group(
+        &self,
+        group: Vec<(u64, Vec<EntryDraft>)>,
+    ) -> Vec<(u64, Result<Vec<Appended>, String>)> {
         let tickets: Vec<u64> = group.iter().map(|(t, _)| *t).collect();
         let sizes: Vec<usize> = group.iter().map(|(_, d)| d.len()).collect();
         let drafts: Vec<EntryDraft> = group.into_iter().flat_map(|(_, d)| d).collect();
-        let outcome = self.lock_writer().and_then(|mut w| self.commit_locked(&mut w, drafts, None));
+        let outcome = self
+            .lock_writer()
+            .and_then(|mut w| self.commit_locked(&mut w, drafts, None));
         match outcome {
             Ok(appended) => {
                 let mut it = appended.into_iter();
@@ -308,7 +346,12 @@ impl AuditLog {
         drafts: Vec<EntryDraft>,
         rotate_to: Option<(&SigningKey, &SignedEndorsement)>,
     ) -> Result<Vec<Appended>, AuditError> {
-        let saved = (w.frontier.clone(), w.last_leaf, w.last_time_ms, w.last_checkpoint.clone());
+        let saved = (
+            w.frontier.clone(),
+            w.last_leaf,
+            w.last_time_ms,
+            w.last_checkpoint.clone(),
+        );
         let result = self.write_batch(w, drafts, rotate_to);
         if result.is_err() {
             (w.frontier, w.last_leaf, w.last_time_ms, w.last_checkpoint) = saved;
@@ -332,11 +375,16 @@ impl AuditLog {
             let seq = w.frontier.size();
             let time_ms = now.max(w.last_time_ms);
             if let Some((new_key, endorsement)) = rotate_to {
-                batch.put_cf(cf_meta, meta_key("endorse", &[&seq.to_be_bytes()]), to_cbor(endorsement)?);
+                batch.put_cf(
+                    cf_meta,
+                    meta_key("endorse", &[&seq.to_be_bytes()]),
+                    to_cbor(endorsement)?,
+                );
                 let new_public = new_key.verifying_key().0;
-                let sig = w
-                    .key
-                    .sign(SignatureDomain::AuditKeyRotation, &rotation_message(&self.log_id, seq, &new_public));
+                let sig = w.key.sign(
+                    SignatureDomain::AuditKeyRotation,
+                    &rotation_message(&self.log_id, seq, &new_public),
+                );
                 draft.key_rotation = Some(KeyRotation {
                     new_key: new_public,
                     signature: sig.0,
@@ -357,7 +405,11 @@ impl AuditLog {
             });
             w.last_leaf = leaf;
             w.last_time_ms = time_ms;
-            out.push(Appended { seq, leaf_hash: leaf, time_ms });
+            out.push(Appended {
+                seq,
+                leaf_hash: leaf,
+                time_ms,
+            });
         }
         let due = match &w.last_checkpoint {
             None => true,
@@ -380,7 +432,11 @@ impl AuditLog {
     }
 
     fn put_head(&self, w: &WriterState, batch: &mut WriteBatch) -> Result<(), AuditError> {
-        let (ckpt_size, ckpt_time) = w.last_checkpoint.as_ref().map(|c| (c.size, c.time_ms)).unwrap_or((0, 0));
+        let (ckpt_size, ckpt_time) = w
+            .last_checkpoint
+            .as_ref()
+            .map(|c| (c.size, c.time_ms))
+            .unwrap_or((0, 0));
         let head = Head {
             log_id: self.log_text.clone(),
             size: w.frontier.size(),
@@ -402,14 +458,23 @@ impl AuditLog {
     /// Signs a checkpoint of the current tree into `batch`. Refuses anything that
     /// would contradict the last signed checkpoint (sizes only grow; same size
     /// means same root).
-    fn put_checkpoint(&self, w: &mut WriterState, batch: &mut WriteBatch, now: u64) -> Result<SignedCheckpoint, AuditError> {
+    fn put_checkpoint(
+        &self,
+        w: &mut WriterState,
+        batch: &mut WriteBatch,
+        now: u64,
+    ) -> Result<SignedCheckpoint, AuditError> {
         let size = w.frontier.size();
         let root = w.frontier.root::<Blake3>();
         if let Some(last) = &w.last_checkpoint {
             if size < last.size || (size == last.size && root != last.root) {
                 return Err(AuditError::InconsistentCheckpoint {
                     size,
-                    reason: format!("last signed checkpoint has size {} and root {}", last.size, hex::encode(last.root)),
+                    reason: format!(
+                        "last signed checkpoint has size {} and root {}",
+                        last.size,
+                        hex::encode(last.root)
+                    ),
                 });
             }
         }
@@ -420,7 +485,11 @@ impl AuditLog {
             time_ms: now.max(w.last_time_ms),
         };
         let signed = SignedCheckpoint::sign(&cp, &w.key)?;
-        batch.put_cf(self.cf(CF_META)?, meta_key("ckpt", &[&size.to_be_bytes()]), to_cbor(&signed)?);
+        batch.put_cf(
+            self.cf(CF_META)?,
+            meta_key("ckpt", &[&size.to_be_bytes()]),
+            to_cbor(&signed)?,
+        );
         w.last_checkpoint = Some(cp);
         Ok(signed)
     }
@@ -429,8 +498,10 @@ impl AuditLog {
     /// new key's endorsement are in the log, but the node opened with the old
     /// key. Switches to `key` if (and only if) it is the latest endorsed key.
     pub fn adopt_rotated_key(&self, key: SigningKey) -> Result<(), AuditError> {
-        let latest: crate::checkpoint::KeyEndorsement =
-            self.current_endorsement()?.signed.dangerous_decode_unverified("endorsement")?;
+        let latest: crate::checkpoint::KeyEndorsement = self
+            .current_endorsement()?
+            .signed
+            .dangerous_decode_unverified("endorsement")?;
         if latest.audit_key != key.verifying_key() {
             return Err(AuditError::Writer(format!(
                 "key {} is not the latest endorsed audit key {}",
@@ -450,9 +521,12 @@ impl AuditLog {
             if last.size == w.frontier.size() {
                 let size = last.size;
                 drop(w);
-                return self
-                    .checkpoint_at(size)?
-                    .ok_or_else(|| corrupt(format!("checkpoint {size}"), "head names it but it is missing"));
+                return self.checkpoint_at(size)?.ok_or_else(|| {
+                    corrupt(
+                        format!("checkpoint {size}"),
+                        "head names it but it is missing",
+                    )
+                });
             }
         }
         let saved = w.last_checkpoint.clone();
@@ -480,10 +554,17 @@ impl AuditLog {
             let w = self.lock_writer()?;
             match &w.last_checkpoint {
                 None => true,
-                Some(c) => c.size < w.frontier.size() && now_ms().saturating_sub(c.time_ms) >= self.config.checkpoint_interval_ms,
+                Some(c) => {
+                    c.size < w.frontier.size()
+                        && now_ms().saturating_sub(c.time_ms) >= self.config.checkpoint_interval_ms
+                }
             }
         };
-        if due { self.checkpoint().map(Some) } else { Ok(None) }
+        if due {
+            self.checkpoint().map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// Rotates the audit key: checkpoints with the old key, appends a key-rotate
@@ -521,7 +602,11 @@ impl AuditLog {
         };
         match db.get_cf(&meta, meta_key("ckpt", &[&size.to_be_bytes()]))? {
             None => Ok(None),
-            Some(b) => Ok(Some(from_cbor(&b, "checkpoint").map_err(|e| corrupt(format!("checkpoint {size}"), e.to_string()))?)),
+            Some(b) => {
+                Ok(Some(from_cbor(&b, "checkpoint").map_err(|e| {
+                    corrupt(format!("checkpoint {size}"), e.to_string())
+                })?))
+            }
         }
     }
 
@@ -559,7 +644,11 @@ impl AuditLog {
             .ok_or_else(|| corrupt("endorsements", "no audit key endorsement stored"))
     }
 
-    fn meta_values<T: serde::de::DeserializeOwned>(&self, prefix: &str, what: &'static str) -> Result<Vec<T>, AuditError> {
+    fn meta_values<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+        what: &'static str,
+    ) -> Result<Vec<T>, AuditError> {
         let cf = self.cf(CF_META)?;
         let mut p = prefix.as_bytes().to_vec();
         p.push(b'/');
@@ -569,7 +658,11 @@ impl AuditLog {
             if !k.starts_with(&p) {
                 break;
             }
-            out.push(from_cbor(&v, what).map_err(|e| corrupt(String::from_utf8_lossy(&k).into_owned(), e.to_string()))?);
+            out.push(
+                from_cbor(&v, what).map_err(|e| {
+                    corrupt(String::from_utf8_lossy(&k).into_owned(), e.to_string())
+                })?,
+            );
         }
         Ok(out)
     }
@@ -578,7 +671,12 @@ impl AuditLog {
     pub fn entry_bytes(&self, seq: u64) -> Result<Vec<u8>, AuditError> {
         self.db
             .get_cf(self.cf(CF_ENTRIES)?, seq.to_be_bytes())?
-            .ok_or_else(|| AuditError::NotFound(format!("no entry with sequence number {seq} (log size {})", self.size())))
+            .ok_or_else(|| {
+                AuditError::NotFound(format!(
+                    "no entry with sequence number {seq} (log size {})",
+                    self.size()
+                ))
+            })
     }
 
     /// Decoded entry `seq`.
@@ -603,19 +701,26 @@ impl AuditLog {
         for item in iter {
             let (k, v) = item?;
             let seq = u64::from_be_bytes(
-                <[u8; 8]>::try_from(&k[..]).map_err(|_| corrupt("audit.entries", "key is not 8 bytes"))?,
+                <[u8; 8]>::try_from(&k[..])
+                    .map_err(|_| corrupt("audit.entries", "key is not 8 bytes"))?,
             );
             if seq >= to {
                 break;
             }
             if seq != expect {
-                return Err(corrupt("audit.entries", format!("entry {expect} is missing (next stored is {seq})")));
+                return Err(corrupt(
+                    "audit.entries",
+                    format!("entry {expect} is missing (next stored is {seq})"),
+                ));
             }
             f(seq, &v)?;
             expect += 1;
         }
         if expect < to {
-            return Err(corrupt("audit.entries", format!("entries {expect}..{to} are missing")));
+            return Err(corrupt(
+                "audit.entries",
+                format!("entries {expect}..{to} are missing"),
+            ));
         }
         Ok(())
     }
@@ -636,7 +741,8 @@ impl AuditLog {
         for item in iter {
             let (k, v) = item?;
             let seq = u64::from_be_bytes(
-                <[u8; 8]>::try_from(&k[..]).map_err(|_| corrupt("audit.entries", "key is not 8 bytes"))?,
+                <[u8; 8]>::try_from(&k[..])
+                    .map_err(|_| corrupt("audit.entries", "key is not 8 bytes"))?,
             );
             if seq >= to {
                 break;
@@ -649,13 +755,21 @@ impl AuditLog {
     /// Inclusion proof of entry `seq` in the tree of `size` entries.
     pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, AuditError> {
         self.check_size(size)?;
-        Ok(merkle::inclusion_proof::<Blake3, _>(&StoreNodes { log: self }, seq, size)?)
+        Ok(merkle::inclusion_proof::<Blake3, _>(
+            &StoreNodes { log: self },
+            seq,
+            size,
+        )?)
     }
 
     /// Consistency proof between sizes.
     pub fn consistency_proof(&self, size1: u64, size2: u64) -> Result<Vec<Hash>, AuditError> {
         self.check_size(size2)?;
-        Ok(merkle::consistency_proof::<Blake3, _>(&StoreNodes { log: self }, size1, size2)?)
+        Ok(merkle::consistency_proof::<Blake3, _>(
+            &StoreNodes { log: self },
+            size1,
+            size2,
+        )?)
     }
 
     /// Root of the tree of `size` entries.
@@ -667,7 +781,9 @@ impl AuditLog {
     fn check_size(&self, size: u64) -> Result<(), AuditError> {
         let have = self.size();
         if size > have {
-            return Err(AuditError::NotFound(format!("tree size {size} exceeds the log size {have}")));
+            return Err(AuditError::NotFound(format!(
+                "tree size {size} exceeds the log size {have}"
+            )));
         }
         Ok(())
     }
@@ -675,7 +791,12 @@ impl AuditLog {
     // ---- witnessing ----
 
     /// Stores a cosignature a peer made on one of this log's checkpoints.
-    pub fn store_received_cosignature(&self, size: u64, cosig: &SignedCosignature, witness: &str) -> Result<(), AuditError> {
+    pub fn store_received_cosignature(
+        &self,
+        size: u64,
+        cosig: &SignedCosignature,
+        witness: &str,
+    ) -> Result<(), AuditError> {
         self.db.put_cf(
             self.cf(CF_META)?,
             meta_key("cosig", &[&size.to_be_bytes(), witness.as_bytes()]),
@@ -690,10 +811,19 @@ impl AuditLog {
     }
 
     /// The latest checkpoint of `peer_log` this node witnessed.
-    pub fn last_witnessed(&self, peer_log: &str) -> Result<Option<WitnessedCheckpoint>, AuditError> {
-        match self.db.get_cf(self.cf(CF_META)?, meta_key("peer", &[peer_log.as_bytes()]))? {
+    pub fn last_witnessed(
+        &self,
+        peer_log: &str,
+    ) -> Result<Option<WitnessedCheckpoint>, AuditError> {
+        match self
+            .db
+            .get_cf(self.cf(CF_META)?, meta_key("peer", &[peer_log.as_bytes()]))?
+        {
             None => Ok(None),
-            Some(b) => Ok(Some(from_cbor(&b, "witnessed checkpoint").map_err(|e| corrupt(format!("peer {peer_log}"), e.to_string()))?)),
+            Some(b) => Ok(Some(
+                from_cbor(&b, "witnessed checkpoint")
+                    .map_err(|e| corrupt(format!("peer {peer_log}"), e.to_string()))?,
+            )),
         }
     }
 
@@ -741,28 +871,47 @@ impl AuditLog {
         batch.put_cf(cf, meta_key("peer", &[verified.origin.as_bytes()]), &bytes);
         batch.put_cf(
             cf,
-            meta_key("witnessed", &[verified.origin.as_bytes(), &verified.size.to_be_bytes()]),
+            meta_key(
+                "witnessed",
+                &[verified.origin.as_bytes(), &verified.size.to_be_bytes()],
+            ),
             &bytes,
         );
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         self.db.write_opt(batch, &opts)?;
-        let mut d = EntryDraft::new(EventKind::PeerCheckpointWitnessed, &self.log_id.dept, "node");
+        let mut d = EntryDraft::new(
+            EventKind::PeerCheckpointWitnessed,
+            &self.log_id.dept,
+            "node",
+        );
         d.counterparty = Some(peer_dept.to_string());
         d.payload_digest = Some(record.checkpoint.digest());
-        d.detail = Some(format!("log {} size {} root {}", verified.origin, verified.size, hex::encode(verified.root)));
+        d.detail = Some(format!(
+            "log {} size {} root {}",
+            verified.origin,
+            verified.size,
+            hex::encode(verified.root)
+        ));
         self.append(d)?;
         Ok(signed)
     }
 
     /// Keeps evidence of a forked peer log and logs an alarm entry.
     pub fn record_fork(&self, peer_dept: &str, evidence: ForkEvidence) -> Result<(), AuditError> {
-        let key = meta_key("evidence", &[&evidence.time_ms.to_be_bytes(), evidence.log_id.as_bytes()]);
-        self.db.put_cf(self.cf(CF_META)?, key, to_cbor(&evidence)?)?;
+        let key = meta_key(
+            "evidence",
+            &[&evidence.time_ms.to_be_bytes(), evidence.log_id.as_bytes()],
+        );
+        self.db
+            .put_cf(self.cf(CF_META)?, key, to_cbor(&evidence)?)?;
         let mut d = EntryDraft::new(EventKind::Alarm, &self.log_id.dept, "node");
         d.counterparty = Some(peer_dept.to_string());
         d.payload_digest = Some(Digest::of(&to_cbor(&evidence)?));
-        d.detail = Some(format!("fork evidence for log {}: {}", evidence.log_id, evidence.reason));
+        d.detail = Some(format!(
+            "fork evidence for log {}: {}",
+            evidence.log_id, evidence.reason
+        ));
         self.append(d)?;
         Ok(())
     }
@@ -774,7 +923,11 @@ struct StoreNodes<'a> {
 
 impl NodeSource for StoreNodes<'_> {
     fn node(&self, level: u8, index: u64) -> Result<Hash, ProofError> {
-        let missing = |reason: String| ProofError::MissingNode { level, index, reason };
+        let missing = |reason: String| ProofError::MissingNode {
+            level,
+            index,
+            reason,
+        };
         let cf = self.log.cf(CF_TREE).map_err(|e| missing(e.to_string()))?;
         let v = self
             .log

@@ -192,9 +192,15 @@ struct Stream {
 }
 
 /// Verifies a bundle read from `reader`.
-pub fn verify<R: Read>(mut reader: BundleReader<R>, name: &str, inputs: &VerifyInputs<'_>) -> Result<Report, AuditError> {
+pub fn verify<R: Read>(
+    mut reader: BundleReader<R>,
+    name: &str,
+    inputs: &VerifyInputs<'_>,
+) -> Result<Report, AuditError> {
     let header = reader.header().clone();
-    let mut c = Checker { findings: Vec::new() };
+    let mut c = Checker {
+        findings: Vec::new(),
+    };
     let log_id = LogId::parse(&header.log_id).ok_or_else(|| AuditError::Bundle {
         path: name.to_string(),
         reason: format!("header names an invalid log id {:?}", header.log_id),
@@ -203,7 +209,10 @@ pub fn verify<R: Read>(mut reader: BundleReader<R>, name: &str, inputs: &VerifyI
         c.tampered(
             Case::ForeignEntry,
             None,
-            format!("header department {} differs from the log id's {}", header.dept, log_id.dept),
+            format!(
+                "header department {} differs from the log id's {}",
+                header.dept, log_id.dept
+            ),
         );
     }
 
@@ -229,7 +238,10 @@ pub fn verify<R: Read>(mut reader: BundleReader<R>, name: &str, inputs: &VerifyI
     for (wname, wh) in &inputs.witnesses {
         for w in &wh.witnessed {
             if w.log_id == header.log_id {
-                external.push((format!("witness {wname} ({})", wh.dept), w.checkpoint.clone()));
+                external.push((
+                    format!("witness {wname} ({})", wh.dept),
+                    w.checkpoint.clone(),
+                ));
             }
         }
         for ev in &wh.evidence {
@@ -249,12 +261,19 @@ pub fn verify<R: Read>(mut reader: BundleReader<R>, name: &str, inputs: &VerifyI
     }
     let mut cosigs = Vec::new();
     for sc in &header.cosignatures {
-        match sc.signed.dangerous_decode_unverified::<crate::checkpoint::Cosignature>("cosignature") {
+        match sc
+            .signed
+            .dangerous_decode_unverified::<crate::checkpoint::Cosignature>("cosignature")
+        {
             Ok(cs) => {
                 sizes.insert(cs.size);
                 cosigs.push((sc, cs));
             }
-            Err(e) => c.tampered(Case::MalformedEntry, None, format!("unreadable cosignature: {e}")),
+            Err(e) => c.tampered(
+                Case::MalformedEntry,
+                None,
+                format!("unreadable cosignature: {e}"),
+            ),
         }
     }
 
@@ -265,19 +284,39 @@ pub fn verify<R: Read>(mut reader: BundleReader<R>, name: &str, inputs: &VerifyI
     let mut by_size: BTreeMap<u64, Hash> = BTreeMap::new();
     for (signed, peeked) in &own {
         let Some(cp) = peeked else {
-            c.tampered(Case::MalformedEntry, None, "a checkpoint in the header does not decode".into());
+            c.tampered(
+                Case::MalformedEntry,
+                None,
+                "a checkpoint in the header does not decode".into(),
+            );
             continue;
         };
-        if check_checkpoint(&header.log_id, signed, cp, &stream, &mut c, "the bundle's own checkpoint") {
+        if check_checkpoint(
+            &header.log_id,
+            signed,
+            cp,
+            &stream,
+            &mut c,
+            "the bundle's own checkpoint",
+        ) {
             verified += 1;
             if let Some(prev) = by_size.insert(cp.size, cp.root) {
                 if prev != cp.root {
-                    c.tampered(Case::Fork, Some(cp.size), format!("two checkpoints of size {} with different roots", cp.size));
+                    c.tampered(
+                        Case::Fork,
+                        Some(cp.size),
+                        format!("two checkpoints of size {} with different roots", cp.size),
+                    );
                 }
             }
         }
     }
-    let last_covered = own.iter().filter_map(|(_, p)| p.as_ref()).map(|p| p.size).max().unwrap_or(0);
+    let last_covered = own
+        .iter()
+        .filter_map(|(_, p)| p.as_ref())
+        .map(|p| p.size)
+        .max()
+        .unwrap_or(0);
     if stream.entries > last_covered {
         c.tampered(
             Case::InsertedEntry,
@@ -293,17 +332,29 @@ pub fn verify<R: Read>(mut reader: BundleReader<R>, name: &str, inputs: &VerifyI
     let mut cosignatures_verified = 0;
     for (sc, cs) in &cosigs {
         if cs.log_id != header.log_id {
-            c.tampered(Case::ForeignEntry, None, format!("cosignature for another log {}", cs.log_id));
+            c.tampered(
+                Case::ForeignEntry,
+                None,
+                format!("cosignature for another log {}", cs.log_id),
+            );
             continue;
         }
         let Some(certs) = inputs.certificates else {
-            c.unverifiable(Case::MissingKey, Some(cs.size), "no CA to check the witness's certificate".into());
+            c.unverifiable(
+                Case::MissingKey,
+                Some(cs.size),
+                "no CA to check the witness's certificate".into(),
+            );
             continue;
         };
         let witness = match certs.check(&sc.witness_endorsement.certificate) {
             Ok(w) => w,
             Err(e) => {
-                c.unverifiable(Case::MissingKey, Some(cs.size), format!("witness {} certificate: {e}", cs.witness));
+                c.unverifiable(
+                    Case::MissingKey,
+                    Some(cs.size),
+                    format!("witness {} certificate: {e}", cs.witness),
+                );
                 continue;
             }
         };
@@ -313,11 +364,22 @@ pub fn verify<R: Read>(mut reader: BundleReader<R>, name: &str, inputs: &VerifyI
             .ok()
             .and_then(|en| sc.verify(&en.audit_key).ok().map(|v| (en, v)));
         let Some((en, _)) = ok else {
-            c.unverifiable(Case::BadSignature, Some(cs.size), format!("cosignature by {} does not verify", cs.witness));
+            c.unverifiable(
+                Case::BadSignature,
+                Some(cs.size),
+                format!("cosignature by {} does not verify", cs.witness),
+            );
             continue;
         };
         if !en.log_id.starts_with(&format!("{}:", witness.0)) {
-            c.unverifiable(Case::MissingKey, Some(cs.size), format!("cosignature key endorsed for {} by {}", en.log_id, witness.0));
+            c.unverifiable(
+                Case::MissingKey,
+                Some(cs.size),
+                format!(
+                    "cosignature key endorsed for {} by {}",
+                    en.log_id, witness.0
+                ),
+            );
             continue;
         }
         match compare_root(cs.size, &cs.root, &stream) {
@@ -325,12 +387,18 @@ pub fn verify<R: Read>(mut reader: BundleReader<R>, name: &str, inputs: &VerifyI
             RootCheck::Beyond => c.tampered(
                 Case::TruncatedTail,
                 Some(cs.size),
-                format!("{} cosigned a checkpoint of size {} but the bundle has {} entries", cs.witness, cs.size, stream.entries),
+                format!(
+                    "{} cosigned a checkpoint of size {} but the bundle has {} entries",
+                    cs.witness, cs.size, stream.entries
+                ),
             ),
             RootCheck::Differs => c.tampered(
                 Case::Fork,
                 Some(cs.size),
-                format!("{} cosigned a different root at size {}", cs.witness, cs.size),
+                format!(
+                    "{} cosigned a different root at size {}",
+                    cs.witness, cs.size
+                ),
             ),
         }
     }
@@ -339,7 +407,11 @@ pub fn verify<R: Read>(mut reader: BundleReader<R>, name: &str, inputs: &VerifyI
     let mut external_checked = 0;
     for (source, signed) in &external {
         let Ok(cp) = signed.peek() else {
-            c.unverifiable(Case::MalformedEntry, None, format!("{source}: checkpoint does not decode"));
+            c.unverifiable(
+                Case::MalformedEntry,
+                None,
+                format!("{source}: checkpoint does not decode"),
+            );
             continue;
         };
         if check_checkpoint(&header.log_id, signed, &cp, &stream, &mut c, source) {
@@ -382,14 +454,22 @@ fn check_endorsements(
 ) -> BTreeMap<u64, VerifyingKey> {
     let mut out = BTreeMap::new();
     let Some(certs) = inputs.certificates else {
-        c.unverifiable(Case::MissingKey, None, "no CA given: endorsements cannot be checked".into());
+        c.unverifiable(
+            Case::MissingKey,
+            None,
+            "no CA given: endorsements cannot be checked".into(),
+        );
         return out;
     };
     for e in &header.endorsements {
         let (dept, identity) = match certs.check(&e.certificate) {
             Ok(x) => x,
             Err(why) => {
-                c.unverifiable(Case::MissingKey, None, format!("endorsement certificate not trusted: {why}"));
+                c.unverifiable(
+                    Case::MissingKey,
+                    None,
+                    format!("endorsement certificate not trusted: {why}"),
+                );
                 continue;
             }
         };
@@ -397,7 +477,10 @@ fn check_endorsements(
             c.tampered(
                 Case::WrongKey,
                 None,
-                format!("an audit key of log {} is endorsed by the certificate of {dept}", log_id),
+                format!(
+                    "an audit key of log {} is endorsed by the certificate of {dept}",
+                    log_id
+                ),
             );
             continue;
         }
@@ -407,14 +490,26 @@ fn check_endorsements(
                     c.tampered(
                         Case::WrongKey,
                         None,
-                        format!("genesis endorsement names key {} but the log id names {}", en.audit_key.key_id(), log_id.genesis_key),
+                        format!(
+                            "genesis endorsement names key {} but the log id names {}",
+                            en.audit_key.key_id(),
+                            log_id.genesis_key
+                        ),
                     );
                     continue;
                 }
                 out.insert(en.from_seq, en.audit_key);
             }
-            Ok(en) => c.tampered(Case::ForeignEntry, None, format!("endorsement for another log {}", en.log_id)),
-            Err(_) => c.tampered(Case::BadSignature, None, "an audit key endorsement does not verify".into()),
+            Ok(en) => c.tampered(
+                Case::ForeignEntry,
+                None,
+                format!("endorsement for another log {}", en.log_id),
+            ),
+            Err(_) => c.tampered(
+                Case::BadSignature,
+                None,
+                "an audit key endorsement does not verify".into(),
+            ),
         }
     }
     out
@@ -450,16 +545,28 @@ fn check_checkpoint(
     source: &str,
 ) -> bool {
     if cp.origin != log_text {
-        c.tampered(Case::ForeignEntry, Some(cp.size), format!("{source}: checkpoint of another log {}", cp.origin));
+        c.tampered(
+            Case::ForeignEntry,
+            Some(cp.size),
+            format!("{source}: checkpoint of another log {}", cp.origin),
+        );
         return false;
     }
     if cp.size == 0 {
-        c.tampered(Case::MalformedEntry, Some(0), format!("{source}: checkpoint of the empty tree"));
+        c.tampered(
+            Case::MalformedEntry,
+            Some(0),
+            format!("{source}: checkpoint of the empty tree"),
+        );
         return false;
     }
     let id = signed.key_id();
     let Some(valid) = key_at(&stream.keys, cp.size) else {
-        c.unverifiable(Case::MissingKey, Some(cp.size), format!("{source}: no audit key known for size {}", cp.size));
+        c.unverifiable(
+            Case::MissingKey,
+            Some(cp.size),
+            format!("{source}: no audit key known for size {}", cp.size),
+        );
         return false;
     };
     if valid.key.key_id() != id {
@@ -475,18 +582,32 @@ fn check_checkpoint(
             Some(_) => c.tampered(
                 Case::WrongKey,
                 Some(cp.size),
-                format!("{source}: checkpoint of size {} signed by rotated-out key {id} (valid: {})", cp.size, valid.key.key_id()),
+                format!(
+                    "{source}: checkpoint of size {} signed by rotated-out key {id} (valid: {})",
+                    cp.size,
+                    valid.key.key_id()
+                ),
             ),
             None => c.tampered(
                 Case::WrongKey,
                 Some(cp.size),
-                format!("{source}: checkpoint of size {} signed by key {id}, which this log never used", cp.size),
+                format!(
+                    "{source}: checkpoint of size {} signed by key {id}, which this log never used",
+                    cp.size
+                ),
             ),
         }
         return false;
     }
     if signed.verify(&valid.key).is_err() {
-        c.tampered(Case::BadSignature, Some(cp.size), format!("{source}: checkpoint signature of size {} does not verify", cp.size));
+        c.tampered(
+            Case::BadSignature,
+            Some(cp.size),
+            format!(
+                "{source}: checkpoint signature of size {} does not verify",
+                cp.size
+            ),
+        );
         return false;
     }
     match compare_root(cp.size, &cp.root, stream) {
@@ -515,7 +636,11 @@ fn check_checkpoint(
             false
         }
         RootCheck::Differs => {
-            let case = if source.starts_with("the bundle") { Case::AlteredEntry } else { Case::Fork };
+            let case = if source.starts_with("the bundle") {
+                Case::AlteredEntry
+            } else {
+                Case::Fork
+            };
             c.tampered(
                 case,
                 Some(cp.size),
@@ -535,7 +660,10 @@ fn stream_entries<R: Read>(
     c: &mut Checker,
 ) -> Result<Stream, AuditError> {
     let log_text = log_id.to_text();
-    let mut keys: Vec<KeyInfo> = genesis.map(|key| KeyInfo { from_seq: 0, key }).into_iter().collect();
+    let mut keys: Vec<KeyInfo> = genesis
+        .map(|key| KeyInfo { from_seq: 0, key })
+        .into_iter()
+        .collect();
     let mut frontier = Frontier::new();
     let mut roots = HashMap::new();
     let mut buf = Vec::with_capacity(512);
@@ -551,16 +679,26 @@ fn stream_entries<R: Read>(
         let leaf = Blake3::leaf(&buf);
         let prefix = prefix_of(&leaf).max(1);
         match EntryView::parse(&buf) {
-            Err(e) => c.tampered(Case::MalformedEntry, Some(pos), format!("entry at position {pos} is not canonical: {e}")),
+            Err(e) => c.tampered(
+                Case::MalformedEntry,
+                Some(pos),
+                format!("entry at position {pos} is not canonical: {e}"),
+            ),
             Ok(v) => {
                 let mut explained = false;
                 if v.log_id != log_text {
-                    c.tampered(Case::ForeignEntry, Some(pos), format!("entry at position {pos} belongs to log {}", v.log_id));
+                    c.tampered(
+                        Case::ForeignEntry,
+                        Some(pos),
+                        format!("entry at position {pos} belongs to log {}", v.log_id),
+                    );
                     explained = true;
                 }
                 let seq = v.seq;
                 let expected = max_seq.map(|m| m + 1).unwrap_or(0);
-                let slot = usize::try_from(seq).ok().filter(|&s| s <= seen.len() + (1 << 20));
+                let slot = usize::try_from(seq)
+                    .ok()
+                    .filter(|&s| s <= seen.len() + (1 << 20));
                 if seq != expected && !explained {
                     explained = true;
                     let earlier = slot.and_then(|s| seen.get(s).copied()).filter(|&h| h != 0);
@@ -570,18 +708,32 @@ fn stream_entries<R: Read>(
                         }
                     } else if let Some(h) = earlier {
                         if h == prefix {
-                            c.tampered(Case::ReplayedEntry, Some(pos), format!("entry seq {seq} appears again at position {pos}"));
+                            c.tampered(
+                                Case::ReplayedEntry,
+                                Some(pos),
+                                format!("entry seq {seq} appears again at position {pos}"),
+                            );
                         } else {
                             c.tampered(
                                 Case::InsertedEntry,
                                 Some(pos),
-                                format!("a second, different entry claims seq {seq} (position {pos})"),
+                                format!(
+                                    "a second, different entry claims seq {seq} (position {pos})"
+                                ),
                             );
                         }
                     } else if gaps.remove(&seq) {
-                        c.tampered(Case::ReorderedEntries, Some(pos), format!("entry seq {seq} appears out of order at position {pos}"));
+                        c.tampered(
+                            Case::ReorderedEntries,
+                            Some(pos),
+                            format!("entry seq {seq} appears out of order at position {pos}"),
+                        );
                     } else {
-                        c.tampered(Case::InsertedEntry, Some(pos), format!("unexpected seq {seq} at position {pos}"));
+                        c.tampered(
+                            Case::InsertedEntry,
+                            Some(pos),
+                            format!("unexpected seq {seq} at position {pos}"),
+                        );
                     }
                 }
                 // Every link is checked: against the previous entry when it is
@@ -609,7 +761,11 @@ fn stream_entries<R: Read>(
                     );
                 }
                 if v.time_ms < prev_time && !explained {
-                    c.tampered(Case::ReorderedEntries, Some(seq), format!("timestamp of seq {seq} goes backwards"));
+                    c.tampered(
+                        Case::ReorderedEntries,
+                        Some(seq),
+                        format!("timestamp of seq {seq} goes backwards"),
+                    );
                 }
                 if let Some(s) = slot {
                     if seen.len() <= s {
@@ -665,21 +821,41 @@ fn follow_rotation(
     c: &mut Checker,
 ) {
     let Some(current) = key_at(keys, seq + 1) else {
-        c.unverifiable(Case::MissingKey, Some(seq), "key rotation cannot be checked: no current key".into());
+        c.unverifiable(
+            Case::MissingKey,
+            Some(seq),
+            "key rotation cannot be checked: no current key".into(),
+        );
         return;
     };
     let ok = current
         .key
-        .verify(SignatureDomain::AuditKeyRotation, &rotation_message(log_id, seq, &new_key), &Signature(sig))
+        .verify(
+            SignatureDomain::AuditKeyRotation,
+            &rotation_message(log_id, seq, &new_key),
+            &Signature(sig),
+        )
         .is_ok();
     if !ok {
-        c.tampered(Case::BadSignature, Some(seq), format!("key rotation at seq {seq} is not signed by the outgoing key"));
+        c.tampered(
+            Case::BadSignature,
+            Some(seq),
+            format!("key rotation at seq {seq} is not signed by the outgoing key"),
+        );
         return;
     }
     let key = VerifyingKey(new_key);
     if let Some(e) = endorsed.get(&seq) {
         if *e != key {
-            c.tampered(Case::WrongKey, Some(seq), format!("rotation at seq {seq} names key {} but the endorsement names {}", key.key_id(), e.key_id()));
+            c.tampered(
+                Case::WrongKey,
+                Some(seq),
+                format!(
+                    "rotation at seq {seq} names key {} but the endorsement names {}",
+                    key.key_id(),
+                    e.key_id()
+                ),
+            );
         }
     }
     keys.push(KeyInfo { from_seq: seq, key });
@@ -690,7 +866,11 @@ pub fn endorsed_key_ids(header: &BundleHeader) -> Vec<KeyId> {
     header
         .endorsements
         .iter()
-        .filter_map(|e: &SignedEndorsement| e.signed.dangerous_decode_unverified::<crate::checkpoint::KeyEndorsement>("endorsement").ok())
+        .filter_map(|e: &SignedEndorsement| {
+            e.signed
+                .dangerous_decode_unverified::<crate::checkpoint::KeyEndorsement>("endorsement")
+                .ok()
+        })
         .map(|e| e.audit_key.key_id())
         .collect()
 }

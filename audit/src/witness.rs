@@ -3,7 +3,10 @@
 //! both be true. The protocol driver supplies the peer's certificate key and,
 //! when asked, a consistency proof from the peer.
 
-use crate::checkpoint::{Checkpoint, ForkEvidence, KeyEndorsement, SignedCheckpoint, SignedCosignature, SignedEndorsement};
+use crate::checkpoint::{
+    Checkpoint, ForkEvidence, KeyEndorsement, SignedCheckpoint, SignedCosignature,
+    SignedEndorsement,
+};
 use crate::error::AuditError;
 use crate::merkle::{Blake3, Hash, verify_consistency};
 use crate::store::{AuditLog, now_ms};
@@ -42,13 +45,19 @@ impl PeerCheckpoint {
         if content.origin != endorsed.log_id {
             return Err(AuditError::PeerFork {
                 log_id: content.origin,
-                reason: format!("checkpoint origin differs from the endorsed log {}", endorsed.log_id),
+                reason: format!(
+                    "checkpoint origin differs from the endorsed log {}",
+                    endorsed.log_id
+                ),
             });
         }
         if content.size <= endorsed.from_seq {
             return Err(AuditError::PeerFork {
                 log_id: content.origin,
-                reason: format!("checkpoint of size {} signed by a key valid only after seq {}", content.size, endorsed.from_seq),
+                reason: format!(
+                    "checkpoint of size {} signed by a key valid only after seq {}",
+                    content.size, endorsed.from_seq
+                ),
             });
         }
         Ok(PeerCheckpoint {
@@ -100,25 +109,50 @@ pub fn begin(log: &AuditLog, pc: &PeerCheckpoint) -> Result<WitnessStep, AuditEr
 /// Completes witnessing: checks consistency with the held checkpoint using
 /// `proof` (for the sizes [`begin`] asked), then cosigns. On inconsistency the
 /// evidence is stored, an alarm entry is logged, and [`AuditError::PeerFork`] returned.
-pub fn complete(log: &AuditLog, pc: PeerCheckpoint, proof: Option<&[Hash]>) -> Result<SignedCosignature, AuditError> {
+pub fn complete(
+    log: &AuditLog,
+    pc: PeerCheckpoint,
+    proof: Option<&[Hash]>,
+) -> Result<SignedCosignature, AuditError> {
     if let Some(prev) = log.last_witnessed(&pc.content.origin)? {
         let held = prev.checkpoint.peek()?;
         let problem = if held.size == pc.content.size {
-            (held.root != pc.content.root).then(|| format!("two different roots for size {}", held.size))
+            (held.root != pc.content.root)
+                .then(|| format!("two different roots for size {}", held.size))
         } else if held.size < pc.content.size {
             let proof = proof.unwrap_or(&[]);
-            verify_consistency::<Blake3, _>(held.size, pc.content.size, proof, &held.root, &pc.content.root)
-                .err()
-                .map(|e| format!("size {} does not extend the held size {}: {e}", pc.content.size, held.size))
+            verify_consistency::<Blake3, _>(
+                held.size,
+                pc.content.size,
+                proof,
+                &held.root,
+                &pc.content.root,
+            )
+            .err()
+            .map(|e| {
+                format!(
+                    "size {} does not extend the held size {}: {e}",
+                    pc.content.size, held.size
+                )
+            })
         } else {
             let proof = proof.unwrap_or(&[]);
             Some(
-                match verify_consistency::<Blake3, _>(pc.content.size, held.size, proof, &pc.content.root, &held.root) {
+                match verify_consistency::<Blake3, _>(
+                    pc.content.size,
+                    held.size,
+                    proof,
+                    &pc.content.root,
+                    &held.root,
+                ) {
                     Ok(()) => format!(
                         "log went back from size {} to {} (truncated or restored from an old copy)",
                         held.size, pc.content.size
                     ),
-                    Err(e) => format!("size {} contradicts the held size {}: {e}", pc.content.size, held.size),
+                    Err(e) => format!(
+                        "size {} contradicts the held size {}: {e}",
+                        pc.content.size, held.size
+                    ),
                 },
             )
         };

@@ -17,7 +17,9 @@ const CHILD_ENV: &str = "PDX_AUDIT_CRASH_CHILD";
 /// Child mode: append forever, printing acknowledged sequence numbers.
 #[test]
 fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let t = std::sync::Arc::new(reopen(std::path::Path::new(&dir)));
     let mut threads = Vec::new();
     for k in 0..3 {
@@ -25,7 +27,8 @@ fn crash_child() {
         threads.push(std::thread::spawn(move || {
             let out = std::io::stdout();
             loop {
-                let mut d = pdx_audit::EntryDraft::new(pdx_audit::EventKind::Send, "440000", "crash");
+                let mut d =
+                    pdx_audit::EntryDraft::new(pdx_audit::EventKind::Send, "440000", "crash");
                 d.detail = Some(format!("thread {k}"));
                 let a = t.log.append(d).unwrap();
                 use std::io::Write;
@@ -51,7 +54,10 @@ fn reopen(dir: &std::path::Path) -> TestLog {
             pdx_crypto::SigningKey::from_pkcs8(&b[4 + n..]).unwrap(),
         )
     } else {
-        let (i, a) = (pdx_crypto::SigningKey::generate().unwrap(), pdx_crypto::SigningKey::generate().unwrap());
+        let (i, a) = (
+            pdx_crypto::SigningKey::generate().unwrap(),
+            pdx_crypto::SigningKey::generate().unwrap(),
+        );
         let mut b = (i.pkcs8_der().len() as u32).to_be_bytes().to_vec();
         b.extend_from_slice(i.pkcs8_der());
         b.extend_from_slice(a.pkcs8_der());
@@ -90,7 +96,13 @@ fn killed_writer_leaves_a_valid_prefix_with_every_acknowledged_entry() {
     let mut max_acked_overall: Option<u64> = None;
     for (round, run_ms) in [150u64, 400, 90, 700, 250].into_iter().enumerate() {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "crash_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -100,13 +112,18 @@ fn killed_writer_leaves_a_valid_prefix_with_every_acknowledged_entry() {
         let (tx, rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(n) = line.strip_prefix("acked ").and_then(|n| n.parse::<u64>().ok()) {
+                if let Some(n) = line
+                    .strip_prefix("acked ")
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
                     let _ = tx.send(n);
                 }
             }
         });
         // Wait for the first acknowledgement, then let it run and kill it mid-flight.
-        let first = rx.recv_timeout(Duration::from_secs(30)).expect("child never acknowledged an append");
+        let first = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("child never acknowledged an append");
         let start = Instant::now();
         while start.elapsed() < Duration::from_millis(run_ms) {
             std::thread::sleep(Duration::from_millis(5));
@@ -128,8 +145,16 @@ fn killed_writer_leaves_a_valid_prefix_with_every_acknowledged_entry() {
         let bundle = dir.path().join(format!("round{round}.bundle"));
         pdx_audit::bundle::export(&t.log, Vec::new(), &bundle).unwrap();
         let r = verify_path(&bundle, &[]);
-        assert_eq!(r.verdict, Verdict::Valid, "round {round}: {:#?}", r.findings);
+        assert_eq!(
+            r.verdict,
+            Verdict::Valid,
+            "round {round}: {:#?}",
+            r.findings
+        );
         assert!(r.entries > acked);
     }
-    assert!(max_acked_overall.unwrap() > 100, "the child appended too little to prove anything");
+    assert!(
+        max_acked_overall.unwrap() > 100,
+        "the child appended too little to prove anything"
+    );
 }

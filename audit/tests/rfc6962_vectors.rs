@@ -22,11 +22,15 @@ fn b64(v: &serde_json::Value) -> Vec<u8> {
 }
 
 fn proof(v: &serde_json::Value) -> Vec<Vec<u8>> {
-    v.as_array().map(|a| a.iter().map(b64).collect()).unwrap_or_default()
+    v.as_array()
+        .map(|a| a.iter().map(b64).collect())
+        .unwrap_or_default()
 }
 
 fn json_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -47,18 +51,31 @@ fn tree_roots_match_for_every_size() {
     let v = load(&vectors_dir().join("tree_roots.json"));
     let leaves: Vec<Vec<u8>> = v["leaf_inputs_hex"]
         .as_array()
-        .map(|a| a.iter().map(|x| hex::decode(x.as_str().unwrap_or_default()).unwrap_or_default()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|x| hex::decode(x.as_str().unwrap_or_default()).unwrap_or_default())
+                .collect()
+        })
         .unwrap_or_default();
     let roots: Vec<String> = v["root_by_tree_size_hex"]
         .as_array()
-        .map(|a| a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
         .unwrap_or_default();
     assert_eq!(roots.len(), leaves.len() + 1);
     let mut tree = MemoryTree::new();
     assert_eq!(hex::encode(tree.root::<Sha256>()), roots[0]);
     for (i, leaf) in leaves.iter().enumerate() {
         tree.push_data::<Sha256>(leaf);
-        assert_eq!(hex::encode(tree.root::<Sha256>()), roots[i + 1], "size {}", i + 1);
+        assert_eq!(
+            hex::encode(tree.root::<Sha256>()),
+            roots[i + 1],
+            "size {}",
+            i + 1
+        );
     }
     // Every proof our generator makes for these trees verifies.
     for size in 1..=tree.size() {
@@ -66,12 +83,18 @@ fn tree_roots_match_for_every_size() {
         for index in 0..size {
             let p = merkle::inclusion_proof::<Sha256, _>(&tree, index, size).unwrap_or_default();
             let leaf = <Sha256 as merkle::MerkleHasher>::leaf(&leaves[index as usize]);
-            assert_eq!(merkle::verify_inclusion::<Sha256, _>(index, size, &leaf, &p, &root), Ok(()));
+            assert_eq!(
+                merkle::verify_inclusion::<Sha256, _>(index, size, &leaf, &p, &root),
+                Ok(())
+            );
         }
         for size1 in 1..=size {
             let root1 = merkle::root::<Sha256, _>(&tree, size1).unwrap_or_default();
             let p = merkle::consistency_proof::<Sha256, _>(&tree, size1, size).unwrap_or_default();
-            assert_eq!(merkle::verify_consistency::<Sha256, _>(size1, size, &p, &root1, &root), Ok(()));
+            assert_eq!(
+                merkle::verify_consistency::<Sha256, _>(size1, size, &p, &root1, &root),
+                Ok(())
+            );
         }
     }
 }
@@ -80,7 +103,11 @@ fn tree_roots_match_for_every_size() {
 fn every_inclusion_vector_gives_its_expected_verdict() {
     let mut files = Vec::new();
     json_files(&vectors_dir().join("inclusion"), &mut files);
-    assert!(files.len() > 50, "expected the full inclusion vector set, found {}", files.len());
+    assert!(
+        files.len() > 50,
+        "expected the full inclusion vector set, found {}",
+        files.len()
+    );
     let (mut ok, mut err) = (0, 0);
     for f in &files {
         let v = load(f);
@@ -92,7 +119,14 @@ fn every_inclusion_vector_gives_its_expected_verdict() {
             &proof(&v["proof"]),
             &b64(&v["root"]),
         );
-        assert_eq!(got.is_err(), want_err, "{}: {:?} ({})", f.display(), got, v["desc"]);
+        assert_eq!(
+            got.is_err(),
+            want_err,
+            "{}: {:?} ({})",
+            f.display(),
+            got,
+            v["desc"]
+        );
         if want_err { err += 1 } else { ok += 1 }
     }
     assert!(ok > 0 && err > 0);
@@ -102,7 +136,11 @@ fn every_inclusion_vector_gives_its_expected_verdict() {
 fn every_consistency_vector_gives_its_expected_verdict() {
     let mut files = Vec::new();
     json_files(&vectors_dir().join("consistency"), &mut files);
-    assert!(files.len() > 50, "expected the full consistency vector set, found {}", files.len());
+    assert!(
+        files.len() > 50,
+        "expected the full consistency vector set, found {}",
+        files.len()
+    );
     for f in &files {
         let v = load(f);
         let want_err = v["wantErr"].as_bool().unwrap_or(false);
@@ -113,6 +151,13 @@ fn every_consistency_vector_gives_its_expected_verdict() {
             &b64(&v["root1"]),
             &b64(&v["root2"]),
         );
-        assert_eq!(got.is_err(), want_err, "{}: {:?} ({})", f.display(), got, v["desc"]);
+        assert_eq!(
+            got.is_err(),
+            want_err,
+            "{}: {:?} ({})",
+            f.display(),
+            got,
+            v["desc"]
+        );
     }
 }

@@ -128,7 +128,10 @@ fn witness_of(t: &TestLog, dir: &std::path::Path) -> std::path::PathBuf {
     let endorsement = t.log.current_endorsement().unwrap();
     let cp = t.log.checkpoint().unwrap();
     let pc = PeerCheckpoint::verify(&t.dept, &t.identity.verifying_key(), endorsement, cp).unwrap();
-    assert_eq!(witness::begin(&w.log, &pc).unwrap(), witness::WitnessStep::Ready);
+    assert_eq!(
+        witness::begin(&w.log, &pc).unwrap(),
+        witness::WitnessStep::Ready
+    );
     witness::complete(&w.log, pc, None).unwrap();
     let path = dir.join("witness.bundle");
     export(&w.log, Vec::new(), &path).unwrap();
@@ -141,11 +144,24 @@ fn truncated_tail_is_detected_against_a_witness() {
     let witness = witness_of(&t, d.path());
     let mut p = read_parts(&bundle);
     // Cut at a checkpoint and drop every later checkpoint: self-consistent.
-    let cut = p.header.checkpoints.iter().map(|c| c.peek().unwrap().size).filter(|&s| s <= 32).max().unwrap();
+    let cut = p
+        .header
+        .checkpoints
+        .iter()
+        .map(|c| c.peek().unwrap().size)
+        .filter(|&s| s <= 32)
+        .max()
+        .unwrap();
     p.entries.truncate(cut as usize);
-    p.header.checkpoints.retain(|c| c.peek().unwrap().size <= cut);
+    p.header
+        .checkpoints
+        .retain(|c| c.peek().unwrap().size <= cut);
     write_parts(&bundle, &p);
-    assert_eq!(verify_path(&bundle, &[]).verdict, Verdict::Valid, "alone, a clean truncation is undetectable");
+    assert_eq!(
+        verify_path(&bundle, &[]).verdict,
+        Verdict::Valid,
+        "alone, a clean truncation is undetectable"
+    );
     let r = verify_path(&bundle, &[&witness]);
     assert_eq!(r.verdict, Verdict::Tampered);
     assert!(has(&r, Case::TruncatedTail), "{:#?}", r.findings);
@@ -163,7 +179,8 @@ fn rewritten_log_is_exposed_as_a_fork_by_the_witness() {
     p.entries[5] = e.encode();
     for i in 6..p.entries.len() {
         let mut next = Entry::decode(&p.entries[i]).unwrap();
-        next.prev_hash = <pdx_audit::merkle::Blake3 as pdx_audit::merkle::MerkleHasher>::leaf(&p.entries[i - 1]);
+        next.prev_hash =
+            <pdx_audit::merkle::Blake3 as pdx_audit::merkle::MerkleHasher>::leaf(&p.entries[i - 1]);
         p.entries[i] = next.encode();
     }
     let mut tree = pdx_audit::merkle::MemoryTree::new();
@@ -177,12 +194,26 @@ fn rewritten_log_is_exposed_as_a_fork_by_the_witness() {
         .iter()
         .map(|c| {
             let old = c.peek().unwrap();
-            let root = pdx_audit::merkle::root::<pdx_audit::merkle::Blake3, _>(&tree, old.size).unwrap();
-            SignedCheckpoint::sign(&Checkpoint { origin: log_text.clone(), size: old.size, root, time_ms: old.time_ms }, &t.audit_key).unwrap()
+            let root =
+                pdx_audit::merkle::root::<pdx_audit::merkle::Blake3, _>(&tree, old.size).unwrap();
+            SignedCheckpoint::sign(
+                &Checkpoint {
+                    origin: log_text.clone(),
+                    size: old.size,
+                    root,
+                    time_ms: old.time_ms,
+                },
+                &t.audit_key,
+            )
+            .unwrap()
         })
         .collect();
     write_parts(&bundle, &p);
-    assert_eq!(verify_path(&bundle, &[]).verdict, Verdict::Valid, "alone, a re-signed rewrite is self-consistent");
+    assert_eq!(
+        verify_path(&bundle, &[]).verdict,
+        Verdict::Valid,
+        "alone, a re-signed rewrite is self-consistent"
+    );
     let r = verify_path(&bundle, &[&witness]);
     assert_eq!(r.verdict, Verdict::Tampered);
     assert!(has(&r, Case::Fork), "{:#?}", r.findings);
@@ -197,11 +228,17 @@ fn two_inconsistent_signed_checkpoints_are_a_fork() {
         root: [7u8; 32],
         ..first
     };
-    p.header.checkpoints.push(SignedCheckpoint::sign(&other, &t.audit_key).unwrap());
+    p.header
+        .checkpoints
+        .push(SignedCheckpoint::sign(&other, &t.audit_key).unwrap());
     write_parts(&bundle, &p);
     let r = verify_path(&bundle, &[]);
     assert_eq!(r.verdict, Verdict::Tampered);
-    assert!(has(&r, Case::Fork) || has(&r, Case::AlteredEntry), "{:#?}", r.findings);
+    assert!(
+        has(&r, Case::Fork) || has(&r, Case::AlteredEntry),
+        "{:#?}",
+        r.findings
+    );
 }
 
 #[test]
@@ -214,14 +251,21 @@ fn signatures_by_wrong_and_not_yet_valid_keys_are_detected() {
     let log_id = t.log.log_id().clone();
     let rotated_at = t
         .log
-        .rotate_key(copy, "tester", |seq| Ok(endorse(&t.identity, "440000", &log_id, &new_key, seq)))
+        .rotate_key(copy, "tester", |seq| {
+            Ok(endorse(&t.identity, "440000", &log_id, &new_key, seq))
+        })
         .unwrap()
         .seq;
     append(&t, 20, "b");
     let bundle = dir.path().join("a.bundle");
     export(&t.log, Vec::new(), &bundle).unwrap();
     let r = verify_path(&bundle, &[]);
-    assert_eq!(r.verdict, Verdict::Valid, "rotation is followed: {:#?}", r.findings);
+    assert_eq!(
+        r.verdict,
+        Verdict::Valid,
+        "rotation is followed: {:#?}",
+        r.findings
+    );
     assert_eq!(r.keys.len(), 2);
 
     let p = read_parts(&bundle);
@@ -240,20 +284,30 @@ fn signatures_by_wrong_and_not_yet_valid_keys_are_detected() {
     };
     // The new key signing a size before the rotation: not yet valid.
     let mut early = read_parts(&bundle);
-    early.header.checkpoints.push(SignedCheckpoint::sign(&cp(rotated_at - 2), &new_key).unwrap());
+    early
+        .header
+        .checkpoints
+        .push(SignedCheckpoint::sign(&cp(rotated_at - 2), &new_key).unwrap());
     write_parts(&bundle, &early);
     let r = verify_path(&bundle, &[]);
     assert!(has(&r, Case::NotYetValidKey), "{:#?}", r.findings);
     // The old key signing after the rotation: wrong key.
     let mut late = read_parts(&bundle);
-    late.header.checkpoints.retain(|c| c.key_id() != new_key.key_id() || c.peek().unwrap().size > rotated_at);
-    late.header.checkpoints.push(SignedCheckpoint::sign(&cp(rotated_at + 5), &t.audit_key).unwrap());
+    late.header
+        .checkpoints
+        .retain(|c| c.key_id() != new_key.key_id() || c.peek().unwrap().size > rotated_at);
+    late.header
+        .checkpoints
+        .push(SignedCheckpoint::sign(&cp(rotated_at + 5), &t.audit_key).unwrap());
     write_parts(&bundle, &late);
     let r = verify_path(&bundle, &[]);
     assert!(has(&r, Case::WrongKey), "{:#?}", r.findings);
     // A key this log never had.
     let mut stranger = read_parts(&bundle);
-    stranger.header.checkpoints.push(SignedCheckpoint::sign(&cp(10), &SigningKey::generate().unwrap()).unwrap());
+    stranger
+        .header
+        .checkpoints
+        .push(SignedCheckpoint::sign(&cp(10), &SigningKey::generate().unwrap()).unwrap());
     write_parts(&bundle, &stranger);
     assert!(has(&verify_path(&bundle, &[]), Case::WrongKey));
 }

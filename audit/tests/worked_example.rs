@@ -20,11 +20,22 @@ fn documented_entry_bytes_match_the_encoder() {
         draft: d,
     };
     let bytes = e.encode();
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/audit-format.md")).unwrap();
-    let section = doc.split("## 9. Worked example").nth(1).expect("worked example section");
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/audit-format.md"
+    ))
+    .unwrap();
+    let section = doc
+        .split("## 9. Worked example")
+        .nth(1)
+        .expect("worked example section");
     let block = section.split("```").nth(1).expect("hex block");
     let documented: String = block.chars().filter(char::is_ascii_hexdigit).collect();
-    assert_eq!(documented, hex::encode(&bytes), "docs/audit-format.md §9 is out of date");
+    assert_eq!(
+        documented,
+        hex::encode(&bytes),
+        "docs/audit-format.md §9 is out of date"
+    );
     assert!(section.contains(&format!("these {} bytes", bytes.len())));
     assert_eq!(Entry::decode(&bytes).unwrap(), e);
 }

@@ -27,10 +27,11 @@ impl std::fmt::Debug for AeadKey {
 impl AeadKey {
     /// Builds a key from 32 bytes; the caller zeroizes its copy.
     pub fn new(bytes: &[u8; KEY_LEN]) -> Result<Self> {
-        let unbound = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| CryptoError::MalformedKey {
-            what: "AES-256-GCM key",
-            reason: "expected 32 bytes",
-        })?;
+        let unbound =
+            UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| CryptoError::MalformedKey {
+                what: "AES-256-GCM key",
+                reason: "expected 32 bytes",
+            })?;
         Ok(AeadKey {
             key: LessSafeKey::new(unbound),
         })
@@ -43,12 +44,22 @@ impl AeadKey {
     }
 
     /// Appends `plaintext` sealed under `nonce`/`aad` (ciphertext || tag) to `out`.
-    pub fn seal_append(&self, nonce: [u8; 12], aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    pub fn seal_append(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let start = out.len();
         out.extend_from_slice(plaintext);
         let tag = self
             .key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut out[start..])
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut out[start..],
+            )
             .map_err(|_| CryptoError::Malformed {
                 what: "plaintext",
                 reason: "too long for AES-GCM".into(),
@@ -65,11 +76,21 @@ impl AeadKey {
     }
 
     /// Opens `ciphertext || tag`; `what` names the object in the error.
-    pub fn open(&self, nonce: [u8; 12], aad: &[u8], sealed: &[u8], what: impl FnOnce() -> String) -> Result<Vec<u8>> {
+    pub fn open(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        sealed: &[u8],
+        what: impl FnOnce() -> String,
+    ) -> Result<Vec<u8>> {
         let mut buf = sealed.to_vec();
         let len = self
             .key
-            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut buf,
+            )
             .map_err(|_| CryptoError::OpenFailed { what: what() })?
             .len();
         buf.truncate(len);
@@ -102,9 +123,15 @@ mod tests {
         let n = counter_nonce(1, 2);
         let sealed = key.seal(n, b"aad", b"hello")?;
         assert_eq!(key.open(n, b"aad", &sealed, String::new)?, b"hello");
-        assert!(key.open(counter_nonce(1, 3), b"aad", &sealed, String::new).is_err());
+        assert!(
+            key.open(counter_nonce(1, 3), b"aad", &sealed, String::new)
+                .is_err()
+        );
         assert!(key.open(n, b"aaD", &sealed, String::new).is_err());
-        assert!(key.open(n, b"aad", &sealed[..sealed.len() - 1], String::new).is_err());
+        assert!(
+            key.open(n, b"aad", &sealed[..sealed.len() - 1], String::new)
+                .is_err()
+        );
         let mut flipped = sealed.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;

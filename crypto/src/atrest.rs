@@ -7,8 +7,8 @@
 //! object (a re-import of a dataset gets a new one), so block counters used as
 //! nonces never repeat under one key.
 
-use crate::aead::{AeadKey, counter_nonce, push_lp};
 use crate::Result;
+use crate::aead::{AeadKey, counter_nonce, push_lp};
 use zeroize::Zeroizing;
 
 const CONTEXT: &str = "pdx 2026-11 at-rest key v1 (purpose, object, generation)";
@@ -34,7 +34,12 @@ impl StorageMaster {
     }
 
     /// Derives the key for one stored object.
-    pub fn object_key(&self, purpose: &str, object_id: &[u8], generation: &[u8]) -> Result<ObjectKey> {
+    pub fn object_key(
+        &self,
+        purpose: &str,
+        object_id: &[u8],
+        generation: &[u8],
+    ) -> Result<ObjectKey> {
         let mut material = Zeroizing::new(Vec::with_capacity(96 + object_id.len()));
         material.extend_from_slice(&self.0[..]);
         push_lp(&mut material, purpose.as_bytes());
@@ -70,13 +75,16 @@ impl ObjectKey {
 
     /// Seals block number `block`. Each block number must be sealed at most once.
     pub fn seal_block(&self, block: u64, plaintext: &[u8]) -> Result<Vec<u8>> {
-        self.key.seal(counter_nonce(block, 0), &self.aad(block), plaintext)
+        self.key
+            .seal(counter_nonce(block, 0), &self.aad(block), plaintext)
     }
 
     /// Opens block number `block`.
     pub fn open_block(&self, block: u64, sealed: &[u8]) -> Result<Vec<u8>> {
         self.key
-            .open(counter_nonce(block, 0), &self.aad(block), sealed, || format!("{} block {block}", self.label))
+            .open(counter_nonce(block, 0), &self.aad(block), sealed, || {
+                format!("{} block {block}", self.label)
+            })
     }
 }
 
@@ -91,12 +99,24 @@ mod tests {
         let sealed = k.seal_block(3, b"row data")?;
         assert_eq!(k.open_block(3, &sealed)?, b"row data");
         assert!(k.open_block(4, &sealed).is_err(), "moved to another block");
-        assert!(master.object_key("dataset", b"ds1", b"gen-b")?.open_block(3, &sealed).is_err());
-        assert!(master.object_key("dataset", b"ds2", b"gen-a")?.open_block(3, &sealed).is_err());
-        assert!(StorageMaster::from_bytes([6u8; 32])
-            .object_key("dataset", b"ds1", b"gen-a")?
-            .open_block(3, &sealed)
-            .is_err());
+        assert!(
+            master
+                .object_key("dataset", b"ds1", b"gen-b")?
+                .open_block(3, &sealed)
+                .is_err()
+        );
+        assert!(
+            master
+                .object_key("dataset", b"ds2", b"gen-a")?
+                .open_block(3, &sealed)
+                .is_err()
+        );
+        assert!(
+            StorageMaster::from_bytes([6u8; 32])
+                .object_key("dataset", b"ds1", b"gen-a")?
+                .open_block(3, &sealed)
+                .is_err()
+        );
         Ok(())
     }
 }

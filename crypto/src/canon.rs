@@ -188,7 +188,9 @@ impl<'a> Reader<'a> {
         let at = self.pos;
         let (major, arg) = self.header()?;
         if major != want {
-            return err(format!("expected {what} at byte {at}, found major type {major}"));
+            return err(format!(
+                "expected {what} at byte {at}, found major type {major}"
+            ));
         }
         Ok(arg)
     }
@@ -211,7 +213,8 @@ impl<'a> Reader<'a> {
         let arg = self.expect(3, "a text string")?;
         let n = self.len(arg)?;
         let at = self.pos;
-        std::str::from_utf8(self.take(n)?).map_err(|_| CanonError(format!("invalid UTF-8 in text at byte {at}")))
+        std::str::from_utf8(self.take(n)?)
+            .map_err(|_| CanonError(format!("invalid UTF-8 in text at byte {at}")))
     }
 
     /// Byte string.
@@ -225,7 +228,12 @@ impl<'a> Reader<'a> {
     pub fn bytes_n<const N: usize>(&mut self) -> Result<[u8; N], CanonError> {
         let at = self.pos;
         let b = self.bytes()?;
-        <[u8; N]>::try_from(b).map_err(|_| CanonError(format!("expected {N} bytes at byte {at}, found {}", b.len())))
+        <[u8; N]>::try_from(b).map_err(|_| {
+            CanonError(format!(
+                "expected {N} bytes at byte {at}, found {}",
+                b.len()
+            ))
+        })
     }
 
     /// Array header; returns the item count.
@@ -264,9 +272,18 @@ mod tests {
     #[test]
     fn reader_refuses_non_canonical_forms() {
         assert!(Reader::new(&[0x18, 0x05]).uint().is_err(), "5 in two bytes");
-        assert!(Reader::new(&[0x19, 0x00, 0x05]).uint().is_err(), "5 in three bytes");
+        assert!(
+            Reader::new(&[0x19, 0x00, 0x05]).uint().is_err(),
+            "5 in three bytes"
+        );
         assert!(Reader::new(&[0x9f]).array().is_err(), "indefinite array");
-        assert!(Reader::new(&[0x62, 0xff, 0xfe]).text().is_err(), "invalid UTF-8");
-        assert!(Reader::new(&[0x45, 0x01]).bytes().is_err(), "length past end");
+        assert!(
+            Reader::new(&[0x62, 0xff, 0xfe]).text().is_err(),
+            "invalid UTF-8"
+        );
+        assert!(
+            Reader::new(&[0x45, 0x01]).bytes().is_err(),
+            "length past end"
+        );
     }
 }

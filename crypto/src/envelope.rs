@@ -142,7 +142,14 @@ impl ReleaseContext {
         a
     }
 
-    fn wrap_info(&self, suite: u16, dept: &str, key_id: &KeyId, eph: &[u8; 32], recipient: &[u8; 32]) -> Vec<u8> {
+    fn wrap_info(
+        &self,
+        suite: u16,
+        dept: &str,
+        key_id: &KeyId,
+        eph: &[u8; 32],
+        recipient: &[u8; 32],
+    ) -> Vec<u8> {
         let mut info = Vec::with_capacity(160);
         push_lp(&mut info, b"pdx/v1 key-wrap");
         info.extend_from_slice(&suite.to_be_bytes());
@@ -184,22 +191,38 @@ fn kek_from_shared(shared: &[u8], info: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
     let mut kek = Zeroizing::new([0u8; 32]);
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(shared);
     let info = [info];
-    let okm = prk.expand(&info, Okm32).map_err(|_| CryptoError::KeyAgreement)?;
-    okm.fill(&mut kek[..]).map_err(|_| CryptoError::KeyAgreement)?;
+    let okm = prk
+        .expand(&info, Okm32)
+        .map_err(|_| CryptoError::KeyAgreement)?;
+    okm.fill(&mut kek[..])
+        .map_err(|_| CryptoError::KeyAgreement)?;
     Ok(kek)
 }
 
-fn wrap_for(ctx: &ReleaseContext, recipient: &Recipient, data_key: &[u8; KEY_LEN]) -> Result<WrappedKey> {
+fn wrap_for(
+    ctx: &ReleaseContext,
+    recipient: &Recipient,
+    data_key: &[u8; KEY_LEN],
+) -> Result<WrappedKey> {
     let suite = SUITE_X25519_HKDF_SHA256_AES256GCM;
     let rng = ring::rand::SystemRandom::new();
-    let eph = agreement::EphemeralPrivateKey::generate(&agreement::X25519, &rng).map_err(|_| CryptoError::Rng)?;
-    let eph_pub_bytes = eph.compute_public_key().map_err(|_| CryptoError::KeyAgreement)?;
+    let eph = agreement::EphemeralPrivateKey::generate(&agreement::X25519, &rng)
+        .map_err(|_| CryptoError::Rng)?;
+    let eph_pub_bytes = eph
+        .compute_public_key()
+        .map_err(|_| CryptoError::KeyAgreement)?;
     let eph_pub: [u8; 32] = eph_pub_bytes
         .as_ref()
         .try_into()
         .map_err(|_| CryptoError::KeyAgreement)?;
     let key_id = recipient.public.key_id();
-    let info = ctx.wrap_info(suite, &recipient.dept, &key_id, &eph_pub, &recipient.public.0);
+    let info = ctx.wrap_info(
+        suite,
+        &recipient.dept,
+        &key_id,
+        &eph_pub,
+        &recipient.public.0,
+    );
     let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, recipient.public.0);
     let kek = agreement::agree_ephemeral(eph, &peer, |shared| kek_from_shared(shared, &info))
         .map_err(|_| CryptoError::KeyAgreement)??;
@@ -213,7 +236,11 @@ fn wrap_for(ctx: &ReleaseContext, recipient: &Recipient, data_key: &[u8; KEY_LEN
     })
 }
 
-fn unwrap_with(ctx: &ReleaseContext, wk: &WrappedKey, secret: &EncryptionSecret) -> Result<AeadKey> {
+fn unwrap_with(
+    ctx: &ReleaseContext,
+    wk: &WrappedKey,
+    secret: &EncryptionSecret,
+) -> Result<AeadKey> {
     check_suite(wk.suite)?;
     let shared = secret
         .secret
@@ -221,14 +248,22 @@ fn unwrap_with(ctx: &ReleaseContext, wk: &WrappedKey, secret: &EncryptionSecret)
     if !shared.was_contributory() {
         return Err(CryptoError::KeyAgreement);
     }
-    let info = ctx.wrap_info(wk.suite, &wk.dept, &wk.key_id, &wk.ephemeral, &secret.public.0);
+    let info = ctx.wrap_info(
+        wk.suite,
+        &wk.dept,
+        &wk.key_id,
+        &wk.ephemeral,
+        &secret.public.0,
+    );
     let kek = kek_from_shared(shared.as_bytes(), &info)?;
     let raw = Zeroizing::new(AeadKey::new(&kek)?.open([0u8; 12], &info, &wk.wrapped, || {
         format!("data key wrapped for {} key {}", wk.dept, wk.key_id)
     })?);
-    let raw: Zeroizing<[u8; KEY_LEN]> = Zeroizing::new(raw.as_slice().try_into().map_err(|_| CryptoError::OpenFailed {
-        what: "wrapped data key (wrong length)".into(),
-    })?);
+    let raw: Zeroizing<[u8; KEY_LEN]> = Zeroizing::new(raw.as_slice().try_into().map_err(
+        |_| CryptoError::OpenFailed {
+            what: "wrapped data key (wrong length)".into(),
+        },
+    )?);
     AeadKey::new(&raw)
 }
 
@@ -355,7 +390,9 @@ impl Opener {
             .get(recipient)
             .and_then(Option::as_ref)
             .ok_or_else(|| CryptoError::OpenFailed {
-                what: format!("field {field_name} of record {record}: sealed for another recipient"),
+                what: format!(
+                    "field {field_name} of record {record}: sealed for another recipient"
+                ),
             })?;
         key.open(
             field_nonce(record, field_index),
@@ -402,12 +439,22 @@ mod tests {
         sealer.seal_field(0, 7, 2, "certno", b"110101199003074514", &mut ct_a)?;
         let mut ct_b = Vec::new();
         sealer.seal_field(1, 8, 2, "certno", b"440101198001010018", &mut ct_b)?;
-        let opener_a = Opener::new(&ctx(), &wrapped, "440000", |id| (*id == a.key_id()).then_some(&a))?;
-        assert_eq!(opener_a.open_field(0, 7, 2, "certno", &ct_a)?, b"110101199003074514");
+        let opener_a = Opener::new(&ctx(), &wrapped, "440000", |id| {
+            (*id == a.key_id()).then_some(&a)
+        })?;
+        assert_eq!(
+            opener_a.open_field(0, 7, 2, "certno", &ct_a)?,
+            b"110101199003074514"
+        );
         assert!(!opener_a.can_open(1));
         assert!(opener_a.open_field(1, 8, 2, "certno", &ct_b).is_err());
-        let opener_b = Opener::new(&ctx(), &wrapped, "110000", |id| (*id == b.key_id()).then_some(&b))?;
-        assert_eq!(opener_b.open_field(1, 8, 2, "certno", &ct_b)?, b"440101198001010018");
+        let opener_b = Opener::new(&ctx(), &wrapped, "110000", |id| {
+            (*id == b.key_id()).then_some(&b)
+        })?;
+        assert_eq!(
+            opener_b.open_field(1, 8, 2, "certno", &ct_b)?,
+            b"440101198001010018"
+        );
         Ok(())
     }
 
@@ -434,19 +481,39 @@ mod tests {
         let mut ct = Vec::new();
         sealer.seal_field(0, 7, 2, "certno", b"110101199003074514", &mut ct)?;
         let opener = Opener::new(&ctx(), &wrapped, "440000", |_| Some(&a))?;
-        assert!(opener.open_field(0, 8, 2, "certno", &ct).is_err(), "moved to another record");
-        assert!(opener.open_field(0, 7, 2, "psn_no", &ct).is_err(), "moved to another field name");
-        assert!(opener.open_field(0, 7, 3, "certno", &ct).is_err(), "moved to another field slot");
-        assert!(opener.open_field(0, 7, 2, "certno", &ct[..ct.len() - 1]).is_err(), "truncated");
+        assert!(
+            opener.open_field(0, 8, 2, "certno", &ct).is_err(),
+            "moved to another record"
+        );
+        assert!(
+            opener.open_field(0, 7, 2, "psn_no", &ct).is_err(),
+            "moved to another field name"
+        );
+        assert!(
+            opener.open_field(0, 7, 3, "certno", &ct).is_err(),
+            "moved to another field slot"
+        );
+        assert!(
+            opener
+                .open_field(0, 7, 2, "certno", &ct[..ct.len() - 1])
+                .is_err(),
+            "truncated"
+        );
         let mut flipped = ct.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0x80;
-        assert!(opener.open_field(0, 7, 2, "certno", &flipped).is_err(), "tag bit flipped");
+        assert!(
+            opener.open_field(0, 7, 2, "certno", &flipped).is_err(),
+            "tag bit flipped"
+        );
         let other_release = ReleaseContext {
             release_id: [8u8; 16],
             ..ctx()
         };
-        assert!(Opener::new(&other_release, &wrapped, "440000", |_| Some(&a)).is_err(), "other release");
+        assert!(
+            Opener::new(&other_release, &wrapped, "440000", |_| Some(&a)).is_err(),
+            "other release"
+        );
         Ok(())
     }
 

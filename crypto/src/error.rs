@@ -31,10 +31,14 @@ pub enum CryptoError {
         what: String,
     },
     /// An envelope or key file names a suite this build does not implement.
-    #[error("unknown cryptographic suite {0}; this build supports suite 1 (X25519 + HKDF-SHA256 + AES-256-GCM)")]
+    #[error(
+        "unknown cryptographic suite {0}; this build supports suite 1 (X25519 + HKDF-SHA256 + AES-256-GCM)"
+    )]
     UnknownSuite(u16),
     /// No wrapped data key in the release is addressed to this node and one of its keys.
-    #[error("no data key in release {release} is wrapped for department {dept} with a key this node holds")]
+    #[error(
+        "no data key in release {release} is wrapped for department {dept} with a key this node holds"
+    )]
     NotARecipient {
         /// Release id (hex).
         release: String,

@@ -48,7 +48,11 @@ pub struct KeyDocument {
 
 impl KeyDocument {
     /// Signs `body` with the node identity key and attaches its certificate.
-    pub fn sign(body: &KeyDocumentBody, identity: &SigningKey, certificate: Vec<u8>) -> Result<Self> {
+    pub fn sign(
+        body: &KeyDocumentBody,
+        identity: &SigningKey,
+        certificate: Vec<u8>,
+    ) -> Result<Self> {
         Ok(KeyDocument {
             signed: Signed::sign(SignatureDomain::KeyDocument, identity, body)?,
             certificate,
@@ -98,9 +102,15 @@ mod tests {
         };
         let doc = KeyDocument::sign(&body, &identity, vec![1, 2, 3])?;
         assert_eq!(doc.verify(&identity.verifying_key(), "440000")?, body);
-        assert!(doc.verify(&identity.verifying_key(), "110000").is_err(), "wrong department");
+        assert!(
+            doc.verify(&identity.verifying_key(), "110000").is_err(),
+            "wrong department"
+        );
         let other = SigningKey::generate()?;
-        assert!(doc.verify(&other.verifying_key(), "440000").is_err(), "wrong signer");
+        assert!(
+            doc.verify(&other.verifying_key(), "440000").is_err(),
+            "wrong signer"
+        );
         Ok(())
     }
 }

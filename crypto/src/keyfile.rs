@@ -80,7 +80,8 @@ impl Drop for KeyFileBody {
 }
 
 fn kek(passphrase: &[u8], salt: &[u8], m_kib: u32, t: u32, p: u32) -> Result<Zeroizing<[u8; 32]>> {
-    let params = argon2::Params::new(m_kib, t, p, Some(32)).map_err(|e| CryptoError::Argon2(e.to_string()))?;
+    let params = argon2::Params::new(m_kib, t, p, Some(32))
+        .map_err(|e| CryptoError::Argon2(e.to_string()))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = Zeroizing::new([0u8; 32]);
     argon
@@ -96,7 +97,11 @@ fn aad(kind: KeyKind) -> Vec<u8> {
 }
 
 /// Encodes a key file, protected by `passphrase` when given.
-pub fn encode(kind: KeyKind, secret: &[u8], passphrase: Option<&[u8]>) -> Result<Zeroizing<Vec<u8>>> {
+pub fn encode(
+    kind: KeyKind,
+    secret: &[u8],
+    passphrase: Option<&[u8]>,
+) -> Result<Zeroizing<Vec<u8>>> {
     encode_with_cost(kind, secret, passphrase, (ARGON2_M_KIB, ARGON2_T, ARGON2_P))
 }
 
@@ -147,15 +152,22 @@ pub fn is_protected(file: &[u8]) -> Result<bool> {
 }
 
 fn parse(file: &[u8], what: &str) -> Result<KeyFileBody> {
-    let rest = file.strip_prefix(MAGIC).ok_or_else(|| CryptoError::Malformed {
-        what: "key file",
-        reason: format!("{what} does not start with the pdx key file header"),
-    })?;
+    let rest = file
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| CryptoError::Malformed {
+            what: "key file",
+            reason: format!("{what} does not start with the pdx key file header"),
+        })?;
     from_cbor(rest, "key file")
 }
 
 /// Decodes a key file of the expected `kind`; `what` names it in errors.
-pub fn decode(file: &[u8], kind: KeyKind, what: &str, passphrase: Option<&[u8]>) -> Result<Zeroizing<Vec<u8>>> {
+pub fn decode(
+    file: &[u8],
+    kind: KeyKind,
+    what: &str,
+    passphrase: Option<&[u8]>,
+) -> Result<Zeroizing<Vec<u8>>> {
     let body = parse(file, what)?;
     let found = KeyKind::from_label(&body.kind).ok_or_else(|| CryptoError::Malformed {
         what: "key file",
@@ -164,7 +176,11 @@ pub fn decode(file: &[u8], kind: KeyKind, what: &str, passphrase: Option<&[u8]>)
     if found != kind {
         return Err(CryptoError::Malformed {
             what: "key file",
-            reason: format!("{what} holds a {} key, expected {}", found.label(), kind.label()),
+            reason: format!(
+                "{what} holds a {} key, expected {}",
+                found.label(),
+                kind.label()
+            ),
         });
     }
     match body.protection.as_str() {
@@ -177,7 +193,11 @@ pub fn decode(file: &[u8], kind: KeyKind, what: &str, passphrase: Option<&[u8]>)
                 what: "key file",
                 reason: format!("{what} lacks its argon2id parameters"),
             };
-            let (m, t, p) = (body.m_kib.ok_or_else(missing)?, body.t.ok_or_else(missing)?, body.p.ok_or_else(missing)?);
+            let (m, t, p) = (
+                body.m_kib.ok_or_else(missing)?,
+                body.t.ok_or_else(missing)?,
+                body.p.ok_or_else(missing)?,
+            );
             // Refuse absurd costs a tampered file could use to exhaust memory.
             if m > 4 * 1024 * 1024 || t > 64 || p > 16 {
                 return Err(CryptoError::Malformed {
@@ -195,7 +215,9 @@ pub fn decode(file: &[u8], kind: KeyKind, what: &str, passphrase: Option<&[u8]>)
             let key = AeadKey::new(&kek_bytes)?;
             key.open(nonce, &aad(kind), &body.data, || what.to_string())
                 .map(Zeroizing::new)
-                .map_err(|_| CryptoError::Unlock { what: what.to_string() })
+                .map_err(|_| CryptoError::Unlock {
+                    what: what.to_string(),
+                })
         }
         other => Err(CryptoError::Malformed {
             what: "key file",
@@ -214,13 +236,28 @@ mod tests {
     fn plain_and_protected_round_trip() -> Result<()> {
         let plain = encode(KeyKind::Secret32, &[7u8; 32], None)?;
         assert!(!is_protected(&plain)?);
-        assert_eq!(&decode(&plain, KeyKind::Secret32, "k", None)?[..], &[7u8; 32]);
+        assert_eq!(
+            &decode(&plain, KeyKind::Secret32, "k", None)?[..],
+            &[7u8; 32]
+        );
         let locked = encode_with_cost(KeyKind::X25519, &[9u8; 32], Some(b"correct horse"), CHEAP)?;
         assert!(is_protected(&locked)?);
-        assert!(!locked.windows(32).any(|w| w == [9u8; 32]), "secret must not appear in clear");
-        assert_eq!(&decode(&locked, KeyKind::X25519, "k", Some(b"correct horse"))?[..], &[9u8; 32]);
-        assert!(matches!(decode(&locked, KeyKind::X25519, "k", Some(b"wrong")), Err(CryptoError::Unlock { .. })));
-        assert!(matches!(decode(&locked, KeyKind::X25519, "k", None), Err(CryptoError::Unlock { .. })));
+        assert!(
+            !locked.windows(32).any(|w| w == [9u8; 32]),
+            "secret must not appear in clear"
+        );
+        assert_eq!(
+            &decode(&locked, KeyKind::X25519, "k", Some(b"correct horse"))?[..],
+            &[9u8; 32]
+        );
+        assert!(matches!(
+            decode(&locked, KeyKind::X25519, "k", Some(b"wrong")),
+            Err(CryptoError::Unlock { .. })
+        ));
+        assert!(matches!(
+            decode(&locked, KeyKind::X25519, "k", None),
+            Err(CryptoError::Unlock { .. })
+        ));
         Ok(())
     }
 

@@ -30,11 +30,15 @@ impl PseudonymMaster {
     /// Derives the key for `field` under `agreement`:
     /// `derive_key(CONTEXT, master || lp(agreement) || lp(field))`.
     pub fn key_for(&self, agreement: &str, field: &str) -> PseudonymKey {
-        let mut material = Zeroizing::new(Vec::with_capacity(32 + 16 + agreement.len() + field.len()));
+        let mut material =
+            Zeroizing::new(Vec::with_capacity(32 + 16 + agreement.len() + field.len()));
         material.extend_from_slice(&self.0[..]);
         crate::aead::push_lp(&mut material, agreement.as_bytes());
         crate::aead::push_lp(&mut material, field.as_bytes());
-        PseudonymKey(Zeroizing::new(blake3::derive_key(PSEUDONYM_KEY_CONTEXT, &material)))
+        PseudonymKey(Zeroizing::new(blake3::derive_key(
+            PSEUDONYM_KEY_CONTEXT,
+            &material,
+        )))
     }
 }
 
@@ -82,13 +86,19 @@ mod tests {
         assert_ne!(p(&a1, "P123"), p(&a2, "P123"));
         assert_ne!(p(&a1, "P123"), p(&other_field, "P123"));
         let other_master = PseudonymMaster::from_bytes([4u8; 32]);
-        assert_ne!(p(&a1, "P123"), p(&other_master.key_for("DSA-2026-001", "psn_no"), "P123"));
+        assert_ne!(
+            p(&a1, "P123"),
+            p(&other_master.key_for("DSA-2026-001", "psn_no"), "P123")
+        );
         assert_eq!(p(&a1, "P123").len(), 32);
     }
 
     #[test]
     fn agreement_and_field_boundaries_are_unambiguous() {
         let master = PseudonymMaster::from_bytes([3u8; 32]);
-        assert_ne!(p(&master.key_for("ab", "c"), "v"), p(&master.key_for("a", "bc"), "v"));
+        assert_ne!(
+            p(&master.key_for("ab", "c"), "v"),
+            p(&master.key_for("a", "bc"), "v")
+        );
     }
 }

@@ -178,7 +178,8 @@ impl Serialize for VerifyingKey {
 impl<'de> Deserialize<'de> for VerifyingKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let b: serde_bytes::ByteBuf = Deserialize::deserialize(d)?;
-        VerifyingKey::from_slice(&b).map_err(|_| serde::de::Error::invalid_length(b.len(), &"32 bytes"))
+        VerifyingKey::from_slice(&b)
+            .map_err(|_| serde::de::Error::invalid_length(b.len(), &"32 bytes"))
     }
 }
 
@@ -208,7 +209,8 @@ impl Serialize for Signature {
 impl<'de> Deserialize<'de> for Signature {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let b: serde_bytes::ByteBuf = Deserialize::deserialize(d)?;
-        Signature::from_slice(&b).ok_or_else(|| serde::de::Error::invalid_length(b.len(), &"64 bytes"))
+        Signature::from_slice(&b)
+            .ok_or_else(|| serde::de::Error::invalid_length(b.len(), &"64 bytes"))
     }
 }
 
@@ -235,9 +237,11 @@ impl SigningKey {
 
     /// Loads a PKCS#8 (v1 or v2) Ed25519 private key.
     pub fn from_pkcs8(der: &[u8]) -> Result<Self> {
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|_| CryptoError::MalformedKey {
-            what: "Ed25519 PKCS#8 private key",
-            reason: "not a valid Ed25519 PKCS#8 document",
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|_| {
+            CryptoError::MalformedKey {
+                what: "Ed25519 PKCS#8 private key",
+                reason: "not a valid Ed25519 PKCS#8 document",
+            }
         })?;
         let public = VerifyingKey::from_slice(pair.public_key().as_ref())?;
         Ok(SigningKey {
@@ -281,10 +285,23 @@ mod tests {
         let sig = key.sign(SignatureDomain::Checkpoint, b"tree 5");
         let public = key.verifying_key();
         public.verify(SignatureDomain::Checkpoint, b"tree 5", &sig)?;
-        assert!(public.verify(SignatureDomain::Receipt, b"tree 5", &sig).is_err());
-        assert!(public.verify(SignatureDomain::Checkpoint, b"tree 6", &sig).is_err());
+        assert!(
+            public
+                .verify(SignatureDomain::Receipt, b"tree 5", &sig)
+                .is_err()
+        );
+        assert!(
+            public
+                .verify(SignatureDomain::Checkpoint, b"tree 6", &sig)
+                .is_err()
+        );
         let other = SigningKey::generate()?;
-        assert!(other.verifying_key().verify(SignatureDomain::Checkpoint, b"tree 5", &sig).is_err());
+        assert!(
+            other
+                .verifying_key()
+                .verify(SignatureDomain::Checkpoint, b"tree 5", &sig)
+                .is_err()
+        );
         Ok(())
     }
 

@@ -2,7 +2,9 @@
 //! container: a signature covers the exact body bytes, which are decoded only
 //! after the signature verifies ("verify, then parse").
 
-use crate::{CryptoError, Digest, KeyId, Result, Signature, SignatureDomain, SigningKey, VerifyingKey};
+use crate::{
+    CryptoError, Digest, KeyId, Result, Signature, SignatureDomain, SigningKey, VerifyingKey,
+};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Maximum CBOR nesting depth accepted from any untrusted source.
@@ -22,12 +24,11 @@ pub fn to_cbor<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 /// the nesting depth bounded by [`CBOR_RECURSION_LIMIT`].
 pub fn from_cbor<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T> {
     let mut rest = bytes;
-    let value = ciborium::de::from_reader_with_recursion_limit(&mut rest, CBOR_RECURSION_LIMIT).map_err(|e| {
-        CryptoError::Malformed {
+    let value = ciborium::de::from_reader_with_recursion_limit(&mut rest, CBOR_RECURSION_LIMIT)
+        .map_err(|e| CryptoError::Malformed {
             what,
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     if !rest.is_empty() {
         return Err(CryptoError::Malformed {
             what,
@@ -62,7 +63,11 @@ impl Signed {
     }
 
     /// Verifies under `key` (whose id must match), then decodes the body.
-    pub fn verify<T: DeserializeOwned>(&self, domain: SignatureDomain, key: &VerifyingKey) -> Result<T> {
+    pub fn verify<T: DeserializeOwned>(
+        &self,
+        domain: SignatureDomain,
+        key: &VerifyingKey,
+    ) -> Result<T> {
         if key.key_id() != self.key_id {
             return Err(CryptoError::BadSignature {
                 what: domain.label(),
@@ -75,7 +80,10 @@ impl Signed {
 
     /// Decodes the body without verifying. Only for display of data whose
     /// signature is checked elsewhere; never for decisions.
-    pub fn dangerous_decode_unverified<T: DeserializeOwned>(&self, what: &'static str) -> Result<T> {
+    pub fn dangerous_decode_unverified<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+    ) -> Result<T> {
         from_cbor(&self.body, what)
     }
 
@@ -103,14 +111,25 @@ mod tests {
     #[test]
     fn signed_document_verifies_and_rejects_tampering() -> Result<()> {
         let key = SigningKey::generate()?;
-        let doc = Doc { name: "x".into(), n: 3 };
+        let doc = Doc {
+            name: "x".into(),
+            n: 3,
+        };
         let signed = Signed::sign(SignatureDomain::Receipt, &key, &doc)?;
         let back: Doc = signed.verify(SignatureDomain::Receipt, &key.verifying_key())?;
         assert_eq!(back, doc);
         let mut tampered = signed.clone();
         tampered.body[2] ^= 1;
-        assert!(tampered.verify::<Doc>(SignatureDomain::Receipt, &key.verifying_key()).is_err());
-        assert!(signed.verify::<Doc>(SignatureDomain::Manifest, &key.verifying_key()).is_err());
+        assert!(
+            tampered
+                .verify::<Doc>(SignatureDomain::Receipt, &key.verifying_key())
+                .is_err()
+        );
+        assert!(
+            signed
+                .verify::<Doc>(SignatureDomain::Manifest, &key.verifying_key())
+                .is_err()
+        );
         Ok(())
     }
 

@@ -49,9 +49,11 @@ pub fn error_kind(e: &NodeError) -> ErrorKind {
         NodeError::Refused(_) | NodeError::Rule(_) => ErrorKind::Refused,
         NodeError::NotFound(_) => ErrorKind::NotFound,
         NodeError::Network(_) | NodeError::Peer { .. } => ErrorKind::Network,
-        NodeError::Invalid(_) | NodeError::Schema(_) | NodeError::Import(_) | NodeError::Config { .. } | NodeError::Permissions { .. } => {
-            ErrorKind::Invalid
-        }
+        NodeError::Invalid(_)
+        | NodeError::Schema(_)
+        | NodeError::Import(_)
+        | NodeError::Config { .. }
+        | NodeError::Permissions { .. } => ErrorKind::Invalid,
         _ => ErrorKind::Failed,
     }
 }
@@ -92,7 +94,9 @@ async fn write_frame<T: Serialize>(s: &mut UnixStream, v: &T) -> std::io::Result
     s.write_all(&body).await
 }
 
-async fn read_frame<T: serde::de::DeserializeOwned>(s: &mut UnixStream) -> std::io::Result<Option<T>> {
+async fn read_frame<T: serde::de::DeserializeOwned>(
+    s: &mut UnixStream,
+) -> std::io::Result<Option<T>> {
     let mut len = [0u8; 4];
     match s.read_exact(&mut len).await {
         Ok(_) => {}
@@ -101,11 +105,15 @@ async fn read_frame<T: serde::de::DeserializeOwned>(s: &mut UnixStream) -> std::
     }
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_ADMIN_FRAME {
-        return Err(std::io::Error::other(format!("admin frame of {len} bytes exceeds the cap")));
+        return Err(std::io::Error::other(format!(
+            "admin frame of {len} bytes exceeds the cap"
+        )));
     }
     let mut buf = vec![0u8; len];
     s.read_exact(&mut buf).await?;
-    pdx_crypto::wire::from_cbor(&buf, "admin frame").map(Some).map_err(std::io::Error::other)
+    pdx_crypto::wire::from_cbor(&buf, "admin frame")
+        .map(Some)
+        .map_err(std::io::Error::other)
 }
 
 struct SocketProgress {
@@ -141,8 +149,11 @@ pub async fn serve(net: Arc<Net>, path: &Path) -> Result<()> {
         std::fs::remove_file(path).map_err(NodeError::io(path))?;
     }
     let listener = UnixListener::bind(path).map_err(NodeError::io(path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(NodeError::io(path))?;
-    let owner = std::fs::metadata(net.node.home.root()).map_err(NodeError::io(net.node.home.root()))?.uid();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(NodeError::io(path))?;
+    let owner = std::fs::metadata(net.node.home.root())
+        .map_err(NodeError::io(net.node.home.root()))?
+        .uid();
     loop {
         let (mut stream, _) = listener.accept().await.map_err(NodeError::io(path))?;
         let net = net.clone();
@@ -191,21 +202,43 @@ pub async fn serve(net: Arc<Net>, path: &Path) -> Result<()> {
 }
 
 /// Sends `call` to the node at `path`. `Ok(None)` means no node is running there.
-pub async fn call(path: &Path, call: &AdminCall, progress: &dyn Progress) -> Result<Option<std::result::Result<serde_json::Value, (ErrorKind, String)>>> {
+pub async fn call(
+    path: &Path,
+    call: &AdminCall,
+    progress: &dyn Progress,
+) -> Result<Option<std::result::Result<serde_json::Value, (ErrorKind, String)>>> {
     let mut stream = match UnixStream::connect(path).await {
         Ok(s) => s,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => return Ok(None),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
         Err(e) => return Err(NodeError::io(path)(e)),
     };
-    write_frame(&mut stream, call).await.map_err(NodeError::io(path))?;
+    write_frame(&mut stream, call)
+        .await
+        .map_err(NodeError::io(path))?;
     loop {
-        match read_frame::<AdminEvent>(&mut stream).await.map_err(NodeError::io(path))? {
-            None => return Err(NodeError::Network(format!("{}: the node closed the admin connection (did it stop?)", path.display()))),
+        match read_frame::<AdminEvent>(&mut stream)
+            .await
+            .map_err(NodeError::io(path))?
+        {
+            None => {
+                return Err(NodeError::Network(format!(
+                    "{}: the node closed the admin connection (did it stop?)",
+                    path.display()
+                )));
+            }
             Some(AdminEvent::Stage { label, total, unit }) => progress.stage(&label, total, unit),
             Some(AdminEvent::Set(n)) => progress.set(n),
             Some(AdminEvent::Done) => progress.done(),
             Some(AdminEvent::Ok(json)) => {
-                let v = serde_json::from_str(&json).map_err(|e| NodeError::Invalid(format!("bad result from the node: {e}")))?;
+                let v = serde_json::from_str(&json)
+                    .map_err(|e| NodeError::Invalid(format!("bad result from the node: {e}")))?;
                 return Ok(Some(Ok(v)));
             }
             Some(AdminEvent::Err { kind, message }) => return Ok(Some(Err((kind, message)))),

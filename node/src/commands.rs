@@ -186,7 +186,9 @@ fn encoding(s: &str) -> Result<Encoding> {
     match s.to_ascii_lowercase().as_str() {
         "utf-8" | "utf8" => Ok(Encoding::Utf8),
         "gb18030" | "gbk" => Ok(Encoding::Gb18030),
-        other => Err(NodeError::Invalid(format!("--encoding {other:?}: use utf-8 or gb18030"))),
+        other => Err(NodeError::Invalid(format!(
+            "--encoding {other:?}: use utf-8 or gb18030"
+        ))),
     }
 }
 
@@ -194,7 +196,9 @@ fn on_error(s: &str) -> Result<OnError> {
     match s {
         "reject" => Ok(OnError::Reject),
         "skip" => Ok(OnError::Skip),
-        other => Err(NodeError::Invalid(format!("--on-error {other:?}: use reject or skip"))),
+        other => Err(NodeError::Invalid(format!(
+            "--on-error {other:?}: use reject or skip"
+        ))),
     }
 }
 
@@ -202,7 +206,9 @@ fn to_json<T: Serialize>(v: &T) -> Result<Value> {
     serde_json::to_value(v).map_err(|e| NodeError::Invalid(e.to_string()))
 }
 
-fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> impl std::future::Future<Output = Result<T>> {
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T>> {
     async move {
         tokio::task::spawn_blocking(f)
             .await
@@ -216,7 +222,12 @@ fn retryable(e: &NodeError) -> bool {
 }
 
 /// Runs `req` on the node behind `net`, as `operator`.
-pub async fn execute(net: &Arc<Net>, req: Request, operator: &str, progress: Arc<dyn Progress>) -> Result<Value> {
+pub async fn execute(
+    net: &Arc<Net>,
+    req: Request,
+    operator: &str,
+    progress: Arc<dyn Progress>,
+) -> Result<Value> {
     let node = net.node.clone();
     let op = operator.to_string();
     match req {
@@ -270,8 +281,12 @@ pub async fn execute(net: &Arc<Net>, req: Request, operator: &str, progress: Arc
             to_json(&blocking(move || grants::create(&node, &spec, &op)).await?)
         }
         Request::GrantList => to_json(&grants::list(&node)?),
-        Request::GrantRevoke { id } => to_json(&blocking(move || grants::revoke(&node, &id, &op)).await?),
-        Request::PeerAdd { dept, addr } => to_json(&blocking(move || node.add_peer(&dept, &addr, &op)).await?),
+        Request::GrantRevoke { id } => {
+            to_json(&blocking(move || grants::revoke(&node, &id, &op)).await?)
+        }
+        Request::PeerAdd { dept, addr } => {
+            to_json(&blocking(move || node.add_peer(&dept, &addr, &op)).await?)
+        }
         Request::Catalog { peer } => to_json(&net.catalog(&peer).await?),
         Request::Fetch {
             peer,
@@ -288,7 +303,11 @@ pub async fn execute(net: &Arc<Net>, req: Request, operator: &str, progress: Arc
                     let entries = net.catalog(&peer).await?;
                     let matching: Vec<_> = entries
                         .iter()
-                        .filter(|e| e.dataset == dataset && e.profile == profile && (agreement.is_none() || e.agreement == agreement))
+                        .filter(|e| {
+                            e.dataset == dataset
+                                && e.profile == profile
+                                && (agreement.is_none() || e.agreement == agreement)
+                        })
                         .collect();
                     match matching.as_slice() {
                         [one] => (one.agreement.clone(), one.purpose.clone()),
@@ -317,14 +336,21 @@ pub async fn execute(net: &Arc<Net>, req: Request, operator: &str, progress: Arc
                     Ok(o) => return to_json(&o),
                     Err(e) if retryable(&e) && attempt < retries => {
                         attempt += 1;
-                        tracing::warn!("fetch from {peer} interrupted ({e}); retry {attempt} of {retries}");
-                        tokio::time::sleep(std::time::Duration::from_millis(500 << attempt.min(5))).await;
+                        tracing::warn!(
+                            "fetch from {peer} interrupted ({e}); retry {attempt} of {retries}"
+                        );
+                        tokio::time::sleep(std::time::Duration::from_millis(500 << attempt.min(5)))
+                            .await;
                     }
                     Err(e) => return Err(e),
                 }
             }
         }
-        Request::Forward { release, to, retries } => {
+        Request::Forward {
+            release,
+            to,
+            retries,
+        } => {
             let id = parse_release_id(&release)?;
             let mut attempt = 0;
             loop {
@@ -332,7 +358,8 @@ pub async fn execute(net: &Arc<Net>, req: Request, operator: &str, progress: Arc
                     Ok(o) => return to_json(&o),
                     Err(e) if retryable(&e) && attempt < retries => {
                         attempt += 1;
-                        tokio::time::sleep(std::time::Duration::from_millis(500 << attempt.min(5))).await;
+                        tokio::time::sleep(std::time::Duration::from_millis(500 << attempt.min(5)))
+                            .await;
                     }
                     Err(e) => return Err(e),
                 }
@@ -363,7 +390,10 @@ pub async fn execute(net: &Arc<Net>, req: Request, operator: &str, progress: Arc
         }
         Request::Export { release, out } => {
             let id = parse_release_id(&release)?;
-            to_json(&blocking(move || release::export(&node, &id, &out, &op, progress.as_ref())).await?)
+            to_json(
+                &blocking(move || release::export(&node, &id, &out, &op, progress.as_ref()))
+                    .await?,
+            )
         }
         Request::Preview {
             dataset,
@@ -371,7 +401,21 @@ pub async fn execute(net: &Arc<Net>, req: Request, operator: &str, progress: Arc
             agreement,
             out,
             report,
-        } => to_json(&blocking(move || crate::preview::preview(&node, &dataset, &profile, agreement.as_deref(), &out, &report, &op, progress.as_ref())).await?),
+        } => to_json(
+            &blocking(move || {
+                crate::preview::preview(
+                    &node,
+                    &dataset,
+                    &profile,
+                    agreement.as_deref(),
+                    &out,
+                    &report,
+                    &op,
+                    progress.as_ref(),
+                )
+            })
+            .await?,
+        ),
         Request::Status => status(net),
         Request::CrlUpdate { crl } => {
             let n = blocking({
@@ -382,8 +426,12 @@ pub async fn execute(net: &Arc<Net>, req: Request, operator: &str, progress: Arc
             let closed = net.recheck_connections()?;
             Ok(json!({"crls": n, "connections_closed": closed}))
         }
-        Request::KeyRotate { kind } => Ok(json!({"result": blocking(move || node.rotate_key(&kind, &op)).await?})),
-        Request::KeyRetire { key_id } => Ok(json!({"result": blocking(move || node.retire_encryption_key(&key_id, &op)).await?})),
+        Request::KeyRotate { kind } => {
+            Ok(json!({"result": blocking(move || node.rotate_key(&kind, &op)).await?}))
+        }
+        Request::KeyRetire { key_id } => {
+            Ok(json!({"result": blocking(move || node.retire_encryption_key(&key_id, &op)).await?}))
+        }
         Request::KeysFetch { peer, of } => {
             let (stored, rejected) = net.fetch_keys(&peer, of).await?;
             Ok(json!({"stored": stored, "rejected": rejected}))
@@ -392,10 +440,16 @@ pub async fn execute(net: &Arc<Net>, req: Request, operator: &str, progress: Arc
             let docs = node.all_key_documents(&[])?;
             let mut out = Vec::new();
             for d in docs {
-                let b: pdx_crypto::keydoc::KeyDocumentBody = d.signed.dangerous_decode_unverified("key document")?;
-                let verified = node.check_cert(&d.certificate).and_then(|i| Ok(d.verify(&i.identity, &i.dept)?)).is_ok();
-                out.push(json!({"dept": b.dept, "key_id": b.key_id().to_hex(), "active": b.active,
-                                "created_ms": b.created_ms, "verified_now": verified}));
+                let b: pdx_crypto::keydoc::KeyDocumentBody =
+                    d.signed.dangerous_decode_unverified("key document")?;
+                let verified = node
+                    .check_cert(&d.certificate)
+                    .and_then(|i| Ok(d.verify(&i.identity, &i.dept)?))
+                    .is_ok();
+                out.push(
+                    json!({"dept": b.dept, "key_id": b.key_id().to_hex(), "active": b.active,
+                                "created_ms": b.created_ms, "verified_now": verified}),
+                );
             }
             Ok(Value::Array(out))
         }
@@ -405,14 +459,19 @@ pub async fn execute(net: &Arc<Net>, req: Request, operator: &str, progress: Arc
                 let ca = n2.ca.first().map(|c| c.to_vec()).unwrap_or_default();
                 let h = pdx_audit::bundle::export(&n2.audit, ca, std::path::Path::new(&out))?;
                 let mut d = n2.draft(EventKind::Export, &op);
-                d.detail = Some(format!("audit bundle of {} entries exported to {out}", h.entry_count));
+                d.detail = Some(format!(
+                    "audit bundle of {} entries exported to {out}",
+                    h.entry_count
+                ));
                 n2.log(d)?;
                 Ok((h, out))
             })
             .await?;
-            Ok(json!({"out": header.1, "log_id": header.0.log_id, "entries": header.0.entry_count,
+            Ok(
+                json!({"out": header.1, "log_id": header.0.log_id, "entries": header.0.entry_count,
                       "checkpoints": header.0.checkpoints.len(), "cosignatures": header.0.cosignatures.len(),
-                      "witnessed": header.0.witnessed.len(), "evidence": header.0.evidence.len()}))
+                      "witnessed": header.0.witnessed.len(), "evidence": header.0.evidence.len()}),
+            )
         }
         Request::AuditCheckpoint { out } => {
             let cp = node.audit.checkpoint()?;
@@ -421,8 +480,10 @@ pub async fn execute(net: &Arc<Net>, req: Request, operator: &str, progress: Arc
                 let bytes = pdx_crypto::wire::to_cbor(&cp)?;
                 crate::config::write_atomic(std::path::Path::new(path), &bytes, 0o644)?;
             }
-            Ok(json!({"origin": body.origin, "size": body.size, "root": hex::encode(body.root),
-                      "time_ms": body.time_ms, "key_id": cp.key_id().to_hex(), "out": out}))
+            Ok(
+                json!({"origin": body.origin, "size": body.size, "root": hex::encode(body.root),
+                      "time_ms": body.time_ms, "key_id": cp.key_id().to_hex(), "out": out}),
+            )
         }
         Request::AuditProve { seq } => audit_prove(&node, seq),
         Request::AuditConsistency { from, to } => {
@@ -430,10 +491,14 @@ pub async fn execute(net: &Arc<Net>, req: Request, operator: &str, progress: Arc
             let to = to.unwrap_or(cp.size);
             let proof = node.audit.consistency_proof(from, to)?;
             let (r1, r2) = (node.audit.root_at(from)?, node.audit.root_at(to)?);
-            pdx_audit::merkle::verify_consistency::<pdx_audit::merkle::Blake3, _>(from, to, &proof, &r1, &r2)
-                .map_err(pdx_audit::AuditError::from)?;
-            Ok(json!({"from": from, "to": to, "root_from": hex::encode(r1), "root_to": hex::encode(r2),
-                      "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(), "verified": true}))
+            pdx_audit::merkle::verify_consistency::<pdx_audit::merkle::Blake3, _>(
+                from, to, &proof, &r1, &r2,
+            )
+            .map_err(pdx_audit::AuditError::from)?;
+            Ok(
+                json!({"from": from, "to": to, "root_from": hex::encode(r1), "root_to": hex::encode(r2),
+                      "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(), "verified": true}),
+            )
         }
         Request::AuditShow {
             dataset,
@@ -447,7 +512,11 @@ pub async fn execute(net: &Arc<Net>, req: Request, operator: &str, progress: Arc
                 Some(k) => Some(EventKind::from_label(&k).ok_or_else(|| {
                     NodeError::Invalid(format!(
                         "unknown event kind {k:?}; kinds: {}",
-                        EventKind::ALL.iter().map(|k| k.label()).collect::<Vec<_>>().join(", ")
+                        EventKind::ALL
+                            .iter()
+                            .map(|k| k.label())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ))
                 })?),
                 None => None,
@@ -460,7 +529,9 @@ pub async fn execute(net: &Arc<Net>, req: Request, operator: &str, progress: Arc
                     reason: e.0,
                 })?;
                 let keep = dataset.as_deref().is_none_or(|d| v.dataset == Some(d))
-                    && counterparty.as_deref().is_none_or(|c| v.counterparty == Some(c))
+                    && counterparty
+                        .as_deref()
+                        .is_none_or(|c| v.counterparty == Some(c))
                     && kind.is_none_or(|k| v.kind == k)
                     && since_ms.is_none_or(|s| v.time_ms >= s)
                     && until_ms.is_none_or(|u| v.time_ms <= u);
@@ -496,19 +567,27 @@ fn audit_prove(node: &crate::node::Node, seq: u64) -> Result<Value> {
     let cp_signed = node.audit.checkpoint()?;
     let cp = cp_signed.peek()?;
     if seq >= cp.size {
-        return Err(NodeError::NotFound(format!("entry {seq} is not covered by the latest checkpoint (size {})", cp.size)));
+        return Err(NodeError::NotFound(format!(
+            "entry {seq} is not covered by the latest checkpoint (size {})",
+            cp.size
+        )));
     }
     let bytes = node.audit.entry_bytes(seq)?;
     let leaf = <pdx_audit::merkle::Blake3 as pdx_audit::merkle::MerkleHasher>::leaf(&bytes);
     let started = std::time::Instant::now();
     let proof = node.audit.inclusion_proof(seq, cp.size)?;
     let micros = started.elapsed().as_micros();
-    pdx_audit::merkle::verify_inclusion::<pdx_audit::merkle::Blake3, _>(seq, cp.size, &leaf, &proof, &cp.root)
-        .map_err(pdx_audit::AuditError::from)?;
-    let v = EntryView::parse(&bytes).map_err(|e| NodeError::corrupt(format!("audit entry {seq}"), e.0))?;
-    Ok(json!({"seq": seq, "tree_size": cp.size, "root": hex::encode(cp.root), "leaf_hash": hex::encode(leaf),
+    pdx_audit::merkle::verify_inclusion::<pdx_audit::merkle::Blake3, _>(
+        seq, cp.size, &leaf, &proof, &cp.root,
+    )
+    .map_err(pdx_audit::AuditError::from)?;
+    let v = EntryView::parse(&bytes)
+        .map_err(|e| NodeError::corrupt(format!("audit entry {seq}"), e.0))?;
+    Ok(
+        json!({"seq": seq, "tree_size": cp.size, "root": hex::encode(cp.root), "leaf_hash": hex::encode(leaf),
               "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(), "checkpoint_key": cp_signed.key_id().to_hex(),
-              "entry": entry_json(&v), "verified": true, "proof_micros": micros}))
+              "entry": entry_json(&v), "verified": true, "proof_micros": micros}),
+    )
 }
 
 fn status(net: &Arc<Net>) -> Result<Value> {

@@ -159,13 +159,17 @@ impl Config {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        if cfg.transfer.window == 0 || cfg.transfer.chunk_records == 0 || cfg.transfer.chunk_bytes < 1024 {
+        if cfg.transfer.window == 0
+            || cfg.transfer.chunk_records == 0
+            || cfg.transfer.chunk_bytes < 1024
+        {
             return Err(NodeError::Config {
                 path: path.display().to_string(),
                 message: "transfer.window and transfer.chunk_records must be positive, chunk_bytes at least 1024".into(),
             });
         }
-        if u64::from(cfg.transfer.chunk_bytes) > crate::proto::frame::MAX_CHUNK_RECORDS_BYTES as u64 {
+        if u64::from(cfg.transfer.chunk_bytes) > crate::proto::frame::MAX_CHUNK_RECORDS_BYTES as u64
+        {
             return Err(NodeError::Config {
                 path: path.display().to_string(),
                 message: format!(
@@ -199,7 +203,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
             .open(&tmp)
             .map_err(NodeError::io(&tmp))?;
         // mode() only applies on creation; enforce it for an existing temp file too.
-        f.set_permissions(fs::Permissions::from_mode(mode)).map_err(NodeError::io(&tmp))?;
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(NodeError::io(&tmp))?;
         f.write_all(bytes).map_err(NodeError::io(&tmp))?;
         f.sync_all().map_err(NodeError::io(&tmp))?;
     }
@@ -222,7 +227,9 @@ pub fn read_secret(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>> {
             mode,
         });
     }
-    fs::read(path).map(zeroize::Zeroizing::new).map_err(NodeError::io(path))
+    fs::read(path)
+        .map(zeroize::Zeroizing::new)
+        .map_err(NodeError::io(path))
 }
 
 /// Creates a directory (and parents) with `mode`.

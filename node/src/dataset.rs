@@ -59,7 +59,10 @@ pub struct DatasetMeta {
 impl DatasetMeta {
     /// The parsed schema.
     pub fn schema(&self) -> Result<Schema> {
-        Ok(Schema::parse(&self.schema_source, &format!("schema of dataset {}", self.id))?)
+        Ok(Schema::parse(
+            &self.schema_source,
+            &format!("schema of dataset {}", self.id),
+        )?)
     }
 }
 
@@ -146,12 +149,18 @@ impl BlockWriter<'_> {
             return Ok(());
         }
         let sealed = self.key.seal_block(self.block, &self.buf)?;
-        self.batch.put_cf(self.node.store.cf(CF_ROWS)?, block_key(&self.prefix, self.block), sealed);
+        self.batch.put_cf(
+            self.node.store.cf(CF_ROWS)?,
+            block_key(&self.prefix, self.block),
+            sealed,
+        );
         self.block += 1;
         self.buf.clear();
         self.pending += 1;
         if self.pending >= 16 {
-            self.node.store.write_nosync(std::mem::take(&mut self.batch))?;
+            self.node
+                .store
+                .write_nosync(std::mem::take(&mut self.batch))?;
             self.pending = 0;
         }
         Ok(())
@@ -166,7 +175,8 @@ pub fn import(node: &Node, req: &ImportRequest, progress: &dyn Progress) -> Resu
             req.dataset
         )));
     }
-    let schema_text = std::fs::read_to_string(&req.schema_path).map_err(NodeError::io(&req.schema_path))?;
+    let schema_text =
+        std::fs::read_to_string(&req.schema_path).map_err(NodeError::io(&req.schema_path))?;
     let schema = Schema::parse(&schema_text, &req.schema_path)?;
     if let Some(owner) = &schema.dataset.owner {
         if *owner != node.config.dept {
@@ -180,7 +190,10 @@ pub fn import(node: &Node, req: &ImportRequest, progress: &dyn Progress) -> Resu
     let total = file.metadata().map(|m| m.len()).ok();
     let generation = pdx_crypto::rng::bytes::<16>()?.to_vec();
     let prefix = rows_prefix(&req.dataset, &generation);
-    let key = node.keys()?.storage.object_key(AT_REST_PURPOSE, req.dataset.as_bytes(), &generation)?;
+    let key =
+        node.keys()?
+            .storage
+            .object_key(AT_REST_PURPOSE, req.dataset.as_bytes(), &generation)?;
     let mut hasher = blake3::Hasher::new_derive_key("pdx/v1 dataset digest");
     hasher.update(schema.digest.as_bytes());
     let mut w = BlockWriter {
@@ -196,7 +209,9 @@ pub fn import(node: &Node, req: &ImportRequest, progress: &dyn Progress) -> Resu
     let mut rejects = match (&req.rejects, req.on_error) {
         (Some(path), OnError::Skip) => Some(RejectWriter::create(path)?),
         (None, OnError::Skip) => {
-            return Err(NodeError::Invalid("--on-error skip needs --rejects FILE for the rejected rows".into()));
+            return Err(NodeError::Invalid(
+                "--on-error skip needs --rejects FILE for the rejected rows".into(),
+            ));
         }
         _ => None,
     };
@@ -215,7 +230,10 @@ pub fn import(node: &Node, req: &ImportRequest, progress: &dyn Progress) -> Resu
         |bytes| progress.set(bytes),
     );
     progress.done();
-    let cleanup = |node: &Node| node.store.delete_range(CF_ROWS, &prefix, &prefix_end(&prefix));
+    let cleanup = |node: &Node| {
+        node.store
+            .delete_range(CF_ROWS, &prefix, &prefix_end(&prefix))
+    };
     let summary: ImportSummary = match result {
         Ok(s) => s,
         Err(e) => {
@@ -223,7 +241,10 @@ pub fn import(node: &Node, req: &ImportRequest, progress: &dyn Progress) -> Resu
             return Err(e.into());
         }
     };
-    if let Err(e) = w.flush().and_then(|_| node.store.write_nosync(std::mem::take(&mut w.batch))) {
+    if let Err(e) = w
+        .flush()
+        .and_then(|_| node.store.write_nosync(std::mem::take(&mut w.batch)))
+    {
         cleanup(node)?;
         return Err(e);
     }
@@ -321,13 +342,29 @@ impl RejectWriter {
         let mut w = csv::Writer::from_writer(f);
         w.write_record(["line", "column", "field", "problem", "row"])
             .map_err(|e| NodeError::Invalid(format!("{path}: {e}")))?;
-        Ok(RejectWriter { path: path.into(), w })
+        Ok(RejectWriter {
+            path: path.into(),
+            w,
+        })
     }
 
-    fn write(&mut self, p: &pdx_schemas::import::RowProblem, record: &csv::ByteRecord) -> std::result::Result<(), String> {
-        let row: Vec<String> = record.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+    fn write(
+        &mut self,
+        p: &pdx_schemas::import::RowProblem,
+        record: &csv::ByteRecord,
+    ) -> std::result::Result<(), String> {
+        let row: Vec<String> = record
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect();
         self.w
-            .write_record([p.line.to_string(), p.column.to_string(), p.field.clone(), p.reason.clone(), row.join("|")])
+            .write_record([
+                p.line.to_string(),
+                p.column.to_string(),
+                p.field.clone(),
+                p.reason.clone(),
+                row.join("|"),
+            ])
             .map_err(|e| format!("{}: {e}", self.path))
     }
 
@@ -339,18 +376,32 @@ impl RejectWriter {
 /// Loads a dataset's metadata.
 pub fn meta(node: &Node, id: &str) -> Result<DatasetMeta> {
     node.store.get(CF_DATASETS, id.as_bytes())?.ok_or_else(|| {
-        NodeError::NotFound(format!("no dataset {id:?} on this node; `pdx datasets` lists them"))
+        NodeError::NotFound(format!(
+            "no dataset {id:?} on this node; `pdx datasets` lists them"
+        ))
     })
 }
 
 /// Every dataset.
 pub fn list(node: &Node) -> Result<Vec<DatasetMeta>> {
-    Ok(node.store.scan::<DatasetMeta>(CF_DATASETS, b"")?.into_iter().map(|(_, m)| m).collect())
+    Ok(node
+        .store
+        .scan::<DatasetMeta>(CF_DATASETS, b"")?
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect())
 }
 
 /// Calls `f` with every row of the dataset, in import order.
-pub fn for_each_row(node: &Node, meta: &DatasetMeta, mut f: impl FnMut(&[Option<&str>]) -> Result<()>) -> Result<u64> {
-    let key = node.keys()?.storage.object_key(AT_REST_PURPOSE, meta.id.as_bytes(), &meta.generation)?;
+pub fn for_each_row(
+    node: &Node,
+    meta: &DatasetMeta,
+    mut f: impl FnMut(&[Option<&str>]) -> Result<()>,
+) -> Result<u64> {
+    let key =
+        node.keys()?
+            .storage
+            .object_key(AT_REST_PURPOSE, meta.id.as_bytes(), &meta.generation)?;
     let prefix = rows_prefix(&meta.id, &meta.generation);
     let fields = meta.schema()?.fields.len();
     let mut expect = 0u64;
@@ -362,17 +413,25 @@ pub fn for_each_row(node: &Node, meta: &DatasetMeta, mut f: impl FnMut(&[Option<
                 .map_err(|_| NodeError::corrupt(format!("rows/{}", meta.id), "bad block key"))?,
         );
         if block != expect {
-            return Err(NodeError::corrupt(format!("rows/{}", meta.id), format!("block {expect} missing")));
+            return Err(NodeError::corrupt(
+                format!("rows/{}", meta.id),
+                format!("block {expect} missing"),
+            ));
         }
         expect += 1;
         let plain = key.open_block(block, v)?;
-        rows += rowcodec::decode_rows(&plain, fields, &mut f, |e| NodeError::corrupt(format!("rows/{} block {block}", meta.id), e))?;
+        rows += rowcodec::decode_rows(&plain, fields, &mut f, |e| {
+            NodeError::corrupt(format!("rows/{} block {block}", meta.id), e)
+        })?;
         Ok(true)
     })?;
     if expect != meta.blocks || rows != meta.rows {
         return Err(NodeError::corrupt(
             format!("rows/{}", meta.id),
-            format!("found {expect} blocks and {rows} rows, metadata says {} and {}", meta.blocks, meta.rows),
+            format!(
+                "found {expect} blocks and {rows} rows, metadata says {} and {}",
+                meta.blocks, meta.rows
+            ),
         ));
     }
     Ok(rows)

@@ -55,7 +55,11 @@ pub struct GrantSpec {
 /// Parses an expiry: `YYYY-MM-DD` (end of that day, UTC), RFC 3339, or a
 /// relative `+N[s|m|h|d]`.
 pub fn parse_expiry(s: &str) -> Result<u64> {
-    let bad = || NodeError::Invalid(format!("--expires {s:?}: use YYYY-MM-DD, an RFC 3339 time, or +N with s, m, h or d (e.g. +30d)"));
+    let bad = || {
+        NodeError::Invalid(format!(
+            "--expires {s:?}: use YYYY-MM-DD, an RFC 3339 time, or +N with s, m, h or d (e.g. +30d)"
+        ))
+    };
     if let Some(rel) = s.strip_prefix('+') {
         let (num, unit) = rel.split_at(rel.len().saturating_sub(1));
         let n: u64 = num.parse().map_err(|_| bad())?;
@@ -69,11 +73,17 @@ pub fn parse_expiry(s: &str) -> Result<u64> {
         return Ok(now_ms() + n.saturating_mul(ms));
     }
     if let Some((y, m, d)) = pdx_schemas::types::parse_date(s) {
-        let date = time::Date::from_calendar_date(y, time::Month::try_from(m as u8).map_err(|_| bad())?, d as u8).map_err(|_| bad())?;
+        let date = time::Date::from_calendar_date(
+            y,
+            time::Month::try_from(m as u8).map_err(|_| bad())?,
+            d as u8,
+        )
+        .map_err(|_| bad())?;
         let end = date.with_hms(23, 59, 59).map_err(|_| bad())?.assume_utc();
         return u64::try_from(end.unix_timestamp() * 1000).map_err(|_| bad());
     }
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|_| bad())?;
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| bad())?;
     u64::try_from(t.unix_timestamp() * 1000).map_err(|_| bad())
 }
 
@@ -84,9 +94,16 @@ pub fn create(node: &Node, spec: &GrantSpec, operator: &str) -> Result<Grant> {
     let meta = crate::dataset::meta(node, &spec.dataset)?;
     let schema = meta.schema()?;
     let profile = schema.profile(&spec.profile)?;
-    pdx_schemas::rules::check_external_release(&schema, profile, &spec.to, spec.agreement.as_deref())?;
+    pdx_schemas::rules::check_external_release(
+        &schema,
+        profile,
+        &spec.to,
+        spec.agreement.as_deref(),
+    )?;
     if spec.to == node.config.dept {
-        return Err(NodeError::Invalid("a grant to this node's own department has no effect".into()));
+        return Err(NodeError::Invalid(
+            "a grant to this node's own department has no effect".into(),
+        ));
     }
     let grant = Grant {
         id: hex::encode(pdx_crypto::rng::bytes::<6>()?),
@@ -115,7 +132,10 @@ pub fn create(node: &Node, spec: &GrantSpec, operator: &str) -> Result<Grant> {
         "grant {} profile {} expires {}",
         grant.id,
         grant.profile,
-        grant.expires_ms.map(|e| e.to_string()).unwrap_or_else(|| "never".into())
+        grant
+            .expires_ms
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "never".into())
     ));
     if let Err(e) = node.log(d) {
         let mut b = rocksdb::WriteBatch::default();
@@ -128,15 +148,19 @@ pub fn create(node: &Node, spec: &GrantSpec, operator: &str) -> Result<Grant> {
 
 /// Every grant.
 pub fn list(node: &Node) -> Result<Vec<Grant>> {
-    Ok(node.store.scan::<Grant>(CF_GRANTS, b"")?.into_iter().map(|(_, g)| g).collect())
+    Ok(node
+        .store
+        .scan::<Grant>(CF_GRANTS, b"")?
+        .into_iter()
+        .map(|(_, g)| g)
+        .collect())
 }
 
 /// Revokes a grant (audited).
 pub fn revoke(node: &Node, id: &str, operator: &str) -> Result<Grant> {
-    let mut g: Grant = node
-        .store
-        .get(CF_GRANTS, id.as_bytes())?
-        .ok_or_else(|| NodeError::NotFound(format!("no grant {id:?}; `pdx grant list` shows them")))?;
+    let mut g: Grant = node.store.get(CF_GRANTS, id.as_bytes())?.ok_or_else(|| {
+        NodeError::NotFound(format!("no grant {id:?}; `pdx grant list` shows them"))
+    })?;
     if g.revoked_ms.is_some() {
         return Err(NodeError::Invalid(format!("grant {id} is already revoked")));
     }
@@ -178,15 +202,24 @@ pub fn authorize(
         if g.agreement.as_deref() != agreement {
             reason = (
                 ErrorCode::NotGranted,
-                format!("the grant is under agreement {:?}, the request names {:?}", g.agreement, agreement),
+                format!(
+                    "the grant is under agreement {:?}, the request names {:?}",
+                    g.agreement, agreement
+                ),
             );
         } else if g.purpose != purpose {
             reason = (
                 ErrorCode::NotGranted,
-                format!("the grant is for purpose {:?}, the request names {purpose:?}", g.purpose),
+                format!(
+                    "the grant is for purpose {:?}, the request names {purpose:?}",
+                    g.purpose
+                ),
             );
         } else if g.revoked_ms.is_some() {
-            reason = (ErrorCode::GrantRevoked, format!("grant {} was revoked", g.id));
+            reason = (
+                ErrorCode::GrantRevoked,
+                format!("grant {} was revoked", g.id),
+            );
         } else if g.expires_ms.is_some_and(|e| e <= now) {
             reason = (ErrorCode::GrantExpired, format!("grant {} expired", g.id));
         } else {

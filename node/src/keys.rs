@@ -49,7 +49,12 @@ fn staged_audit_path(home: &Home) -> std::path::PathBuf {
 
 fn load(path: &Path, kind: KeyKind, pass: Option<&[u8]>) -> Result<Zeroizing<Vec<u8>>> {
     let bytes = read_secret(path)?;
-    Ok(keyfile::decode(&bytes, kind, &path.display().to_string(), pass)?)
+    Ok(keyfile::decode(
+        &bytes,
+        kind,
+        &path.display().to_string(),
+        pass,
+    )?)
 }
 
 fn save(path: &Path, kind: KeyKind, secret: &[u8], pass: Option<&[u8]>) -> Result<()> {
@@ -72,11 +77,36 @@ impl NodeKeys {
         let encryption = EncryptionSecret::generate()?;
         let pseudonym = PseudonymMaster::from_bytes(pdx_crypto::rng::bytes::<32>()?);
         let storage = StorageMaster::from_bytes(pdx_crypto::rng::bytes::<32>()?);
-        save(&home.key("identity"), KeyKind::Ed25519Pkcs8, identity.pkcs8_der(), pass)?;
-        save(&home.key("audit"), KeyKind::Ed25519Pkcs8, audit.pkcs8_der(), pass)?;
-        save(&home.key("encryption"), KeyKind::X25519, &encryption.to_bytes()[..], pass)?;
-        save(&home.key("pseudonym"), KeyKind::Secret32, pseudonym.as_bytes(), pass)?;
-        save(&home.key("storage"), KeyKind::Secret32, storage.as_bytes(), pass)?;
+        save(
+            &home.key("identity"),
+            KeyKind::Ed25519Pkcs8,
+            identity.pkcs8_der(),
+            pass,
+        )?;
+        save(
+            &home.key("audit"),
+            KeyKind::Ed25519Pkcs8,
+            audit.pkcs8_der(),
+            pass,
+        )?;
+        save(
+            &home.key("encryption"),
+            KeyKind::X25519,
+            &encryption.to_bytes()[..],
+            pass,
+        )?;
+        save(
+            &home.key("pseudonym"),
+            KeyKind::Secret32,
+            pseudonym.as_bytes(),
+            pass,
+        )?;
+        save(
+            &home.key("storage"),
+            KeyKind::Secret32,
+            storage.as_bytes(),
+            pass,
+        )?;
         Ok(NodeKeys {
             identity,
             audit,
@@ -89,20 +119,34 @@ impl NodeKeys {
 
     /// Loads every key, checking file permissions.
     pub fn load(home: &Home, pass: Option<&[u8]>) -> Result<NodeKeys> {
-        let identity = SigningKey::from_pkcs8(&load(&home.key("identity"), KeyKind::Ed25519Pkcs8, pass)?)?;
-        let audit = SigningKey::from_pkcs8(&load(&home.key("audit"), KeyKind::Ed25519Pkcs8, pass)?)?;
+        let identity =
+            SigningKey::from_pkcs8(&load(&home.key("identity"), KeyKind::Ed25519Pkcs8, pass)?)?;
+        let audit =
+            SigningKey::from_pkcs8(&load(&home.key("audit"), KeyKind::Ed25519Pkcs8, pass)?)?;
         let path = home.key("encryption");
-        let mut encryption = vec![EncryptionSecret::from_bytes(&secret32(&load(&path, KeyKind::X25519, pass)?, &path)?)];
+        let mut encryption = vec![EncryptionSecret::from_bytes(&secret32(
+            &load(&path, KeyKind::X25519, pass)?,
+            &path,
+        )?)];
         for old in old_keys(home, "encryption-")? {
-            encryption.push(EncryptionSecret::from_bytes(&secret32(&load(&old, KeyKind::X25519, pass)?, &old)?));
+            encryption.push(EncryptionSecret::from_bytes(&secret32(
+                &load(&old, KeyKind::X25519, pass)?,
+                &old,
+            )?));
         }
         let path = home.key("pseudonym");
-        let pseudonym = PseudonymMaster::from_bytes(secret32(&load(&path, KeyKind::Secret32, pass)?, &path)?);
+        let pseudonym =
+            PseudonymMaster::from_bytes(secret32(&load(&path, KeyKind::Secret32, pass)?, &path)?);
         let path = home.key("storage");
-        let storage = StorageMaster::from_bytes(secret32(&load(&path, KeyKind::Secret32, pass)?, &path)?);
+        let storage =
+            StorageMaster::from_bytes(secret32(&load(&path, KeyKind::Secret32, pass)?, &path)?);
         let staged = staged_audit_path(home);
         let pending_audit = if staged.exists() {
-            Some(SigningKey::from_pkcs8(&load(&staged, KeyKind::Ed25519Pkcs8, pass)?)?)
+            Some(SigningKey::from_pkcs8(&load(
+                &staged,
+                KeyKind::Ed25519Pkcs8,
+                pass,
+            )?)?)
         } else {
             None
         };
@@ -136,7 +180,12 @@ impl NodeKeys {
             &old.to_bytes()[..],
             pass,
         )?;
-        save(&home.key("encryption"), KeyKind::X25519, &new.to_bytes()[..], pass)?;
+        save(
+            &home.key("encryption"),
+            KeyKind::X25519,
+            &new.to_bytes()[..],
+            pass,
+        )?;
         let id = new.key_id();
         self.encryption.insert(0, new);
         Ok(id)
@@ -152,7 +201,10 @@ impl NodeKeys {
         }
         let path = home.key(&format!("encryption-{id}"));
         if !path.exists() {
-            return Err(NodeError::NotFound(format!("no retained encryption key {id} in {}", home.keys().display())));
+            return Err(NodeError::NotFound(format!(
+                "no retained encryption key {id} in {}",
+                home.keys().display()
+            )));
         }
         std::fs::remove_file(&path).map_err(NodeError::io(&path))?;
         self.encryption.retain(|k| k.key_id() != *id);
@@ -163,7 +215,12 @@ impl NodeKeys {
     /// `audit.key.new` before the log records the rotation, so a crash between
     /// the two never loses the key the log now expects.
     pub fn stage_audit(home: &Home, new: &SigningKey, pass: Option<&[u8]>) -> Result<()> {
-        save(&staged_audit_path(home), KeyKind::Ed25519Pkcs8, new.pkcs8_der(), pass)
+        save(
+            &staged_audit_path(home),
+            KeyKind::Ed25519Pkcs8,
+            new.pkcs8_der(),
+            pass,
+        )
     }
 
     /// Step 2: the log recorded the rotation; keep the old key as
@@ -204,9 +261,16 @@ impl NodeKeys {
             pass,
         )?;
         let new = PseudonymMaster::from_bytes(pdx_crypto::rng::bytes::<32>()?);
-        save(&home.key("pseudonym"), KeyKind::Secret32, new.as_bytes(), pass)?;
+        save(
+            &home.key("pseudonym"),
+            KeyKind::Secret32,
+            new.as_bytes(),
+            pass,
+        )?;
         self.pseudonym = new;
-        Ok(format!("pseudonym master rotated; the previous one is kept as pseudonym-{n}.key"))
+        Ok(format!(
+            "pseudonym master rotated; the previous one is kept as pseudonym-{n}.key"
+        ))
     }
 }
 
@@ -229,7 +293,10 @@ pub fn passphrase_from_file(path: &Path) -> Result<Passphrase> {
     let bytes = read_secret(path)?;
     let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
     if line.is_empty() {
-        return Err(NodeError::Invalid(format!("{}: the passphrase file is empty", path.display())));
+        return Err(NodeError::Invalid(format!(
+            "{}: the passphrase file is empty",
+            path.display()
+        )));
     }
     Ok(Zeroizing::new(line.to_vec()))
 }

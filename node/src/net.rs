@@ -13,11 +13,13 @@ use crate::node::Node;
 use crate::progress::{Progress, Unit};
 use crate::proto::frame::FrameDecoder;
 use crate::proto::msg::{
-    AlreadyHave, CatalogEntry, CatalogResponse, ErrorCode, Hello, HelloReply, KeyDirResponse, Manifest, ManifestBody,
-    Message, Offer, OfferAccept, PROTOCOL_VERSION, Receipt, ReceiptBody, ReleaseRequest, Resume, Witness1, Witness2,
-    Witness3,
+    AlreadyHave, CatalogEntry, CatalogResponse, ErrorCode, Hello, HelloReply, KeyDirResponse,
+    Manifest, ManifestBody, Message, Offer, OfferAccept, PROTOCOL_VERSION, Receipt, ReceiptBody,
+    ReleaseRequest, Resume, Witness1, Witness2, Witness3,
 };
-use crate::proto::transfer::{Failure, ManifestCheck, ReceiptCheck, Receiver, RxAction, Sender, TxAction};
+use crate::proto::transfer::{
+    Failure, ManifestCheck, ReceiptCheck, Receiver, RxAction, Sender, TxAction,
+};
 use crate::release::{self, Delivery, InRelease, ReleaseSpec, release_hex};
 use crate::store::{CF_IN_RELEASES, CF_OUT_RELEASES};
 use pdx_audit::checkpoint::{Cosignature, SignedCheckpoint, SignedCosignature};
@@ -77,7 +79,12 @@ impl std::fmt::Debug for Framed {
 }
 
 impl Framed {
-    fn new(send: quinn::SendStream, recv: quinn::RecvStream, peer: &str, timeout: Duration) -> Self {
+    fn new(
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        peer: &str,
+        timeout: Duration,
+    ) -> Self {
         Framed {
             send,
             recv,
@@ -90,7 +97,9 @@ impl Framed {
 
     /// Sends one message.
     pub async fn send(&mut self, m: &Message) -> Result<()> {
-        let bytes = m.encode().map_err(|e| NodeError::Invalid(format!("cannot encode {:?}: {e}", m.msg_type())))?;
+        let bytes = m
+            .encode()
+            .map_err(|e| NodeError::Invalid(format!("cannot encode {:?}: {e}", m.msg_type())))?;
         self.send
             .write_all(&bytes)
             .await
@@ -103,7 +112,8 @@ impl Framed {
         loop {
             match self.dec.next_frame() {
                 Ok(Some(f)) => {
-                    return Message::decode(f.msg_type, &f.payload).map_err(|e| peer_err(&self.peer)(e.to_string()));
+                    return Message::decode(f.msg_type, &f.payload)
+                        .map_err(|e| peer_err(&self.peer)(e.to_string()));
                 }
                 Ok(None) => {}
                 Err(e) => return Err(peer_err(&self.peer)(e.to_string())),
@@ -112,10 +122,17 @@ impl Framed {
             self.buf.resize(want, 0);
             let read = tokio::time::timeout_at(deadline, self.recv.read(&mut self.buf)).await;
             match read {
-                Err(_) => return Err(peer_err(&self.peer)(format!("timed out after {:?} waiting for data", self.timeout))),
+                Err(_) => {
+                    return Err(peer_err(&self.peer)(format!(
+                        "timed out after {:?} waiting for data",
+                        self.timeout
+                    )));
+                }
                 Ok(Ok(Some(n))) => self.dec.push(&self.buf[..n]),
                 Ok(Ok(None)) => {
-                    self.dec.finish().map_err(|e| peer_err(&self.peer)(e.to_string()))?;
+                    self.dec
+                        .finish()
+                        .map_err(|e| peer_err(&self.peer)(e.to_string()))?;
                     return Err(peer_err(&self.peer)("stream ended".into()));
                 }
                 Ok(Err(e)) => return Err(peer_err(&self.peer)(format!("read failed: {e}"))),
@@ -173,14 +190,21 @@ pub struct Net {
 
 impl std::fmt::Debug for Net {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Net").field("dept", &self.node.config.dept).finish()
+        f.debug_struct("Net")
+            .field("dept", &self.node.config.dept)
+            .finish()
     }
 }
 
 fn client_config(node: &Node) -> Result<quinn::ClientConfig> {
     let keys = node.keys()?;
-    let tls = crate::tls::client_config(&node.trust, vec![node.cert.clone()], keys.identity.pkcs8_der())?;
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| NodeError::Tls(e.to_string()))?;
+    let tls = crate::tls::client_config(
+        &node.trust,
+        vec![node.cert.clone()],
+        keys.identity.pkcs8_der(),
+    )?;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| NodeError::Tls(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
     cfg.transport_config(Arc::new(transport_config()));
     Ok(cfg)
@@ -197,19 +221,23 @@ fn peer_cert(conn: &quinn::Connection) -> Option<CertificateDer<'static>> {
 impl Net {
     /// A listening endpoint (for `pdx serve`) that also dials out.
     pub fn server(node: Arc<Node>) -> Result<Arc<Net>> {
-        let addr: SocketAddr = node
-            .config
-            .listen
-            .parse()
-            .map_err(|e| NodeError::Invalid(format!("listen address {}: {e}", node.config.listen)))?;
+        let addr: SocketAddr = node.config.listen.parse().map_err(|e| {
+            NodeError::Invalid(format!("listen address {}: {e}", node.config.listen))
+        })?;
         let tls = {
             let keys = node.keys()?;
-            crate::tls::server_config(&node.trust, vec![node.cert.clone()], keys.identity.pkcs8_der())?
+            crate::tls::server_config(
+                &node.trust,
+                vec![node.cert.clone()],
+                keys.identity.pkcs8_der(),
+            )?
         };
-        let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| NodeError::Tls(e.to_string()))?;
+        let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .map_err(|e| NodeError::Tls(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
         server.transport_config(Arc::new(transport_config()));
-        let mut endpoint = quinn::Endpoint::server(server, addr).map_err(|e| NodeError::Network(format!("cannot listen on {addr}: {e}")))?;
+        let mut endpoint = quinn::Endpoint::server(server, addr)
+            .map_err(|e| NodeError::Network(format!("cannot listen on {addr}: {e}")))?;
         endpoint.set_default_client_config(client_config(&node)?);
         Ok(Arc::new(Net {
             node,
@@ -226,7 +254,8 @@ impl Net {
             "0.0.0.0:0".parse()
         }
         .map_err(|e| NodeError::Invalid(format!("{e}")))?;
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| NodeError::Network(format!("cannot open a UDP socket: {e}")))?;
+        let mut endpoint = quinn::Endpoint::client(bind)
+            .map_err(|e| NodeError::Network(format!("cannot open a UDP socket: {e}")))?;
         endpoint.set_default_client_config(client_config(&node)?);
         Ok(Arc::new(Net {
             node,
@@ -237,30 +266,39 @@ impl Net {
 
     /// The local address.
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.endpoint.local_addr().map_err(|e| NodeError::Network(e.to_string()))
+        self.endpoint
+            .local_addr()
+            .map_err(|e| NodeError::Network(e.to_string()))
     }
 
     fn timeout(&self) -> Duration {
-        Duration::from_secs(u64::from(self.node.config.transfer.read_timeout_secs.max(1)))
+        Duration::from_secs(u64::from(
+            self.node.config.transfer.read_timeout_secs.max(1),
+        ))
     }
 
     /// Closes the endpoint (in-flight streams get an error).
     pub async fn shutdown(&self) {
-        self.endpoint.close(quinn::VarInt::from_u32(0), b"node shutting down");
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"node shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
     }
 
     /// Re-checks live connections after a CRL update; closes and audits revoked ones.
     pub fn recheck_connections(&self) -> Result<usize> {
         let mut closed = 0;
-        let mut live = self.live.lock().map_err(|_| NodeError::Invalid("connection registry poisoned".into()))?;
+        let mut live = self
+            .live
+            .lock()
+            .map_err(|_| NodeError::Invalid("connection registry poisoned".into()))?;
         live.retain(|c| c.conn.close_reason().is_none());
         let mut keep = Vec::new();
         for c in live.drain(..) {
             match self.node.trust.check_peer(&c.cert) {
                 Ok(_) => keep.push(c),
                 Err(e) => {
-                    c.conn.close(quinn::VarInt::from_u32(2), b"certificate revoked");
+                    c.conn
+                        .close(quinn::VarInt::from_u32(2), b"certificate revoked");
                     let mut d = self.node.draft(EventKind::RefusedRequest, "node");
                     d.counterparty = Some(c.dept.clone());
                     d.detail = Some(format!("live connection closed after CRL update: {e}"));
@@ -298,14 +336,19 @@ impl Net {
             let conn = self
                 .endpoint
                 .connect(addr, &name)
-                .map_err(|e| NodeError::Network(format!("cannot connect to {dept} at {addr}: {e}")))?
+                .map_err(|e| {
+                    NodeError::Network(format!("cannot connect to {dept} at {addr}: {e}"))
+                })?
                 .await
                 .map_err(|e| NodeError::Network(format!("connecting to {dept} at {addr}: {e}")))?;
             let cert = peer_cert(&conn).ok_or_else(|| peer_err(dept)("no certificate".into()))?;
             let info = self.node.check_cert(&cert)?;
             if info.dept != dept {
                 conn.close(quinn::VarInt::from_u32(1), b"wrong department");
-                return Err(peer_err(dept)(format!("answered with the certificate of {}", info.dept)));
+                return Err(peer_err(dept)(format!(
+                    "answered with the certificate of {}",
+                    info.dept
+                )));
             }
             self.client_handshake(&conn, dept, &info.identity).await?;
             self.register(dept, cert, &conn);
@@ -320,7 +363,12 @@ impl Net {
         result
     }
 
-    async fn client_handshake(&self, conn: &quinn::Connection, dept: &str, identity: &pdx_crypto::VerifyingKey) -> Result<()> {
+    async fn client_handshake(
+        &self,
+        conn: &quinn::Connection,
+        dept: &str,
+        identity: &pdx_crypto::VerifyingKey,
+    ) -> Result<()> {
         let node = &self.node;
         let (send, recv) = conn
             .open_bi()
@@ -340,13 +388,26 @@ impl Net {
         let reply = match s.recv().await? {
             Message::HelloReply(r) => r,
             Message::Error(e) => return Err(peer_err(dept)(format!("refused: {}", e.message))),
-            other => return Err(peer_err(dept)(format!("expected HelloReply, got {:?}", other.msg_type()))),
+            other => {
+                return Err(peer_err(dept)(format!(
+                    "expected HelloReply, got {:?}",
+                    other.msg_type()
+                )));
+            }
         };
         if reply.version != PROTOCOL_VERSION || reply.dept != dept {
-            return Err(peer_err(dept)(format!("bad HelloReply (version {}, dept {})", reply.version, reply.dept)));
+            return Err(peer_err(dept)(format!(
+                "bad HelloReply (version {}, dept {})",
+                reply.version, reply.dept
+            )));
         }
         node.accept_key_documents(&reply.key_documents)?;
-        let pc = PeerCheckpoint::verify(dept, identity, reply.endorsement.clone(), reply.checkpoint.clone())?;
+        let pc = PeerCheckpoint::verify(
+            dept,
+            identity,
+            reply.endorsement.clone(),
+            reply.checkpoint.clone(),
+        )?;
         let step = witness::begin(&node.audit, &pc)?;
         let my_proof = proof_for(node, reply.proof_request, &my_ckpt)?;
         let need = match step {
@@ -360,15 +421,26 @@ impl Net {
         .await?;
         let w2 = match s.recv().await? {
             Message::Witness2(w) => w,
-            other => return Err(peer_err(dept)(format!("expected Witness2, got {:?}", other.msg_type()))),
+            other => {
+                return Err(peer_err(dept)(format!(
+                    "expected Witness2, got {:?}",
+                    other.msg_type()
+                )));
+            }
         };
         let theirs = witness_peer(node, pc, need, w2.proof.as_deref());
         match &w2.cosignature {
             Ok(c) => store_cosignature(node, dept, identity, &my_ckpt, c)?,
             Err(why) => tracing::warn!(peer = dept, "peer did not cosign our checkpoint: {why}"),
         }
-        let cosig = theirs.as_ref().map(Clone::clone).map_err(ToString::to_string);
-        s.send(&Message::Witness3(Box::new(Witness3 { cosignature: cosig }))).await?;
+        let cosig = theirs
+            .as_ref()
+            .map(Clone::clone)
+            .map_err(ToString::to_string);
+        s.send(&Message::Witness3(Box::new(Witness3 {
+            cosignature: cosig,
+        })))
+        .await?;
         s.finish().await;
         theirs.map(|_| ())
     }
@@ -377,11 +449,17 @@ impl Net {
     pub async fn catalog(&self, dept: &str) -> Result<Vec<CatalogEntry>> {
         let pc = self.connect(dept).await?;
         let mut s = pc.stream(self.timeout()).await?;
-        s.send(&Message::CatalogRequest(crate::proto::msg::CatalogRequest {})).await?;
+        s.send(&Message::CatalogRequest(
+            crate::proto::msg::CatalogRequest {},
+        ))
+        .await?;
         let out = match s.recv().await? {
             Message::CatalogResponse(r) => Ok(r.entries),
             Message::Error(e) => Err(NodeError::Refused(format!("{dept} refused: {}", e.message))),
-            other => Err(peer_err(dept)(format!("expected CatalogResponse, got {:?}", other.msg_type()))),
+            other => Err(peer_err(dept)(format!(
+                "expected CatalogResponse, got {:?}",
+                other.msg_type()
+            ))),
         };
         s.finish().await;
         pc.conn.close(quinn::VarInt::from_u32(0), b"done");
@@ -392,11 +470,17 @@ impl Net {
     pub async fn fetch_keys(&self, dept: &str, of: Vec<String>) -> Result<(usize, Vec<String>)> {
         let pc = self.connect(dept).await?;
         let mut s = pc.stream(self.timeout()).await?;
-        s.send(&Message::KeyDirRequest(crate::proto::msg::KeyDirRequest { depts: of })).await?;
+        s.send(&Message::KeyDirRequest(crate::proto::msg::KeyDirRequest {
+            depts: of,
+        }))
+        .await?;
         let out = match s.recv().await? {
             Message::KeyDirResponse(r) => self.node.accept_key_documents(&r.documents),
             Message::Error(e) => Err(NodeError::Refused(format!("{dept} refused: {}", e.message))),
-            other => Err(peer_err(dept)(format!("expected KeyDirResponse, got {:?}", other.msg_type()))),
+            other => Err(peer_err(dept)(format!(
+                "expected KeyDirResponse, got {:?}",
+                other.msg_type()
+            ))),
         };
         s.finish().await;
         pc.conn.close(quinn::VarInt::from_u32(0), b"done");
@@ -405,7 +489,13 @@ impl Net {
 
     /// `pdx fetch`: pulls a release, resuming an interrupted one, verifying every
     /// chunk, and returns when the sender has confirmed our signed receipt.
-    pub async fn fetch(&self, dept: &str, req: &ReleaseRequest, operator: &str, progress: &dyn Progress) -> Result<FetchOutcome> {
+    pub async fn fetch(
+        &self,
+        dept: &str,
+        req: &ReleaseRequest,
+        operator: &str,
+        progress: &dyn Progress,
+    ) -> Result<FetchOutcome> {
         let node = &self.node;
         let partial = release::in_releases(node)?.into_iter().find(|r| {
             !r.complete
@@ -426,7 +516,12 @@ impl Net {
                     next_chunk: p.stored,
                 }))
                 .await?;
-                Receiver::new(now, self.timeout(), Some((p.release_id.clone(), p.stored)), None)
+                Receiver::new(
+                    now,
+                    self.timeout(),
+                    Some((p.release_id.clone(), p.stored)),
+                    None,
+                )
             }
             None => {
                 s.send(&Message::ReleaseRequest(req.clone())).await?;
@@ -439,7 +534,16 @@ impl Net {
         };
         let resumed_from = partial.as_ref().map(|p| p.stored);
         let outcome = self
-            .drive_receiver(&mut s, &mut rx, Vec::new(), &check, dept, operator, progress, RxMode::Fetch)
+            .drive_receiver(
+                &mut s,
+                &mut rx,
+                Vec::new(),
+                &check,
+                dept,
+                operator,
+                progress,
+                RxMode::Fetch,
+            )
             .await;
         if let Err(e) = &outcome {
             if let NodeError::Refused(why) = e {
@@ -448,7 +552,10 @@ impl Net {
                 d.counterparty = Some(dept.to_string());
                 d.agreement = req.agreement.clone();
                 d.purpose = Some(req.purpose.clone());
-                d.detail = Some(format!("our request for profile {} was refused: {why}", req.profile));
+                d.detail = Some(format!(
+                    "our request for profile {} was refused: {why}",
+                    req.profile
+                ));
                 node.log(d)?;
             }
         }
@@ -462,12 +569,22 @@ impl Net {
 
     /// `pdx forward`: pushes the chunks of a received release that its sender
     /// addressed to `to`, keeping the original manifest and signatures.
-    pub async fn forward(&self, id: &[u8], to: &str, operator: &str, progress: &dyn Progress) -> Result<ForwardOutcome> {
+    pub async fn forward(
+        &self,
+        id: &[u8],
+        to: &str,
+        operator: &str,
+        progress: &dyn Progress,
+    ) -> Result<ForwardOutcome> {
         let node = &self.node;
-        let rel = release::in_release(node, id)?
-            .ok_or_else(|| NodeError::NotFound(format!("no received release {}", release_hex(id))))?;
+        let rel = release::in_release(node, id)?.ok_or_else(|| {
+            NodeError::NotFound(format!("no received release {}", release_hex(id)))
+        })?;
         if !rel.complete {
-            return Err(NodeError::Invalid(format!("release {} is incomplete; fetch it first", release_hex(id))));
+            return Err(NodeError::Invalid(format!(
+                "release {} is incomplete; fetch it first",
+                release_hex(id)
+            )));
         }
         let body = release::verify_manifest(node, &rel.manifest)?;
         let plan: Vec<u32> = rel
@@ -502,13 +619,39 @@ impl Net {
                     content_digest: String::new(),
                 });
             }
-            Message::Error(e) => return Err(NodeError::Refused(format!("{to} refused the forward: {}", e.message))),
-            other => return Err(peer_err(to)(format!("expected OfferAccept, got {:?}", other.msg_type()))),
+            Message::Error(e) => {
+                return Err(NodeError::Refused(format!(
+                    "{to} refused the forward: {}",
+                    e.message
+                )));
+            }
+            other => {
+                return Err(peer_err(to)(format!(
+                    "expected OfferAccept, got {:?}",
+                    other.msg_type()
+                )));
+            }
         };
-        let mut tx = Sender::new(Instant::now(), self.timeout(), node.config.transfer.window, &body, plan.clone(), start, to)
-            .map_err(|f| NodeError::Invalid(f.to_string()))?;
+        let mut tx = Sender::new(
+            Instant::now(),
+            self.timeout(),
+            node.config.transfer.window,
+            &body,
+            plan.clone(),
+            start,
+            to,
+        )
+        .map_err(|f| NodeError::Invalid(f.to_string()))?;
         let delivery = self
-            .drive_sender(&mut s, &mut tx, &body, Source::Received, operator, progress, Some(&rel.from))
+            .drive_sender(
+                &mut s,
+                &mut tx,
+                &body,
+                Source::Received,
+                operator,
+                progress,
+                Some(&rel.from),
+            )
             .await?;
         s.finish().await;
         pc.conn.close(quinn::VarInt::from_u32(0), b"done");
@@ -523,7 +666,12 @@ impl Net {
     }
 
     /// Pushes a signed document (`kind`) to a peer; returns its acknowledgement.
-    pub async fn submit(&self, dept: &str, kind: &str, document: Vec<u8>) -> Result<crate::proto::msg::Accepted> {
+    pub async fn submit(
+        &self,
+        dept: &str,
+        kind: &str,
+        document: Vec<u8>,
+    ) -> Result<crate::proto::msg::Accepted> {
         let pc = self.connect(dept).await?;
         let mut s = pc.stream(self.timeout()).await?;
         s.send(&Message::Submit(crate::proto::msg::Submit {
@@ -533,8 +681,14 @@ impl Net {
         .await?;
         let out = match s.recv().await? {
             Message::Accepted(a) => Ok(a),
-            Message::Error(e) => Err(NodeError::Refused(format!("{dept} refused the {kind}: {}", e.message))),
-            other => Err(peer_err(dept)(format!("expected Accepted, got {:?}", other.msg_type()))),
+            Message::Error(e) => Err(NodeError::Refused(format!(
+                "{dept} refused the {kind}: {}",
+                e.message
+            ))),
+            other => Err(peer_err(dept)(format!(
+                "expected Accepted, got {:?}",
+                other.msg_type()
+            ))),
         };
         s.finish().await;
         pc.conn.close(quinn::VarInt::from_u32(0), b"done");
@@ -568,7 +722,8 @@ impl Net {
                 return Err(NodeError::Network(format!("handshake from {remote}: {e}")));
             }
         };
-        let cert = peer_cert(&conn).ok_or_else(|| NodeError::Network("peer without certificate".into()))?;
+        let cert = peer_cert(&conn)
+            .ok_or_else(|| NodeError::Network("peer without certificate".into()))?;
         let info = match self.node.check_cert(&cert) {
             Ok(i) => i,
             Err(e) => {
@@ -612,21 +767,46 @@ impl Net {
         }
     }
 
-    async fn server_handshake(&self, s: &mut Framed, dept: &str, identity: &pdx_crypto::VerifyingKey) -> Result<()> {
+    async fn server_handshake(
+        &self,
+        s: &mut Framed,
+        dept: &str,
+        identity: &pdx_crypto::VerifyingKey,
+    ) -> Result<()> {
         let node = &self.node;
         let hello = match s.recv().await? {
             Message::Hello(h) => h,
-            other => return Err(peer_err(dept)(format!("expected Hello, got {:?}", other.msg_type()))),
+            other => {
+                return Err(peer_err(dept)(format!(
+                    "expected Hello, got {:?}",
+                    other.msg_type()
+                )));
+            }
         };
         if hello.dept != dept {
-            return Err(peer_err(dept)(format!("Hello names department {} but the certificate says {dept}", hello.dept)));
+            return Err(peer_err(dept)(format!(
+                "Hello names department {} but the certificate says {dept}",
+                hello.dept
+            )));
         }
         if !hello.versions.contains(&PROTOCOL_VERSION) {
-            s.refuse(ErrorCode::UnsupportedVersion, "this node speaks protocol version 1").await;
-            return Err(peer_err(dept)(format!("no common protocol version in {:?}", hello.versions)));
+            s.refuse(
+                ErrorCode::UnsupportedVersion,
+                "this node speaks protocol version 1",
+            )
+            .await;
+            return Err(peer_err(dept)(format!(
+                "no common protocol version in {:?}",
+                hello.versions
+            )));
         }
         node.accept_key_documents(&hello.key_documents)?;
-        let pc = PeerCheckpoint::verify(dept, identity, hello.endorsement.clone(), hello.checkpoint.clone())?;
+        let pc = PeerCheckpoint::verify(
+            dept,
+            identity,
+            hello.endorsement.clone(),
+            hello.checkpoint.clone(),
+        )?;
         let need = match witness::begin(&node.audit, &pc)? {
             WitnessStep::NeedProof { from, to } => Some((from, to)),
             WitnessStep::Ready => None,
@@ -644,18 +824,37 @@ impl Net {
         .await?;
         let w1 = match s.recv().await? {
             Message::Witness1(w) => w,
-            other => return Err(peer_err(dept)(format!("expected Witness1, got {:?}", other.msg_type()))),
+            other => {
+                return Err(peer_err(dept)(format!(
+                    "expected Witness1, got {:?}",
+                    other.msg_type()
+                )));
+            }
         };
         let theirs = witness_peer(node, pc, need, w1.proof.as_deref());
         let proof = proof_for(node, w1.proof_request, &my_ckpt)?;
-        let cosig = theirs.as_ref().map(Clone::clone).map_err(ToString::to_string);
-        s.send(&Message::Witness2(Box::new(Witness2 { proof, cosignature: cosig }))).await?;
+        let cosig = theirs
+            .as_ref()
+            .map(Clone::clone)
+            .map_err(ToString::to_string);
+        s.send(&Message::Witness2(Box::new(Witness2 {
+            proof,
+            cosignature: cosig,
+        })))
+        .await?;
         match s.recv().await? {
             Message::Witness3(w) => match w.cosignature {
                 Ok(c) => store_cosignature(node, dept, identity, &my_ckpt, &c)?,
-                Err(why) => tracing::warn!(peer = dept, "peer did not cosign our checkpoint: {why}"),
+                Err(why) => {
+                    tracing::warn!(peer = dept, "peer did not cosign our checkpoint: {why}")
+                }
             },
-            other => return Err(peer_err(dept)(format!("expected Witness3, got {:?}", other.msg_type()))),
+            other => {
+                return Err(peer_err(dept)(format!(
+                    "expected Witness3, got {:?}",
+                    other.msg_type()
+                )));
+            }
         }
         s.finish().await;
         theirs.map(|_| ())
@@ -667,13 +866,15 @@ impl Net {
         match msg {
             Message::CatalogRequest(_) => {
                 let entries = catalog_for(&self.node, &peer)?;
-                s.send(&Message::CatalogResponse(CatalogResponse { entries })).await?;
+                s.send(&Message::CatalogResponse(CatalogResponse { entries }))
+                    .await?;
                 s.finish().await;
                 Ok(())
             }
             Message::KeyDirRequest(r) => {
                 let documents = self.node.all_key_documents(&r.depts)?;
-                s.send(&Message::KeyDirResponse(KeyDirResponse { documents })).await?;
+                s.send(&Message::KeyDirResponse(KeyDirResponse { documents }))
+                    .await?;
                 s.finish().await;
                 Ok(())
             }
@@ -691,8 +892,14 @@ impl Net {
                         self.serve_release(s, req, Some((out, r.next_chunk))).await
                     }
                     _ => {
-                        self.refuse_audited(s, &peer, None, ErrorCode::NotFound, &format!("no release {} for {peer}", release_hex(&id)))
-                            .await
+                        self.refuse_audited(
+                            s,
+                            &peer,
+                            None,
+                            ErrorCode::NotFound,
+                            &format!("no release {} for {peer}", release_hex(&id)),
+                        )
+                        .await
                     }
                 }
             }
@@ -700,26 +907,44 @@ impl Net {
             Message::Submit(sub) => {
                 let node = self.node.clone();
                 let peer2 = peer.clone();
-                let result = tokio::task::spawn_blocking(move || crate::docs::accept(&node, &peer2, &sub.kind, &sub.document))
-                    .await
-                    .map_err(|e| NodeError::Invalid(e.to_string()))?;
+                let result = tokio::task::spawn_blocking(move || {
+                    crate::docs::accept(&node, &peer2, &sub.kind, &sub.document)
+                })
+                .await
+                .map_err(|e| NodeError::Invalid(e.to_string()))?;
                 match result {
                     Ok(a) => {
                         s.send(&Message::Accepted(a)).await?;
                         s.finish().await;
                         Ok(())
                     }
-                    Err(e) => self.refuse_audited(s, &peer, None, ErrorCode::BadRequest, &e.to_string()).await,
+                    Err(e) => {
+                        self.refuse_audited(s, &peer, None, ErrorCode::BadRequest, &e.to_string())
+                            .await
+                    }
                 }
             }
             other => {
-                self.refuse_audited(s, &peer, None, ErrorCode::BadRequest, &format!("unexpected {:?} to open a request", other.msg_type()))
-                    .await
+                self.refuse_audited(
+                    s,
+                    &peer,
+                    None,
+                    ErrorCode::BadRequest,
+                    &format!("unexpected {:?} to open a request", other.msg_type()),
+                )
+                .await
             }
         }
     }
 
-    async fn refuse_audited(&self, s: &mut Framed, peer: &str, req: Option<&ReleaseRequest>, code: ErrorCode, why: &str) -> Result<()> {
+    async fn refuse_audited(
+        &self,
+        s: &mut Framed,
+        peer: &str,
+        req: Option<&ReleaseRequest>,
+        code: ErrorCode,
+        why: &str,
+    ) -> Result<()> {
         let mut d = self.node.draft(EventKind::RefusedRequest, "node");
         d.counterparty = Some(peer.to_string());
         if let Some(r) = req {
@@ -733,10 +958,22 @@ impl Net {
         Err(NodeError::Refused(format!("{peer}: {why}")))
     }
 
-    async fn serve_release(&self, s: &mut Framed, req: ReleaseRequest, resume: Option<(release::OutRelease, u32)>) -> Result<()> {
+    async fn serve_release(
+        &self,
+        s: &mut Framed,
+        req: ReleaseRequest,
+        resume: Option<(release::OutRelease, u32)>,
+    ) -> Result<()> {
         let peer = s.peer.clone();
         let node = self.node.clone();
-        if let Err((code, why)) = grants::authorize(&node, &peer, &req.dataset, &req.profile, req.agreement.as_deref(), &req.purpose) {
+        if let Err((code, why)) = grants::authorize(
+            &node,
+            &peer,
+            &req.dataset,
+            &req.profile,
+            req.agreement.as_deref(),
+            &req.purpose,
+        ) {
             return self.refuse_audited(s, &peer, Some(&req), code, &why).await;
         }
         let (out, start) = match resume {
@@ -768,24 +1005,59 @@ impl Net {
                     Ok(out) => (out, 0),
                     Err(NodeError::Rule(v)) => {
                         let code = match v {
-                            pdx_schemas::RuleViolation::PrivacyModel { .. } => ErrorCode::PrivacyModel,
+                            pdx_schemas::RuleViolation::PrivacyModel { .. } => {
+                                ErrorCode::PrivacyModel
+                            }
                             _ => ErrorCode::RuleRefused,
                         };
-                        return self.refuse_audited(s, &peer, Some(&req), code, &v.to_string()).await;
+                        return self
+                            .refuse_audited(s, &peer, Some(&req), code, &v.to_string())
+                            .await;
                     }
-                    Err(e) => return self.refuse_audited(s, &peer, Some(&req), ErrorCode::Internal, &e.to_string()).await,
+                    Err(e) => {
+                        return self
+                            .refuse_audited(
+                                s,
+                                &peer,
+                                Some(&req),
+                                ErrorCode::Internal,
+                                &e.to_string(),
+                            )
+                            .await;
+                    }
                 }
             }
         };
         let body = release::verify_manifest(&self.node, &out.manifest)?;
-        s.send(&Message::Manifest(Box::new(out.manifest.clone()))).await?;
-        let plan: Vec<u32> = (0..out.chunks).collect();
-        let mut tx = match Sender::new(Instant::now(), self.timeout(), self.node.config.transfer.window, &body, plan, start, &peer) {
-            Ok(t) => t,
-            Err(f) => return self.refuse_audited(s, &peer, Some(&req), f.code, &f.message).await,
-        };
-        self.drive_sender(s, &mut tx, &body, Source::Produced, "node", &crate::progress::NoProgress, None)
+        s.send(&Message::Manifest(Box::new(out.manifest.clone())))
             .await?;
+        let plan: Vec<u32> = (0..out.chunks).collect();
+        let mut tx = match Sender::new(
+            Instant::now(),
+            self.timeout(),
+            self.node.config.transfer.window,
+            &body,
+            plan,
+            start,
+            &peer,
+        ) {
+            Ok(t) => t,
+            Err(f) => {
+                return self
+                    .refuse_audited(s, &peer, Some(&req), f.code, &f.message)
+                    .await;
+            }
+        };
+        self.drive_sender(
+            s,
+            &mut tx,
+            &body,
+            Source::Produced,
+            "node",
+            &crate::progress::NoProgress,
+            None,
+        )
+        .await?;
         s.finish().await;
         Ok(())
     }
@@ -795,7 +1067,11 @@ impl Net {
         let node = &self.node;
         let body = match release::verify_manifest(node, &offer.manifest) {
             Ok(b) => b,
-            Err(e) => return self.refuse_audited(s, &peer, None, ErrorCode::BadSignature, &e.to_string()).await,
+            Err(e) => {
+                return self
+                    .refuse_audited(s, &peer, None, ErrorCode::BadSignature, &e.to_string())
+                    .await;
+            }
         };
         let mine = Some(node.config.dept.as_str());
         if offer.chunks.is_empty()
@@ -831,14 +1107,33 @@ impl Net {
             node,
             release_id: body.release_id.clone(),
         };
-        let mut rx = Receiver::new(Instant::now(), self.timeout(), Some((body.release_id.clone(), resume_from)), Some(offer.chunks.clone()));
+        let mut rx = Receiver::new(
+            Instant::now(),
+            self.timeout(),
+            Some((body.release_id.clone(), resume_from)),
+            Some(offer.chunks.clone()),
+        );
         let first = match rx.accept_manifest(offer.manifest.clone(), &check) {
             Ok(a) => a,
-            Err(f) => return self.refuse_audited(s, &peer, None, f.code, &f.message).await,
+            Err(f) => {
+                return self
+                    .refuse_audited(s, &peer, None, f.code, &f.message)
+                    .await;
+            }
         };
-        s.send(&Message::OfferAccept(OfferAccept { resume_from })).await?;
-        self.drive_receiver(s, &mut rx, first, &check, &peer, "node", &crate::progress::NoProgress, RxMode::Offer)
+        s.send(&Message::OfferAccept(OfferAccept { resume_from }))
             .await?;
+        self.drive_receiver(
+            s,
+            &mut rx,
+            first,
+            &check,
+            &peer,
+            "node",
+            &crate::progress::NoProgress,
+            RxMode::Offer,
+        )
+        .await?;
         s.finish().await;
         Ok(())
     }
@@ -878,9 +1173,16 @@ impl Net {
                             }
                         }
                         let r = match release::in_release(&node, &body.release_id)? {
-                            Some(mut r) if r.plan == (0..rx.planned()).collect::<Vec<_>>() || mode == RxMode::Offer => {
+                            Some(mut r)
+                                if r.plan == (0..rx.planned()).collect::<Vec<_>>()
+                                    || mode == RxMode::Offer =>
+                            {
                                 r.stored = rx.stored();
-                                r.plan = if mode == RxMode::Offer { r.plan.clone() } else { (0..rx.planned()).collect() };
+                                r.plan = if mode == RxMode::Offer {
+                                    r.plan.clone()
+                                } else {
+                                    (0..rx.planned()).collect()
+                                };
                                 r
                             }
                             _ => new_in_release(&body, *manifest, from, rx),
@@ -894,11 +1196,19 @@ impl Net {
                         progress.set(u64::from(r.stored));
                         rel = Some(r);
                     }
-                    RxAction::StoreChunk { position, index, records, .. } => {
-                        let mut r = rel.take().ok_or_else(|| NodeError::Invalid("chunk before manifest".into()))?;
+                    RxAction::StoreChunk {
+                        position,
+                        index,
+                        records,
+                        ..
+                    } => {
+                        let mut r = rel
+                            .take()
+                            .ok_or_else(|| NodeError::Invalid("chunk before manifest".into()))?;
                         let n2 = node.clone();
                         let r = tokio::task::spawn_blocking(move || {
-                            release::store_in_chunk(&n2, &mut r, position, index, &records).map(|_| r)
+                            release::store_in_chunk(&n2, &mut r, position, index, &records)
+                                .map(|_| r)
                         })
                         .await
                         .map_err(|e| NodeError::Invalid(e.to_string()))??;
@@ -906,16 +1216,30 @@ impl Net {
                         rel = Some(r);
                         next.extend(rx.chunk_stored(position));
                     }
-                    RxAction::Complete { content_digest, record_count } => {
-                        let r = rel.as_mut().ok_or_else(|| NodeError::Invalid("completion before manifest".into()))?;
+                    RxAction::Complete {
+                        content_digest,
+                        record_count,
+                    } => {
+                        let r = rel.as_mut().ok_or_else(|| {
+                            NodeError::Invalid("completion before manifest".into())
+                        })?;
                         progress.done();
-                        let seq = complete_receive(&node, r, from, content_digest, record_count, operator)?;
+                        let seq = complete_receive(
+                            &node,
+                            r,
+                            from,
+                            content_digest,
+                            record_count,
+                            operator,
+                        )?;
                         receive_seq = Some(seq);
                         let receipt = sign_receipt(&node, r, from, content_digest, record_count)?;
                         next.extend(rx.receipt_ready(receipt));
                     }
                     RxAction::Finished => {
-                        let r = rel.as_ref().ok_or_else(|| NodeError::Invalid("finished before manifest".into()))?;
+                        let r = rel
+                            .as_ref()
+                            .ok_or_else(|| NodeError::Invalid("finished before manifest".into()))?;
                         let mut o = FetchOutcome::from_release(r, false);
                         o.receive_seq = receive_seq;
                         return Ok(o);
@@ -968,7 +1292,11 @@ impl Net {
         let rate = node.config.transfer.rate_limit_chunks_per_sec;
         let pause = (rate > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(rate)));
         let check = ReceiptVerify { node: &node };
-        progress.stage(&format!("send {} to {peer}", release_hex(&body.release_id)), None, Unit::Chunks);
+        progress.stage(
+            &format!("send {} to {peer}", release_hex(&body.release_id)),
+            None,
+            Unit::Chunks,
+        );
         let mut actions = tx.poll();
         loop {
             let mut next = Vec::new();
@@ -992,7 +1320,8 @@ impl Net {
                     }
                     TxAction::Send(m) => s.send(&m).await?,
                     TxAction::LogSend { body: rb, receipt } => {
-                        let delivery = log_send(&node, body, &rb, &receipt, operator, relayed_from)?;
+                        let delivery =
+                            log_send(&node, body, &rb, &receipt, operator, relayed_from)?;
                         next.extend(tx.logged(delivery.audit_seq));
                         for m in next.iter().filter_map(|a| match a {
                             TxAction::Send(m) => Some(m.clone()),
@@ -1111,7 +1440,14 @@ fn new_in_release(body: &ManifestBody, manifest: Manifest, from: &str, rx: &Rece
     }
 }
 
-fn complete_receive(node: &Node, r: &mut InRelease, from: &str, content_digest: Digest, record_count: u64, operator: &str) -> Result<u64> {
+fn complete_receive(
+    node: &Node,
+    r: &mut InRelease,
+    from: &str,
+    content_digest: Digest,
+    record_count: u64,
+    operator: &str,
+) -> Result<u64> {
     let body = release::verify_manifest(node, &r.manifest)?;
     r.complete = true;
     r.completed_ms = Some(now_ms());
@@ -1138,7 +1474,11 @@ fn complete_receive(node: &Node, r: &mut InRelease, from: &str, content_digest: 
     d.record_count = Some(record_count);
     d.payload_digest = Some(r.manifest.signed.digest());
     d.detail = Some(if r.sender == from {
-        format!("{} chunks verified against the manifest signed by {}", r.plan.len(), r.sender)
+        format!(
+            "{} chunks verified against the manifest signed by {}",
+            r.plan.len(),
+            r.sender
+        )
     } else {
         format!(
             "{} chunks relayed by {from}, verified against the manifest signed by the original sender {}",
@@ -1152,7 +1492,13 @@ fn complete_receive(node: &Node, r: &mut InRelease, from: &str, content_digest: 
     Ok(seq)
 }
 
-fn sign_receipt(node: &Node, r: &InRelease, from: &str, content_digest: Digest, record_count: u64) -> Result<Receipt> {
+fn sign_receipt(
+    node: &Node,
+    r: &InRelease,
+    from: &str,
+    content_digest: Digest,
+    record_count: u64,
+) -> Result<Receipt> {
     let body = ReceiptBody {
         release_id: r.release_id.clone(),
         receiver: node.config.dept.clone(),
@@ -1167,7 +1513,14 @@ fn sign_receipt(node: &Node, r: &InRelease, from: &str, content_digest: Digest, 
     })
 }
 
-fn log_send(node: &Node, body: &ManifestBody, rb: &ReceiptBody, receipt: &Receipt, operator: &str, relayed_from: Option<&str>) -> Result<Delivery> {
+fn log_send(
+    node: &Node,
+    body: &ManifestBody,
+    rb: &ReceiptBody,
+    receipt: &Receipt,
+    operator: &str,
+    relayed_from: Option<&str>,
+) -> Result<Delivery> {
     let mut d = node.draft(EventKind::Send, operator);
     d.subject = Subject {
         dataset: Some(body.dataset.clone()),
@@ -1205,7 +1558,10 @@ fn log_send(node: &Node, body: &ManifestBody, rb: &ReceiptBody, receipt: &Receip
         audit_seq: seq,
     };
     if relayed_from.is_none() {
-        if let Some(mut out) = node.store.get::<release::OutRelease>(CF_OUT_RELEASES, &body.release_id)? {
+        if let Some(mut out) = node
+            .store
+            .get::<release::OutRelease>(CF_OUT_RELEASES, &body.release_id)?
+        {
             out.deliveries.push(delivery.clone());
             node.store.put(CF_OUT_RELEASES, &body.release_id, &out)?;
         }
@@ -1222,10 +1578,16 @@ impl ManifestCheck for FetchCheck<'_> {
     fn check(&self, m: &Manifest) -> std::result::Result<ManifestBody, String> {
         let body = release::verify_manifest(self.node, m).map_err(|e| e.to_string())?;
         if body.sender != self.sender {
-            return Err(format!("manifest is signed by {}, but we asked {}", body.sender, self.sender));
+            return Err(format!(
+                "manifest is signed by {}, but we asked {}",
+                body.sender, self.sender
+            ));
         }
         if body.recipient != self.node.config.dept {
-            return Err(format!("manifest is for {}, not for this department", body.recipient));
+            return Err(format!(
+                "manifest is for {}, not for this department",
+                body.recipient
+            ));
         }
         Ok(body)
     }
@@ -1252,27 +1614,43 @@ struct ReceiptVerify<'a> {
 
 impl ReceiptCheck for ReceiptVerify<'_> {
     fn check(&self, r: &Receipt) -> std::result::Result<(ReceiptBody, String), String> {
-        let info = self.node.check_cert(&r.certificate).map_err(|e| e.to_string())?;
+        let info = self
+            .node
+            .check_cert(&r.certificate)
+            .map_err(|e| e.to_string())?;
         let body: ReceiptBody = r
             .signed
             .verify(SignatureDomain::Receipt, &info.identity)
             .map_err(|e| e.to_string())?;
         if body.from != self.node.config.dept {
-            return Err(format!("receipt acknowledges a transfer from {}, not from us", body.from));
+            return Err(format!(
+                "receipt acknowledges a transfer from {}, not from us",
+                body.from
+            ));
         }
         Ok((body, info.dept))
     }
 }
 
-fn proof_for(node: &Node, request: Option<(u64, u64)>, sent: &SignedCheckpoint) -> Result<Option<Vec<serde_bytes::ByteBuf>>> {
-    let Some((from, to)) = request else { return Ok(None) };
+fn proof_for(
+    node: &Node,
+    request: Option<(u64, u64)>,
+    sent: &SignedCheckpoint,
+) -> Result<Option<Vec<serde_bytes::ByteBuf>>> {
+    let Some((from, to)) = request else {
+        return Ok(None);
+    };
     let sent_size = sent.peek()?.size;
     if to != sent_size && from != sent_size {
         return Ok(None);
     }
     let (a, b) = if from <= to { (from, to) } else { (to, from) };
     match node.audit.consistency_proof(a, b) {
-        Ok(p) => Ok(Some(p.into_iter().map(|h| serde_bytes::ByteBuf::from(h.to_vec())).collect())),
+        Ok(p) => Ok(Some(
+            p.into_iter()
+                .map(|h| serde_bytes::ByteBuf::from(h.to_vec()))
+                .collect(),
+        )),
         Err(_) => Ok(None),
     }
 }
@@ -1283,7 +1661,11 @@ fn witness_peer(
     need: Option<(u64, u64)>,
     proof: Option<&[serde_bytes::ByteBuf]>,
 ) -> Result<SignedCosignature> {
-    let hashes: Option<Vec<Hash>> = proof.map(|p| p.iter().filter_map(|h| <Hash>::try_from(h.as_slice()).ok()).collect());
+    let hashes: Option<Vec<Hash>> = proof.map(|p| {
+        p.iter()
+            .filter_map(|h| <Hash>::try_from(h.as_slice()).ok())
+            .collect()
+    });
     if need.is_some() && hashes.is_none() {
         // A peer that will not prove consistency is not cosigned.
         let held = node.audit.last_witnessed(&pc.content.origin)?;
@@ -1297,17 +1679,32 @@ fn witness_peer(
     Ok(witness::complete(&node.audit, pc, hashes.as_deref())?)
 }
 
-fn store_cosignature(node: &Node, dept: &str, identity: &pdx_crypto::VerifyingKey, sent: &SignedCheckpoint, c: &SignedCosignature) -> Result<()> {
+fn store_cosignature(
+    node: &Node,
+    dept: &str,
+    identity: &pdx_crypto::VerifyingKey,
+    sent: &SignedCheckpoint,
+    c: &SignedCosignature,
+) -> Result<()> {
     let endorsed = c.witness_endorsement.verify(identity)?;
     if !endorsed.log_id.starts_with(&format!("{dept}:")) {
-        return Err(peer_err(dept)("cosigned with a key of another department".into()));
+        return Err(peer_err(dept)(
+            "cosigned with a key of another department".into(),
+        ));
     }
     let cos: Cosignature = c.verify(&endorsed.audit_key)?;
     let mine = sent.peek()?;
-    if cos.log_id != mine.origin || cos.size != mine.size || cos.root != mine.root || cos.checkpoint_digest != sent.digest() {
-        return Err(peer_err(dept)("cosignature does not match the checkpoint we sent".into()));
+    if cos.log_id != mine.origin
+        || cos.size != mine.size
+        || cos.root != mine.root
+        || cos.checkpoint_digest != sent.digest()
+    {
+        return Err(peer_err(dept)(
+            "cosignature does not match the checkpoint we sent".into(),
+        ));
     }
-    node.audit.store_received_cosignature(cos.size, c, &cos.witness)?;
+    node.audit
+        .store_received_cosignature(cos.size, c, &cos.witness)?;
     Ok(())
 }
 
@@ -1318,7 +1715,9 @@ fn catalog_for(node: &Node, peer: &str) -> Result<Vec<CatalogEntry>> {
         if g.to != peer || g.revoked_ms.is_some() || g.expires_ms.is_some_and(|e| e <= now) {
             continue;
         }
-        let Ok(meta) = crate::dataset::meta(node, &g.dataset) else { continue };
+        let Ok(meta) = crate::dataset::meta(node, &g.dataset) else {
+            continue;
+        };
         let schema = meta.schema()?;
         out.push(CatalogEntry {
             dataset: g.dataset.clone(),

@@ -41,7 +41,9 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("dept", &self.config.dept).finish()
+        f.debug_struct("Node")
+            .field("dept", &self.config.dept)
+            .finish()
     }
 }
 
@@ -77,7 +79,13 @@ pub struct InitOutcome {
     pub encryption_key: String,
 }
 
-fn endorse(identity: &SigningKey, cert: &[u8], log_id: &LogId, audit: &SigningKey, from_seq: u64) -> Result<SignedEndorsement> {
+fn endorse(
+    identity: &SigningKey,
+    cert: &[u8],
+    log_id: &LogId,
+    audit: &SigningKey,
+    from_seq: u64,
+) -> Result<SignedEndorsement> {
     Ok(SignedEndorsement::sign(
         &KeyEndorsement {
             log_id: log_id.to_text(),
@@ -101,7 +109,8 @@ fn audit_config(c: &Config) -> AuditConfig {
 fn read_log_id(home: &Home, dept: &str) -> Result<LogId> {
     let path = home.root().join("log-id");
     let text = std::fs::read_to_string(&path).map_err(NodeError::io(&path))?;
-    let key = KeyId::from_hex(text.trim()).ok_or_else(|| NodeError::corrupt(path.display().to_string(), "not a key id"))?;
+    let key = KeyId::from_hex(text.trim())
+        .ok_or_else(|| NodeError::corrupt(path.display().to_string(), "not a key id"))?;
     Ok(LogId {
         dept: dept.to_string(),
         genesis_key: key,
@@ -110,13 +119,23 @@ fn read_log_id(home: &Home, dept: &str) -> Result<LogId> {
 
 impl Node {
     /// `pdx init`: creates a node home from a certificate directory made by `pdx ca issue`.
-    pub fn init(home: &Home, cert_dir: &Path, listen: &str, pass: Option<&[u8]>) -> Result<InitOutcome> {
+    pub fn init(
+        home: &Home,
+        cert_dir: &Path,
+        listen: &str,
+        pass: Option<&[u8]>,
+    ) -> Result<InitOutcome> {
         if home.config().exists() {
-            return Err(NodeError::Invalid(format!("{} is already a node home; refusing to overwrite it", home.root().display())));
+            return Err(NodeError::Invalid(format!(
+                "{} is already a node home; refusing to overwrite it",
+                home.root().display()
+            )));
         }
-        listen
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| NodeError::Invalid(format!("--listen {listen:?}: {e} (use HOST:PORT, e.g. 127.0.0.1:7001)")))?;
+        listen.parse::<std::net::SocketAddr>().map_err(|e| {
+            NodeError::Invalid(format!(
+                "--listen {listen:?}: {e} (use HOST:PORT, e.g. 127.0.0.1:7001)"
+            ))
+        })?;
         let cert_path = cert_dir.join("node.crt");
         let certs = pki::read_certs(&cert_path)?;
         let ca = pki::read_certs(&cert_dir.join("ca.crt"))?;
@@ -151,8 +170,17 @@ impl Node {
             dept: info.dept.clone(),
             genesis_key: keys.audit.key_id(),
         };
-        write_atomic(&home.root().join("log-id"), log_id.genesis_key.to_hex().as_bytes(), 0o644)?;
-        let mut config = Config::new(info.dept.clone(), info.name.clone(), network.clone(), listen.to_string());
+        write_atomic(
+            &home.root().join("log-id"),
+            log_id.genesis_key.to_hex().as_bytes(),
+            0o644,
+        )?;
+        let mut config = Config::new(
+            info.dept.clone(),
+            info.name.clone(),
+            network.clone(),
+            listen.to_string(),
+        );
         config.passphrase_protected = pass.is_some();
         config.save(home)?;
         let encryption_key = keys.current_encryption().key_id().to_hex();
@@ -191,11 +219,16 @@ impl Node {
         if info.dept != config.dept {
             return Err(NodeError::Config {
                 path: home.config().display().to_string(),
-                message: format!("dept {} differs from the certificate's {}", config.dept, info.dept),
+                message: format!(
+                    "dept {} differs from the certificate's {}",
+                    config.dept, info.dept
+                ),
             });
         }
         if info.identity != keys.identity.verifying_key() {
-            return Err(NodeError::Pki("the identity key does not match tls/node.crt".into()));
+            return Err(NodeError::Pki(
+                "the identity key does not match tls/node.crt".into(),
+            ));
         }
         let trust = Trust::new(ca.clone(), crls.clone())?;
         let checker = CertChecker::new(&ca, crls)?;
@@ -243,11 +276,15 @@ impl Node {
 
     /// The keys, for reading.
     pub fn keys(&self) -> Result<RwLockReadGuard<'_, NodeKeys>> {
-        self.keys.read().map_err(|_| NodeError::Invalid("key lock poisoned".into()))
+        self.keys
+            .read()
+            .map_err(|_| NodeError::Invalid("key lock poisoned".into()))
     }
 
     fn keys_mut(&self) -> Result<RwLockWriteGuard<'_, NodeKeys>> {
-        self.keys.write().map_err(|_| NodeError::Invalid("key lock poisoned".into()))
+        self.keys
+            .write()
+            .map_err(|_| NodeError::Invalid("key lock poisoned".into()))
     }
 
     /// The passphrase the keys were unlocked with, for re-encrypting rotated keys.
@@ -265,7 +302,11 @@ impl Node {
 
     /// A checker for the CA and the current CRL.
     pub fn cert_checker(&self) -> Result<CertChecker> {
-        Ok(self.checker.read().map_err(|_| NodeError::Invalid("checker lock poisoned".into()))?.clone())
+        Ok(self
+            .checker
+            .read()
+            .map_err(|_| NodeError::Invalid("checker lock poisoned".into()))?
+            .clone())
     }
 
     /// Appends an audit entry (durable when it returns).
@@ -293,7 +334,11 @@ impl Node {
             let active = i == 0;
             let up_to_date = existing
                 .as_ref()
-                .and_then(|d| d.signed.dangerous_decode_unverified::<KeyDocumentBody>("key document").ok())
+                .and_then(|d| {
+                    d.signed
+                        .dangerous_decode_unverified::<KeyDocumentBody>("key document")
+                        .ok()
+                })
                 .is_some_and(|b| b.active == active);
             if up_to_date {
                 continue;
@@ -316,7 +361,12 @@ impl Node {
     pub fn own_key_documents(&self) -> Result<Vec<KeyDocument>> {
         let mut prefix = self.config.dept.as_bytes().to_vec();
         prefix.push(0);
-        Ok(self.store.scan::<KeyDocument>(CF_KEYDIR, &prefix)?.into_iter().map(|(_, d)| d).collect())
+        Ok(self
+            .store
+            .scan::<KeyDocument>(CF_KEYDIR, &prefix)?
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect())
     }
 
     /// Verifies key documents (certificate against the CA and CRL, signature,
@@ -359,7 +409,9 @@ impl Node {
         prefix.push(0);
         let mut best: Option<KeyDocumentBody> = None;
         for (_, doc) in self.store.scan::<KeyDocument>(CF_KEYDIR, &prefix)? {
-            let Ok(body) = self.verify_key_document(&doc) else { continue };
+            let Ok(body) = self.verify_key_document(&doc) else {
+                continue;
+            };
             if body.active && best.as_ref().is_none_or(|b| b.created_ms < body.created_ms) {
                 best = Some(body);
             }
@@ -369,7 +421,12 @@ impl Node {
 
     /// Every key document held (for serving a directory).
     pub fn all_key_documents(&self, depts: &[String]) -> Result<Vec<KeyDocument>> {
-        let all: Vec<KeyDocument> = self.store.scan::<KeyDocument>(CF_KEYDIR, b"")?.into_iter().map(|(_, d)| d).collect();
+        let all: Vec<KeyDocument> = self
+            .store
+            .scan::<KeyDocument>(CF_KEYDIR, b"")?
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect();
         if depts.is_empty() {
             return Ok(all);
         }
@@ -416,7 +473,12 @@ impl Node {
 
     /// Every peer.
     pub fn peers(&self) -> Result<Vec<PeerInfo>> {
-        Ok(self.store.scan::<PeerInfo>(CF_PEERS, b"")?.into_iter().map(|(_, p)| p).collect())
+        Ok(self
+            .store
+            .scan::<PeerInfo>(CF_PEERS, b"")?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect())
     }
 
     /// Records the outcome of talking to a peer.
@@ -439,11 +501,17 @@ impl Node {
         let crls = pki::read_crls(crl_path)?;
         // Fail closed: the new CRL must be usable by the verifiers.
         let checker = CertChecker::new(&self.ca, crls.clone())?;
-        checker
-            .check(&self.cert)
-            .map_err(|e| NodeError::Pki(format!("{}: with this CRL our own certificate fails: {e}", crl_path.display())))?;
+        checker.check(&self.cert).map_err(|e| {
+            NodeError::Pki(format!(
+                "{}: with this CRL our own certificate fails: {e}",
+                crl_path.display()
+            ))
+        })?;
         self.trust.reload_crls(crls.clone())?;
-        *self.checker.write().map_err(|_| NodeError::Invalid("checker lock poisoned".into()))? = checker;
+        *self
+            .checker
+            .write()
+            .map_err(|_| NodeError::Invalid("checker lock poisoned".into()))? = checker;
         let bytes = std::fs::read(crl_path).map_err(NodeError::io(crl_path))?;
         write_atomic(&self.home.crl(), &bytes, 0o644)?;
         let mut d = self.draft(EventKind::ConfigChange, operator);
@@ -457,25 +525,35 @@ impl Node {
     pub fn rotate_key(&self, kind: &str, operator: &str) -> Result<String> {
         let outcome = match kind {
             "encryption" => {
-                let id = self.keys_mut()?.rotate_encryption(&self.home, self.pass())?;
+                let id = self
+                    .keys_mut()?
+                    .rotate_encryption(&self.home, self.pass())?;
                 self.publish_own_key_documents()?;
-                format!("new encryption key {id}; older keys are kept to open old releases until retired")
+                format!(
+                    "new encryption key {id}; older keys are kept to open old releases until retired"
+                )
             }
             "signing" | "audit" => {
                 let new = SigningKey::generate()?;
                 let new_id = new.key_id();
                 let (identity, cert) = {
                     let k = self.keys()?;
-                    (SigningKey::from_pkcs8(k.identity.pkcs8_der())?, self.cert.to_vec())
+                    (
+                        SigningKey::from_pkcs8(k.identity.pkcs8_der())?,
+                        self.cert.to_vec(),
+                    )
                 };
                 let log_id = self.audit.log_id().clone();
                 let copy = SigningKey::from_pkcs8(new.pkcs8_der())?;
                 NodeKeys::stage_audit(&self.home, &new, self.pass())?;
                 self.audit.rotate_key(copy, operator, |seq| {
-                    endorse(&identity, &cert, &log_id, &new, seq).map_err(|e| pdx_audit::AuditError::Writer(e.to_string()))
+                    endorse(&identity, &cert, &log_id, &new, seq)
+                        .map_err(|e| pdx_audit::AuditError::Writer(e.to_string()))
                 })?;
                 self.keys_mut()?.commit_audit(&self.home, self.pass())?;
-                format!("new audit signing key {new_id}; the rotation entry is signed by the old key")
+                format!(
+                    "new audit signing key {new_id}; the rotation entry is signed by the old key"
+                )
             }
             "pseudonym" => self.keys_mut()?.rotate_pseudonym(&self.home, self.pass())?,
             other => {
@@ -494,13 +572,20 @@ impl Node {
 
     /// `pdx key retire --kind encryption --key-id ID` (audited).
     pub fn retire_encryption_key(&self, id: &str, operator: &str) -> Result<String> {
-        let key_id = KeyId::from_hex(id).ok_or_else(|| NodeError::Invalid(format!("{id:?} is not a key id (16 hex characters)")))?;
+        let key_id = KeyId::from_hex(id).ok_or_else(|| {
+            NodeError::Invalid(format!("{id:?} is not a key id (16 hex characters)"))
+        })?;
         self.keys_mut()?.retire_encryption(&self.home, &key_id)?;
         let mut b = rocksdb::WriteBatch::default();
-        b.delete_cf(self.store.cf(CF_KEYDIR)?, keydir_key(&self.config.dept, &key_id));
+        b.delete_cf(
+            self.store.cf(CF_KEYDIR)?,
+            keydir_key(&self.config.dept, &key_id),
+        );
         self.store.write(b)?;
         let mut d = self.draft(EventKind::KeyRotate, operator);
-        d.detail = Some(format!("encryption key {id} retired; releases sealed for it can no longer be opened here"));
+        d.detail = Some(format!(
+            "encryption key {id} retired; releases sealed for it can no longer be opened here"
+        ));
         self.log(d)?;
         Ok(format!("encryption key {id} retired"))
     }
@@ -516,17 +601,23 @@ pub fn keydir_key(dept: &str, id: &KeyId) -> Vec<u8> {
 
 fn network_of(cert: &[u8], dept: &str) -> Result<String> {
     use x509_parser::prelude::*;
-    let (_, c) = X509Certificate::from_der(cert).map_err(|e| NodeError::Pki(format!("certificate: {e}")))?;
+    let (_, c) =
+        X509Certificate::from_der(cert).map_err(|e| NodeError::Pki(format!("certificate: {e}")))?;
     let prefix = format!("{}.", dept.to_ascii_lowercase());
     if let Ok(Some(san)) = c.subject_alternative_name() {
         for n in &san.value.general_names {
             if let GeneralName::DNSName(dns) = n {
-                if let Some(rest) = dns.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".pdx")) {
+                if let Some(rest) = dns
+                    .strip_prefix(&prefix)
+                    .and_then(|r| r.strip_suffix(".pdx"))
+                {
                     pki::validate_network(rest)?;
                     return Ok(rest.to_string());
                 }
             }
         }
     }
-    Err(NodeError::Pki(format!("certificate has no DNS name {prefix}<network>.pdx")))
+    Err(NodeError::Pki(format!(
+        "certificate has no DNS name {prefix}<network>.pdx"
+    )))
 }

@@ -14,8 +14,9 @@ use crate::config::{create_dir, write_atomic, write_secret};
 use crate::error::{NodeError, Result};
 use pdx_crypto::VerifyingKey;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SanType, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
@@ -37,7 +38,9 @@ pub const CRL_DAYS: i64 = 30;
 pub fn validate_dept(code: &str) -> Result<()> {
     let ok = !code.is_empty()
         && code.len() <= 63
-        && code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && code
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
         && !code.starts_with(['-', '.'])
         && !code.ends_with(['-', '.'])
         && !code.contains("..")
@@ -56,7 +59,9 @@ pub fn validate_dept(code: &str) -> Result<()> {
 pub fn validate_network(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 40
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if ok {
@@ -136,7 +141,8 @@ fn random_serial() -> Result<SerialNumber> {
 fn load_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>> {
     let key_path = dir.join("ca.key");
     let key_pem = crate::config::read_secret(&key_path)?;
-    let key_pem = std::str::from_utf8(&key_pem).map_err(|_| NodeError::Pki(format!("{}: not PEM", key_path.display())))?;
+    let key_pem = std::str::from_utf8(&key_pem)
+        .map_err(|_| NodeError::Pki(format!("{}: not PEM", key_path.display())))?;
     let key = KeyPair::from_pem(key_pem).map_err(pki("loading the CA key"))?;
     let cert_path = dir.join("ca.crt");
     let cert_pem = std::fs::read_to_string(&cert_path).map_err(NodeError::io(&cert_path))?;
@@ -160,21 +166,35 @@ pub struct CaCreated {
 pub fn ca_init(dir: &Path, network: &str) -> Result<CaCreated> {
     validate_network(network)?;
     if dir.join("ca.key").exists() {
-        return Err(NodeError::Invalid(format!("{} already holds a CA; refusing to overwrite it", dir.display())));
+        return Err(NodeError::Invalid(format!(
+            "{} already holds a CA; refusing to overwrite it",
+            dir.display()
+        )));
     }
     create_dir(dir, 0o700)?;
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(pki("generating the CA key"))?;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(pki("generating the CA key"))?;
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(pki("CA parameters"))?;
-    params.distinguished_name.push(DnType::CommonName, format!("pdx network CA ({network})"));
-    params.distinguished_name.push(DnType::OrganizationName, format!("pdx network {network}"));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("pdx network CA ({network})"));
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, format!("pdx network {network}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::hours(1);
     params.not_after = now + Duration::days(3650);
     let serial = random_serial()?;
     params.serial_number = Some(serial.clone());
-    let cert = params.self_signed(&key).map_err(pki("signing the CA certificate"))?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(pki("signing the CA certificate"))?;
     write_secret(&dir.join("ca.key"), key.serialize_pem().as_bytes())?;
     write_atomic(&dir.join("ca.crt"), cert.pem().as_bytes(), 0o644)?;
     let state = CaState {
@@ -189,7 +209,9 @@ pub fn ca_init(dir: &Path, network: &str) -> Result<CaCreated> {
         dir: dir.display().to_string(),
         network: network.to_string(),
         serial: hex::encode(serial.to_bytes()),
-        fingerprint_sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, cert.der()).as_ref()),
+        fingerprint_sha256: hex::encode(
+            ring::digest::digest(&ring::digest::SHA256, cert.der()).as_ref(),
+        ),
     })
 }
 
@@ -219,7 +241,11 @@ pub fn write_crl(dir: &Path) -> Result<PathBuf> {
     };
     let crl = params.signed_by(&issuer).map_err(pki("signing the CRL"))?;
     let path = dir.join("crl.pem");
-    write_atomic(&path, crl.pem().map_err(pki("encoding the CRL"))?.as_bytes(), 0o644)?;
+    write_atomic(
+        &path,
+        crl.pem().map_err(pki("encoding the CRL"))?.as_bytes(),
+        0o644,
+    )?;
     save_state(dir, &state)?;
     Ok(path)
 }
@@ -229,17 +255,29 @@ pub fn ca_issue(dir: &Path, dept: &str, name: &str, out: &Path) -> Result<Issued
     validate_dept(dept)?;
     let mut state = load_state(dir)?;
     let issuer = load_issuer(dir)?;
-    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(pki("generating the node key"))?;
+    let key =
+        KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(pki("generating the node key"))?;
     let dns = dns_name(dept, &state.network);
-    let mut params = CertificateParams::new(vec![dns]).map_err(pki("node certificate parameters"))?;
+    let mut params =
+        CertificateParams::new(vec![dns]).map_err(pki("node certificate parameters"))?;
     let uri = format!("{DEPT_URI_PREFIX}{dept}");
     params.subject_alt_names.push(SanType::URI(
-        uri.clone().try_into().map_err(|e| NodeError::Pki(format!("SAN URI {uri}: {e:?}")))?,
+        uri.clone()
+            .try_into()
+            .map_err(|e| NodeError::Pki(format!("SAN URI {uri}: {e:?}")))?,
     ));
     params.distinguished_name.push(DnType::CommonName, name);
-    params.distinguished_name.push(DnType::OrganizationName, format!("pdx network {}", state.network));
-    params.distinguished_name.push(DnType::OrganizationalUnitName, dept);
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.distinguished_name.push(
+        DnType::OrganizationName,
+        format!("pdx network {}", state.network),
+    );
+    params
+        .distinguished_name
+        .push(DnType::OrganizationalUnitName, dept);
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = true;
     let now = OffsetDateTime::now_utc();
@@ -247,7 +285,9 @@ pub fn ca_issue(dir: &Path, dept: &str, name: &str, out: &Path) -> Result<Issued
     params.not_after = now + Duration::days(NODE_CERT_DAYS);
     let serial = random_serial()?;
     params.serial_number = Some(serial.clone());
-    let cert = params.signed_by(&key, &issuer).map_err(pki("signing the node certificate"))?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(pki("signing the node certificate"))?;
     create_dir(out, 0o700)?;
     write_secret(&out.join("node.key"), key.serialize_pem().as_bytes())?;
     write_atomic(&out.join("node.crt"), cert.pem().as_bytes(), 0o644)?;
@@ -271,7 +311,11 @@ pub fn ca_issue(dir: &Path, dept: &str, name: &str, out: &Path) -> Result<Issued
 
 /// `pdx ca revoke`: adds a serial to the CRL and re-signs it.
 pub fn ca_revoke(dir: &Path, serial: &str) -> Result<PathBuf> {
-    let serial = serial.trim().trim_start_matches("0x").replace(':', "").to_ascii_lowercase();
+    let serial = serial
+        .trim()
+        .trim_start_matches("0x")
+        .replace(':', "")
+        .to_ascii_lowercase();
     let mut state = load_state(dir)?;
     if !state.issued.iter().any(|c| c.serial == serial) {
         return Err(NodeError::NotFound(format!(
@@ -295,7 +339,12 @@ pub fn ca_list(dir: &Path) -> Result<Vec<(IssuedCert, bool)>> {
     Ok(state
         .issued
         .iter()
-        .map(|c| (c.clone(), state.revoked.iter().any(|r| r.serial == c.serial)))
+        .map(|c| {
+            (
+                c.clone(),
+                state.revoked.iter().any(|r| r.serial == c.serial),
+            )
+        })
         .collect())
 }
 
@@ -306,7 +355,10 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| NodeError::Pki(format!("{}: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err(NodeError::Pki(format!("{}: no certificate found", path.display())));
+        return Err(NodeError::Pki(format!(
+            "{}: no certificate found",
+            path.display()
+        )));
     }
     Ok(certs)
 }
@@ -338,7 +390,8 @@ const OID_ED25519: &str = "1.3.101.112";
 /// code, and an Ed25519 key. Does not check the chain (see [`CertChecker`]).
 pub fn parse_node_cert(der: &[u8]) -> Result<CertInfo> {
     use x509_parser::prelude::*;
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| NodeError::Pki(format!("unparsable certificate: {e}")))?;
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| NodeError::Pki(format!("unparsable certificate: {e}")))?;
     let mut depts = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
@@ -351,8 +404,16 @@ pub fn parse_node_cert(der: &[u8]) -> Result<CertInfo> {
     }
     let dept = match depts.as_slice() {
         [one] => one.clone(),
-        [] => return Err(NodeError::Pki("certificate has no department SAN URI (urn:pdx:dept:CODE)".into())),
-        _ => return Err(NodeError::Pki("certificate names more than one department".into())),
+        [] => {
+            return Err(NodeError::Pki(
+                "certificate has no department SAN URI (urn:pdx:dept:CODE)".into(),
+            ));
+        }
+        _ => {
+            return Err(NodeError::Pki(
+                "certificate names more than one department".into(),
+            ));
+        }
     };
     validate_dept(&dept).map_err(|e| NodeError::Pki(format!("certificate department: {e}")))?;
     let spki = cert.public_key();
@@ -386,7 +447,10 @@ pub struct CertChecker {
 
 impl CertChecker {
     /// A checker for `ca`; with `crls`, revoked certificates are refused.
-    pub fn new(ca: &[CertificateDer<'static>], crls: Vec<CertificateRevocationListDer<'static>>) -> Result<Self> {
+    pub fn new(
+        ca: &[CertificateDer<'static>],
+        crls: Vec<CertificateRevocationListDer<'static>>,
+    ) -> Result<Self> {
         Ok(CertChecker {
             verifier: crate::tls::webpki_client_verifier(ca, crls)?,
         })
@@ -409,6 +473,8 @@ impl CertChecker {
 
 impl pdx_audit::verify::CertificateCheck for CertChecker {
     fn check(&self, der: &[u8]) -> std::result::Result<(String, VerifyingKey), String> {
-        CertChecker::check(self, der).map(|i| (i.dept, i.identity)).map_err(|e| e.to_string())
+        CertChecker::check(self, der)
+            .map(|i| (i.dept, i.identity))
+            .map_err(|e| e.to_string())
     }
 }

@@ -25,7 +25,15 @@ pub struct PreviewOutcome {
 
 struct NoSeal;
 impl FieldSealer for NoSeal {
-    fn seal(&mut self, _: usize, _: u64, _: u32, _: &str, _: &[u8], _: &mut Vec<u8>) -> std::result::Result<(), String> {
+    fn seal(
+        &mut self,
+        _: usize,
+        _: u64,
+        _: u32,
+        _: &str,
+        _: &[u8],
+        _: &mut Vec<u8>,
+    ) -> std::result::Result<(), String> {
         Ok(())
     }
 }
@@ -44,7 +52,13 @@ impl RecordSink for CsvSink<'_> {
                 OutValue::Null => String::new(),
                 OutValue::Text(t) => t.to_string(),
                 OutValue::Sealed { recipient, .. } => {
-                    format!("[sealed for {}]", self.recipients.get(*recipient).map(String::as_str).unwrap_or("?"))
+                    format!(
+                        "[sealed for {}]",
+                        self.recipients
+                            .get(*recipient)
+                            .map(String::as_str)
+                            .unwrap_or("?")
+                    )
                 }
             });
         }
@@ -83,9 +97,14 @@ pub fn preview(
     let schema = meta.schema()?;
     let profile = schema.profile(profile_name)?;
     let agreement = agreement.unwrap_or("preview");
-    let master = pdx_crypto::pseudonym::PseudonymMaster::from_bytes(*node.keys()?.pseudonym.as_bytes());
+    let master =
+        pdx_crypto::pseudonym::PseudonymMaster::from_bytes(*node.keys()?.pseudonym.as_bytes());
     let engine = Engine::new(&schema, profile, agreement, &master);
-    progress.stage("counting equivalence classes", Some(meta.rows), Unit::Records);
+    progress.stage(
+        "counting equivalence classes",
+        Some(meta.rows),
+        Unit::Records,
+    );
     let mut counter = engine.counter();
     dataset::for_each_row(node, &meta, |row| Ok(counter.add(row)?))?;
     progress.done();
@@ -114,14 +133,20 @@ pub fn preview(
         recipients: &decision.recipients,
         row: Vec::new(),
     };
-    progress.stage("writing the de-identified preview", Some(decision.report.records_out), Unit::Records);
+    progress.stage(
+        "writing the de-identified preview",
+        Some(decision.report.records_out),
+        Unit::Records,
+    );
     let mut emitter = engine.emitter(&decision);
     let mut n = 0u64;
     dataset::for_each_row(node, &meta, |row| {
-        emitter.emit(row, &mut NoSeal, &mut sink).map_err(|e| match e {
-            pdx_schemas::engine::EmitError::Rule(v) => NodeError::Rule(v),
-            other => NodeError::Invalid(format!("{out}: {other}")),
-        })?;
+        emitter
+            .emit(row, &mut NoSeal, &mut sink)
+            .map_err(|e| match e {
+                pdx_schemas::engine::EmitError::Rule(v) => NodeError::Rule(v),
+                other => NodeError::Invalid(format!("{out}: {other}")),
+            })?;
         n += 1;
         if n % 16384 == 0 {
             progress.set(emitter.emitted());
@@ -147,7 +172,9 @@ pub fn preview(
         })
         .collect();
     d.record_count = Some(decision.report.records_out);
-    d.detail = Some(format!("release preview of profile {profile_name} written to {out} (report {report_path})"));
+    d.detail = Some(format!(
+        "release preview of profile {profile_name} written to {out} (report {report_path})"
+    ));
     node.log(d)?;
     Ok(PreviewOutcome {
         out: out.to_string(),

@@ -35,7 +35,10 @@ impl ChunkBuilder {
             match v {
                 OutValue::Null => self.body.null(),
                 OutValue::Text(t) => self.body.text(t),
-                OutValue::Sealed { recipient, ciphertext } => {
+                OutValue::Sealed {
+                    recipient,
+                    ciphertext,
+                } => {
                     self.body.array(2);
                     self.body.uint(*recipient as u64);
                     self.body.bytes(ciphertext);
@@ -88,14 +91,21 @@ pub enum Value<'a> {
 
 /// Decodes every record of `bytes` (each with `fields` values), calling `f` with
 /// the record index and values.
-pub fn decode(bytes: &[u8], fields: usize, mut f: impl FnMut(u64, &[Value<'_>]) -> Result<(), String>) -> Result<u64, String> {
+pub fn decode(
+    bytes: &[u8],
+    fields: usize,
+    mut f: impl FnMut(u64, &[Value<'_>]) -> Result<(), String>,
+) -> Result<u64, String> {
     let mut r = Reader::new(bytes);
     let n = r.array().map_err(|e| e.0)?;
     let mut values = Vec::with_capacity(fields);
     for _ in 0..n {
         let len = r.array().map_err(|e| e.0)?;
         if len != fields as u64 + 1 {
-            return Err(format!("record has {} values, the manifest lists {fields} fields", len.saturating_sub(1)));
+            return Err(format!(
+                "record has {} values, the manifest lists {fields} fields",
+                len.saturating_sub(1)
+            ));
         }
         let index = r.uint().map_err(|e| e.0)?;
         values.clear();
@@ -110,7 +120,8 @@ pub fn decode(bytes: &[u8], fields: usize, mut f: impl FnMut(u64, &[Value<'_>]) 
                     if r.array().map_err(|e| e.0)? != 2 {
                         return Err("sealed value must be [recipient, ciphertext]".into());
                     }
-                    let recipient = usize::try_from(r.uint().map_err(|e| e.0)?).map_err(|_| "recipient index too large")?;
+                    let recipient = usize::try_from(r.uint().map_err(|e| e.0)?)
+                        .map_err(|_| "recipient index too large")?;
                     values.push(Value::Sealed {
                         recipient,
                         ciphertext: r.bytes().map_err(|e| e.0)?,
@@ -134,8 +145,21 @@ mod tests {
     #[test]
     fn records_round_trip() -> Result<(), String> {
         let mut b = ChunkBuilder::default();
-        b.push(0, &[OutValue::Text("a"), OutValue::Null, OutValue::Sealed { recipient: 2, ciphertext: &[1, 2, 3] }]);
-        b.push(7, &[OutValue::Text("长"), OutValue::Text(""), OutValue::Null]);
+        b.push(
+            0,
+            &[
+                OutValue::Text("a"),
+                OutValue::Null,
+                OutValue::Sealed {
+                    recipient: 2,
+                    ciphertext: &[1, 2, 3],
+                },
+            ],
+        );
+        b.push(
+            7,
+            &[OutValue::Text("长"), OutValue::Text(""), OutValue::Null],
+        );
         let bytes = b.finish();
         let mut seen = Vec::new();
         let n = decode(&bytes, 3, |i, v| {
@@ -146,8 +170,14 @@ mod tests {
         assert_eq!(seen[0].0, 0);
         assert!(seen[0].1.contains("Sealed { recipient: 2"));
         assert_eq!(seen[1].0, 7);
-        assert!(decode(&bytes, 2, |_, _| Ok(())).is_err(), "wrong field count");
-        assert!(decode(&bytes[..bytes.len() - 1], 3, |_, _| Ok(())).is_err(), "truncated");
+        assert!(
+            decode(&bytes, 2, |_, _| Ok(())).is_err(),
+            "wrong field count"
+        );
+        assert!(
+            decode(&bytes[..bytes.len() - 1], 3, |_, _| Ok(())).is_err(),
+            "truncated"
+        );
         Ok(())
     }
 }

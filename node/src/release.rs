@@ -113,19 +113,29 @@ pub fn release_hex(id: &[u8]) -> String {
 
 /// Parses a release id given on the command line.
 pub fn parse_release_id(s: &str) -> Result<Vec<u8>> {
-    let id = hex::decode(s.trim()).map_err(|_| NodeError::Invalid(format!("{s:?} is not a release id (32 hex characters)")))?;
+    let id = hex::decode(s.trim()).map_err(|_| {
+        NodeError::Invalid(format!("{s:?} is not a release id (32 hex characters)"))
+    })?;
     if id.len() != 16 {
-        return Err(NodeError::Invalid(format!("{s:?} is not a release id (32 hex characters)")));
+        return Err(NodeError::Invalid(format!(
+            "{s:?} is not a release id (32 hex characters)"
+        )));
     }
     Ok(id)
 }
 
 fn out_key(node: &Node, release: &[u8]) -> Result<ObjectKey> {
-    Ok(node.keys()?.storage.object_key("release-chunks", release, b"out")?)
+    Ok(node
+        .keys()?
+        .storage
+        .object_key("release-chunks", release, b"out")?)
 }
 
 fn in_key(node: &Node, release: &[u8]) -> Result<ObjectKey> {
-    Ok(node.keys()?.storage.object_key("received-chunks", release, b"in")?)
+    Ok(node
+        .keys()?
+        .storage
+        .object_key("received-chunks", release, b"in")?)
 }
 
 /// What to release.
@@ -148,7 +158,15 @@ pub struct ReleaseSpec {
 struct EnvelopeSealer<'a>(&'a Sealer);
 
 impl FieldSealer for EnvelopeSealer<'_> {
-    fn seal(&mut self, recipient: usize, record: u64, field_index: u32, field_name: &str, value: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), String> {
+    fn seal(
+        &mut self,
+        recipient: usize,
+        record: u64,
+        field_index: u32,
+        field_name: &str,
+        value: &[u8],
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<(), String> {
         self.0
             .seal_field(recipient, record, field_index, field_name, value, out)
             .map_err(|e| e.to_string())
@@ -173,22 +191,31 @@ struct Chunker<'n> {
 
 impl Chunker<'_> {
     fn close(&mut self, part: Option<usize>) -> Result<()> {
-        let Some(builder) = self.open.remove(&part) else { return Ok(()) };
+        let Some(builder) = self.open.remove(&part) else {
+            return Ok(());
+        };
         if builder.is_empty() {
             return Ok(());
         }
         let count = builder.count();
         let bytes = builder.finish();
-        let index = u32::try_from(self.chunks.len()).map_err(|_| NodeError::Invalid("more than 2^32 chunks".into()))?;
+        let index = u32::try_from(self.chunks.len())
+            .map_err(|_| NodeError::Invalid("more than 2^32 chunks".into()))?;
         self.chunks.push(ChunkInfo {
             digest: Digest::of(&bytes),
             records: count,
             recipient: part.and_then(|i| self.recipients.get(i).cloned()),
         });
         let sealed = self.key.seal_block(u64::from(index), &bytes)?;
-        self.batch.put_cf(self.node.store.cf(CF_OUT_CHUNKS)?, chunk_key(&self.release_id, index), sealed);
+        self.batch.put_cf(
+            self.node.store.cf(CF_OUT_CHUNKS)?,
+            chunk_key(&self.release_id, index),
+            sealed,
+        );
         if self.chunks.len() % 8 == 0 {
-            self.node.store.write_nosync(std::mem::take(&mut self.batch))?;
+            self.node
+                .store
+                .write_nosync(std::mem::take(&mut self.batch))?;
         }
         Ok(())
     }
@@ -223,7 +250,12 @@ fn rule_error(e: pdx_schemas::engine::EmitError) -> NodeError {
 
 /// Finds a stored release made from the same dataset version for the same
 /// recipient, profile, agreement and purpose (re-fetch is idempotent).
-fn existing_release(node: &Node, spec: &ReleaseSpec, meta: &DatasetMeta, agreement: &str) -> Result<Option<OutRelease>> {
+fn existing_release(
+    node: &Node,
+    spec: &ReleaseSpec,
+    meta: &DatasetMeta,
+    agreement: &str,
+) -> Result<Option<OutRelease>> {
     Ok(node
         .store
         .scan::<OutRelease>(CF_OUT_RELEASES, b"")?
@@ -250,9 +282,14 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
     if let Some(r) = existing_release(node, spec, &meta, &agreement)? {
         return Ok(r);
     }
-    let pseudonym_master = pdx_crypto::pseudonym::PseudonymMaster::from_bytes(*node.keys()?.pseudonym.as_bytes());
+    let pseudonym_master =
+        pdx_crypto::pseudonym::PseudonymMaster::from_bytes(*node.keys()?.pseudonym.as_bytes());
     let engine = Engine::new(&schema, profile, &agreement, &pseudonym_master);
-    progress.stage("de-identification: counting equivalence classes", Some(meta.rows), Unit::Records);
+    progress.stage(
+        "de-identification: counting equivalence classes",
+        Some(meta.rows),
+        Unit::Records,
+    );
     let mut counter = engine.counter();
     let mut n = 0u64;
     dataset::for_each_row(node, &meta, |row| {
@@ -273,12 +310,14 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
             .find(|f| f.sealed)
             .map(|f| f.name)
             .unwrap_or_default();
-        let body = node.recipient_key(dept)?.ok_or_else(|| RuleViolation::MissingRecipientKey {
-            dataset: meta.id.clone(),
-            profile: spec.profile.clone(),
-            field,
-            recipient: dept.clone(),
-        })?;
+        let body = node
+            .recipient_key(dept)?
+            .ok_or_else(|| RuleViolation::MissingRecipientKey {
+                dataset: meta.id.clone(),
+                profile: spec.profile.clone(),
+                field,
+                recipient: dept.clone(),
+            })?;
         recipients.push(Recipient {
             dept: dept.clone(),
             public: body.public,
@@ -287,7 +326,10 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
     let release_id = pdx_crypto::rng::bytes::<16>()?.to_vec();
     let ctx = ReleaseContext {
         dataset_id: meta.id.clone(),
-        release_id: release_id.as_slice().try_into().map_err(|_| NodeError::Invalid("release id".into()))?,
+        release_id: release_id
+            .as_slice()
+            .try_into()
+            .map_err(|_| NodeError::Invalid("release id".into()))?,
     };
     let (sealer, wrapped) = Sealer::new(&ctx, &recipients)?;
     let mut chunker = Chunker {
@@ -303,11 +345,17 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
         records: 0,
         progress,
     };
-    progress.stage("de-identification: emitting records", Some(decision.report.records_out), Unit::Records);
+    progress.stage(
+        "de-identification: emitting records",
+        Some(decision.report.records_out),
+        Unit::Records,
+    );
     let mut emitter = engine.emitter(&decision);
     let mut field_sealer = EnvelopeSealer(&sealer);
     let emit_result = dataset::for_each_row(node, &meta, |row| {
-        emitter.emit(row, &mut field_sealer, &mut chunker).map_err(rule_error)?;
+        emitter
+            .emit(row, &mut field_sealer, &mut chunker)
+            .map_err(rule_error)?;
         Ok(())
     });
     let cleanup = |node: &Node| {
@@ -327,10 +375,16 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
     for part in parts {
         chunker.close(part)?;
     }
-    node.store.write_nosync(std::mem::take(&mut chunker.batch))?;
+    node.store
+        .write_nosync(std::mem::take(&mut chunker.batch))?;
     progress.done();
     let chunks = chunker.chunks;
-    let content_digest = transfer_digest(chunks.iter().enumerate().map(|(i, c)| (i as u32, &c.digest)));
+    let content_digest = transfer_digest(
+        chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i as u32, &c.digest)),
+    );
     let fields: Vec<ManifestField> = engine
         .output_fields()
         .into_iter()
@@ -353,7 +407,10 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
         profile: spec.profile.clone(),
         agreement: agreement.clone(),
         purpose: spec.purpose.clone(),
-        legal_basis: profile.legal_basis.clone().or(schema.dataset.legal_basis.clone()),
+        legal_basis: profile
+            .legal_basis
+            .clone()
+            .or(schema.dataset.legal_basis.clone()),
         created_ms: now_ms(),
         fields,
         record_count: decision.report.records_out,
@@ -438,7 +495,9 @@ pub fn out_chunk(node: &Node, id: &[u8], index: u32) -> Result<Vec<u8>> {
     let sealed = node
         .store
         .get_raw(CF_OUT_CHUNKS, &chunk_key(id, index))?
-        .ok_or_else(|| NodeError::corrupt(format!("out.chunks/{}/{index}", release_hex(id)), "missing"))?;
+        .ok_or_else(|| {
+            NodeError::corrupt(format!("out.chunks/{}/{index}", release_hex(id)), "missing")
+        })?;
     Ok(out_key(node, id)?.open_block(u64::from(index), &sealed)?)
 }
 
@@ -449,15 +508,29 @@ pub fn in_release(node: &Node, id: &[u8]) -> Result<Option<InRelease>> {
 
 /// Stores chunk `index` of an incoming release and advances `stored` in one
 /// synced batch: a crash never leaves a stored count without its chunk.
-pub fn store_in_chunk(node: &Node, rel: &mut InRelease, position: u32, index: u32, records: &[u8]) -> Result<()> {
+pub fn store_in_chunk(
+    node: &Node,
+    rel: &mut InRelease,
+    position: u32,
+    index: u32,
+    records: &[u8],
+) -> Result<()> {
     if position != rel.stored {
-        return Err(NodeError::Invalid(format!("chunk position {position} but {} stored", rel.stored)));
+        return Err(NodeError::Invalid(format!(
+            "chunk position {position} but {} stored",
+            rel.stored
+        )));
     }
     let sealed = in_key(node, &rel.release_id)?.seal_block(u64::from(index), records)?;
     rel.stored += 1;
     let mut b = WriteBatch::default();
-    b.put_cf(node.store.cf(CF_IN_CHUNKS)?, chunk_key(&rel.release_id, index), sealed);
-    node.store.batch_put(&mut b, CF_IN_RELEASES, &rel.release_id, rel)?;
+    b.put_cf(
+        node.store.cf(CF_IN_CHUNKS)?,
+        chunk_key(&rel.release_id, index),
+        sealed,
+    );
+    node.store
+        .batch_put(&mut b, CF_IN_RELEASES, &rel.release_id, rel)?;
     if let Err(e) = node.store.write(b) {
         rel.stored -= 1;
         return Err(e);
@@ -470,18 +543,30 @@ pub fn in_chunk(node: &Node, id: &[u8], index: u32) -> Result<Vec<u8>> {
     let sealed = node
         .store
         .get_raw(CF_IN_CHUNKS, &chunk_key(id, index))?
-        .ok_or_else(|| NodeError::corrupt(format!("in.chunks/{}/{index}", release_hex(id)), "missing"))?;
+        .ok_or_else(|| {
+            NodeError::corrupt(format!("in.chunks/{}/{index}", release_hex(id)), "missing")
+        })?;
     Ok(in_key(node, id)?.open_block(u64::from(index), &sealed)?)
 }
 
 /// Every release produced.
 pub fn out_releases(node: &Node) -> Result<Vec<OutRelease>> {
-    Ok(node.store.scan::<OutRelease>(CF_OUT_RELEASES, b"")?.into_iter().map(|(_, r)| r).collect())
+    Ok(node
+        .store
+        .scan::<OutRelease>(CF_OUT_RELEASES, b"")?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect())
 }
 
 /// Every release received.
 pub fn in_releases(node: &Node) -> Result<Vec<InRelease>> {
-    Ok(node.store.scan::<InRelease>(CF_IN_RELEASES, b"")?.into_iter().map(|(_, r)| r).collect())
+    Ok(node
+        .store
+        .scan::<InRelease>(CF_IN_RELEASES, b"")?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect())
 }
 
 /// Verifies a manifest's certificate (CA, CRL) and signature.
@@ -516,9 +601,16 @@ pub struct ExportOutcome {
 
 /// Writes a received release to CSV, decrypting the fields sealed for this node
 /// (audited: `decrypt` when anything was opened, and `export`).
-pub fn export(node: &Node, id: &[u8], out: &str, operator: &str, progress: &dyn Progress) -> Result<ExportOutcome> {
+pub fn export(
+    node: &Node,
+    id: &[u8],
+    out: &str,
+    operator: &str,
+    progress: &dyn Progress,
+) -> Result<ExportOutcome> {
     use std::os::unix::fs::OpenOptionsExt;
-    let rel = in_release(node, id)?.ok_or_else(|| NodeError::NotFound(format!("no received release {}", release_hex(id))))?;
+    let rel = in_release(node, id)?
+        .ok_or_else(|| NodeError::NotFound(format!("no received release {}", release_hex(id))))?;
     if !rel.complete {
         return Err(NodeError::Invalid(format!(
             "release {} is incomplete ({} of {} chunks); run pdx fetch to finish it",
@@ -530,10 +622,14 @@ pub fn export(node: &Node, id: &[u8], out: &str, operator: &str, progress: &dyn 
     let body = verify_manifest(node, &rel.manifest)?;
     let ctx = ReleaseContext {
         dataset_id: body.dataset.clone(),
-        release_id: id.try_into().map_err(|_| NodeError::Invalid("release id".into()))?,
+        release_id: id
+            .try_into()
+            .map_err(|_| NodeError::Invalid("release id".into()))?,
     };
     let keys = node.keys()?;
-    let opener = match Opener::new(&ctx, &body.recipients, &node.config.dept, |kid| keys.encryption_key(kid)) {
+    let opener = match Opener::new(&ctx, &body.recipients, &node.config.dept, |kid| {
+        keys.encryption_key(kid)
+    }) {
         Ok(o) => Some(o),
         Err(pdx_crypto::CryptoError::NotARecipient { .. }) => None,
         Err(e) => return Err(e.into()),
@@ -547,13 +643,18 @@ pub fn export(node: &Node, id: &[u8], out: &str, operator: &str, progress: &dyn 
         .map_err(NodeError::io(out))?;
     let mut w = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 20, file));
     let names: Vec<&str> = body.fields.iter().map(|f| f.name.as_str()).collect();
-    w.write_record(&names).map_err(|e| NodeError::Invalid(format!("{out}: {e}")))?;
+    w.write_record(&names)
+        .map_err(|e| NodeError::Invalid(format!("{out}: {e}")))?;
     let mut written = 0u64;
     let mut decrypted = 0u64;
     let mut sealed_for_others = 0u64;
     let mut decrypted_fields = vec![false; body.fields.len()];
     let mut row: Vec<Vec<u8>> = vec![Vec::new(); body.fields.len()];
-    progress.stage(&format!("export {}", release_hex(id)), Some(rel.record_count), Unit::Records);
+    progress.stage(
+        &format!("export {}", release_hex(id)),
+        Some(rel.record_count),
+        Unit::Records,
+    );
     for &index in &rel.plan {
         let bytes = in_chunk(node, id, index)?;
         records::decode(&bytes, body.fields.len(), |record, values| {
@@ -562,10 +663,19 @@ pub fn export(node: &Node, id: &[u8], out: &str, operator: &str, progress: &dyn 
                 match v {
                     records::Value::Null => {}
                     records::Value::Text(t) => row[i].extend_from_slice(t.as_bytes()),
-                    records::Value::Sealed { recipient, ciphertext } => match &opener {
+                    records::Value::Sealed {
+                        recipient,
+                        ciphertext,
+                    } => match &opener {
                         Some(o) if o.can_open(*recipient) => {
                             let plain = o
-                                .open_field(*recipient, record, i as u32, &body.fields[i].name, ciphertext)
+                                .open_field(
+                                    *recipient,
+                                    record,
+                                    i as u32,
+                                    &body.fields[i].name,
+                                    ciphertext,
+                                )
                                 .map_err(|e| e.to_string())?;
                             row[i].extend_from_slice(&plain);
                             decrypted += 1;
@@ -615,7 +725,9 @@ pub fn export(node: &Node, id: &[u8], out: &str, operator: &str, progress: &dyn 
             })
             .collect();
         d.record_count = Some(written);
-        d.detail = Some(format!("{decrypted} sealed values opened for export to {out}"));
+        d.detail = Some(format!(
+            "{decrypted} sealed values opened for export to {out}"
+        ));
         node.log(d)?;
     }
     let mut d = node.draft(EventKind::Export, operator);
@@ -631,7 +743,9 @@ pub fn export(node: &Node, id: &[u8], out: &str, operator: &str, progress: &dyn 
         })
         .collect();
     d.record_count = Some(written);
-    d.detail = Some(format!("exported to {out}; {sealed_for_others} values sealed for other departments left empty"));
+    d.detail = Some(format!(
+        "exported to {out}; {sealed_for_others} values sealed for other departments left empty"
+    ));
     node.log(d)?;
     Ok(ExportOutcome {
         release: release_hex(id),

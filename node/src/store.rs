@@ -5,7 +5,9 @@
 
 use crate::error::{NodeError, Result};
 use pdx_crypto::wire::{from_cbor, to_cbor};
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::Path;
@@ -110,7 +112,9 @@ impl Store {
     pub fn get<T: DeserializeOwned>(&self, cf: &str, key: &[u8]) -> Result<Option<T>> {
         match self.db.get_pinned_cf(self.cf(cf)?, key)? {
             None => Ok(None),
-            Some(v) => Ok(Some(from_cbor(&v, "stored record").map_err(|e| NodeError::corrupt(format!("{cf}/{}", show_key(key)), e))?)),
+            Some(v) => Ok(Some(from_cbor(&v, "stored record").map_err(|e| {
+                NodeError::corrupt(format!("{cf}/{}", show_key(key)), e)
+            })?)),
         }
     }
 
@@ -127,7 +131,13 @@ impl Store {
     }
 
     /// Adds an encoded value to a batch.
-    pub fn batch_put<T: Serialize>(&self, b: &mut WriteBatch, cf: &str, key: &[u8], value: &T) -> Result<()> {
+    pub fn batch_put<T: Serialize>(
+        &self,
+        b: &mut WriteBatch,
+        cf: &str,
+        key: &[u8],
+        value: &T,
+    ) -> Result<()> {
         b.put_cf(self.cf(cf)?, key, to_cbor(value)?);
         Ok(())
     }
@@ -147,25 +157,33 @@ impl Store {
     /// Every `(key, value)` whose key starts with `prefix`, in key order.
     pub fn scan<T: DeserializeOwned>(&self, cf: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T)>> {
         let mut out = Vec::new();
-        let iter = self
-            .db
-            .iterator_cf(self.cf(cf)?, IteratorMode::From(prefix, rocksdb::Direction::Forward));
+        let iter = self.db.iterator_cf(
+            self.cf(cf)?,
+            IteratorMode::From(prefix, rocksdb::Direction::Forward),
+        );
         for item in iter {
             let (k, v) = item?;
             if !k.starts_with(prefix) {
                 break;
             }
-            let value = from_cbor(&v, "stored record").map_err(|e| NodeError::corrupt(format!("{cf}/{}", show_key(&k)), e))?;
+            let value = from_cbor(&v, "stored record")
+                .map_err(|e| NodeError::corrupt(format!("{cf}/{}", show_key(&k)), e))?;
             out.push((k.to_vec(), value));
         }
         Ok(out)
     }
 
     /// Calls `f` with every raw `(key, value)` under `prefix` until it returns false.
-    pub fn scan_raw(&self, cf: &str, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
-        let iter = self
-            .db
-            .iterator_cf(self.cf(cf)?, IteratorMode::From(prefix, rocksdb::Direction::Forward));
+    pub fn scan_raw(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let iter = self.db.iterator_cf(
+            self.cf(cf)?,
+            IteratorMode::From(prefix, rocksdb::Direction::Forward),
+        );
         for item in iter {
             let (k, v) = item?;
             if !k.starts_with(prefix) || !f(&k, &v)? {

@@ -9,12 +9,18 @@
 
 use crate::error::{NodeError, Result};
 use crate::pki;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName,
+    UnixTime,
+};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error as TlsError, RootCertStore, SignatureScheme};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error as TlsError, RootCertStore,
+    SignatureScheme,
+};
 use std::sync::{Arc, RwLock};
 
 /// The ALPN protocol id.
@@ -27,7 +33,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 fn roots(ca: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>> {
     let mut roots = RootCertStore::empty();
     for c in ca {
-        roots.add(c.clone()).map_err(|e| NodeError::Tls(format!("CA certificate: {e}")))?;
+        roots
+            .add(c.clone())
+            .map_err(|e| NodeError::Tls(format!("CA certificate: {e}")))?;
     }
     Ok(Arc::new(roots))
 }
@@ -45,7 +53,8 @@ pub fn webpki_client_verifier(
         // Offline verification of old signatures (regulator tools): chain only.
         b = b.allow_unknown_revocation_status();
     }
-    b.build().map_err(|e| NodeError::Tls(format!("client verifier: {e}")))
+    b.build()
+        .map_err(|e| NodeError::Tls(format!("client verifier: {e}")))
 }
 
 fn webpki_server_verifier(
@@ -70,7 +79,9 @@ impl std::error::Error for DeptSanError {}
 
 fn dept_of(cert: &CertificateDer<'_>) -> std::result::Result<String, TlsError> {
     pki::parse_node_cert(cert).map(|i| i.dept).map_err(|e| {
-        TlsError::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(DeptSanError(e.to_string())))))
+        TlsError::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+            DeptSanError(e.to_string()),
+        ))))
     })
 }
 
@@ -85,9 +96,14 @@ pub struct Trust {
 
 impl Trust {
     /// Trust in `ca`, enforcing `crls`.
-    pub fn new(ca: Vec<CertificateDer<'static>>, crls: Vec<CertificateRevocationListDer<'static>>) -> Result<Arc<Self>> {
+    pub fn new(
+        ca: Vec<CertificateDer<'static>>,
+        crls: Vec<CertificateRevocationListDer<'static>>,
+    ) -> Result<Arc<Self>> {
         if crls.is_empty() {
-            return Err(NodeError::Tls("no CRL: the node refuses to run without one (copy the CA's crl.pem)".into()));
+            return Err(NodeError::Tls(
+                "no CRL: the node refuses to run without one (copy the CA's crl.pem)".into(),
+            ));
         }
         let client = webpki_client_verifier(&ca, crls.clone())?;
         let hints = client.root_hint_subjects().to_vec();
@@ -107,8 +123,14 @@ impl Trust {
         }
         let client = webpki_client_verifier(&self.ca, crls.clone())?;
         let server = webpki_server_verifier(&self.ca, crls)?;
-        *self.client.write().map_err(|_| NodeError::Tls("verifier lock poisoned".into()))? = client;
-        *self.server.write().map_err(|_| NodeError::Tls("verifier lock poisoned".into()))? = server;
+        *self
+            .client
+            .write()
+            .map_err(|_| NodeError::Tls("verifier lock poisoned".into()))? = client;
+        *self
+            .server
+            .write()
+            .map_err(|_| NodeError::Tls("verifier lock poisoned".into()))? = server;
         Ok(())
     }
 
@@ -129,7 +151,8 @@ impl Trust {
     /// Checks a peer certificate now (chain, CRL, department SAN); used to
     /// re-check live connections after a CRL update.
     pub fn check_peer(&self, cert: &CertificateDer<'_>) -> std::result::Result<String, TlsError> {
-        self.client()?.verify_client_cert(cert, &[], UnixTime::now())?;
+        self.client()?
+            .verify_client_cert(cert, &[], UnixTime::now())?;
         dept_of(cert)
     }
 }
@@ -155,8 +178,14 @@ impl ClientCertVerifier for PeerClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> std::result::Result<ClientCertVerified, TlsError> {
-        let verified = self.trust.client()?.verify_client_cert(end_entity, intermediates, now);
-        tracing::debug!("client certificate verification: {:?}", verified.as_ref().err());
+        let verified = self
+            .trust
+            .client()?
+            .verify_client_cert(end_entity, intermediates, now);
+        tracing::debug!(
+            "client certificate verification: {:?}",
+            verified.as_ref().err()
+        );
         let verified = verified?;
         dept_of(end_entity)?;
         Ok(verified)
@@ -168,7 +197,9 @@ impl ClientCertVerifier for PeerClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, TlsError> {
-        self.trust.client()?.verify_tls12_signature(message, cert, dss)
+        self.trust
+            .client()?
+            .verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -177,11 +208,16 @@ impl ClientCertVerifier for PeerClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, TlsError> {
-        self.trust.client()?.verify_tls13_signature(message, cert, dss)
+        self.trust
+            .client()?
+            .verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.trust.client().map(|c| c.supported_verify_schemes()).unwrap_or_default()
+        self.trust
+            .client()
+            .map(|c| c.supported_verify_schemes())
+            .unwrap_or_default()
     }
 }
 
@@ -200,10 +236,13 @@ impl ServerCertVerifier for PeerServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, TlsError> {
-        let v = self
-            .trust
-            .server()?
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        let v = self.trust.server()?.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
         dept_of(end_entity)?;
         Ok(v)
     }
@@ -214,7 +253,9 @@ impl ServerCertVerifier for PeerServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, TlsError> {
-        self.trust.server()?.verify_tls12_signature(message, cert, dss)
+        self.trust
+            .server()?
+            .verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -223,11 +264,16 @@ impl ServerCertVerifier for PeerServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, TlsError> {
-        self.trust.server()?.verify_tls13_signature(message, cert, dss)
+        self.trust
+            .server()?
+            .verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.trust.server().map(|s| s.supported_verify_schemes()).unwrap_or_default()
+        self.trust
+            .server()
+            .map(|s| s.supported_verify_schemes())
+            .unwrap_or_default()
     }
 }
 
@@ -244,7 +290,9 @@ pub fn server_config(
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| NodeError::Tls(e.to_string()))?
-        .with_client_cert_verifier(Arc::new(PeerClientVerifier { trust: trust.clone() }))
+        .with_client_cert_verifier(Arc::new(PeerClientVerifier {
+            trust: trust.clone(),
+        }))
         .with_single_cert(cert, key_der(identity_pkcs8))
         .map_err(|e| NodeError::Tls(format!("node certificate/key: {e}")))?;
     cfg.alpn_protocols = vec![ALPN.to_vec()];
@@ -267,7 +315,9 @@ pub fn client_config(
         // Not a weaker check: the custom verifier runs webpki with the CRL and
         // then also requires the department SAN.
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PeerServerVerifier { trust: trust.clone() }))
+        .with_custom_certificate_verifier(Arc::new(PeerServerVerifier {
+            trust: trust.clone(),
+        }))
         .with_client_auth_cert(cert, key_der(identity_pkcs8))
         .map_err(|e| NodeError::Tls(format!("node certificate/key: {e}")))?;
     cfg.alpn_protocols = vec![ALPN.to_vec()];

@@ -107,16 +107,28 @@ impl std::fmt::Debug for Engine<'_> {
 
 impl<'s> Engine<'s> {
     /// Binds `profile` of `schema` to `agreement` (pseudonym keys derive from it).
-    pub fn new(schema: &'s Schema, profile: &'s Profile, agreement: &str, master: &PseudonymMaster) -> Self {
+    pub fn new(
+        schema: &'s Schema,
+        profile: &'s Profile,
+        agreement: &str,
+        master: &PseudonymMaster,
+    ) -> Self {
         let keys = schema
             .fields
             .iter()
             .zip(&profile.treatments)
-            .map(|(f, t)| matches!(t, Treatment::Pseudonymize).then(|| master.key_for(agreement, &f.name)))
+            .map(|(f, t)| {
+                matches!(t, Treatment::Pseudonymize).then(|| master.key_for(agreement, &f.name))
+            })
             .collect();
-        let outputs = (0..schema.fields.len()).filter(|&i| profile.treatments[i].is_output()).collect();
+        let outputs = (0..schema.fields.len())
+            .filter(|&i| profile.treatments[i].is_output())
+            .collect();
         let qis = (0..schema.fields.len())
-            .filter(|&i| schema.fields[i].identifier == IdentifierClass::QuasiIdentifier && profile.treatments[i].is_output())
+            .filter(|&i| {
+                schema.fields[i].identifier == IdentifierClass::QuasiIdentifier
+                    && profile.treatments[i].is_output()
+            })
             .collect();
         let recipient_rules = profile
             .treatments
@@ -165,7 +177,13 @@ impl<'s> Engine<'s> {
         }
     }
 
-    fn generalize_err(&self, field: usize, record: u64, value: &str, reason: String) -> RuleViolation {
+    fn generalize_err(
+        &self,
+        field: usize,
+        record: u64,
+        value: &str,
+        reason: String,
+    ) -> RuleViolation {
         RuleViolation::Generalize {
             dataset: self.schema.dataset.id.clone(),
             profile: self.profile.name.clone(),
@@ -177,11 +195,19 @@ impl<'s> Engine<'s> {
     }
 
     /// Writes the treated clear value of field `i` into `out` (class keys and output).
-    fn treat_into(&self, i: usize, v: &str, record: u64, out: &mut String) -> Result<(), RuleViolation> {
+    fn treat_into(
+        &self,
+        i: usize,
+        v: &str,
+        record: u64,
+        out: &mut String,
+    ) -> Result<(), RuleViolation> {
         out.clear();
         match &self.profile.treatments[i] {
-            Treatment::Generalize(g) => generalize::apply(g, v, &self.schema.fields[i].hierarchy, out)
-                .map_err(|reason| self.generalize_err(i, record, v, reason)),
+            Treatment::Generalize(g) => {
+                generalize::apply(g, v, &self.schema.fields[i].hierarchy, out)
+                    .map_err(|reason| self.generalize_err(i, record, v, reason))
+            }
             Treatment::Suppress { mask } => {
                 out.push_str(mask);
                 Ok(())
@@ -200,7 +226,12 @@ impl<'s> Engine<'s> {
         }
     }
 
-    fn class_key(&self, row: &[Option<&str>], record: u64, scratch: &mut String) -> Result<[u8; 16], RuleViolation> {
+    fn class_key(
+        &self,
+        row: &[Option<&str>],
+        record: u64,
+        scratch: &mut String,
+    ) -> Result<[u8; 16], RuleViolation> {
         let mut h = blake3::Hasher::new();
         for &i in &self.qis {
             match row.get(i).copied().flatten() {
@@ -220,8 +251,15 @@ impl<'s> Engine<'s> {
         Ok(key)
     }
 
-    fn sensitive_hash(&self, row: &[Option<&str>], record: u64, scratch: &mut String) -> Result<Option<u64>, RuleViolation> {
-        let Some((i, _)) = self.l else { return Ok(None) };
+    fn sensitive_hash(
+        &self,
+        row: &[Option<&str>],
+        record: u64,
+        scratch: &mut String,
+    ) -> Result<Option<u64>, RuleViolation> {
+        let Some((i, _)) = self.l else {
+            return Ok(None);
+        };
         let h = match row.get(i).copied().flatten() {
             None => 0,
             Some(v) => {
@@ -235,7 +273,13 @@ impl<'s> Engine<'s> {
     }
 
     /// Department each recipient rule names for this row.
-    fn recipient_of(&self, rule: &RecipientRule, field: usize, row: &[Option<&str>], record: u64) -> Result<String, RuleViolation> {
+    fn recipient_of(
+        &self,
+        rule: &RecipientRule,
+        field: usize,
+        row: &[Option<&str>],
+        record: u64,
+    ) -> Result<String, RuleViolation> {
         let bad = |reason: String| RuleViolation::BadRecipient {
             dataset: self.schema.dataset.id.clone(),
             profile: self.profile.name.clone(),
@@ -257,7 +301,9 @@ impl<'s> Engine<'s> {
                         if crate::schema::valid_id(v) {
                             Ok(v.to_string())
                         } else {
-                            Err(bad(format!("{src_name} value {v:?} is not a department code")))
+                            Err(bad(format!(
+                                "{src_name} value {v:?} is not a department code"
+                            )))
                         }
                     }
                     DeptMap::AdmdvsProvince => {
@@ -265,7 +311,9 @@ impl<'s> Engine<'s> {
                         if b.len() == 6 && b.iter().all(u8::is_ascii_digit) {
                             Ok(format!("{}0000", &v[..2]))
                         } else {
-                            Err(bad(format!("{src_name} value {v:?} is not a 6-digit admdvs code")))
+                            Err(bad(format!(
+                                "{src_name} value {v:?} is not a 6-digit admdvs code"
+                            )))
                         }
                     }
                 }
@@ -293,7 +341,10 @@ pub struct ClassCounter<'e, 's> {
 
 impl std::fmt::Debug for ClassCounter<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClassCounter").field("records", &self.records).field("classes", &self.classes.len()).finish()
+        f.debug_struct("ClassCounter")
+            .field("records", &self.records)
+            .field("classes", &self.classes.len())
+            .finish()
     }
 }
 
@@ -307,13 +358,14 @@ impl ClassCounter<'_, '_> {
         let mut rec = Vec::new();
         for (field, rule) in &e.recipient_rules {
             let dept = e.recipient_of(rule, *field, row, record)?;
-            let next = u16::try_from(self.depts.len()).map_err(|_| RuleViolation::BadRecipient {
-                dataset: e.schema.dataset.id.clone(),
-                profile: e.profile.name.clone(),
-                field: e.schema.fields[*field].name.clone(),
-                record,
-                reason: "more than 65535 distinct recipients".into(),
-            })?;
+            let next =
+                u16::try_from(self.depts.len()).map_err(|_| RuleViolation::BadRecipient {
+                    dataset: e.schema.dataset.id.clone(),
+                    profile: e.profile.name.clone(),
+                    field: e.schema.fields[*field].name.clone(),
+                    record,
+                    reason: "more than 65535 distinct recipients".into(),
+                })?;
             let idx = *self.dept_index.entry(dept.clone()).or_insert_with(|| {
                 self.depts.push(dept);
                 next
@@ -386,12 +438,24 @@ impl ClassCounter<'_, '_> {
             l_required: l_min,
             l_field: e.l.map(|(i, _)| e.schema.fields[i].name.clone()),
             l_achieved: if e.l.is_some() { l_achieved } else { 0 },
-            quasi_identifiers: e.qis.iter().map(|&i| e.schema.fields[i].name.clone()).collect(),
+            quasi_identifiers: e
+                .qis
+                .iter()
+                .map(|&i| e.schema.fields[i].name.clone())
+                .collect(),
             classes_total: self.classes.len() as u64,
             classes_released: released_classes,
             smallest_class: k_achieved,
-            risk_prosecutor_max: if k_achieved > 0 { 1.0 / k_achieved as f64 } else { 0.0 },
-            risk_prosecutor_avg: if records_out > 0 { released_classes as f64 / records_out as f64 } else { 0.0 },
+            risk_prosecutor_max: if k_achieved > 0 {
+                1.0 / k_achieved as f64
+            } else {
+                0.0
+            },
+            risk_prosecutor_avg: if records_out > 0 {
+                released_classes as f64 / records_out as f64
+            } else {
+                0.0
+            },
             fields: e
                 .schema
                 .fields
@@ -418,8 +482,7 @@ impl ClassCounter<'_, '_> {
                 dataset: report.dataset.clone(),
                 profile: report.profile.clone(),
                 k: p.k,
-                l: e
-                    .l
+                l: e.l
                     .map(|(i, l)| format!(", l={l} on {}", e.schema.fields[i].name))
                     .unwrap_or_default(),
                 suppressed: suppressed_records,
@@ -429,7 +492,11 @@ impl ClassCounter<'_, '_> {
                 report: Box::new(report),
             });
         }
-        let recipient_index = recipients.iter().enumerate().map(|(i, d)| (d.clone(), i)).collect();
+        let recipient_index = recipients
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.clone(), i))
+            .collect();
         Ok(Decision {
             suppressed,
             recipients,
@@ -464,7 +531,9 @@ pub struct Emitter<'e, 's> {
 
 impl std::fmt::Debug for Emitter<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Emitter").field("emitted", &self.next_index).finish()
+        f.debug_struct("Emitter")
+            .field("emitted", &self.next_index)
+            .finish()
     }
 }
 
@@ -493,7 +562,12 @@ const SEALED: u8 = 3;
 impl Emitter<'_, '_> {
     /// Processes the next source record (same order as pass 1). Returns whether
     /// it was released.
-    pub fn emit(&mut self, row: &[Option<&str>], sealer: &mut dyn FieldSealer, sink: &mut dyn RecordSink) -> Result<bool, EmitError> {
+    pub fn emit(
+        &mut self,
+        row: &[Option<&str>],
+        sealer: &mut dyn FieldSealer,
+        sink: &mut dyn RecordSink,
+    ) -> Result<bool, EmitError> {
         let e = self.engine;
         let source = self.source_index;
         self.source_index += 1;
@@ -517,9 +591,17 @@ impl Emitter<'_, '_> {
                     })?;
                     let buf = &mut self.sealed[out_pos];
                     buf.clear();
-                    let field_index = u32::try_from(out_pos).map_err(|_| EmitError::Seal("too many fields".into()))?;
+                    let field_index = u32::try_from(out_pos)
+                        .map_err(|_| EmitError::Seal("too many fields".into()))?;
                     sealer
-                        .seal(recipient, index, field_index, &e.schema.fields[i].name, v.as_bytes(), buf)
+                        .seal(
+                            recipient,
+                            index,
+                            field_index,
+                            &e.schema.fields[i].name,
+                            v.as_bytes(),
+                            buf,
+                        )
                         .map_err(EmitError::Seal)?;
                     self.values.push((SEALED, recipient));
                 }

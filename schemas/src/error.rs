@@ -24,7 +24,9 @@ pub struct SchemaErrors(pub Vec<SchemaError>);
 #[non_exhaustive]
 pub enum RuleViolation {
     /// GB/T 43697 core data never leaves the owner.
-    #[error("dataset {dataset}, profile {profile}: rule core-never-leaves: the dataset is graded core data (GB/T 43697) and cannot be released outside its owner")]
+    #[error(
+        "dataset {dataset}, profile {profile}: rule core-never-leaves: the dataset is graded core data (GB/T 43697) and cannot be released outside its owner"
+    )]
     CoreData {
         /// Dataset.
         dataset: String,
@@ -32,7 +34,9 @@ pub enum RuleViolation {
         profile: String,
     },
     /// A `not-shareable` dataset never leaves the owner.
-    #[error("dataset {dataset}, profile {profile}: rule not-shareable: the dataset's sharing class forbids any release outside the owner")]
+    #[error(
+        "dataset {dataset}, profile {profile}: rule not-shareable: the dataset's sharing class forbids any release outside the owner"
+    )]
     NotShareable {
         /// Dataset.
         dataset: String,
@@ -54,7 +58,9 @@ pub enum RuleViolation {
         class: &'static str,
     },
     /// Internal profiles are for local inspection only.
-    #[error("dataset {dataset}, profile {profile}: rule internal-profile: the profile's scope is internal and it cannot be sent to {recipient}")]
+    #[error(
+        "dataset {dataset}, profile {profile}: rule internal-profile: the profile's scope is internal and it cannot be sent to {recipient}"
+    )]
     InternalProfile {
         /// Dataset.
         dataset: String,
@@ -64,7 +70,9 @@ pub enum RuleViolation {
         recipient: String,
     },
     /// Conditional sharing needs a data-sharing agreement.
-    #[error("dataset {dataset}, profile {profile}: rule conditional-needs-agreement: the dataset is shareable only under a data-sharing agreement; give --agreement")]
+    #[error(
+        "dataset {dataset}, profile {profile}: rule conditional-needs-agreement: the dataset is shareable only under a data-sharing agreement; give --agreement"
+    )]
     NeedsAgreement {
         /// Dataset.
         dataset: String,
@@ -72,7 +80,9 @@ pub enum RuleViolation {
         profile: String,
     },
     /// An `encrypt-for` recipient has no verified key.
-    #[error("dataset {dataset}, profile {profile}, field {field}: rule encrypt-for-needs-key: no verified encryption key for recipient {recipient}; fetch its key document (pdx keys fetch --peer {recipient})")]
+    #[error(
+        "dataset {dataset}, profile {profile}, field {field}: rule encrypt-for-needs-key: no verified encryption key for recipient {recipient}; fetch its key document (pdx keys fetch --peer {recipient})"
+    )]
     MissingRecipientKey {
         /// Dataset.
         dataset: String,
@@ -84,7 +94,9 @@ pub enum RuleViolation {
         recipient: String,
     },
     /// A record's recipient could not be derived.
-    #[error("dataset {dataset}, profile {profile}, field {field}, record {record}: rule encrypt-for-recipient: {reason}")]
+    #[error(
+        "dataset {dataset}, profile {profile}, field {field}, record {record}: rule encrypt-for-recipient: {reason}"
+    )]
     BadRecipient {
         /// Dataset.
         dataset: String,
@@ -122,7 +134,9 @@ pub enum RuleViolation {
         report: Box<crate::report::ReleaseReport>,
     },
     /// A value cannot be generalised as the profile says.
-    #[error("dataset {dataset}, profile {profile}, field {field}, record {record}: rule generalize: value {value:?} {reason}")]
+    #[error(
+        "dataset {dataset}, profile {profile}, field {field}, record {record}: rule generalize: value {value:?} {reason}"
+    )]
     Generalize {
         /// Dataset.
         dataset: String,

@@ -126,6 +126,7 @@ fn shorten(v: &str) -> String {
 /// Reads CSV from `input` under `schema`. Good rows go to `accept` (in schema
 /// field order); under [`OnError::Skip`] bad rows go to `reject` with their
 /// first problem; `progress` gets the bytes consumed so far.
+#[allow(clippy::too_many_arguments)] // the callbacks are the seam to storage; a struct would only rename them
 pub fn read_csv<R: Read>(
     schema: &Schema,
     input: R,
@@ -195,10 +196,17 @@ pub fn read_csv<R: Read>(
     if !unknown.is_empty() || !missing.is_empty() {
         let mut msg = Vec::new();
         if !unknown.is_empty() {
-            msg.push(format!("columns not in schema {}: {}", schema.dataset.id, unknown.join(", ")));
+            msg.push(format!(
+                "columns not in schema {}: {}",
+                schema.dataset.id,
+                unknown.join(", ")
+            ));
         }
         if !missing.is_empty() {
-            msg.push(format!("schema fields missing from the file: {}", missing.join(", ")));
+            msg.push(format!(
+                "schema fields missing from the file: {}",
+                missing.join(", ")
+            ));
         }
         return Err(ImportError::Header {
             file: file.to_string(),
@@ -218,7 +226,10 @@ pub fn read_csv<R: Read>(
             break;
         }
         summary.rows_read += 1;
-        let line = record.position().map(|p| p.line()).unwrap_or(summary.rows_read + 1);
+        let line = record
+            .position()
+            .map(|p| p.line())
+            .unwrap_or(summary.rows_read + 1);
         if summary.rows_read % 4096 == 0 {
             progress(record.position().map(|p| p.byte()).unwrap_or(0));
         }
@@ -278,7 +289,11 @@ fn check_row<'r>(
             column: 0,
             field: String::new(),
             value: String::new(),
-            reason: format!("row has {} fields, the header has {}", record.len(), mapping.len()),
+            reason: format!(
+                "row has {} fields, the header has {}",
+                record.len(),
+                mapping.len()
+            ),
         });
     }
     for (col, (raw, &fi)) in record.iter().zip(mapping).enumerate() {
@@ -295,24 +310,35 @@ fn check_row<'r>(
                 Encoding::Utf8 => "invalid UTF-8 (is the file GB18030? use --encoding gb18030)",
                 Encoding::Gb18030 => "invalid text after GB18030 decoding",
             };
-            return Some(problem(String::from_utf8_lossy(raw).into_owned(), reason.into()));
+            return Some(problem(
+                String::from_utf8_lossy(raw).into_owned(),
+                reason.into(),
+            ));
         };
         if v.contains('\u{FFFD}') {
             let reason = match encoding {
-                Encoding::Utf8 => "contains U+FFFD (a replacement character from an earlier broken conversion)",
+                Encoding::Utf8 => {
+                    "contains U+FFFD (a replacement character from an earlier broken conversion)"
+                }
                 Encoding::Gb18030 => "invalid GB18030 byte sequence",
             };
             return Some(problem(shorten(v), reason.into()));
         }
         if v.is_empty() {
             if !field.nullable {
-                return Some(problem(String::new(), "empty value in a field that is not nullable".into()));
+                return Some(problem(
+                    String::new(),
+                    "empty value in a field that is not nullable".into(),
+                ));
             }
             row[fi] = None;
             continue;
         }
         if let Err(reason) = field.ty.validate(v) {
-            return Some(problem(shorten(v), format!("{reason} (type {})", field.ty.name())));
+            return Some(problem(
+                shorten(v),
+                format!("{reason} (type {})", field.ty.name()),
+            ));
         }
         row[fi] = Some(v);
     }

@@ -24,11 +24,16 @@ pub enum ResidentIdError {
 impl std::fmt::Display for ResidentIdError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ResidentIdError::Length(n) => write!(f, "has {n} characters, a resident ID number has 18"),
+            ResidentIdError::Length(n) => {
+                write!(f, "has {n} characters, a resident ID number has 18")
+            }
             ResidentIdError::NotDigits => f.write_str("the first 17 characters must be digits"),
             ResidentIdError::BirthDate => f.write_str("characters 7-14 are not a valid birth date"),
             ResidentIdError::CheckDigit { expected } => {
-                write!(f, "check digit does not match (GB 11643 requires {expected})")
+                write!(
+                    f,
+                    "check digit does not match (GB 11643 requires {expected})"
+                )
             }
         }
     }
@@ -73,7 +78,11 @@ mod tests {
     #[test]
     fn known_valid_numbers_pass() {
         // The GB 11643 worked example and numbers with each special check value.
-        for id in ["11010519491231002X", "440524188001010014", "650102200002290000"] {
+        for id in [
+            "11010519491231002X",
+            "440524188001010014",
+            "650102200002290000",
+        ] {
             let first17 = &id.as_bytes()[..17];
             let c = check_char(first17).map(char::from);
             let fixed = format!("{}{}", &id[..17], c.unwrap_or('?'));
@@ -96,10 +105,23 @@ mod tests {
 
     #[test]
     fn malformed_numbers_are_refused_with_the_reason() {
-        assert_eq!(validate("1101051949123100"), Err(ResidentIdError::Length(16)));
-        assert_eq!(validate("1101051949123100AX"), Err(ResidentIdError::NotDigits));
-        assert_eq!(validate("110105194913310020"), Err(ResidentIdError::BirthDate));
-        assert_eq!(validate("110105190002290020").map_err(|e| e == ResidentIdError::BirthDate), Err(true), "1900 is not a leap year");
+        assert_eq!(
+            validate("1101051949123100"),
+            Err(ResidentIdError::Length(16))
+        );
+        assert_eq!(
+            validate("1101051949123100AX"),
+            Err(ResidentIdError::NotDigits)
+        );
+        assert_eq!(
+            validate("110105194913310020"),
+            Err(ResidentIdError::BirthDate)
+        );
+        assert_eq!(
+            validate("110105190002290020").map_err(|e| e == ResidentIdError::BirthDate),
+            Err(true),
+            "1900 is not a leap year"
+        );
     }
 
     #[test]

@@ -52,14 +52,20 @@ pub fn decode_rows<'b, E>(
         row.clear();
         for _ in 0..fields {
             let at = pos;
-            let n = read_varint(block, &mut pos).ok_or_else(|| err(format!("bad length at byte {at}")))?;
+            let n = read_varint(block, &mut pos)
+                .ok_or_else(|| err(format!("bad length at byte {at}")))?;
             if n == 0 {
                 row.push(None);
                 continue;
             }
-            let len = usize::try_from(n - 1).map_err(|_| err(format!("length too large at byte {at}")))?;
-            let end = pos.checked_add(len).filter(|&e| e <= block.len()).ok_or_else(|| err(format!("value past the end at byte {at}")))?;
-            let s = std::str::from_utf8(&block[pos..end]).map_err(|_| err(format!("invalid UTF-8 at byte {pos}")))?;
+            let len = usize::try_from(n - 1)
+                .map_err(|_| err(format!("length too large at byte {at}")))?;
+            let end = pos
+                .checked_add(len)
+                .filter(|&e| e <= block.len())
+                .ok_or_else(|| err(format!("value past the end at byte {at}")))?;
+            let s = std::str::from_utf8(&block[pos..end])
+                .map_err(|_| err(format!("invalid UTF-8 at byte {pos}")))?;
             row.push(Some(s));
             pos = end;
         }
@@ -76,13 +82,24 @@ mod tests {
     #[test]
     fn rows_round_trip_including_nulls_and_long_values() {
         let long = "长".repeat(100);
-        let rows: Vec<Vec<Option<&str>>> = vec![vec![Some("a"), None, Some("")], vec![Some(&long), Some("x"), None]];
+        let rows: Vec<Vec<Option<&str>>> = vec![
+            vec![Some("a"), None, Some("")],
+            vec![Some(&long), Some("x"), None],
+        ];
         let mut block = Vec::new();
         for r in &rows {
             encode_row(r, &mut block);
         }
         let mut back = Vec::new();
-        let n = decode_rows(&block, 3, |r| -> Result<(), String> { back.push(r.to_vec()); Ok(()) }, |e| e);
+        let n = decode_rows(
+            &block,
+            3,
+            |r| -> Result<(), String> {
+                back.push(r.to_vec());
+                Ok(())
+            },
+            |e| e,
+        );
         assert_eq!(n, Ok(2));
         assert_eq!(back, rows);
     }

@@ -1,7 +1,9 @@
 //! Classification rules, enforced fail-closed before any release.
 
 use crate::error::RuleViolation;
-use crate::schema::{Grade, IdentifierClass, PiClass, Profile, Schema, Scope, SharingClass, Treatment};
+use crate::schema::{
+    Grade, IdentifierClass, PiClass, Profile, Schema, Scope, SharingClass, Treatment,
+};
 
 /// Field-level rules of an external profile: direct identifiers and sensitive
 /// personal information never leave in clear.
@@ -44,10 +46,16 @@ pub fn check_external_release(
     let dataset = schema.dataset.id.clone();
     let name = profile.name.clone();
     if schema.dataset.grade == Grade::Core {
-        return Err(RuleViolation::CoreData { dataset, profile: name });
+        return Err(RuleViolation::CoreData {
+            dataset,
+            profile: name,
+        });
     }
     if schema.dataset.sharing == SharingClass::NotShareable {
-        return Err(RuleViolation::NotShareable { dataset, profile: name });
+        return Err(RuleViolation::NotShareable {
+            dataset,
+            profile: name,
+        });
     }
     if profile.scope == Scope::Internal {
         return Err(RuleViolation::InternalProfile {
@@ -57,7 +65,10 @@ pub fn check_external_release(
         });
     }
     if schema.dataset.sharing == SharingClass::Conditional && agreement.is_none_or(str::is_empty) {
-        return Err(RuleViolation::NeedsAgreement { dataset, profile: name });
+        return Err(RuleViolation::NeedsAgreement {
+            dataset,
+            profile: name,
+        });
     }
     if let Some(v) = field_rules(schema, profile).into_iter().next() {
         return Err(v);

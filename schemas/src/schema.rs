@@ -205,17 +205,21 @@ impl Treatment {
                     Generalization::Month => "month".to_string(),
                     Generalization::Quarter => "quarter".into(),
                     Generalization::Year => "year".into(),
-                    Generalization::AgeBand { width, top } => format!("age-band({width},top {top})"),
+                    Generalization::AgeBand { width, top } =>
+                        format!("age-band({width},top {top})"),
                     Generalization::Prefecture => "prefecture".into(),
                     Generalization::Province => "province".into(),
                     Generalization::Icd10Category => "icd10-category".into(),
-                    Generalization::Round { step, scale } => format!("round({})", crate::types::units_to_decimal(*step, *scale)),
+                    Generalization::Round { step, scale } =>
+                        format!("round({})", crate::types::units_to_decimal(*step, *scale)),
                     Generalization::TopBottom { .. } => "top-bottom".into(),
                     Generalization::Hierarchy { level } => format!("hierarchy({level})"),
                 }
             ),
             Treatment::EncryptFor(RecipientRule::Dept(d)) => format!("encrypt-for:{d}"),
-            Treatment::EncryptFor(RecipientRule::FromField { .. }) => "encrypt-for:per-record".into(),
+            Treatment::EncryptFor(RecipientRule::FromField { .. }) => {
+                "encrypt-for:per-record".into()
+            }
             Treatment::AggregateOnly => "aggregate-only".into(),
         }
     }
@@ -330,11 +334,13 @@ impl Schema {
 
     /// The profile called `name`, or a rule error listing the known ones.
     pub fn profile(&self, name: &str) -> Result<&Profile, crate::RuleViolation> {
-        self.profiles.get(name).ok_or_else(|| crate::RuleViolation::UnknownProfile {
-            dataset: self.dataset.id.clone(),
-            profile: name.to_string(),
-            known: self.profiles.keys().cloned().collect::<Vec<_>>().join(", "),
-        })
+        self.profiles
+            .get(name)
+            .ok_or_else(|| crate::RuleViolation::UnknownProfile {
+                dataset: self.dataset.id.clone(),
+                profile: name.to_string(),
+                known: self.profiles.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
     }
 
     /// Parses and validates a schema; `file` names it in errors.
@@ -364,7 +370,11 @@ impl Schema {
 
 /// 1-based line of byte `offset` in `source`.
 pub fn line_of(source: &str, offset: usize) -> usize {
-    source.as_bytes()[..offset.min(source.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    source.as_bytes()[..offset.min(source.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 #[derive(Deserialize)]
@@ -484,7 +494,8 @@ fn valid_name(s: &str) -> bool {
 pub fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
         && !s.starts_with(['-', '.'])
 }
 
@@ -502,11 +513,19 @@ impl Validator<'_> {
         let ds_span = raw.dataset.span().start;
         let d = raw.dataset.into_inner();
         if !valid_id(d.id.get_ref()) {
-            self.err(d.id.span().start, "dataset.id", "use letters, digits, '.', '-' or '_' (at most 64)");
+            self.err(
+                d.id.span().start,
+                "dataset.id",
+                "use letters, digits, '.', '-' or '_' (at most 64)",
+            );
         }
         if let Some(o) = &d.owner {
             if !valid_id(o.get_ref()) {
-                self.err(o.span().start, "dataset.owner", "not a valid department code");
+                self.err(
+                    o.span().start,
+                    "dataset.owner",
+                    "not a valid department code",
+                );
             }
         }
         let dataset = DatasetInfo {
@@ -530,7 +549,11 @@ impl Validator<'_> {
             let name = f.name.get_ref().clone();
             let key = format!("field.{name}");
             if !valid_name(&name) {
-                self.err(f.name.span().start, &key, "field names use lower-case letters, digits and '_'");
+                self.err(
+                    f.name.span().start,
+                    &key,
+                    "field names use lower-case letters, digits and '_'",
+                );
             }
             if !seen.insert(name.clone()) {
                 self.err(f.name.span().start, &key, "declared twice");
@@ -539,7 +562,11 @@ impl Validator<'_> {
                 self.err(span, &key, "a direct identifier is personal information: set pi = \"personal\" or \"sensitive-personal\"");
             }
             if !dataset.personal_information && f.pi != PiClass::None {
-                self.err(span, &key, "the dataset declares personal_information = false but this field is personal");
+                self.err(
+                    span,
+                    &key,
+                    "the dataset declares personal_information = false but this field is personal",
+                );
             }
             if let Some(ty) = self.field_type(&f, &key) {
                 fields.push(Field {
@@ -573,7 +600,11 @@ impl Validator<'_> {
             .profiles
             .values()
             .filter(|p| p.scope == Scope::External)
-            .flat_map(|p| crate::rules::field_rules(&schema, p).into_iter().map(|v| (p.name.clone(), v.to_string())))
+            .flat_map(|p| {
+                crate::rules::field_rules(&schema, p)
+                    .into_iter()
+                    .map(|v| (p.name.clone(), v.to_string()))
+            })
             .collect();
         for (profile, msg) in violations {
             let offset = find_offset(source, &format!("[profile.{profile}"));
@@ -591,7 +622,11 @@ impl Validator<'_> {
                     Some(r) => match Regex::new(&format!("^(?:{})$", r.get_ref())) {
                         Ok(re) => Some(re),
                         Err(e) => {
-                            self.err(r.span().start, format!("{key}.regex"), format!("invalid regex: {e}"));
+                            self.err(
+                                r.span().start,
+                                format!("{key}.regex"),
+                                format!("invalid regex: {e}"),
+                            );
                             return None;
                         }
                     },
@@ -601,9 +636,15 @@ impl Validator<'_> {
                     regex,
                 }
             }
-            "integer" => FieldType::Integer { min: f.min, max: f.max },
+            "integer" => FieldType::Integer {
+                min: f.min,
+                max: f.max,
+            },
             "decimal" => match (f.precision, f.scale) {
-                (Some(p), Some(s)) if s <= p && p <= 38 && p > 0 => FieldType::Decimal { precision: p, scale: s },
+                (Some(p), Some(s)) if s <= p && p <= 38 && p > 0 => FieldType::Decimal {
+                    precision: p,
+                    scale: s,
+                },
                 _ => {
                     self.err(at, format!("{key}.type"), "decimal needs precision and scale with 0 < precision <= 38 and scale <= precision");
                     return None;
@@ -616,7 +657,11 @@ impl Validator<'_> {
                     Some(RawCodes::List(l)) => (l.iter().cloned().collect(), BTreeMap::new()),
                     Some(RawCodes::Labelled(m)) => (m.keys().cloned().collect(), m.clone()),
                     None => {
-                        self.err(at, format!("{key}.codes"), "a code field needs `codes` (a list or a table code = label)");
+                        self.err(
+                            at,
+                            format!("{key}.codes"),
+                            "a code field needs `codes` (a list or a table code = label)",
+                        );
                         return None;
                     }
                 };
@@ -626,7 +671,11 @@ impl Validator<'_> {
                 for (level, map) in &f.hierarchy {
                     for code in &codes {
                         if !map.contains_key(code) {
-                            self.err(at, format!("{key}.hierarchy.{level}"), format!("code {code:?} has no parent at this level"));
+                            self.err(
+                                at,
+                                format!("{key}.hierarchy.{level}"),
+                                format!("code {code:?} has no parent at this level"),
+                            );
                         }
                     }
                 }
@@ -643,15 +692,29 @@ impl Validator<'_> {
             }
         };
         if !f.hierarchy.is_empty() && !matches!(ty, FieldType::Code { .. }) {
-            self.err(at, format!("{key}.hierarchy"), "only code fields can declare a hierarchy");
+            self.err(
+                at,
+                format!("{key}.hierarchy"),
+                "only code fields can declare a hierarchy",
+            );
         }
         Some(ty)
     }
 
-    fn profile(&mut self, name: &str, span: usize, p: RawProfile, fields: &[Field]) -> Option<Profile> {
+    fn profile(
+        &mut self,
+        name: &str,
+        span: usize,
+        p: RawProfile,
+        fields: &[Field],
+    ) -> Option<Profile> {
         let key = format!("profile.{name}");
         if !valid_name(name) {
-            self.err(span, &key, "profile names use lower-case letters, digits and '_'");
+            self.err(
+                span,
+                &key,
+                "profile names use lower-case letters, digits and '_'",
+            );
         }
         let k = p.k.unwrap_or(1);
         if k == 0 {
@@ -659,7 +722,11 @@ impl Validator<'_> {
         }
         let max_suppression = p.max_suppression.unwrap_or(0.0);
         if !(0.0..1.0).contains(&max_suppression) {
-            self.err(span, format!("{key}.max_suppression"), "must be a fraction in [0, 1)");
+            self.err(
+                span,
+                format!("{key}.max_suppression"),
+                "must be a fraction in [0, 1)",
+            );
         }
         let mut treatments: Vec<Option<Treatment>> = vec![None; fields.len()];
         for (fname, t) in &p.fields {
@@ -706,12 +773,19 @@ impl Validator<'_> {
                             self.err(at, format!("{key}.l.field"), "l-diversity applies to a field whose identifier class is \"sensitive\"");
                         }
                         if !matches!(out[i], Treatment::Keep | Treatment::Generalize(_)) {
-                            self.err(at, format!("{key}.l.field"), "the l-diversity field must be kept or generalised in the profile");
+                            self.err(
+                                at,
+                                format!("{key}.l.field"),
+                                "the l-diversity field must be kept or generalised in the profile",
+                            );
                         }
                         if l.min < 2 {
                             self.err(at, format!("{key}.l.min"), "l must be at least 2");
                         }
-                        Some(LDiversity { field: i, min: l.min })
+                        Some(LDiversity {
+                            field: i,
+                            min: l.min,
+                        })
                     }
                 }
             }
@@ -722,7 +796,11 @@ impl Validator<'_> {
                 .zip(&out)
                 .any(|(f, t)| f.identifier == IdentifierClass::QuasiIdentifier && t.is_output())
         {
-            self.err(span, format!("{key}.k"), "k-anonymity needs at least one released quasi-identifier");
+            self.err(
+                span,
+                format!("{key}.k"),
+                "k-anonymity needs at least one released quasi-identifier",
+            );
         }
         Some(Profile {
             name: name.to_string(),
@@ -736,7 +814,14 @@ impl Validator<'_> {
         })
     }
 
-    fn treatment(&mut self, raw: &RawTreatment, field: &Field, fields: &[Field], at: usize, key: &str) -> Option<Treatment> {
+    fn treatment(
+        &mut self,
+        raw: &RawTreatment,
+        field: &Field,
+        fields: &[Field],
+        at: usize,
+        key: &str,
+    ) -> Option<Treatment> {
         match raw {
             RawTreatment::Simple(s) => match s.as_str() {
                 "keep" => Some(Treatment::Keep),
@@ -756,55 +841,93 @@ impl Validator<'_> {
                 }
             },
             RawTreatment::Table(t) => {
-                let kinds = usize::from(t.generalize.is_some()) + usize::from(t.suppress.is_some()) + usize::from(t.encrypt_for.is_some());
+                let kinds = usize::from(t.generalize.is_some())
+                    + usize::from(t.suppress.is_some())
+                    + usize::from(t.encrypt_for.is_some());
                 if kinds != 1 {
-                    self.err(at, key, "a treatment table needs exactly one of generalize, suppress, encrypt_for");
+                    self.err(
+                        at,
+                        key,
+                        "a treatment table needs exactly one of generalize, suppress, encrypt_for",
+                    );
                     return None;
                 }
                 if let Some(mask) = &t.suppress {
                     return Some(Treatment::Suppress { mask: mask.clone() });
                 }
                 if let Some(r) = &t.encrypt_for {
-                    return self.recipient(r, fields, at, key).map(Treatment::EncryptFor);
+                    return self
+                        .recipient(r, fields, at, key)
+                        .map(Treatment::EncryptFor);
                 }
                 let g = t.generalize.as_deref().unwrap_or_default();
-                self.generalization(g, t, field, at, key).map(Treatment::Generalize)
+                self.generalization(g, t, field, at, key)
+                    .map(Treatment::Generalize)
             }
         }
     }
 
-    fn recipient(&mut self, r: &RawRecipient, fields: &[Field], at: usize, key: &str) -> Option<RecipientRule> {
+    fn recipient(
+        &mut self,
+        r: &RawRecipient,
+        fields: &[Field],
+        at: usize,
+        key: &str,
+    ) -> Option<RecipientRule> {
         match r {
             RawRecipient::Dept(d) => {
                 if valid_id(d) {
                     Some(RecipientRule::Dept(d.clone()))
                 } else {
-                    self.err(at, format!("{key}.encrypt_for"), format!("{d:?} is not a department code"));
+                    self.err(
+                        at,
+                        format!("{key}.encrypt_for"),
+                        format!("{d:?} is not a department code"),
+                    );
                     None
                 }
             }
             RawRecipient::FromField { field, map } => {
                 let Some(i) = fields.iter().position(|f| &f.name == field) else {
-                    self.err(at, format!("{key}.encrypt_for.field"), format!("no field {field:?}"));
+                    self.err(
+                        at,
+                        format!("{key}.encrypt_for.field"),
+                        format!("no field {field:?}"),
+                    );
                     return None;
                 };
                 let map = match map.as_str() {
                     "identity" => DeptMap::Identity,
                     "admdvs-province" => DeptMap::AdmdvsProvince,
                     other => {
-                        self.err(at, format!("{key}.encrypt_for.map"), format!("unknown map {other:?}; use identity or admdvs-province"));
+                        self.err(
+                            at,
+                            format!("{key}.encrypt_for.map"),
+                            format!("unknown map {other:?}; use identity or admdvs-province"),
+                        );
                         return None;
                     }
                 };
                 if fields[i].nullable {
-                    self.err(at, format!("{key}.encrypt_for.field"), format!("recipient field {field} must not be nullable"));
+                    self.err(
+                        at,
+                        format!("{key}.encrypt_for.field"),
+                        format!("recipient field {field} must not be nullable"),
+                    );
                 }
                 Some(RecipientRule::FromField { field: i, map })
             }
         }
     }
 
-    fn generalization(&mut self, g: &str, t: &RawTreatmentTable, field: &Field, at: usize, key: &str) -> Option<Generalization> {
+    fn generalization(
+        &mut self,
+        g: &str,
+        t: &RawTreatmentTable,
+        field: &Field,
+        at: usize,
+        key: &str,
+    ) -> Option<Generalization> {
         let ty = &field.ty;
         let is_date = matches!(ty, FieldType::Date | FieldType::DateTime);
         let is_text = matches!(ty, FieldType::String { .. } | FieldType::Code { .. });
@@ -815,22 +938,31 @@ impl Validator<'_> {
         };
         let need = |ok: bool, v: &mut Self, what: &str| {
             if !ok {
-                v.err(at, format!("{key}.generalize"), format!("{g} applies to {what} fields, not {}", ty.name()));
+                v.err(
+                    at,
+                    format!("{key}.generalize"),
+                    format!("{g} applies to {what} fields, not {}", ty.name()),
+                );
             }
             ok
         };
-        let units = |v: &mut Self, s: &Option<String>, name: &str, scale: u8| -> Option<Option<i128>> {
-            match s {
-                None => Some(None),
-                Some(s) => match crate::types::decimal_to_units(s, scale) {
-                    Some(u) => Some(Some(u)),
-                    None => {
-                        v.err(at, format!("{key}.{name}"), format!("{s:?} is not a number with at most {scale} decimals"));
-                        None
-                    }
-                },
-            }
-        };
+        let units =
+            |v: &mut Self, s: &Option<String>, name: &str, scale: u8| -> Option<Option<i128>> {
+                match s {
+                    None => Some(None),
+                    Some(s) => match crate::types::decimal_to_units(s, scale) {
+                        Some(u) => Some(Some(u)),
+                        None => {
+                            v.err(
+                                at,
+                                format!("{key}.{name}"),
+                                format!("{s:?} is not a number with at most {scale} decimals"),
+                            );
+                            None
+                        }
+                    },
+                }
+            };
         match g {
             "month" => need(is_date, self, "date/datetime").then_some(Generalization::Month),
             "quarter" => need(is_date, self, "date/datetime").then_some(Generalization::Quarter),
@@ -846,9 +978,13 @@ impl Validator<'_> {
                 }
                 Some(Generalization::AgeBand { width, top })
             }
-            "prefecture" => need(is_text, self, "string/code").then_some(Generalization::Prefecture),
+            "prefecture" => {
+                need(is_text, self, "string/code").then_some(Generalization::Prefecture)
+            }
             "province" => need(is_text, self, "string/code").then_some(Generalization::Province),
-            "icd10-category" => need(is_text, self, "string/code").then_some(Generalization::Icd10Category),
+            "icd10-category" => {
+                need(is_text, self, "string/code").then_some(Generalization::Icd10Category)
+            }
             "round" => {
                 let scale = scale.filter(|_| need(scale.is_some(), self, "integer/decimal"))?;
                 let step = units(self, &t.step, "step", scale)??;
@@ -860,7 +996,10 @@ impl Validator<'_> {
             }
             "top-bottom" => {
                 let scale = scale.filter(|_| need(scale.is_some(), self, "integer/decimal"))?;
-                let (min, max) = (units(self, &t.min, "min", scale)?, units(self, &t.max, "max", scale)?);
+                let (min, max) = (
+                    units(self, &t.min, "min", scale)?,
+                    units(self, &t.max, "max", scale)?,
+                );
                 if min.is_none() && max.is_none() {
                     self.err(at, key, "top-bottom needs min, max or both");
                     return None;
@@ -869,14 +1008,24 @@ impl Validator<'_> {
             }
             "hierarchy" => {
                 let Some(level) = &t.level else {
-                    self.err(at, format!("{key}.level"), "hierarchy generalisation needs `level`");
+                    self.err(
+                        at,
+                        format!("{key}.level"),
+                        "hierarchy generalisation needs `level`",
+                    );
                     return None;
                 };
                 if !field.hierarchy.contains_key(level) {
-                    self.err(at, format!("{key}.level"), format!("field {} declares no hierarchy level {level:?}", field.name));
+                    self.err(
+                        at,
+                        format!("{key}.level"),
+                        format!("field {} declares no hierarchy level {level:?}", field.name),
+                    );
                     return None;
                 }
-                Some(Generalization::Hierarchy { level: level.clone() })
+                Some(Generalization::Hierarchy {
+                    level: level.clone(),
+                })
             }
             other => {
                 self.err(

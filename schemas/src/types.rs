@@ -89,7 +89,9 @@ impl FieldType {
                 Ok(())
             }
             FieldType::Decimal { precision, scale } => check_decimal(v, *precision, *scale),
-            FieldType::Date => parse_date(v).map(|_| ()).ok_or_else(|| "not a date YYYY-MM-DD".to_string()),
+            FieldType::Date => parse_date(v)
+                .map(|_| ())
+                .ok_or_else(|| "not a date YYYY-MM-DD".to_string()),
             FieldType::DateTime => parse_datetime(v)
                 .map(|_| ())
                 .ok_or_else(|| "not a datetime YYYY-MM-DD HH:MM:SS".to_string()),
@@ -112,15 +114,24 @@ fn check_decimal(v: &str, precision: u8, scale: u8) -> Result<(), String> {
         None => (digits, ""),
     };
     let ok_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty() || !ok_digits(int) || !ok_digits(frac) || (digits.contains('.') && frac.is_empty()) {
-        return Err(format!("not a decimal number (decimal({precision},{scale}))"));
+    if int.is_empty()
+        || !ok_digits(int)
+        || !ok_digits(frac)
+        || (digits.contains('.') && frac.is_empty())
+    {
+        return Err(format!(
+            "not a decimal number (decimal({precision},{scale}))"
+        ));
     }
     if frac.len() > usize::from(scale) {
         return Err(format!("more than {scale} digits after the point"));
     }
     let int_digits = int.trim_start_matches('0').len();
     if int_digits > usize::from(precision.saturating_sub(scale)) {
-        return Err(format!("more than {} digits before the point", precision.saturating_sub(scale)));
+        return Err(format!(
+            "more than {} digits before the point",
+            precision.saturating_sub(scale)
+        ));
     }
     Ok(())
 }
@@ -218,11 +229,23 @@ mod tests {
 
     #[test]
     fn decimals_respect_precision_and_scale() {
-        let t = FieldType::Decimal { precision: 16, scale: 2 };
+        let t = FieldType::Decimal {
+            precision: 16,
+            scale: 2,
+        };
         for ok in ["0", "12.5", "12.50", "-3.01", "99999999999999.99", "007.1"] {
             assert_eq!(t.validate(ok), Ok(()), "{ok}");
         }
-        for bad in ["", ".5", "1.", "1.234", "1e5", "abc", "999999999999999.00", "+1"] {
+        for bad in [
+            "",
+            ".5",
+            "1.",
+            "1.234",
+            "1e5",
+            "abc",
+            "999999999999999.00",
+            "+1",
+        ] {
             assert!(t.validate(bad).is_err(), "{bad}");
         }
         assert_eq!(decimal_to_units("12.5", 2), Some(1250));
@@ -261,7 +284,10 @@ mod tests {
 
     #[test]
     fn integers_and_codes() {
-        let t = FieldType::Integer { min: Some(0), max: Some(150) };
+        let t = FieldType::Integer {
+            min: Some(0),
+            max: Some(150),
+        };
         assert!(t.validate("42").is_ok());
         assert!(t.validate("151").is_err());
         assert!(t.validate("4.2").is_err());

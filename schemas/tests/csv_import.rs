@@ -1,8 +1,8 @@
 //! CSV import: UTF-8 and GB18030, row-level problems with line, column, field,
 //! value and reason, reject-all versus skip.
 
-use pdx_schemas::import::{Encoding, ImportError, OnError, read_csv};
 use pdx_schemas::Schema;
+use pdx_schemas::import::{Encoding, ImportError, OnError, read_csv};
 
 const SCHEMA: &str = r#"
 [dataset]
@@ -41,7 +41,11 @@ fn schema() -> Schema {
 
 type Rows = Vec<Vec<Option<String>>>;
 
-fn import(bytes: &[u8], encoding: Encoding, on_error: OnError) -> (Result<u64, ImportError>, Rows, Vec<String>) {
+fn import(
+    bytes: &[u8],
+    encoding: Encoding,
+    on_error: OnError,
+) -> (Result<u64, ImportError>, Rows, Vec<String>) {
     let s = schema();
     let mut rows = Vec::new();
     let mut rejected = Vec::new();
@@ -70,7 +74,14 @@ fn utf8_with_columns_in_any_order_and_nulls() {
     let csv = "certno,name,amount\n11010519491231002X,张三,12.50\n11010519491231002X,李四,\n";
     let (r, rows, _) = import(csv.as_bytes(), Encoding::Utf8, OnError::Reject);
     assert_eq!(r.ok(), Some(2));
-    assert_eq!(rows[0], vec![Some("张三".into()), Some("11010519491231002X".into()), Some("12.50".into())]);
+    assert_eq!(
+        rows[0],
+        vec![
+            Some("张三".into()),
+            Some("11010519491231002X".into()),
+            Some("12.50".into())
+        ]
+    );
     assert_eq!(rows[1][2], None);
 }
 
@@ -84,7 +95,10 @@ fn gb18030_input_is_decoded() {
     // The same bytes read as UTF-8 are refused with a hint.
     let (r, _, _) = import(&encoded, Encoding::Utf8, OnError::Reject);
     let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(msg.contains("line 2, column 1 (name)") && msg.contains("use --encoding gb18030"), "{msg}");
+    assert!(
+        msg.contains("line 2, column 1 (name)") && msg.contains("use --encoding gb18030"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -92,11 +106,31 @@ fn bad_rows_reject_everything_and_list_line_column_field_value_reason() {
     let csv = "name,certno,amount\n张三,11010519491231002X,1.00\n李四,110105194912310021,2.00\n王五,11010519491231002X,abc\n";
     let (r, _, _) = import(csv.as_bytes(), Encoding::Utf8, OnError::Reject);
     match r {
-        Err(ImportError::Rejected { bad_rows, problems, .. }) => {
+        Err(ImportError::Rejected {
+            bad_rows, problems, ..
+        }) => {
             assert_eq!(bad_rows, 2);
-            assert_eq!((problems[0].line, problems[0].column, problems[0].field.as_str()), (3, 2, "certno"));
-            assert!(problems[0].reason.contains("check digit"), "{}", problems[0].reason);
-            assert_eq!((problems[1].line, problems[1].field.as_str(), problems[1].value.as_str()), (4, "amount", "abc"));
+            assert_eq!(
+                (
+                    problems[0].line,
+                    problems[0].column,
+                    problems[0].field.as_str()
+                ),
+                (3, 2, "certno")
+            );
+            assert!(
+                problems[0].reason.contains("check digit"),
+                "{}",
+                problems[0].reason
+            );
+            assert_eq!(
+                (
+                    problems[1].line,
+                    problems[1].field.as_str(),
+                    problems[1].value.as_str()
+                ),
+                (4, "amount", "abc")
+            );
         }
         other => panic!("expected rejection, got {other:?}"),
     }
@@ -104,25 +138,49 @@ fn bad_rows_reject_everything_and_list_line_column_field_value_reason() {
 
 #[test]
 fn skip_mode_imports_good_rows_and_hands_over_bad_ones() {
-    let csv = "name,certno,amount\n张三,11010519491231002X,1.00\n太长的名字啊,11010519491231002X,1.00\n";
+    let csv =
+        "name,certno,amount\n张三,11010519491231002X,1.00\n太长的名字啊,11010519491231002X,1.00\n";
     let (r, rows, rejected) = import(csv.as_bytes(), Encoding::Utf8, OnError::Skip);
     assert_eq!(r.ok(), Some(1));
     assert_eq!(rows.len(), 1);
     assert_eq!(rejected.len(), 1);
-    assert!(rejected[0].contains("line 3, column 1 (name)") && rejected[0].contains("longer than 4"), "{}", rejected[0]);
+    assert!(
+        rejected[0].contains("line 3, column 1 (name)") && rejected[0].contains("longer than 4"),
+        "{}",
+        rejected[0]
+    );
 }
 
 #[test]
 fn malformed_csv_rows_and_headers_are_reported() {
-    let (r, _, _) = import(b"name,certno,amount\n\"unterminated,1\nx\n", Encoding::Utf8, OnError::Reject);
+    let (r, _, _) = import(
+        b"name,certno,amount\n\"unterminated,1\nx\n",
+        Encoding::Utf8,
+        OnError::Reject,
+    );
     assert!(r.is_err());
-    let (r, _, _) = import("name,certno,amount\n张三,11010519491231002X\n".as_bytes(), Encoding::Utf8, OnError::Reject);
+    let (r, _, _) = import(
+        "name,certno,amount\n张三,11010519491231002X\n".as_bytes(),
+        Encoding::Utf8,
+        OnError::Reject,
+    );
     let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(msg.contains("line 2: row has 2 fields, the header has 3"), "{msg}");
+    assert!(
+        msg.contains("line 2: row has 2 fields, the header has 3"),
+        "{msg}"
+    );
     let (r, _, _) = import(b"name,cert,amount\n", Encoding::Utf8, OnError::Reject);
     let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(msg.contains("columns not in schema people: \"cert\"") && msg.contains("missing from the file: certno"), "{msg}");
-    let (r, _, _) = import("name,certno,amount\n,11010519491231002X,1\n".as_bytes(), Encoding::Utf8, OnError::Reject);
+    assert!(
+        msg.contains("columns not in schema people: \"cert\"")
+            && msg.contains("missing from the file: certno"),
+        "{msg}"
+    );
+    let (r, _, _) = import(
+        "name,certno,amount\n,11010519491231002X,1\n".as_bytes(),
+        Encoding::Utf8,
+        OnError::Reject,
+    );
     let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(msg.contains("not nullable"), "{msg}");
 }

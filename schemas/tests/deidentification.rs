@@ -18,7 +18,10 @@ impl RecordSink for Collect {
                 .map(|v| match v {
                     OutValue::Null => None,
                     OutValue::Text(t) => Some(t.to_string()),
-                    OutValue::Sealed { recipient, ciphertext } => Some(format!("sealed:{recipient}:{}", ciphertext.len())),
+                    OutValue::Sealed {
+                        recipient,
+                        ciphertext,
+                    } => Some(format!("sealed:{recipient}:{}", ciphertext.len())),
                 })
                 .collect(),
         );
@@ -28,13 +31,26 @@ impl RecordSink for Collect {
 
 struct FakeSealer;
 impl FieldSealer for FakeSealer {
-    fn seal(&mut self, _r: usize, _rec: u64, _f: u32, _n: &str, value: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    fn seal(
+        &mut self,
+        _r: usize,
+        _rec: u64,
+        _f: u32,
+        _n: &str,
+        value: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
         out.extend(value.iter().map(|b| b ^ 0x55));
         Ok(())
     }
 }
 
-fn run(schema: &Schema, profile: &str, agreement: &str, rows: &[Vec<Option<&str>>]) -> Result<(Vec<Vec<Option<String>>>, pdx_schemas::report::ReleaseReport), RuleViolation> {
+fn run(
+    schema: &Schema,
+    profile: &str,
+    agreement: &str,
+    rows: &[Vec<Option<&str>>],
+) -> Result<(Vec<Vec<Option<String>>>, pdx_schemas::report::ReleaseReport), RuleViolation> {
     let profile = schema.profile(profile)?;
     let master = PseudonymMaster::from_bytes([1; 32]);
     let engine = Engine::new(schema, profile, agreement, &master);
@@ -46,10 +62,12 @@ fn run(schema: &Schema, profile: &str, agreement: &str, rows: &[Vec<Option<&str>
     let mut emitter = engine.emitter(&decision);
     let mut sink = Collect(Vec::new());
     for r in rows {
-        emitter.emit(r, &mut FakeSealer, &mut sink).map_err(|e| match e {
-            pdx_schemas::engine::EmitError::Rule(v) => v,
-            other => panic!("{other}"),
-        })?;
+        emitter
+            .emit(r, &mut FakeSealer, &mut sink)
+            .map_err(|e| match e {
+                pdx_schemas::engine::EmitError::Rule(v) => v,
+                other => panic!("{other}"),
+            })?;
     }
     Ok((sink.0, decision.report))
 }
@@ -172,16 +190,41 @@ fn schema() -> Schema {
     }
 }
 
-fn row<'a>(pid: &'a str, sex: &'a str, born: &'a str, region: &'a str, diag: &'a str) -> Vec<Option<&'a str>> {
-    vec![Some(pid), Some(sex), Some(born), Some("37"), Some(region), Some("21"), Some(diag), Some("1234.56"), Some("440305")]
+fn row<'a>(
+    pid: &'a str,
+    sex: &'a str,
+    born: &'a str,
+    region: &'a str,
+    diag: &'a str,
+) -> Vec<Option<&'a str>> {
+    vec![
+        Some(pid),
+        Some(sex),
+        Some(born),
+        Some("37"),
+        Some(region),
+        Some("21"),
+        Some(diag),
+        Some("1234.56"),
+        Some("440305"),
+    ]
 }
 
 #[test]
 fn every_treatment_is_applied() -> Result<(), RuleViolation> {
     let s = schema();
-    let (out, _) = run(&s, "all", "A1", &[row("P1", "1", "1980-05-17", "440305", "J18.900")])?;
+    let (out, _) = run(
+        &s,
+        "all",
+        "A1",
+        &[row("P1", "1", "1980-05-17", "440305", "J18.900")],
+    )?;
     let r = &out[0];
-    assert_eq!(r[0].as_deref().map(str::len), Some(32), "pseudonym is 32 hex characters");
+    assert_eq!(
+        r[0].as_deref().map(str::len),
+        Some(32),
+        "pseudonym is 32 hex characters"
+    );
     assert_ne!(r[0].as_deref(), Some("P1"));
     assert_eq!(r[1].as_deref(), Some("X"));
     assert_eq!(r[2].as_deref(), Some("1980-Q2"));
@@ -190,14 +233,21 @@ fn every_treatment_is_applied() -> Result<(), RuleViolation> {
     assert_eq!(r[5].as_deref(), Some("inpatient"));
     assert_eq!(r[6].as_deref(), Some("J18"));
     assert_eq!(r[7].as_deref(), Some(">=1000.00"));
-    assert_eq!(r[8].as_deref(), Some("sealed:0:6"), "sealed for the one recipient 440000");
+    assert_eq!(
+        r[8].as_deref(),
+        Some("sealed:0:6"),
+        "sealed for the one recipient 440000"
+    );
     Ok(())
 }
 
 #[test]
 fn pseudonyms_are_stable_within_an_agreement_and_differ_across() -> Result<(), RuleViolation> {
     let s = schema();
-    let rows = [row("P1", "1", "1980-05-17", "440305", "J18.900"), row("P1", "2", "1990-01-01", "440305", "K35.800")];
+    let rows = [
+        row("P1", "1", "1980-05-17", "440305", "J18.900"),
+        row("P1", "2", "1990-01-01", "440305", "K35.800"),
+    ];
     let (a, _) = run(&s, "all", "A1", &rows)?;
     let (b, _) = run(&s, "all", "A2", &rows)?;
     assert_eq!(a[0][0], a[1][0], "same person, same agreement: linkable");
@@ -209,16 +259,38 @@ fn pseudonyms_are_stable_within_an_agreement_and_differ_across() -> Result<(), R
 fn dataset_rules_refuse_core_not_shareable_internal_and_missing_agreement() {
     let s = schema();
     let stats = &s.profiles["stats"];
-    assert!(matches!(check_external_release(&s, stats, "110000", None), Err(RuleViolation::NeedsAgreement { .. })));
+    assert!(matches!(
+        check_external_release(&s, stats, "110000", None),
+        Err(RuleViolation::NeedsAgreement { .. })
+    ));
     assert!(check_external_release(&s, stats, "110000", Some("A1")).is_ok());
     let leaky = &s.profiles["leaky"];
-    assert!(matches!(check_external_release(&s, leaky, "110000", Some("A1")), Err(RuleViolation::InternalProfile { .. })));
-    let core = Schema::parse(&SCHEMA.replace("grade = \"important\"", "grade = \"core\""), "c.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        check_external_release(&s, leaky, "110000", Some("A1")),
+        Err(RuleViolation::InternalProfile { .. })
+    ));
+    let core = Schema::parse(
+        &SCHEMA.replace("grade = \"important\"", "grade = \"core\""),
+        "c.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let err = check_external_release(&core, &core.profiles["stats"], "110000", Some("A1"));
     assert!(matches!(err, Err(RuleViolation::CoreData { .. })));
-    assert!(err.err().map(|e| e.to_string()).unwrap_or_default().contains("dataset visits, profile stats: rule core-never-leaves"));
-    let closed = Schema::parse(&SCHEMA.replace("sharing = \"conditional\"", "sharing = \"not-shareable\""), "n.toml").unwrap_or_else(|e| panic!("{e}"));
-    assert!(matches!(check_external_release(&closed, &closed.profiles["stats"], "110000", Some("A1")), Err(RuleViolation::NotShareable { .. })));
+    assert!(
+        err.err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+            .contains("dataset visits, profile stats: rule core-never-leaves")
+    );
+    let closed = Schema::parse(
+        &SCHEMA.replace("sharing = \"conditional\"", "sharing = \"not-shareable\""),
+        "n.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        check_external_release(&closed, &closed.profiles["stats"], "110000", Some("A1")),
+        Err(RuleViolation::NotShareable { .. })
+    ));
 }
 
 #[test]
@@ -226,8 +298,14 @@ fn clear_direct_identifier_is_refused_naming_dataset_field_profile_and_rule() {
     let s = schema();
     let mut leaky = s.profiles["leaky"].clone();
     leaky.scope = pdx_schemas::schema::Scope::External;
-    let err = check_external_release(&s, &leaky, "110000", Some("A1")).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(err.contains("dataset visits, profile leaky, field pid: rule no-clear-direct-identifier"), "{err}");
+    let err = check_external_release(&s, &leaky, "110000", Some("A1"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("dataset visits, profile leaky, field pid: rule no-clear-direct-identifier"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -235,8 +313,14 @@ fn unmappable_recipient_is_refused() {
     let s = schema();
     let mut r = row("P1", "1", "1980-05-17", "440305", "J18.900");
     r[8] = Some("44");
-    let err = run(&s, "all", "A1", &[r]).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(err.contains("field insured, record 0: rule encrypt-for-recipient"), "{err}");
+    let err = run(&s, "all", "A1", &[r])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("field insured, record 0: rule encrypt-for-recipient"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -244,7 +328,10 @@ fn k_and_l_are_reached_by_suppression_within_budget() -> Result<(), RuleViolatio
     let s = schema();
     let mut rows = Vec::new();
     // 3 classes of 4 with 2 diagnoses each, and one lone record.
-    for (i, born) in ["1980-01-01", "1981-01-01", "1982-01-01"].iter().enumerate() {
+    for (i, born) in ["1980-01-01", "1981-01-01", "1982-01-01"]
+        .iter()
+        .enumerate()
+    {
         for j in 0..4 {
             let diag = if j % 2 == 0 { "J18.9" } else { "K35.8" };
             rows.push(row(["A", "B", "C"][i], "1", born, "440305", diag));
@@ -262,10 +349,25 @@ fn k_and_l_are_reached_by_suppression_within_budget() -> Result<(), RuleViolatio
 #[test]
 fn privacy_model_over_budget_is_refused_with_the_report() {
     let s = schema();
-    let rows: Vec<_> = (0..8).map(|i| row("A", "1", ["1980-01-01", "1990-01-01"][i % 2], "440305", "J18.9")).collect();
+    let rows: Vec<_> = (0..8)
+        .map(|i| {
+            row(
+                "A",
+                "1",
+                ["1980-01-01", "1990-01-01"][i % 2],
+                "440305",
+                "J18.9",
+            )
+        })
+        .collect();
     // Two classes of 4, but each has only one diagnosis: l = 2 fails everywhere.
     match run(&s, "stats", "A1", &rows) {
-        Err(RuleViolation::PrivacyModel { suppressed, total, report, .. }) => {
+        Err(RuleViolation::PrivacyModel {
+            suppressed,
+            total,
+            report,
+            ..
+        }) => {
             assert_eq!((suppressed, total), (8, 8));
             assert_eq!(report.records_out, 0);
         }
@@ -275,7 +377,11 @@ fn privacy_model_over_budget_is_refused_with_the_report() {
 
 /// Independent check: group released records by their released quasi-identifier
 /// values and count, without using the engine's hashing.
-fn classes(out: &[Vec<Option<String>>], qi_positions: &[usize], diag_pos: usize) -> Vec<(usize, usize)> {
+fn classes(
+    out: &[Vec<Option<String>>],
+    qi_positions: &[usize],
+    diag_pos: usize,
+) -> Vec<(usize, usize)> {
     let mut groups: HashMap<Vec<Option<String>>, (usize, HashSet<Option<String>>)> = HashMap::new();
     for r in out {
         let key: Vec<Option<String>> = qi_positions.iter().map(|&p| r[p].clone()).collect();

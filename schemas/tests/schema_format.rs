@@ -1,11 +1,14 @@
 //! The schema format: the built-in settlement schema is valid, and mistakes are
 //! reported with file, line, key and a hint.
 
-use pdx_schemas::schema::{Grade, IdentifierClass, PiClass, SharingClass, Treatment};
 use pdx_schemas::Schema;
+use pdx_schemas::schema::{Grade, IdentifierClass, PiClass, SharingClass, Treatment};
 
 fn settlement() -> Schema {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/medical_insurance/settlement.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/medical_insurance/settlement.toml"
+    );
     let text = std::fs::read_to_string(path).unwrap_or_default();
     match Schema::parse(&text, "settlement.toml") {
         Ok(s) => s,
@@ -24,9 +27,15 @@ fn settlement_schema_is_valid_and_classifies_identity_fields() {
     assert_eq!(certno.pi, PiClass::SensitivePersonal);
     let clearing = &s.profiles["clearing"];
     let psn_no = s.field_index("psn_no").unwrap_or(usize::MAX);
-    assert!(matches!(clearing.treatments[psn_no], Treatment::EncryptFor(_)));
+    assert!(matches!(
+        clearing.treatments[psn_no],
+        Treatment::EncryptFor(_)
+    ));
     let analytics = &s.profiles["analytics"];
-    assert_eq!((analytics.k, analytics.l.as_ref().map(|l| l.min)), (10, Some(3)));
+    assert_eq!(
+        (analytics.k, analytics.l.as_ref().map(|l| l.min)),
+        (10, Some(3))
+    );
 }
 
 fn errors(toml: &str) -> Vec<String> {
@@ -47,17 +56,29 @@ personal_information = true
 
 #[test]
 fn unknown_type_is_reported_with_line_and_key() {
-    let toml = format!("{HEAD}\n[[field]]\nname = \"a\"\ntype = \"dat\"\nidentifier = \"other\"\npi = \"none\"\n");
+    let toml = format!(
+        "{HEAD}\n[[field]]\nname = \"a\"\ntype = \"dat\"\nidentifier = \"other\"\npi = \"none\"\n"
+    );
     let errs = errors(&toml);
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(errs[0].starts_with("t.toml:11: field.a.type: unknown type \"dat\""), "{}", errs[0]);
+    assert!(
+        errs[0].starts_with("t.toml:11: field.a.type: unknown type \"dat\""),
+        "{}",
+        errs[0]
+    );
 }
 
 #[test]
 fn syntax_and_enum_errors_carry_a_line() {
-    let errs = errors(&format!("{HEAD}\n[[field]]\nname = \"a\"\ntype = \"date\"\nidentifier = \"secret\"\npi = \"none\"\n"));
+    let errs = errors(&format!(
+        "{HEAD}\n[[field]]\nname = \"a\"\ntype = \"date\"\nidentifier = \"secret\"\npi = \"none\"\n"
+    ));
     assert_eq!(errs.len(), 1);
-    assert!(errs[0].contains("t.toml:12") && errs[0].contains("secret"), "{}", errs[0]);
+    assert!(
+        errs[0].contains("t.toml:12") && errs[0].contains("secret"),
+        "{}",
+        errs[0]
+    );
     let errs = errors("[dataset\nid = 1");
     assert!(errs[0].starts_with("t.toml:1:"), "{}", errs[0]);
 }
@@ -65,7 +86,8 @@ fn syntax_and_enum_errors_carry_a_line() {
 #[test]
 fn profiles_must_treat_every_field_and_only_known_ones() {
     let fields = "\n[[field]]\nname = \"a\"\ntype = \"date\"\nidentifier = \"quasi-identifier\"\npi = \"personal\"\n\n[[field]]\nname = \"b\"\ntype = \"integer\"\nidentifier = \"other\"\npi = \"none\"\n";
-    let toml = format!("{HEAD}{fields}\n[profile.p]\n[profile.p.fields]\na = \"keep\"\nc = \"keep\"\n");
+    let toml =
+        format!("{HEAD}{fields}\n[profile.p]\n[profile.p.fields]\na = \"keep\"\nc = \"keep\"\n");
     let errs = errors(&toml).join("\n");
     assert!(errs.contains("profile.p.fields.c: no such field"), "{errs}");
     assert!(errs.contains("no treatment for field b"), "{errs}");
@@ -77,7 +99,10 @@ fn generalisations_must_fit_the_field_type() {
         "{HEAD}\n[[field]]\nname = \"a\"\ntype = \"integer\"\nidentifier = \"quasi-identifier\"\npi = \"personal\"\n\n[profile.p]\n[profile.p.fields]\na = {{ generalize = \"month\" }}\n"
     );
     let errs = errors(&toml).join("\n");
-    assert!(errs.contains("month applies to date/datetime fields, not integer"), "{errs}");
+    assert!(
+        errs.contains("month applies to date/datetime fields, not integer"),
+        "{errs}"
+    );
 }
 
 #[test]

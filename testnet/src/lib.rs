@@ -25,7 +25,10 @@ pub fn pdx_bin() -> Result<PathBuf> {
         }
         dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
     }
-    bail!("cannot find the pdx binary next to {}; build it (cargo build --release -p pdx-node) or set PDX_BIN", exe.display())
+    bail!(
+        "cannot find the pdx binary next to {}; build it (cargo build --release -p pdx-node) or set PDX_BIN",
+        exe.display()
+    )
 }
 
 /// A free UDP port on 127.0.0.1 (the OS picks it; tiny race until the node binds).
@@ -92,14 +95,22 @@ impl Testnet {
             children: Vec::new(),
             pdx: pdx_bin()?,
         };
-        net.pdx_ok(&["ca", "init", "--dir", &net.ca_dir().display().to_string(), "--network", network])?;
+        net.pdx_ok(&[
+            "ca",
+            "init",
+            "--dir",
+            &net.ca_dir().display().to_string(),
+            "--network",
+            network,
+        ])?;
         net.save()?;
         Ok(net)
     }
 
     /// Loads a network created earlier (for `status` and `down`).
     pub fn load(dir: &Path) -> Result<Testnet> {
-        let text = std::fs::read_to_string(state_path(dir)).with_context(|| format!("{}: no testnet here", dir.display()))?;
+        let text = std::fs::read_to_string(state_path(dir))
+            .with_context(|| format!("{}: no testnet here", dir.display()))?;
         let mut net: Testnet = serde_json::from_str(&text)?;
         net.pdx = pdx_bin()?;
         Ok(net)
@@ -151,12 +162,16 @@ impl Testnet {
         let mut a = args.to_vec();
         a.push("--json");
         let text = self.pdx_ok(&a)?;
-        serde_json::from_str(&text).with_context(|| format!("pdx {} printed no JSON: {text}", args.join(" ")))
+        serde_json::from_str(&text)
+            .with_context(|| format!("pdx {} printed no JSON: {text}", args.join(" ")))
     }
 
     /// A node by department.
     pub fn node(&self, dept: &str) -> Result<&NodeInfo> {
-        self.nodes.iter().find(|n| n.dept == dept).ok_or_else(|| anyhow!("no node {dept} in the testnet"))
+        self.nodes
+            .iter()
+            .find(|n| n.dept == dept)
+            .ok_or_else(|| anyhow!("no node {dept} in the testnet"))
     }
 
     /// Home of a node, as a string argument.
@@ -207,7 +222,16 @@ impl Testnet {
         for a in &self.nodes {
             for b in &self.nodes {
                 if a.dept != b.dept {
-                    self.pdx_ok(&["peer", "add", "--home", &a.home.display().to_string(), "--dept", &b.dept, "--addr", &b.addr])?;
+                    self.pdx_ok(&[
+                        "peer",
+                        "add",
+                        "--home",
+                        &a.home.display().to_string(),
+                        "--dept",
+                        &b.dept,
+                        "--addr",
+                        &b.addr,
+                    ])?;
                 }
             }
         }
@@ -217,11 +241,18 @@ impl Testnet {
     /// Starts `pdx serve` for a node and waits until it listens.
     pub fn start(&mut self, dept: &str) -> Result<()> {
         let (home, idx) = {
-            let i = self.nodes.iter().position(|n| n.dept == dept).ok_or_else(|| anyhow!("no node {dept}"))?;
+            let i = self
+                .nodes
+                .iter()
+                .position(|n| n.dept == dept)
+                .ok_or_else(|| anyhow!("no node {dept}"))?;
             (self.nodes[i].home.clone(), i)
         };
         let log_path = home.join("node.log");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         let offset = log.metadata()?.len();
         let mut child = Command::new(&self.pdx)
             .args(["serve", "--home", &home.display().to_string()])
@@ -236,8 +267,12 @@ impl Testnet {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let text = std::fs::read(&log_path).unwrap_or_default();
-            let new = String::from_utf8_lossy(text.get(offset as usize..).unwrap_or_default()).into_owned();
-            if new.lines().any(|l| l.starts_with("pdx serve:") && l.contains("listening")) {
+            let new = String::from_utf8_lossy(text.get(offset as usize..).unwrap_or_default())
+                .into_owned();
+            if new
+                .lines()
+                .any(|l| l.starts_with("pdx serve:") && l.contains("listening"))
+            {
                 break;
             }
             if let Some(status) = child.try_wait()? {
@@ -245,7 +280,10 @@ impl Testnet {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                bail!("pdx serve for {dept} did not start within 30 s; see {}", log_path.display());
+                bail!(
+                    "pdx serve for {dept} did not start within 30 s; see {}",
+                    log_path.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -272,7 +310,9 @@ impl Testnet {
     pub fn stop(&mut self, dept: &str, grace: Duration) -> Result<()> {
         let pid = self.node(dept)?.pid;
         if let Some(mut child) = self.take_child(dept) {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
             let deadline = Instant::now() + grace;
             while Instant::now() < deadline {
                 if child.try_wait()?.is_some() {
@@ -296,7 +336,9 @@ impl Testnet {
             let _ = child.kill();
             let _ = child.wait();
         } else if let Some(pid) = self.node(dept)?.pid {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
         self.mark_stopped(dept)
     }
@@ -341,7 +383,14 @@ impl Testnet {
         let crl = self.ca_dir().join("crl.pem").display().to_string();
         for n in &self.nodes {
             if n.dept != dept {
-                self.pdx_ok(&["crl", "update", "--home", &n.home.display().to_string(), "--crl", &crl])?;
+                self.pdx_ok(&[
+                    "crl",
+                    "update",
+                    "--home",
+                    &n.home.display().to_string(),
+                    "--crl",
+                    &crl,
+                ])?;
             }
         }
         Ok(())
@@ -349,12 +398,16 @@ impl Testnet {
 }
 
 fn stop_pid(pid: u32, grace: Duration) {
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline && Path::new(&format!("/proc/{pid}")).exists() {
         std::thread::sleep(Duration::from_millis(50));
     }
     if Path::new(&format!("/proc/{pid}")).exists() {
-        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
     }
 }

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "pdx-testnet", version, about = "Run networks of real pdx nodes on 127.0.0.1")]
+#[command(
+    name = "pdx-testnet",
+    version,
+    about = "Run networks of real pdx nodes on 127.0.0.1"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -75,7 +79,11 @@ fn parse_nodes(spec: &str) -> Result<Vec<(String, String)>> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Up { dir, nodes, network } => {
+        Cmd::Up {
+            dir,
+            nodes,
+            network,
+        } => {
             let nodes = parse_nodes(&nodes)?;
             let mut net = Testnet::create(&dir, &network)?;
             for (dept, name) in &nodes {
@@ -84,9 +92,19 @@ fn main() -> Result<()> {
             net.connect_all()?;
             net.start_all()?;
             for n in &net.nodes {
-                println!("{:<10} {:<24} {}  home {}", n.dept, n.name, n.addr, n.home.display());
+                println!(
+                    "{:<10} {:<24} {}  home {}",
+                    n.dept,
+                    n.name,
+                    n.addr,
+                    n.home.display()
+                );
             }
-            println!("testnet up in {}; stop it with pdx-testnet down --dir {}", dir.display(), dir.display());
+            println!(
+                "testnet up in {}; stop it with pdx-testnet down --dir {}",
+                dir.display(),
+                dir.display()
+            );
             net.detach();
         }
         Cmd::Scenario(Scenario::TwoNode { dir, json }) => {
@@ -98,14 +116,27 @@ fn main() -> Result<()> {
         Cmd::Status { dir } => {
             let net = Testnet::load(&dir)?;
             for n in &net.nodes {
-                let state = if net.is_running(&n.dept) { "running" } else { "stopped" };
-                println!("{:<10} {:<24} {:<22} {state:<8} pid {}", n.dept, n.name, n.addr, n.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()));
+                let state = if net.is_running(&n.dept) {
+                    "running"
+                } else {
+                    "stopped"
+                };
+                println!(
+                    "{:<10} {:<24} {:<22} {state:<8} pid {}",
+                    n.dept,
+                    n.name,
+                    n.addr,
+                    n.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+                );
             }
         }
         Cmd::Down { dir } => {
             let mut net = Testnet::load(&dir)?;
             net.stop_all(Duration::from_secs(10))?;
-            println!("testnet in {} stopped; node homes kept for inspection", dir.display());
+            println!(
+                "testnet in {} stopped; node homes kept for inspection",
+                dir.display()
+            );
         }
     }
     Ok(())

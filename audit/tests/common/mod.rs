@@ -1,7 +1,13 @@
 //! Fixtures for audit tests: a log in a real RocksDB in a temp dir, keys bound to
 //! a department by a minimal certificate stand-in (the real X.509 check lives in
 //! pdx-node and is exercised by its integration tests).
-#![allow(dead_code, missing_debug_implementations, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    missing_debug_implementations,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use pdx_audit::bundle::{BundleHeader, BundleReader, write_entry, write_header};
 use pdx_audit::checkpoint::{KeyEndorsement, SignedEndorsement};
@@ -44,7 +50,13 @@ pub fn open_db(dir: &Path) -> Arc<rocksdb::DB> {
     Arc::new(rocksdb::DB::open_cf_descriptors(&o, dir, column_families()).unwrap())
 }
 
-pub fn endorse(identity: &SigningKey, dept: &str, log: &LogId, key: &SigningKey, from_seq: u64) -> SignedEndorsement {
+pub fn endorse(
+    identity: &SigningKey,
+    dept: &str,
+    log: &LogId,
+    key: &SigningKey,
+    from_seq: u64,
+) -> SignedEndorsement {
     SignedEndorsement::sign(
         &KeyEndorsement {
             log_id: log.to_text(),
@@ -128,7 +140,12 @@ pub fn verify_path(path: &Path, witnesses: &[&Path]) -> Report {
     let inputs = VerifyInputs {
         witnesses: witnesses
             .iter()
-            .map(|w| (w.display().to_string(), pdx_audit::bundle::read_header(w).unwrap()))
+            .map(|w| {
+                (
+                    w.display().to_string(),
+                    pdx_audit::bundle::read_header(w).unwrap(),
+                )
+            })
             .collect(),
         trusted: Vec::new(),
         certificates: Some(&RawCerts),

@@ -483,7 +483,9 @@ pub enum AuditCmd {
 fn time_arg(s: &str) -> Result<u64> {
     if let Some((y, m, d)) = pdx_schemas::types::parse_date(s) {
         let date = time::Date::from_calendar_date(y, time::Month::try_from(m as u8)?, d as u8)?;
-        return Ok(u64::try_from(date.midnight().assume_utc().unix_timestamp() * 1000)?);
+        return Ok(u64::try_from(
+            date.midnight().assume_utc().unix_timestamp() * 1000,
+        )?);
     }
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .map_err(|e| anyhow!("{s:?}: not YYYY-MM-DD or RFC 3339: {e}"))?;
@@ -516,14 +518,31 @@ pub fn node_request(cmd: &Command) -> Result<(PathBuf, Request, Option<PathBuf>)
         Command::Datasets(home) => h(home, Request::Datasets),
         Command::Grant(g) => {
             let home_of = |home: &Option<PathBuf>| {
-                home.clone().ok_or_else(|| anyhow!(Exit { code: 64, message: "--home is required".into() }))
+                home.clone().ok_or_else(|| {
+                    anyhow!(Exit {
+                        code: 64,
+                        message: "--home is required".into()
+                    })
+                })
             };
             match &g.sub {
                 Some(GrantCmd::List(home)) => h(home, Request::GrantList),
-                Some(GrantCmd::Revoke { home, id }) => h(home, Request::GrantRevoke { id: id.clone() }),
+                Some(GrantCmd::Revoke { home, id }) => {
+                    h(home, Request::GrantRevoke { id: id.clone() })
+                }
                 None => {
-                    let expires_ms = g.expires.as_deref().map(pdx_node::grants::parse_expiry).transpose().map_err(node_error)?;
-                    let missing = |what: &str| anyhow!(Exit { code: 64, message: format!("--{what} is required") });
+                    let expires_ms = g
+                        .expires
+                        .as_deref()
+                        .map(pdx_node::grants::parse_expiry)
+                        .transpose()
+                        .map_err(node_error)?;
+                    let missing = |what: &str| {
+                        anyhow!(Exit {
+                            code: 64,
+                            message: format!("--{what} is required")
+                        })
+                    };
                     Ok((
                         home_of(&g.home)?,
                         Request::Grant {
@@ -539,7 +558,12 @@ pub fn node_request(cmd: &Command) -> Result<(PathBuf, Request, Option<PathBuf>)
                 }
             }
         }
-        Command::Catalog(a) => h(&a.home, Request::Catalog { peer: a.peer.clone() }),
+        Command::Catalog(a) => h(
+            &a.home,
+            Request::Catalog {
+                peer: a.peer.clone(),
+            },
+        ),
         Command::Fetch(a) => h(
             &a.home,
             Request::Fetch {
@@ -585,9 +609,21 @@ pub fn node_request(cmd: &Command) -> Result<(PathBuf, Request, Option<PathBuf>)
             },
         ),
         Command::Status(home) => h(home, Request::Status),
-        Command::Crl(CrlCmd::Update { home, crl }) => h(home, Request::CrlUpdate { crl: absolute(crl)? }),
-        Command::Key(KeyCmd::Rotate { home, kind }) => h(home, Request::KeyRotate { kind: kind.clone() }),
-        Command::Key(KeyCmd::Retire { home, key_id }) => h(home, Request::KeyRetire { key_id: key_id.clone() }),
+        Command::Crl(CrlCmd::Update { home, crl }) => h(
+            home,
+            Request::CrlUpdate {
+                crl: absolute(crl)?,
+            },
+        ),
+        Command::Key(KeyCmd::Rotate { home, kind }) => {
+            h(home, Request::KeyRotate { kind: kind.clone() })
+        }
+        Command::Key(KeyCmd::Retire { home, key_id }) => h(
+            home,
+            Request::KeyRetire {
+                key_id: key_id.clone(),
+            },
+        ),
         Command::Keys(KeysCmd::Fetch { home, peer, of }) => h(
             home,
             Request::KeysFetch {
@@ -596,9 +632,20 @@ pub fn node_request(cmd: &Command) -> Result<(PathBuf, Request, Option<PathBuf>)
             },
         ),
         Command::Keys(KeysCmd::List(home)) => h(home, Request::KeysList),
-        Command::Audit(AuditCmd::Export { home, out }) => h(home, Request::AuditExport { out: absolute(out)? }),
+        Command::Audit(AuditCmd::Export { home, out }) => h(
+            home,
+            Request::AuditExport {
+                out: absolute(out)?,
+            },
+        ),
         Command::Audit(AuditCmd::Prove { home, seq }) => h(home, Request::AuditProve { seq: *seq }),
-        Command::Audit(AuditCmd::Consistency { home, from, to }) => h(home, Request::AuditConsistency { from: *from, to: *to }),
+        Command::Audit(AuditCmd::Consistency { home, from, to }) => h(
+            home,
+            Request::AuditConsistency {
+                from: *from,
+                to: *to,
+            },
+        ),
         Command::Audit(AuditCmd::Checkpoint { home, out }) => h(
             home,
             Request::AuditCheckpoint {
@@ -674,7 +721,9 @@ pub fn run_schema(c: &SchemaCmd, json: bool) -> Result<u8> {
                 "digest": schema.digest.to_hex()});
             render::print(json, &v, render::generic);
         }
-        SchemaCmd::Show { .. } => render::print(json, &render::schema_json(&schema), render::schema),
+        SchemaCmd::Show { .. } => {
+            render::print(json, &render::schema_json(&schema), render::schema)
+        }
     }
     Ok(0)
 }

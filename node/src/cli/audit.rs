@@ -32,7 +32,12 @@ pub async fn run(cmd: &AuditCmd, cli: &Cli, operator: &str) -> Result<u8> {
                     node_command(h, None, req, operator, true).await?;
                     (out, Some(TempDir(dir)))
                 }
-                _ => return Err(anyhow!(Exit { code: 64, message: "give a BUNDLE or --home HOME".into() })),
+                _ => {
+                    return Err(anyhow!(Exit {
+                        code: 64,
+                        message: "give a BUNDLE or --home HOME".into()
+                    }));
+                }
             };
             let report = verify_bundle(&path, witness, checkpoint, ca.as_deref())?;
             let code = report.verdict.exit_code() as u8;
@@ -53,7 +58,12 @@ pub async fn run(cmd: &AuditCmd, cli: &Cli, operator: &str) -> Result<u8> {
             }
             let readers = bundles
                 .iter()
-                .map(|b| Ok((b.display().to_string(), BundleReader::open(b).map_err(|e| anyhow!("{e}"))?)))
+                .map(|b| {
+                    Ok((
+                        b.display().to_string(),
+                        BundleReader::open(b).map_err(|e| anyhow!("{e}"))?,
+                    ))
+                })
                 .collect::<Result<Vec<_>>>()?;
             let rec = pdx_audit::reconcile::reconcile(readers).map_err(|e| anyhow!("{e}"))?;
             let clean = rec.is_clean() && !tampered;
@@ -62,7 +72,12 @@ pub async fn run(cmd: &AuditCmd, cli: &Cli, operator: &str) -> Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for b in &verdicts {
-                    println!("{:<8} {}  {}", b["dept"].as_str().unwrap_or("-"), verdict_word(&b["verdict"]), b["bundle"].as_str().unwrap_or(""));
+                    println!(
+                        "{:<8} {}  {}",
+                        b["dept"].as_str().unwrap_or("-"),
+                        verdict_word(&b["verdict"]),
+                        b["bundle"].as_str().unwrap_or("")
+                    );
                 }
                 println!("{} transfers matched in both logs", rec.matched);
                 if rec.mismatches.is_empty() {
@@ -70,14 +85,22 @@ pub async fn run(cmd: &AuditCmd, cli: &Cli, operator: &str) -> Result<u8> {
                 } else {
                     println!("{} mismatches:", rec.mismatches.len());
                     for m in &rec.mismatches {
-                        println!("  {:<22} {} -> {}  release {}: {}", format!("{:?}", m.kind), m.from, m.to, m.release, m.detail);
+                        println!(
+                            "  {:<22} {} -> {}  release {}: {}",
+                            format!("{:?}", m.kind),
+                            m.from,
+                            m.to,
+                            m.release,
+                            m.detail
+                        );
                     }
                 }
             }
             Ok(if clean { 0 } else { 2 })
         }
         other => {
-            let (home, request, pass) = super::args::node_request(&Command::Audit(clone_cmd(other)))?;
+            let (home, request, pass) =
+                super::args::node_request(&Command::Audit(clone_cmd(other)))?;
             let value = node_command(&home, pass.as_deref(), request, operator, cli.json).await?;
             let renderer: render::Renderer = match other {
                 AuditCmd::Show { .. } => show,
@@ -99,14 +122,23 @@ fn verdict_word(v: &Value) -> &'static str {
 
 fn clone_cmd(c: &AuditCmd) -> AuditCmd {
     match c {
-        AuditCmd::Export { home, out } => AuditCmd::Export { home: home.clone(), out: out.clone() },
-        AuditCmd::Prove { home, seq } => AuditCmd::Prove { home: home.clone(), seq: *seq },
+        AuditCmd::Export { home, out } => AuditCmd::Export {
+            home: home.clone(),
+            out: out.clone(),
+        },
+        AuditCmd::Prove { home, seq } => AuditCmd::Prove {
+            home: home.clone(),
+            seq: *seq,
+        },
         AuditCmd::Consistency { home, from, to } => AuditCmd::Consistency {
             home: home.clone(),
             from: *from,
             to: *to,
         },
-        AuditCmd::Checkpoint { home, out } => AuditCmd::Checkpoint { home: home.clone(), out: out.clone() },
+        AuditCmd::Checkpoint { home, out } => AuditCmd::Checkpoint {
+            home: home.clone(),
+            out: out.clone(),
+        },
         AuditCmd::Show {
             home,
             dataset,
@@ -124,19 +156,33 @@ fn clone_cmd(c: &AuditCmd) -> AuditCmd {
             until: until.clone(),
             limit: *limit,
         },
-        AuditCmd::Verify { .. } | AuditCmd::Reconcile { .. } => AuditCmd::Reconcile { bundles: Vec::new(), ca: None },
+        AuditCmd::Verify { .. } | AuditCmd::Reconcile { .. } => AuditCmd::Reconcile {
+            bundles: Vec::new(),
+            ca: None,
+        },
     }
 }
 
 fn show(v: &Value) {
-    let Some(a) = v.as_array() else { return render::generic(v) };
+    let Some(a) = v.as_array() else {
+        return render::generic(v);
+    };
     for e in a {
         let t = e["time_ms"]
             .as_u64()
-            .and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok())
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .and_then(|ms| {
+                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+            })
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
             .unwrap_or_default();
-        let opt = |k: &str| e[k].as_str().map(|x| format!(" {k}={x}")).unwrap_or_default();
+        let opt = |k: &str| {
+            e[k].as_str()
+                .map(|x| format!(" {k}={x}"))
+                .unwrap_or_default()
+        };
         println!(
             "{:>6} {t} {:<26} {}{}{}{}{}{}",
             e["seq"],
@@ -145,15 +191,28 @@ fn show(v: &Value) {
             opt("dataset"),
             opt("counterparty"),
             opt("release"),
-            e["record_count"].as_u64().map(|n| format!(" records={n}")).unwrap_or_default(),
+            e["record_count"]
+                .as_u64()
+                .map(|n| format!(" records={n}"))
+                .unwrap_or_default(),
             opt("detail")
         );
     }
 }
 
 /// Verifies one bundle with witnesses, trusted checkpoints and a CA.
-pub fn verify_bundle(path: &Path, witnesses: &[PathBuf], checkpoints: &[PathBuf], ca: Option<&Path>) -> Result<Report> {
-    let reader = BundleReader::open(path).map_err(|e| anyhow!(Exit { code: 1, message: e.to_string() }))?;
+pub fn verify_bundle(
+    path: &Path,
+    witnesses: &[PathBuf],
+    checkpoints: &[PathBuf],
+    ca: Option<&Path>,
+) -> Result<Report> {
+    let reader = BundleReader::open(path).map_err(|e| {
+        anyhow!(Exit {
+            code: 1,
+            message: e.to_string()
+        })
+    })?;
     let ca_certs: Vec<CertificateDer<'static>> = match ca {
         Some(p) => pki::read_certs(p).map_err(node_error)?,
         None => vec![CertificateDer::from(reader.header().ca_certificate.clone())],
@@ -164,15 +223,18 @@ pub fn verify_bundle(path: &Path, witnesses: &[PathBuf], checkpoints: &[PathBuf]
         ..Default::default()
     };
     for w in witnesses {
-        inputs
-            .witnesses
-            .push((w.display().to_string(), read_header(w).map_err(|e| anyhow!("{e}"))?));
+        inputs.witnesses.push((
+            w.display().to_string(),
+            read_header(w).map_err(|e| anyhow!("{e}"))?,
+        ));
     }
     for c in checkpoints {
         let bytes = std::fs::read(c).map_err(|e| anyhow!("{}: {e}", c.display()))?;
-        let cp: SignedCheckpoint =
-            pdx_crypto::wire::from_cbor(&bytes, "checkpoint file").map_err(|e| anyhow!("{}: {e}", c.display()))?;
-        inputs.trusted.push((format!("trusted checkpoint {}", c.display()), cp));
+        let cp: SignedCheckpoint = pdx_crypto::wire::from_cbor(&bytes, "checkpoint file")
+            .map_err(|e| anyhow!("{}: {e}", c.display()))?;
+        inputs
+            .trusted
+            .push((format!("trusted checkpoint {}", c.display()), cp));
     }
     verify(reader, &path.display().to_string(), &inputs).map_err(|e| anyhow!("{e}"))
 }
@@ -181,9 +243,18 @@ fn print_report(r: &Report) {
     println!("bundle       {}", r.bundle);
     println!("log          {} ({})", r.log_id, r.dept);
     println!("entries      {}  root {}", r.entries, r.root);
-    println!("checkpoints  {}/{} verified", r.checkpoints_verified, r.checkpoints_total);
-    println!("cosignatures {} peer cosignatures match", r.cosignatures_verified);
-    println!("external     {} witness/trusted checkpoints of this log checked", r.external_checkpoints_checked);
+    println!(
+        "checkpoints  {}/{} verified",
+        r.checkpoints_verified, r.checkpoints_total
+    );
+    println!(
+        "cosignatures {} peer cosignatures match",
+        r.cosignatures_verified
+    );
+    println!(
+        "external     {} witness/trusted checkpoints of this log checked",
+        r.external_checkpoints_checked
+    );
     println!("keys         {}", r.keys.join("; "));
     let verdict = match r.verdict {
         Verdict::Valid => "VALID",
@@ -197,7 +268,14 @@ fn print_report(r: &Report) {
             Severity::Unverifiable => "UNVERIFIABLE",
         };
         let at = f.at.map(|a| format!(" at {a}")).unwrap_or_default();
-        println!("  {sev:<12} {:<18}{at}: {}", serde_json::to_value(f.case).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(), f.detail);
+        println!(
+            "  {sev:<12} {:<18}{at}: {}",
+            serde_json::to_value(f.case)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            f.detail
+        );
     }
 }
 
@@ -210,7 +288,10 @@ impl Drop for TempDir {
 }
 
 fn tempdir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("pdx-verify-{}", hex::encode(pdx_crypto::rng::bytes::<8>()?)));
+    let dir = std::env::temp_dir().join(format!(
+        "pdx-verify-{}",
+        hex::encode(pdx_crypto::rng::bytes::<8>()?)
+    ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }

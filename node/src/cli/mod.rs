@@ -69,9 +69,16 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PDX_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PDX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pdx: cannot start the async runtime: {e}");
@@ -98,13 +105,17 @@ fn operator(cli: &Cli) -> String {
 
 fn read_passphrase(file: Option<&Path>, confirm: bool) -> Result<Option<Passphrase>> {
     if let Some(f) = file {
-        return Ok(Some(pdx_node::keys::passphrase_from_file(f).map_err(node_error)?));
+        return Ok(Some(
+            pdx_node::keys::passphrase_from_file(f).map_err(node_error)?,
+        ));
     }
     if !confirm {
         return Ok(None);
     }
     if !std::io::stdin().is_terminal() {
-        return Err(anyhow!("--passphrase-prompt needs a terminal; use --passphrase-file FILE"));
+        return Err(anyhow!(
+            "--passphrase-prompt needs a terminal; use --passphrase-file FILE"
+        ));
     }
     let a = rpassword::prompt_password("passphrase for the node keys: ")?;
     let b = rpassword::prompt_password("repeat: ")?;
@@ -118,7 +129,9 @@ fn unlock(home: &Home, file: Option<&Path>) -> Result<Option<Passphrase>> {
     if let Some(p) = read_passphrase(file, false)? {
         return Ok(Some(p));
     }
-    let protected = pdx_node::config::Config::load(home).map(|c| c.passphrase_protected).unwrap_or(false);
+    let protected = pdx_node::config::Config::load(home)
+        .map(|c| c.passphrase_protected)
+        .unwrap_or(false);
     if protected && std::io::stdin().is_terminal() {
         let p = rpassword::prompt_password("passphrase for the node keys: ")?;
         return Ok(Some(Passphrase::new(p.into_bytes())));
@@ -131,7 +144,9 @@ pub fn absolute(p: &Path) -> Result<String> {
     let abs = if p.is_absolute() {
         p.to_path_buf()
     } else {
-        std::env::current_dir().context("current directory")?.join(p)
+        std::env::current_dir()
+            .context("current directory")?
+            .join(p)
     };
     Ok(abs.display().to_string())
 }
@@ -181,19 +196,30 @@ impl Progress for Bars {
 
 fn progress(json: bool) -> Arc<dyn Progress> {
     if !json && std::io::stderr().is_terminal() {
-        Arc::new(Bars { bar: Mutex::new(None) })
+        Arc::new(Bars {
+            bar: Mutex::new(None),
+        })
     } else {
         Arc::new(NoProgress)
     }
 }
 
 /// Runs a node command: through a running node's admin socket, or in-process.
-async fn node_command(home: &Path, passphrase_file: Option<&Path>, request: Request, operator: &str, json: bool) -> Result<serde_json::Value> {
+async fn node_command(
+    home: &Path,
+    passphrase_file: Option<&Path>,
+    request: Request,
+    operator: &str,
+    json: bool,
+) -> Result<serde_json::Value> {
     let home = Home::new(home);
     if !home.config().exists() {
         return Err(anyhow!(Exit {
             code: 5,
-            message: format!("{} is not a pdx home (no pdx.toml); create one with `pdx init`", home.root().display()),
+            message: format!(
+                "{} is not a pdx home (no pdx.toml); create one with `pdx init`",
+                home.root().display()
+            ),
         }));
     }
     let p = progress(json);
@@ -201,15 +227,25 @@ async fn node_command(home: &Path, passphrase_file: Option<&Path>, request: Requ
         operator: operator.to_string(),
         request: request.clone(),
     };
-    match admin::call(&home.admin_socket(), &call, p.as_ref()).await.map_err(node_error)? {
+    match admin::call(&home.admin_socket(), &call, p.as_ref())
+        .await
+        .map_err(node_error)?
+    {
         Some(Ok(v)) => return Ok(v),
-        Some(Err((kind, message))) => return Err(anyhow!(Exit { code: kind_code(kind), message })),
+        Some(Err((kind, message))) => {
+            return Err(anyhow!(Exit {
+                code: kind_code(kind),
+                message
+            }));
+        }
         None => {}
     }
     let pass = unlock(&home, passphrase_file)?;
     let node = Arc::new(Node::open(&home, pass).map_err(node_error)?);
     let net = Net::client(node.clone()).map_err(node_error)?;
-    let result = commands::execute(&net, request, operator, p).await.map_err(node_error);
+    let result = commands::execute(&net, request, operator, p)
+        .await
+        .map_err(node_error);
     net.shutdown().await;
     result
 }
@@ -222,7 +258,13 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Schema(c) => args::run_schema(c, json),
         Command::Init(a) => {
             let pass = read_passphrase(a.passphrase_file.as_deref(), a.passphrase_prompt)?;
-            let out = Node::init(&Home::new(&a.home), &a.cert_dir, &a.listen, pass.as_deref().map(|p| p.as_slice())).map_err(node_error)?;
+            let out = Node::init(
+                &Home::new(&a.home),
+                &a.cert_dir,
+                &a.listen,
+                pass.as_deref().map(|p| p.as_slice()),
+            )
+            .map_err(node_error)?;
             render::print(json, &serde_json::to_value(&out)?, render::init);
             Ok(0)
         }
@@ -252,7 +294,8 @@ async fn serve(home: &Path, passphrase_file: Option<&Path>, operator: &str) -> R
     let admin = tokio::spawn(async move { admin::serve(admin_net, &admin_path).await });
     let server = tokio::spawn(net.clone().serve());
     let ckpt_node = node.clone();
-    let interval = std::time::Duration::from_millis(node.config.audit.checkpoint_interval_ms.max(100));
+    let interval =
+        std::time::Duration::from_millis(node.config.audit.checkpoint_interval_ms.max(100));
     let ticker = tokio::spawn(async move {
         let mut t = tokio::time::interval(interval);
         loop {
@@ -261,7 +304,12 @@ async fn serve(home: &Path, passphrase_file: Option<&Path>, operator: &str) -> R
             let _ = tokio::task::spawn_blocking(move || n.audit.maybe_checkpoint()).await;
         }
     });
-    println!("pdx serve: {} ({}) listening on {addr}, admin socket {}", node.config.dept, node.config.name, socket.display());
+    println!(
+        "pdx serve: {} ({}) listening on {addr}, admin socket {}",
+        node.config.dept,
+        node.config.name,
+        socket.display()
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

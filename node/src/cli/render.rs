@@ -25,8 +25,13 @@ fn s(v: &Value) -> String {
 
 fn time(v: &Value) -> String {
     v.as_u64()
-        .and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok())
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|ms| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+        })
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| "-".into())
 }
 
@@ -43,7 +48,13 @@ pub fn generic(v: &Value) {
         Value::Array(a) => {
             for x in a {
                 match x {
-                    Value::Object(m) => println!("{}", m.iter().map(|(k, x)| format!("{k}={}", s(x))).collect::<Vec<_>>().join("  ")),
+                    Value::Object(m) => println!(
+                        "{}",
+                        m.iter()
+                            .map(|(k, x)| format!("{k}={}", s(x)))
+                            .collect::<Vec<_>>()
+                            .join("  ")
+                    ),
                     other => println!("{}", s(other)),
                 }
             }
@@ -55,7 +66,12 @@ pub fn generic(v: &Value) {
 fn table(rows: &[Vec<String>]) {
     let cols = rows.first().map(Vec::len).unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().map(|r| r.get(c).map(|x| x.chars().count()).unwrap_or(0)).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map(|x| x.chars().count()).unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for r in rows {
         let line: Vec<String> = r
@@ -68,14 +84,26 @@ fn table(rows: &[Vec<String>]) {
 }
 
 fn rows(v: &Value, header: &[&str], keys: &[&str]) {
-    let Some(a) = v.as_array() else { return generic(v) };
+    let Some(a) = v.as_array() else {
+        return generic(v);
+    };
     if a.is_empty() {
         println!("(none)");
         return;
     }
     let mut out = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
     for x in a {
-        out.push(keys.iter().map(|k| if k.ends_with("_ms") { time(&x[*k]) } else { s(&x[*k]) }).collect());
+        out.push(
+            keys.iter()
+                .map(|k| {
+                    if k.ends_with("_ms") {
+                        time(&x[*k])
+                    } else {
+                        s(&x[*k])
+                    }
+                })
+                .collect(),
+        );
     }
     table(&out);
 }
@@ -96,7 +124,11 @@ pub fn init(v: &Value) {
 }
 
 fn datasets(v: &Value) {
-    rows(v, &["DATASET", "SCHEMA", "ROWS", "IMPORTED", "DIGEST"], &["dataset", "schema", "rows", "imported_ms", "digest"]);
+    rows(
+        v,
+        &["DATASET", "SCHEMA", "ROWS", "IMPORTED", "DIGEST"],
+        &["dataset", "schema", "rows", "imported_ms", "digest"],
+    );
 }
 
 fn grants(v: &Value) {
@@ -115,24 +147,71 @@ fn grants(v: &Value) {
     }
     rows(
         v,
-        &["ID", "TO", "DATASET", "PROFILE", "PURPOSE", "AGREEMENT", "EXPIRES", "REVOKED"],
-        &["id", "to", "dataset", "profile", "purpose", "agreement", "expires_ms", "revoked_ms"],
+        &[
+            "ID",
+            "TO",
+            "DATASET",
+            "PROFILE",
+            "PURPOSE",
+            "AGREEMENT",
+            "EXPIRES",
+            "REVOKED",
+        ],
+        &[
+            "id",
+            "to",
+            "dataset",
+            "profile",
+            "purpose",
+            "agreement",
+            "expires_ms",
+            "revoked_ms",
+        ],
     );
 }
 
 fn catalog(v: &Value) {
     rows(
         v,
-        &["DATASET", "PROFILE", "PURPOSE", "AGREEMENT", "RECORDS", "GRADE", "SHARING", "TITLE"],
-        &["dataset", "profile", "purpose", "agreement", "records", "grade", "sharing", "title"],
+        &[
+            "DATASET",
+            "PROFILE",
+            "PURPOSE",
+            "AGREEMENT",
+            "RECORDS",
+            "GRADE",
+            "SHARING",
+            "TITLE",
+        ],
+        &[
+            "dataset",
+            "profile",
+            "purpose",
+            "agreement",
+            "records",
+            "grade",
+            "sharing",
+            "title",
+        ],
     );
 }
 
 fn releases(v: &Value) {
     rows(
         v,
-        &["DIR", "RELEASE", "DATASET", "PROFILE", "PEER", "RECORDS", "CHUNKS", "STATE"],
-        &["direction", "release", "dataset", "profile", "peer", "records", "chunks", "complete"],
+        &[
+            "DIR", "RELEASE", "DATASET", "PROFILE", "PEER", "RECORDS", "CHUNKS", "STATE",
+        ],
+        &[
+            "direction",
+            "release",
+            "dataset",
+            "profile",
+            "peer",
+            "records",
+            "chunks",
+            "complete",
+        ],
     );
 }
 
@@ -147,17 +226,30 @@ fn import(v: &Value) {
     );
     if let Some(p) = v["problems"].as_array() {
         for x in p.iter().take(20) {
-            println!("  line {}, column {} ({}): {}", s(&x["line"]), s(&x["column"]), s(&x["field"]), s(&x["reason"]));
+            println!(
+                "  line {}, column {} ({}): {}",
+                s(&x["line"]),
+                s(&x["column"]),
+                s(&x["field"]),
+                s(&x["reason"])
+            );
         }
     }
 }
 
 fn fetch(v: &Value) {
     if v["already_complete"].as_bool() == Some(true) {
-        println!("release {} from {} is already complete here; nothing transferred", s(&v["release"]), s(&v["sender"]));
+        println!(
+            "release {} from {} is already complete here; nothing transferred",
+            s(&v["release"]),
+            s(&v["sender"])
+        );
         return;
     }
-    let resumed = v["resumed_from"].as_u64().map(|c| format!(" (resumed at chunk {c})")).unwrap_or_default();
+    let resumed = v["resumed_from"]
+        .as_u64()
+        .map(|c| format!(" (resumed at chunk {c})"))
+        .unwrap_or_default();
     println!(
         "received release {} of {}/{} from {}: {} records in {} chunks{resumed}\n  content digest {}\n  signed receipt accepted by the sender; audit entry {}",
         s(&v["release"]),
@@ -172,7 +264,13 @@ fn fetch(v: &Value) {
 }
 
 fn status(v: &Value) {
-    println!("{} ({})  network {}  listening {}", s(&v["dept"]), s(&v["name"]), s(&v["network"]), s(&v["listen"]));
+    println!(
+        "{} ({})  network {}  listening {}",
+        s(&v["dept"]),
+        s(&v["name"]),
+        s(&v["network"]),
+        s(&v["listen"])
+    );
     println!(
         "audit log {}: {} entries, checkpoint at {} ({} ms old)",
         s(&v["log_id"]),
@@ -182,9 +280,17 @@ fn status(v: &Value) {
     );
     println!("datasets: {}", s(&v["datasets"]));
     println!("peers:");
-    rows(&v["peers"], &["  DEPT", "ADDR", "LAST CONTACT", "LAST ERROR"], &["dept", "addr", "last_contact_ms", "last_error"]);
+    rows(
+        &v["peers"],
+        &["  DEPT", "ADDR", "LAST CONTACT", "LAST ERROR"],
+        &["dept", "addr", "last_contact_ms", "last_error"],
+    );
     println!("pending transfers in:");
-    rows(&v["pending_transfers_in"], &["  RELEASE", "FROM", "DATASET", "STORED", "CHUNKS"], &["release", "from", "dataset", "stored", "chunks"]);
+    rows(
+        &v["pending_transfers_in"],
+        &["  RELEASE", "FROM", "DATASET", "STORED", "CHUNKS"],
+        &["release", "from", "dataset", "stored", "chunks"],
+    );
 }
 
 /// JSON form of a schema for `schema show`.
@@ -208,13 +314,33 @@ pub fn schema_json(schema: &pdx_schemas::Schema) -> Value {
 pub fn schema(v: &Value) {
     let d = &v["dataset"];
     println!("dataset {} — {}", s(&d["id"]), s(&d["title"]));
-    println!("  grade {}  sharing {}  personal information {}", s(&d["grade"]), s(&d["sharing"]), s(&d["personal_information"]));
+    println!(
+        "  grade {}  sharing {}  personal information {}",
+        s(&d["grade"]),
+        s(&d["sharing"]),
+        s(&d["personal_information"])
+    );
     println!("fields:");
-    rows(&v["fields"], &["  NAME", "TYPE", "NULL", "IDENTIFIER", "PI"], &["name", "type", "nullable", "identifier", "pi"]);
+    rows(
+        &v["fields"],
+        &["  NAME", "TYPE", "NULL", "IDENTIFIER", "PI"],
+        &["name", "type", "nullable", "identifier", "pi"],
+    );
     if let Some(ps) = v["profiles"].as_array() {
         for p in ps {
-            println!("profile {} (scope {}, k={}, l={}, max suppression {})", s(&p["name"]), s(&p["scope"]), s(&p["k"]), s(&p["l"]), s(&p["max_suppression"]));
-            rows(&p["treatments"], &["  FIELD", "TREATMENT"], &["field", "treatment"]);
+            println!(
+                "profile {} (scope {}, k={}, l={}, max suppression {})",
+                s(&p["name"]),
+                s(&p["scope"]),
+                s(&p["k"]),
+                s(&p["l"]),
+                s(&p["max_suppression"])
+            );
+            rows(
+                &p["treatments"],
+                &["  FIELD", "TREATMENT"],
+                &["field", "treatment"],
+            );
         }
     }
 }
@@ -224,7 +350,14 @@ pub fn renderer(cmd: &Command) -> Renderer {
     use super::args::{GrantCmd, PeerCmd};
     match cmd {
         Command::Datasets(_) => datasets,
-        Command::Grant(g) if matches!(g.sub, Some(GrantCmd::List(_)) | None | Some(GrantCmd::Revoke { .. })) => grants,
+        Command::Grant(g)
+            if matches!(
+                g.sub,
+                Some(GrantCmd::List(_)) | None | Some(GrantCmd::Revoke { .. })
+            ) =>
+        {
+            grants
+        }
         Command::Catalog(_) => catalog,
         Command::Releases(_) => releases,
         Command::Import(_) => import,

@@ -42,12 +42,17 @@ impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FrameError::TooLarge { msg_type, len, cap } => {
-                write!(f, "frame of {len} bytes for message type {msg_type} exceeds its cap of {cap} bytes")
+                write!(
+                    f,
+                    "frame of {len} bytes for message type {msg_type} exceeds its cap of {cap} bytes"
+                )
             }
             FrameError::BadHeader => f.write_str("frame body is not a [type, payload] CBOR array"),
             FrameError::UnknownType(t) => write!(f, "unknown message type {t}"),
             FrameError::TooShort => f.write_str("frame body shorter than its header"),
-            FrameError::Truncated { have } => write!(f, "stream ended inside a frame ({have} bytes buffered)"),
+            FrameError::Truncated { have } => {
+                write!(f, "stream ended inside a frame ({have} bytes buffered)")
+            }
         }
     }
 }
@@ -111,7 +116,11 @@ impl FrameDecoder {
         }
         let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
         if len > MAX_FRAME {
-            return Err(FrameError::TooLarge { msg_type: 0, len, cap: MAX_FRAME });
+            return Err(FrameError::TooLarge {
+                msg_type: 0,
+                len,
+                cap: MAX_FRAME,
+            });
         }
         if len < 2 {
             return Err(FrameError::TooShort);
@@ -126,7 +135,11 @@ impl FrameDecoder {
         let msg_type = MsgType::from_u8(t).ok_or(FrameError::UnknownType(t))?;
         let cap = msg_type.cap();
         if len > cap {
-            return Err(FrameError::TooLarge { msg_type: t, len, cap });
+            return Err(FrameError::TooLarge {
+                msg_type: t,
+                len,
+                cap,
+            });
         }
         if avail.len() < 4 + len {
             return Ok(None);
@@ -148,7 +161,9 @@ impl FrameDecoder {
         if self.buffered() == 0 {
             Ok(())
         } else {
-            Err(FrameError::Truncated { have: self.buffered() })
+            Err(FrameError::Truncated {
+                have: self.buffered(),
+            })
         }
     }
 }

@@ -4,9 +4,9 @@
 
 use super::frame::{FrameError, encode_frame};
 use pdx_audit::checkpoint::{SignedCheckpoint, SignedCosignature, SignedEndorsement};
+use pdx_crypto::Digest;
 use pdx_crypto::keydoc::KeyDocument;
 use pdx_crypto::wire::{Signed, from_cbor, to_cbor};
-use pdx_crypto::Digest;
 use serde::{Deserialize, Serialize};
 
 /// Protocol version spoken by this build.
@@ -474,7 +474,9 @@ impl std::fmt::Display for MessageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MessageError::Frame(e) => e.fmt(f),
-            MessageError::Payload { msg_type, reason } => write!(f, "malformed {msg_type:?} message: {reason}"),
+            MessageError::Payload { msg_type, reason } => {
+                write!(f, "malformed {msg_type:?} message: {reason}")
+            }
         }
     }
 }

@@ -13,7 +13,8 @@
 //! - silence longer than the read timeout fails the transfer.
 
 use super::msg::{
-    Ack, Chunk, ErrorCode, Manifest, ManifestBody, Message, Receipt, ReceiptAck, ReceiptBody, transfer_digest,
+    Ack, Chunk, ErrorCode, Manifest, ManifestBody, Message, Receipt, ReceiptAck, ReceiptBody,
+    transfer_digest,
 };
 use pdx_crypto::Digest;
 use std::time::{Duration, Instant};
@@ -31,7 +32,11 @@ pub struct Failure {
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let who = if self.from_peer { "peer refused" } else { "refused" };
+        let who = if self.from_peer {
+            "peer refused"
+        } else {
+            "refused"
+        };
         write!(f, "{who} ({:?}): {}", self.code, self.message)
     }
 }
@@ -118,7 +123,12 @@ pub struct Receiver {
 impl Receiver {
     /// A receiver; `resume` names the release and how many chunks (in transfer
     /// order) are already stored. `offered` is the chunk list of a push.
-    pub fn new(now: Instant, read_timeout: Duration, resume: Option<(Vec<u8>, u32)>, offered: Option<Vec<u32>>) -> Self {
+    pub fn new(
+        now: Instant,
+        read_timeout: Duration,
+        resume: Option<(Vec<u8>, u32)>,
+        offered: Option<Vec<u32>>,
+    ) -> Self {
         let (expect_release, stored) = match resume {
             Some((id, n)) => (Some(id), n as usize),
             None => (None, 0),
@@ -137,43 +147,73 @@ impl Receiver {
     }
 
     /// Handles a push offer's manifest immediately (the offer carries it).
-    pub fn accept_manifest(&mut self, manifest: Manifest, check: &dyn ManifestCheck) -> Result<Vec<RxAction>, Failure> {
+    pub fn accept_manifest(
+        &mut self,
+        manifest: Manifest,
+        check: &dyn ManifestCheck,
+    ) -> Result<Vec<RxAction>, Failure> {
         self.on_manifest(manifest, check)
     }
 
-    fn on_manifest(&mut self, manifest: Manifest, check: &dyn ManifestCheck) -> Result<Vec<RxAction>, Failure> {
+    fn on_manifest(
+        &mut self,
+        manifest: Manifest,
+        check: &dyn ManifestCheck,
+    ) -> Result<Vec<RxAction>, Failure> {
         if self.state != RxState::AwaitManifest {
-            return Err(fail(ErrorCode::BadRequest, "a second manifest in one transfer"));
+            return Err(fail(
+                ErrorCode::BadRequest,
+                "a second manifest in one transfer",
+            ));
         }
-        let body = check.check(&manifest).map_err(|e| fail(ErrorCode::BadSignature, e))?;
+        let body = check
+            .check(&manifest)
+            .map_err(|e| fail(ErrorCode::BadSignature, e))?;
         if body.release_id.len() != 16 {
             return Err(fail(ErrorCode::BadRequest, "release id is not 16 bytes"));
         }
         if let Some(id) = &self.expect_release {
             if *id != body.release_id {
-                return Err(fail(ErrorCode::BadRequest, "manifest is for another release than the one resumed"));
+                return Err(fail(
+                    ErrorCode::BadRequest,
+                    "manifest is for another release than the one resumed",
+                ));
             }
         }
-        let n = u32::try_from(body.chunks.len()).map_err(|_| fail(ErrorCode::TooLarge, "too many chunks"))?;
+        let n = u32::try_from(body.chunks.len())
+            .map_err(|_| fail(ErrorCode::TooLarge, "too many chunks"))?;
         let records: u64 = body.chunks.iter().map(|c| c.records).sum();
         if records != body.record_count {
-            return Err(fail(ErrorCode::BadRequest, "manifest chunk table does not add up to its record count"));
+            return Err(fail(
+                ErrorCode::BadRequest,
+                "manifest chunk table does not add up to its record count",
+            ));
         }
-        let digests: Vec<(u32, &Digest)> = (0..n).zip(body.chunks.iter().map(|c| &c.digest)).collect();
+        let digests: Vec<(u32, &Digest)> =
+            (0..n).zip(body.chunks.iter().map(|c| &c.digest)).collect();
         if transfer_digest(digests) != body.content_digest {
-            return Err(fail(ErrorCode::BadRequest, "manifest content digest does not match its chunk table"));
+            return Err(fail(
+                ErrorCode::BadRequest,
+                "manifest content digest does not match its chunk table",
+            ));
         }
         self.plan = match self.offered.take() {
             None => (0..n).collect(),
             Some(list) => {
                 if list.windows(2).any(|w| w[0] >= w[1]) || list.last().is_some_and(|&l| l >= n) {
-                    return Err(fail(ErrorCode::BadRequest, "offered chunk list is not ascending within the release"));
+                    return Err(fail(
+                        ErrorCode::BadRequest,
+                        "offered chunk list is not ascending within the release",
+                    ));
                 }
                 list
             }
         };
         if self.stored > self.plan.len() {
-            return Err(fail(ErrorCode::BadRequest, "resume point beyond the release"));
+            return Err(fail(
+                ErrorCode::BadRequest,
+                "resume point beyond the release",
+            ));
         }
         self.body = Some(body.clone());
         self.state = RxState::Receiving;
@@ -189,8 +229,13 @@ impl Receiver {
 
     fn complete(&mut self) -> RxAction {
         self.state = RxState::AwaitReceiptAck;
-        let chunks = self.body.as_ref().map(|b| b.chunks.as_slice()).unwrap_or_default();
-        let content_digest = transfer_digest(self.plan.iter().map(|&i| (i, &chunks[i as usize].digest)));
+        let chunks = self
+            .body
+            .as_ref()
+            .map(|b| b.chunks.as_slice())
+            .unwrap_or_default();
+        let content_digest =
+            transfer_digest(self.plan.iter().map(|&i| (i, &chunks[i as usize].digest)));
         let record_count = self.plan.iter().map(|&i| chunks[i as usize].records).sum();
         RxAction::Complete {
             content_digest,
@@ -199,7 +244,12 @@ impl Receiver {
     }
 
     /// Handles one message from the sender.
-    pub fn handle(&mut self, msg: Message, now: Instant, check: &dyn ManifestCheck) -> Result<Vec<RxAction>, Failure> {
+    pub fn handle(
+        &mut self,
+        msg: Message,
+        now: Instant,
+        check: &dyn ManifestCheck,
+    ) -> Result<Vec<RxAction>, Failure> {
         self.last_activity = now;
         match (self.state, msg) {
             (_, Message::Error(e)) => Err(Failure {
@@ -223,17 +273,25 @@ impl Receiver {
 
     fn on_chunk(&mut self, c: Chunk) -> Result<Vec<RxAction>, Failure> {
         let Some(&want) = self.plan.get(self.next_pos) else {
-            return Err(fail(ErrorCode::BadChunk, format!("chunk {} after the last expected chunk", c.index)));
+            return Err(fail(
+                ErrorCode::BadChunk,
+                format!("chunk {} after the last expected chunk", c.index),
+            ));
         };
         if c.index != want {
-            return Err(fail(ErrorCode::BadChunk, format!("chunk {} out of order (expected {want})", c.index)));
+            return Err(fail(
+                ErrorCode::BadChunk,
+                format!("chunk {} out of order (expected {want})", c.index),
+            ));
         }
         let actual = Digest::of(&c.records);
         let signed = self.body.as_ref().map(|b| b.chunks[want as usize].digest);
         if actual != c.digest || Some(actual) != signed {
             return Err(fail(
                 ErrorCode::BadChunk,
-                format!("chunk {want} digest mismatch: the data does not match the signed manifest"),
+                format!(
+                    "chunk {want} digest mismatch: the data does not match the signed manifest"
+                ),
             ));
         }
         let position = self.next_pos as u32;
@@ -253,7 +311,9 @@ impl Receiver {
             return Vec::new();
         }
         self.stored += 1;
-        let mut out = vec![RxAction::Send(Message::Ack(Ack { stored: self.stored as u32 }))];
+        let mut out = vec![RxAction::Send(Message::Ack(Ack {
+            stored: self.stored as u32,
+        }))];
         if self.stored == self.plan.len() {
             out.push(self.complete());
         }
@@ -282,9 +342,12 @@ impl Receiver {
 
     /// Fails the transfer if the peer has been silent too long.
     pub fn handle_timeout(&mut self, now: Instant) -> Option<Failure> {
-        self.poll_timeout()
-            .filter(|&t| now >= t)
-            .map(|_| fail(ErrorCode::Timeout, format!("no data from the sender for {:?}", self.read_timeout)))
+        self.poll_timeout().filter(|&t| now >= t).map(|_| {
+            fail(
+                ErrorCode::Timeout,
+                format!("no data from the sender for {:?}", self.read_timeout),
+            )
+        })
     }
 }
 
@@ -348,13 +411,20 @@ impl Sender {
         receiver: &str,
     ) -> Result<Self, Failure> {
         if plan.iter().any(|&i| i as usize >= body.chunks.len()) {
-            return Err(fail(ErrorCode::BadRequest, "plan names chunks the release does not have"));
+            return Err(fail(
+                ErrorCode::BadRequest,
+                "plan names chunks the release does not have",
+            ));
         }
         let start = start as usize;
         if start > plan.len() {
-            return Err(fail(ErrorCode::BadRequest, format!("resume from {start} beyond {} chunks", plan.len())));
+            return Err(fail(
+                ErrorCode::BadRequest,
+                format!("resume from {start} beyond {} chunks", plan.len()),
+            ));
         }
-        let content_digest = transfer_digest(plan.iter().map(|&i| (i, &body.chunks[i as usize].digest)));
+        let content_digest =
+            transfer_digest(plan.iter().map(|&i| (i, &body.chunks[i as usize].digest)));
         let record_count = plan.iter().map(|&i| body.chunks[i as usize].records).sum();
         Ok(Sender {
             state: TxState::Streaming,
@@ -393,11 +463,20 @@ impl Sender {
     /// The driver loaded a chunk.
     pub fn chunk_loaded(&mut self, index: u32, records: Vec<u8>) -> TxAction {
         let digest = Digest::of(&records);
-        TxAction::Send(Message::Chunk(Chunk { index, records, digest }))
+        TxAction::Send(Message::Chunk(Chunk {
+            index,
+            records,
+            digest,
+        }))
     }
 
     /// Handles one message from the receiver.
-    pub fn handle(&mut self, msg: Message, now: Instant, check: &dyn ReceiptCheck) -> Result<Vec<TxAction>, Failure> {
+    pub fn handle(
+        &mut self,
+        msg: Message,
+        now: Instant,
+        check: &dyn ReceiptCheck,
+    ) -> Result<Vec<TxAction>, Failure> {
         self.last_activity = now;
         match (self.state, msg) {
             (_, Message::Error(e)) => Err(Failure {
@@ -410,7 +489,10 @@ impl Sender {
                 if n < self.acked || n > self.loading {
                     return Err(fail(
                         ErrorCode::BadRequest,
-                        format!("acknowledgement of {n} chunks, but {} were sent and {} acknowledged", self.loading, self.acked),
+                        format!(
+                            "acknowledgement of {n} chunks, but {} were sent and {} acknowledged",
+                            self.loading, self.acked
+                        ),
                     ));
                 }
                 self.acked = n;
@@ -418,9 +500,14 @@ impl Sender {
             }
             (TxState::AwaitReceipt | TxState::Streaming, Message::Receipt(r)) => {
                 if self.acked != self.plan.len() {
-                    return Err(fail(ErrorCode::BadRequest, "receipt before every chunk was acknowledged"));
+                    return Err(fail(
+                        ErrorCode::BadRequest,
+                        "receipt before every chunk was acknowledged",
+                    ));
                 }
-                let (body, cert_dept) = check.check(&r).map_err(|e| fail(ErrorCode::BadSignature, e))?;
+                let (body, cert_dept) = check
+                    .check(&r)
+                    .map_err(|e| fail(ErrorCode::BadSignature, e))?;
                 if body.release_id != self.release_id
                     || body.receiver != self.receiver
                     || cert_dept != self.receiver
@@ -444,7 +531,10 @@ impl Sender {
 
     /// The send was logged.
     pub fn logged(&mut self, seq: u64) -> Vec<TxAction> {
-        vec![TxAction::Send(Message::ReceiptAck(ReceiptAck { logged_seq: seq })), TxAction::Finished]
+        vec![
+            TxAction::Send(Message::ReceiptAck(ReceiptAck { logged_seq: seq })),
+            TxAction::Finished,
+        ]
     }
 
     /// Transfer digest of what this sender sends.
@@ -469,8 +559,14 @@ impl Sender {
 
     /// Fails the transfer if the peer has been silent too long.
     pub fn handle_timeout(&mut self, now: Instant) -> Option<Failure> {
-        self.poll_timeout()
-            .filter(|&t| now >= t)
-            .map(|_| fail(ErrorCode::Timeout, format!("no acknowledgement from the receiver for {:?}", self.read_timeout)))
+        self.poll_timeout().filter(|&t| now >= t).map(|_| {
+            fail(
+                ErrorCode::Timeout,
+                format!(
+                    "no acknowledgement from the receiver for {:?}",
+                    self.read_timeout
+                ),
+            )
+        })
     }
 }

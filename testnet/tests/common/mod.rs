@@ -73,7 +73,11 @@ pub fn network(dir: &Path, nodes: &[(&str, &str)]) -> Testnet {
 /// Audit entries of `dept` with the given kind.
 pub fn entries(net: &Testnet, dept: &str, kind: &str) -> Vec<Value> {
     let home = net.home(dept).unwrap();
-    net.pdx_json(&["audit", "show", "--home", &home, "--kind", kind]).unwrap().as_array().cloned().unwrap_or_default()
+    net.pdx_json(&["audit", "show", "--home", &home, "--kind", kind])
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Writes a file and returns its path as a string.
