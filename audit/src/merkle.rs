@@ -148,7 +148,7 @@ pub fn subtree_root<H: MerkleHasher, S: NodeSource + ?Sized>(
     if n == 0 {
         return Ok(H::empty());
     }
-    if n.is_power_of_two() && lo % n == 0 {
+    if n.is_power_of_two() && lo.is_multiple_of(n) {
         return src.node(n.trailing_zeros() as u8, lo >> n.trailing_zeros());
     }
     let k = largest_power_of_two_below(n);

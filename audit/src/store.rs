@@ -466,17 +466,17 @@ impl AuditLog {
     ) -> Result<SignedCheckpoint, AuditError> {
         let size = w.frontier.size();
         let root = w.frontier.root::<Blake3>();
-        if let Some(last) = &w.last_checkpoint {
-            if size < last.size || (size == last.size && root != last.root) {
-                return Err(AuditError::InconsistentCheckpoint {
-                    size,
-                    reason: format!(
-                        "last signed checkpoint has size {} and root {}",
-                        last.size,
-                        hex::encode(last.root)
-                    ),
-                });
-            }
+        if let Some(last) = &w.last_checkpoint
+            && (size < last.size || (size == last.size && root != last.root))
+        {
+            return Err(AuditError::InconsistentCheckpoint {
+                size,
+                reason: format!(
+                    "last signed checkpoint has size {} and root {}",
+                    last.size,
+                    hex::encode(last.root)
+                ),
+            });
         }
         let cp = Checkpoint {
             origin: self.log_text.clone(),
@@ -517,17 +517,17 @@ impl AuditLog {
     /// existing one if nothing was appended since.
     pub fn checkpoint(&self) -> Result<SignedCheckpoint, AuditError> {
         let mut w = self.lock_writer()?;
-        if let Some(last) = &w.last_checkpoint {
-            if last.size == w.frontier.size() {
-                let size = last.size;
-                drop(w);
-                return self.checkpoint_at(size)?.ok_or_else(|| {
-                    corrupt(
-                        format!("checkpoint {size}"),
-                        "head names it but it is missing",
-                    )
-                });
-            }
+        if let Some(last) = &w.last_checkpoint
+            && last.size == w.frontier.size()
+        {
+            let size = last.size;
+            drop(w);
+            return self.checkpoint_at(size)?.ok_or_else(|| {
+                corrupt(
+                    format!("checkpoint {size}"),
+                    "head names it but it is missing",
+                )
+            });
         }
         let saved = w.last_checkpoint.clone();
         let mut batch = WriteBatch::default();

@@ -300,14 +300,14 @@ pub fn verify<R: Read>(
             "the bundle's own checkpoint",
         ) {
             verified += 1;
-            if let Some(prev) = by_size.insert(cp.size, cp.root) {
-                if prev != cp.root {
-                    c.tampered(
-                        Case::Fork,
-                        Some(cp.size),
-                        format!("two checkpoints of size {} with different roots", cp.size),
-                    );
-                }
+            if let Some(prev) = by_size.insert(cp.size, cp.root)
+                && prev != cp.root
+            {
+                c.tampered(
+                    Case::Fork,
+                    Some(cp.size),
+                    format!("two checkpoints of size {} with different roots", cp.size),
+                );
             }
         }
     }
@@ -845,18 +845,18 @@ fn follow_rotation(
         return;
     }
     let key = VerifyingKey(new_key);
-    if let Some(e) = endorsed.get(&seq) {
-        if *e != key {
-            c.tampered(
-                Case::WrongKey,
-                Some(seq),
-                format!(
-                    "rotation at seq {seq} names key {} but the endorsement names {}",
-                    key.key_id(),
-                    e.key_id()
-                ),
-            );
-        }
+    if let Some(e) = endorsed.get(&seq)
+        && *e != key
+    {
+        c.tampered(
+            Case::WrongKey,
+            Some(seq),
+            format!(
+                "rotation at seq {seq} names key {} but the endorsement names {}",
+                key.key_id(),
+                e.key_id()
+            ),
+        );
     }
     keys.push(KeyInfo { from_seq: seq, key });
 }

@@ -1,5 +1,6 @@
 //! RFC 6962 / RFC 9162 known-answer vectors (SHA-256), every file under
 //! `../shared/testdata/rfc6962/`, including all the deliberately broken ones.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use base64::Engine as _;
 use pdx_audit::merkle::{self, MemoryTree, Sha256};

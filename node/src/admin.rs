@@ -131,11 +131,11 @@ impl Progress for SocketProgress {
     }
     fn set(&self, done: u64) {
         // At most ten updates a second.
-        if let Ok(mut last) = self.last.lock() {
-            if last.elapsed() >= std::time::Duration::from_millis(100) {
-                *last = std::time::Instant::now();
-                let _ = self.tx.send(AdminEvent::Set(done));
-            }
+        if let Ok(mut last) = self.last.lock()
+            && last.elapsed() >= std::time::Duration::from_millis(100)
+        {
+            *last = std::time::Instant::now();
+            let _ = self.tx.send(AdminEvent::Set(done));
         }
     }
     fn done(&self) {

@@ -178,13 +178,13 @@ pub fn import(node: &Node, req: &ImportRequest, progress: &dyn Progress) -> Resu
     let schema_text =
         std::fs::read_to_string(&req.schema_path).map_err(NodeError::io(&req.schema_path))?;
     let schema = Schema::parse(&schema_text, &req.schema_path)?;
-    if let Some(owner) = &schema.dataset.owner {
-        if *owner != node.config.dept {
-            return Err(NodeError::Refused(format!(
-                "{}: the schema declares owner {owner}, but this node is {}; only the owner imports its data",
-                req.schema_path, node.config.dept
-            )));
-        }
+    if let Some(owner) = &schema.dataset.owner
+        && *owner != node.config.dept
+    {
+        return Err(NodeError::Refused(format!(
+            "{}: the schema declares owner {owner}, but this node is {}; only the owner imports its data",
+            req.schema_path, node.config.dept
+        )));
     }
     let file = std::fs::File::open(&req.csv_path).map_err(NodeError::io(&req.csv_path))?;
     let total = file.metadata().map(|m| m.len()).ok();

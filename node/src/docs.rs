@@ -8,12 +8,10 @@ use crate::proto::msg::Accepted;
 
 /// Verifies and stores a document a peer submitted.
 pub fn accept(node: &Node, peer: &str, kind: &str, document: &[u8]) -> Result<Accepted> {
-    match kind {
-        _ => {
-            let _ = (node, document);
-            Err(NodeError::Refused(format!(
-                "{peer} submitted a document of unknown kind {kind:?}"
-            )))
-        }
+    {
+        let _ = (node, document);
+        Err(NodeError::Refused(format!(
+            "{peer} submitted a document of unknown kind {kind:?}"
+        )))
     }
 }

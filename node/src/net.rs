@@ -545,19 +545,19 @@ impl Net {
                 RxMode::Fetch,
             )
             .await;
-        if let Err(e) = &outcome {
-            if let NodeError::Refused(why) = e {
-                let mut d = node.draft(EventKind::RefusedRequest, operator);
-                d.subject.dataset = Some(req.dataset.clone());
-                d.counterparty = Some(dept.to_string());
-                d.agreement = req.agreement.clone();
-                d.purpose = Some(req.purpose.clone());
-                d.detail = Some(format!(
-                    "our request for profile {} was refused: {why}",
-                    req.profile
-                ));
-                node.log(d)?;
-            }
+        if let Err(e) = &outcome
+            && let NodeError::Refused(why) = e
+        {
+            let mut d = node.draft(EventKind::RefusedRequest, operator);
+            d.subject.dataset = Some(req.dataset.clone());
+            d.counterparty = Some(dept.to_string());
+            d.agreement = req.agreement.clone();
+            d.purpose = Some(req.purpose.clone());
+            d.detail = Some(format!(
+                "our request for profile {} was refused: {why}",
+                req.profile
+            ));
+            node.log(d)?;
         }
         s.finish().await;
         pc.conn.close(quinn::VarInt::from_u32(0), b"done");
@@ -1161,16 +1161,15 @@ impl Net {
                 match a {
                     RxAction::Send(m) => s.send(&m).await?,
                     RxAction::SaveManifest { body, manifest } => {
-                        if mode == RxMode::Fetch {
-                            if let Some(have) = release::in_release(&node, &body.release_id)? {
-                                if have.complete {
-                                    s.send(&Message::AlreadyHave(AlreadyHave {
-                                        release_id: body.release_id.clone(),
-                                    }))
-                                    .await?;
-                                    return Ok(FetchOutcome::from_release(&have, true));
-                                }
-                            }
+                        if mode == RxMode::Fetch
+                            && let Some(have) = release::in_release(&node, &body.release_id)?
+                            && have.complete
+                        {
+                            s.send(&Message::AlreadyHave(AlreadyHave {
+                                release_id: body.release_id.clone(),
+                            }))
+                            .await?;
+                            return Ok(FetchOutcome::from_release(&have, true));
                         }
                         let r = match release::in_release(&node, &body.release_id)? {
                             Some(mut r)
@@ -1264,7 +1263,7 @@ impl Net {
             d.counterparty = Some(peer.to_string());
             d.detail = Some(format!("transfer aborted: {f}"));
             if let Err(e) = self.node.log(d) {
-                return e.into();
+                return e;
             }
             s.refuse(f.code, &f.message).await;
             NodeError::Peer {
@@ -1557,14 +1556,13 @@ fn log_send(
         time_ms: now_ms(),
         audit_seq: seq,
     };
-    if relayed_from.is_none() {
-        if let Some(mut out) = node
+    if relayed_from.is_none()
+        && let Some(mut out) = node
             .store
             .get::<release::OutRelease>(CF_OUT_RELEASES, &body.release_id)?
-        {
-            out.deliveries.push(delivery.clone());
-            node.store.put(CF_OUT_RELEASES, &body.release_id, &out)?;
-        }
+    {
+        out.deliveries.push(delivery.clone());
+        node.store.put(CF_OUT_RELEASES, &body.release_id, &out)?;
     }
     Ok(delivery)
 }

@@ -606,14 +606,13 @@ fn network_of(cert: &[u8], dept: &str) -> Result<String> {
     let prefix = format!("{}.", dept.to_ascii_lowercase());
     if let Ok(Some(san)) = c.subject_alternative_name() {
         for n in &san.value.general_names {
-            if let GeneralName::DNSName(dns) = n {
-                if let Some(rest) = dns
+            if let GeneralName::DNSName(dns) = n
+                && let Some(rest) = dns
                     .strip_prefix(&prefix)
                     .and_then(|r| r.strip_suffix(".pdx"))
-                {
-                    pki::validate_network(rest)?;
-                    return Ok(rest.to_string());
-                }
+            {
+                pki::validate_network(rest)?;
+                return Ok(rest.to_string());
             }
         }
     }

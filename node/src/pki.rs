@@ -395,10 +395,10 @@ pub fn parse_node_cert(der: &[u8]) -> Result<CertInfo> {
     let mut depts = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
-            if let GeneralName::URI(uri) = name {
-                if let Some(code) = uri.strip_prefix(DEPT_URI_PREFIX) {
-                    depts.push(code.to_string());
-                }
+            if let GeneralName::URI(uri) = name
+                && let Some(code) = uri.strip_prefix(DEPT_URI_PREFIX)
+            {
+                depts.push(code.to_string());
             }
         }
     }

@@ -148,7 +148,7 @@ pub fn preview(
                 other => NodeError::Invalid(format!("{out}: {other}")),
             })?;
         n += 1;
-        if n % 16384 == 0 {
+        if n.is_multiple_of(16384) {
             progress.set(emitter.emitted());
         }
         Ok(())

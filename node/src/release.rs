@@ -212,7 +212,7 @@ impl Chunker<'_> {
             chunk_key(&self.release_id, index),
             sealed,
         );
-        if self.chunks.len() % 8 == 0 {
+        if self.chunks.len().is_multiple_of(8) {
             self.node
                 .store
                 .write_nosync(std::mem::take(&mut self.batch))?;
@@ -231,7 +231,7 @@ impl RecordSink for Chunker<'_> {
         b.push(index, values);
         let full = b.count() >= self.max_records || b.len() >= self.max_bytes;
         self.records += 1;
-        if self.records % 8192 == 0 {
+        if self.records.is_multiple_of(8192) {
             self.progress.set(self.records);
         }
         if full {
@@ -295,7 +295,7 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
     dataset::for_each_row(node, &meta, |row| {
         counter.add(row)?;
         n += 1;
-        if n % 16384 == 0 {
+        if n.is_multiple_of(16384) {
             progress.set(n);
         }
         Ok(())
@@ -687,7 +687,7 @@ pub fn export(
             }
             w.write_record(&row).map_err(|e| format!("{out}: {e}"))?;
             written += 1;
-            if written % 16384 == 0 {
+            if written.is_multiple_of(16384) {
                 progress.set(written);
             }
             Ok(())

@@ -16,7 +16,9 @@ fn decode_all(bytes: &[u8]) -> Result<Vec<Message>, String> {
     let mut out = Vec::new();
     loop {
         match d.next_frame() {
-            Ok(Some(f)) => out.push(Message::decode(f.msg_type, &f.payload).map_err(|e| e.to_string())?),
+            Ok(Some(f)) => {
+                out.push(Message::decode(f.msg_type, &f.payload).map_err(|e| e.to_string())?)
+            }
             Ok(None) => break,
             Err(e) => return Err(e.to_string()),
         }
@@ -46,7 +48,10 @@ fn oversized_frames_are_rejected_from_the_header_alone() {
     // An Ack claiming 1 MiB: rejected after 6 bytes, nothing else buffered.
     let mut d = FrameDecoder::new();
     d.push(&[0, 0x10, 0, 0, 0x82, 15]);
-    assert!(matches!(d.next_frame(), Err(FrameError::TooLarge { msg_type: 15, .. })));
+    assert!(matches!(
+        d.next_frame(),
+        Err(FrameError::TooLarge { msg_type: 15, .. })
+    ));
     let mut d = FrameDecoder::new();
     d.push(&((MAX_FRAME as u32) + 1).to_be_bytes());
     assert!(matches!(d.next_frame(), Err(FrameError::TooLarge { .. })));
@@ -57,11 +62,27 @@ fn oversized_frames_are_rejected_from_the_header_alone() {
 #[test]
 fn truncated_unknown_and_malformed_frames_are_errors() {
     let bytes = Message::Ack(Ack { stored: 1 }).encode().unwrap();
-    assert!(decode_all(&bytes[..bytes.len() - 1]).unwrap_err().contains("ended inside a frame"));
-    assert!(decode_all(&[0, 0, 0, 2, 0x82, 99]).unwrap_err().contains("unknown message type 99"));
-    assert!(decode_all(&[0, 0, 0, 2, 0x83, 15]).unwrap_err().contains("not a [type, payload]"));
+    assert!(
+        decode_all(&bytes[..bytes.len() - 1])
+            .unwrap_err()
+            .contains("ended inside a frame")
+    );
+    assert!(
+        decode_all(&[0, 0, 0, 2, 0x82, 99])
+            .unwrap_err()
+            .contains("unknown message type 99")
+    );
+    assert!(
+        decode_all(&[0, 0, 0, 2, 0x83, 15])
+            .unwrap_err()
+            .contains("not a [type, payload]")
+    );
     // Valid frame, payload not an Ack map.
-    assert!(decode_all(&[0, 0, 0, 3, 0x82, 15, 0x01]).unwrap_err().contains("malformed"));
+    assert!(
+        decode_all(&[0, 0, 0, 3, 0x82, 15, 0x01])
+            .unwrap_err()
+            .contains("malformed")
+    );
     // Deep nesting in a payload.
     let mut payload = vec![0x81u8; 200];
     payload.push(0);
@@ -107,7 +128,12 @@ fn body(n: u32) -> ManifestBody {
             recipient: None,
         })
         .collect();
-    let content_digest = transfer_digest(chunks.iter().enumerate().map(|(i, c)| (i as u32, &c.digest)));
+    let content_digest = transfer_digest(
+        chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i as u32, &c.digest)),
+    );
     ManifestBody {
         version: 1,
         release_id: vec![5; 16],
@@ -159,14 +185,19 @@ fn serde_json_report() -> pdx_schemas::report::ReleaseReport {
 struct Check<'a>(&'a SigningKey);
 impl ManifestCheck for Check<'_> {
     fn check(&self, m: &Manifest) -> Result<ManifestBody, String> {
-        m.signed.verify(SignatureDomain::Manifest, &self.0.verifying_key()).map_err(|e| e.to_string())
+        m.signed
+            .verify(SignatureDomain::Manifest, &self.0.verifying_key())
+            .map_err(|e| e.to_string())
     }
 }
 
 struct RCheck<'a>(&'a SigningKey);
 impl ReceiptCheck for RCheck<'_> {
     fn check(&self, r: &Receipt) -> Result<(ReceiptBody, String), String> {
-        let b: ReceiptBody = r.signed.verify(SignatureDomain::Receipt, &self.0.verifying_key()).map_err(|e| e.to_string())?;
+        let b: ReceiptBody = r
+            .signed
+            .verify(SignatureDomain::Receipt, &self.0.verifying_key())
+            .map_err(|e| e.to_string())?;
         Ok((b, "100000".into()))
     }
 }
@@ -236,19 +267,34 @@ fn a_clean_transfer_completes_with_a_matching_receipt_and_bounded_window() {
                 TxAction::Finished => done = true,
             }
         }
-        in_flight_max = in_flight_max.max(to_rx.iter().filter(|m| matches!(m, Message::Chunk(_))).count());
+        in_flight_max = in_flight_max.max(
+            to_rx
+                .iter()
+                .filter(|m| matches!(m, Message::Chunk(_)))
+                .count(),
+        );
         // Receiver handles everything queued.
         let mut to_tx = Vec::new();
         for m in std::mem::take(&mut to_rx) {
-            let mut acts = rx.handle(m, now, &Check(&k.sender)).unwrap();
-            while let Some(a) = acts.pop() {
+            let mut acts: std::collections::VecDeque<RxAction> = rx.handle(m, now, &Check(&k.sender)).unwrap().into();
+            while let Some(a) = acts.pop_front() {
                 match a {
-                    RxAction::StoreChunk { position, index, .. } => {
+                    RxAction::StoreChunk {
+                        position, index, ..
+                    } => {
                         stored.push(index);
                         acts.extend(rx.chunk_stored(position));
                     }
-                    RxAction::Complete { content_digest, record_count } => {
-                        acts.extend(rx.receipt_ready(receipt(&k, &b, content_digest, record_count)));
+                    RxAction::Complete {
+                        content_digest,
+                        record_count,
+                    } => {
+                        acts.extend(rx.receipt_ready(receipt(
+                            &k,
+                            &b,
+                            content_digest,
+                            record_count,
+                        )));
                     }
                     RxAction::Send(m) => to_tx.push(m),
                     RxAction::SaveManifest { .. } | RxAction::Finished => {}
@@ -270,7 +316,12 @@ fn a_clean_transfer_completes_with_a_matching_receipt_and_bounded_window() {
 fn receiving(k: &Keys, b: &ManifestBody) -> Receiver {
     let now = Instant::now();
     let mut rx = Receiver::new(now, Duration::from_secs(5), None, None);
-    rx.handle(Message::Manifest(Box::new(manifest(k, b))), now, &Check(&k.sender)).unwrap();
+    rx.handle(
+        Message::Manifest(Box::new(manifest(k, b))),
+        now,
+        &Check(&k.sender),
+    )
+    .unwrap();
     rx
 }
 
@@ -285,14 +336,21 @@ fn wrong_digest_and_out_of_order_chunks_are_refused() {
         records: b"tampered".to_vec(),
         digest: Digest::of(b"tampered"),
     };
-    assert_eq!(rx.handle(Message::Chunk(bad), now, &Check(&k.sender)).unwrap_err().code, ErrorCode::BadChunk);
+    assert_eq!(
+        rx.handle(Message::Chunk(bad), now, &Check(&k.sender))
+            .unwrap_err()
+            .code,
+        ErrorCode::BadChunk
+    );
     let mut rx = receiving(&k, &b);
     let skip = Chunk {
         index: 1,
         records: chunk_bytes(1),
         digest: Digest::of(&chunk_bytes(1)),
     };
-    let e = rx.handle(Message::Chunk(skip), now, &Check(&k.sender)).unwrap_err();
+    let e = rx
+        .handle(Message::Chunk(skip), now, &Check(&k.sender))
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::BadChunk);
     assert!(e.message.contains("out of order"));
 }
@@ -305,14 +363,22 @@ fn forged_manifest_signature_is_refused() {
     m.signed.body[10] ^= 1;
     let now = Instant::now();
     let mut rx = Receiver::new(now, Duration::from_secs(5), None, None);
-    assert_eq!(rx.handle(Message::Manifest(Box::new(m)), now, &Check(&k.sender)).unwrap_err().code, ErrorCode::BadSignature);
+    assert_eq!(
+        rx.handle(Message::Manifest(Box::new(m)), now, &Check(&k.sender))
+            .unwrap_err()
+            .code,
+        ErrorCode::BadSignature
+    );
     let other = SigningKey::generate().unwrap();
     let forged = Manifest {
         signed: Signed::sign(SignatureDomain::Manifest, &other, &b).unwrap(),
         certificate: Vec::new(),
     };
     let mut rx = Receiver::new(now, Duration::from_secs(5), None, None);
-    assert!(rx.handle(Message::Manifest(Box::new(forged)), now, &Check(&k.sender)).is_err());
+    assert!(
+        rx.handle(Message::Manifest(Box::new(forged)), now, &Check(&k.sender))
+            .is_err()
+    );
 }
 
 #[test]
@@ -322,20 +388,39 @@ fn replayed_or_mismatched_receipts_are_refused() {
     let now = Instant::now();
     let mut tx = Sender::new(now, Duration::from_secs(5), 4, &b, vec![0], 0, "100000").unwrap();
     let _ = tx.poll();
-    tx.handle(Message::Ack(Ack { stored: 1 }), now, &RCheck(&k.receiver)).unwrap();
+    tx.handle(Message::Ack(Ack { stored: 1 }), now, &RCheck(&k.receiver))
+        .unwrap();
     // A receipt for another release (replayed from an earlier transfer).
     let mut old = b.clone();
     old.release_id = vec![9; 16];
     let replayed = receipt(&k, &old, b.content_digest, 10);
-    assert_eq!(tx.handle(Message::Receipt(Box::new(replayed)), now, &RCheck(&k.receiver)).unwrap_err().code, ErrorCode::BadSignature);
+    assert_eq!(
+        tx.handle(
+            Message::Receipt(Box::new(replayed)),
+            now,
+            &RCheck(&k.receiver)
+        )
+        .unwrap_err()
+        .code,
+        ErrorCode::BadSignature
+    );
     let mut tx = Sender::new(now, Duration::from_secs(5), 4, &b, vec![0], 0, "100000").unwrap();
     let _ = tx.poll();
-    tx.handle(Message::Ack(Ack { stored: 1 }), now, &RCheck(&k.receiver)).unwrap();
+    tx.handle(Message::Ack(Ack { stored: 1 }), now, &RCheck(&k.receiver))
+        .unwrap();
     let short = receipt(&k, &b, b.content_digest, 9);
-    assert!(tx.handle(Message::Receipt(Box::new(short)), now, &RCheck(&k.receiver)).is_err(), "wrong record count");
+    assert!(
+        tx.handle(Message::Receipt(Box::new(short)), now, &RCheck(&k.receiver))
+            .is_err(),
+        "wrong record count"
+    );
     let mut tx = Sender::new(now, Duration::from_secs(5), 4, &b, vec![0], 0, "100000").unwrap();
     let _ = tx.poll();
-    assert!(tx.handle(Message::Ack(Ack { stored: 5 }), now, &RCheck(&k.receiver)).is_err(), "ack beyond what was sent");
+    assert!(
+        tx.handle(Message::Ack(Ack { stored: 5 }), now, &RCheck(&k.receiver))
+            .is_err(),
+        "ack beyond what was sent"
+    );
 }
 
 #[test]
@@ -345,10 +430,29 @@ fn silent_peers_time_out() {
     let start = Instant::now();
     let mut rx = Receiver::new(start, Duration::from_secs(2), None, None);
     assert!(rx.handle_timeout(start + Duration::from_secs(1)).is_none());
-    assert_eq!(rx.handle_timeout(start + Duration::from_secs(3)).unwrap().code, ErrorCode::Timeout);
-    let mut tx = Sender::new(start, Duration::from_secs(2), 4, &b, vec![0, 1], 0, "100000").unwrap();
+    assert_eq!(
+        rx.handle_timeout(start + Duration::from_secs(3))
+            .unwrap()
+            .code,
+        ErrorCode::Timeout
+    );
+    let mut tx = Sender::new(
+        start,
+        Duration::from_secs(2),
+        4,
+        &b,
+        vec![0, 1],
+        0,
+        "100000",
+    )
+    .unwrap();
     let _ = tx.poll();
-    assert_eq!(tx.handle_timeout(start + Duration::from_secs(3)).unwrap().code, ErrorCode::Timeout);
+    assert_eq!(
+        tx.handle_timeout(start + Duration::from_secs(3))
+            .unwrap()
+            .code,
+        ErrorCode::Timeout
+    );
     let _ = k;
 }
 
@@ -357,20 +461,56 @@ fn resume_continues_after_the_stored_chunks() {
     let k = keys();
     let b = body(5);
     let now = Instant::now();
-    let mut rx = Receiver::new(now, Duration::from_secs(5), Some((b.release_id.clone(), 3)), None);
-    rx.handle(Message::Manifest(Box::new(manifest(&k, &b))), now, &Check(&k.sender)).unwrap();
+    let mut rx = Receiver::new(
+        now,
+        Duration::from_secs(5),
+        Some((b.release_id.clone(), 3)),
+        None,
+    );
+    rx.handle(
+        Message::Manifest(Box::new(manifest(&k, &b))),
+        now,
+        &Check(&k.sender),
+    )
+    .unwrap();
     let c3 = Chunk {
         index: 3,
         records: chunk_bytes(3),
         digest: Digest::of(&chunk_bytes(3)),
     };
-    let acts = rx.handle(Message::Chunk(c3), now, &Check(&k.sender)).unwrap();
-    assert!(matches!(acts[0], RxAction::StoreChunk { position: 3, index: 3, .. }));
-    let mut tx = Sender::new(now, Duration::from_secs(5), 2, &b, (0..5).collect(), 3, "100000").unwrap();
+    let acts = rx
+        .handle(Message::Chunk(c3), now, &Check(&k.sender))
+        .unwrap();
+    assert!(matches!(
+        acts[0],
+        RxAction::StoreChunk {
+            position: 3,
+            index: 3,
+            ..
+        }
+    ));
+    let mut tx = Sender::new(
+        now,
+        Duration::from_secs(5),
+        2,
+        &b,
+        (0..5).collect(),
+        3,
+        "100000",
+    )
+    .unwrap();
     let loads: Vec<_> = tx.poll();
     assert!(matches!(loads[0], TxAction::LoadChunk { index: 3, .. }));
     assert_eq!(loads.len(), 2);
     // A resume for another release is refused when its manifest arrives.
     let mut wrong = Receiver::new(now, Duration::from_secs(5), Some((vec![1; 16], 1)), None);
-    assert!(wrong.handle(Message::Manifest(Box::new(manifest(&k, &b))), now, &Check(&k.sender)).is_err());
+    assert!(
+        wrong
+            .handle(
+                Message::Manifest(Box::new(manifest(&k, &b))),
+                now,
+                &Check(&k.sender)
+            )
+            .is_err()
+    );
 }

@@ -374,10 +374,11 @@ impl ClassCounter<'_, '_> {
         }
         let stats = self.classes.entry(key).or_default();
         stats.count += 1;
-        if let Some(s) = sensitive {
-            if stats.distinct.len() < DISTINCT_CAP && !stats.distinct.contains(&s) {
-                stats.distinct.push(s);
-            }
+        if let Some(s) = sensitive
+            && stats.distinct.len() < DISTINCT_CAP
+            && !stats.distinct.contains(&s)
+        {
+            stats.distinct.push(s);
         }
         for r in rec {
             if !stats.recipients.contains(&r) {

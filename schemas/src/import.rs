@@ -281,7 +281,7 @@ fn check_row<'r>(
     mapping: &[usize],
     line: u64,
     encoding: Encoding,
-    row: &mut Vec<Option<&'r str>>,
+    row: &mut [Option<&'r str>],
 ) -> Option<RowProblem> {
     if record.len() != mapping.len() {
         return Some(RowProblem {

@@ -519,14 +519,14 @@ impl Validator<'_> {
                 "use letters, digits, '.', '-' or '_' (at most 64)",
             );
         }
-        if let Some(o) = &d.owner {
-            if !valid_id(o.get_ref()) {
-                self.err(
-                    o.span().start,
-                    "dataset.owner",
-                    "not a valid department code",
-                );
-            }
+        if let Some(o) = &d.owner
+            && !valid_id(o.get_ref())
+        {
+            self.err(
+                o.span().start,
+                "dataset.owner",
+                "not a valid department code",
+            );
         }
         let dataset = DatasetInfo {
             id: d.id.into_inner(),

@@ -70,10 +70,10 @@ impl FieldType {
                         return Err(format!("longer than {max} characters"));
                     }
                 }
-                if let Some(re) = regex {
-                    if !re.is_match(v) {
-                        return Err(format!("does not match the pattern {}", re.as_str()));
-                    }
+                if let Some(re) = regex
+                    && !re.is_match(v)
+                {
+                    return Err(format!("does not match the pattern {}", re.as_str()));
                 }
                 Ok(())
             }

@@ -1,5 +1,6 @@
 //! The de-identification engine: treatments, rules, and the privacy model,
 //! checked against an independent computation of equivalence classes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use pdx_crypto::pseudonym::PseudonymMaster;
 use pdx_schemas::engine::{Engine, FieldSealer, OutValue, RecordSink};
@@ -8,7 +9,10 @@ use pdx_schemas::{RuleViolation, Schema};
 use proptest::prelude::*;
 use std::collections::{HashMap, HashSet};
 
-struct Collect(Vec<Vec<Option<String>>>);
+type Rows = Vec<Vec<Option<String>>>;
+type Groups = HashMap<Vec<Option<String>>, (usize, HashSet<Option<String>>)>;
+
+struct Collect(Rows);
 
 impl RecordSink for Collect {
     fn record(&mut self, _index: u64, values: &[OutValue<'_>]) -> Result<(), String> {
@@ -50,7 +54,7 @@ fn run(
     profile: &str,
     agreement: &str,
     rows: &[Vec<Option<&str>>],
-) -> Result<(Vec<Vec<Option<String>>>, pdx_schemas::report::ReleaseReport), RuleViolation> {
+) -> Result<(Rows, pdx_schemas::report::ReleaseReport), RuleViolation> {
     let profile = schema.profile(profile)?;
     let master = PseudonymMaster::from_bytes([1; 32]);
     let engine = Engine::new(schema, profile, agreement, &master);
@@ -382,7 +386,7 @@ fn classes(
     qi_positions: &[usize],
     diag_pos: usize,
 ) -> Vec<(usize, usize)> {
-    let mut groups: HashMap<Vec<Option<String>>, (usize, HashSet<Option<String>>)> = HashMap::new();
+    let mut groups: Groups = HashMap::new();
     for r in out {
         let key: Vec<Option<String>> = qi_positions.iter().map(|&p| r[p].clone()).collect();
         let g = groups.entry(key).or_default();

@@ -1,5 +1,6 @@
 //! The schema format: the built-in settlement schema is valid, and mistakes are
 //! reported with file, line, key and a hint.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use pdx_schemas::Schema;
 use pdx_schemas::schema::{Grade, IdentifierClass, PiClass, SharingClass, Treatment};

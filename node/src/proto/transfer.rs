@@ -172,13 +172,13 @@ impl Receiver {
         if body.release_id.len() != 16 {
             return Err(fail(ErrorCode::BadRequest, "release id is not 16 bytes"));
         }
-        if let Some(id) = &self.expect_release {
-            if *id != body.release_id {
-                return Err(fail(
-                    ErrorCode::BadRequest,
-                    "manifest is for another release than the one resumed",
-                ));
-            }
+        if let Some(id) = &self.expect_release
+            && *id != body.release_id
+        {
+            return Err(fail(
+                ErrorCode::BadRequest,
+                "manifest is for another release than the one resumed",
+            ));
         }
         let n = u32::try_from(body.chunks.len())
             .map_err(|_| fail(ErrorCode::TooLarge, "too many chunks"))?;
