@@ -1171,17 +1171,11 @@ impl Net {
                             .await?;
                             return Ok(FetchOutcome::from_release(&have, true));
                         }
+                        // Keep an interrupted record of the same plan (its stored
+                        // chunks are what the receiver resumes after); else start anew.
                         let r = match release::in_release(&node, &body.release_id)? {
-                            Some(mut r)
-                                if r.plan == (0..rx.planned()).collect::<Vec<_>>()
-                                    || mode == RxMode::Offer =>
-                            {
+                            Some(mut r) if r.plan == rx.plan() => {
                                 r.stored = rx.stored();
-                                r.plan = if mode == RxMode::Offer {
-                                    r.plan.clone()
-                                } else {
-                                    (0..rx.planned()).collect()
-                                };
                                 r
                             }
                             _ => new_in_release(&body, *manifest, from, rx),
@@ -1429,8 +1423,8 @@ fn new_in_release(body: &ManifestBody, manifest: Manifest, from: &str, rx: &Rece
         profile: body.profile.clone(),
         agreement: body.agreement.clone(),
         purpose: body.purpose.clone(),
-        plan: (0..rx.planned()).collect(),
-        stored: 0,
+        plan: rx.plan().to_vec(),
+        stored: rx.stored(),
         complete: false,
         completed_ms: None,
         content_digest: None,

@@ -330,6 +330,11 @@ impl Receiver {
         self.stored as u32
     }
 
+    /// The chunk indices expected, in order (known after the manifest).
+    pub fn plan(&self) -> &[u32] {
+        &self.plan
+    }
+
     /// Chunks in the plan (known after the manifest).
     pub fn planned(&self) -> u32 {
         self.plan.len() as u32
