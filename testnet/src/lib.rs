@@ -2,6 +2,7 @@
 //! `pdx-testnet`, `make demo` and every multi-process integration test.
 #![forbid(unsafe_code)]
 
+pub mod generate;
 pub mod scenario;
 
 use anyhow::{Context, Result, anyhow, bail};

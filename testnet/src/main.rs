@@ -38,6 +38,9 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Generate synthetic data.
+    #[command(subcommand)]
+    Gen(Gen),
     /// Run a scenario end to end on real nodes.
     #[command(subcommand)]
     Scenario(Scenario),
@@ -46,6 +49,28 @@ enum Cmd {
         /// Testnet directory.
         #[arg(long)]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Gen {
+    /// Cross-province settlement records (CSV, the settlement schema's columns).
+    Settlement {
+        /// Participating provinces (2..31).
+        #[arg(long, default_value_t = 5)]
+        provinces: usize,
+        /// Records to draw.
+        #[arg(long)]
+        records: u64,
+        /// Seed (same seed, same file).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Only records treated in this province (admdvs code).
+        #[arg(long)]
+        treated_in: Option<String>,
+        /// Output CSV.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -106,6 +131,12 @@ fn main() -> Result<()> {
                 dir.display()
             );
             net.detach();
+        }
+        Cmd::Gen(Gen::Settlement { provinces, records, seed, treated_in, out }) => {
+            let opts = pdx_testnet::generate::Options { provinces, records, seed, treated_in, month: (2026, 10) };
+            let file = std::fs::File::create(&out)?;
+            let s = pdx_testnet::generate::settlement(&opts, file)?;
+            println!("{} rows written to {}", s.rows, out.display());
         }
         Cmd::Scenario(Scenario::TwoNode { dir, json }) => {
             let summary = pdx_testnet::scenario::two_node(&dir)?;

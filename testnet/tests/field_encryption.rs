@@ -96,6 +96,15 @@ fn relays_forward_what_they_cannot_read_and_recipients_open_it() {
     let mut net = network(tmp.path(), &[("440000", "Guangdong"), ("100000", "National"), ("110000", "Beijing"), ("310000", "Shanghai")]);
     let (gd, nat, bj, sh) = (net.home("440000").unwrap(), net.home("100000").unwrap(), net.home("110000").unwrap(), net.home("310000").unwrap());
 
+    let schema = write(tmp.path(), "claims.toml", CLEARING_SCHEMA);
+    let csv = write(tmp.path(), "claims.csv", &claims_csv());
+    net.pdx_ok(&["import", "--home", &gd, "--schema", &schema, "--csv", &csv, "--dataset", "claims"]).unwrap();
+    net.pdx_ok(&["grant", "--home", &gd, "--dataset", "claims", "--to", "100000", "--profile", "clearing", "--purpose", "clearing", "--agreement", "SETTLE-2026"]).unwrap();
+    // Without the recipients' keys the release is refused (fail closed).
+    let refused = net.pdx(&["fetch", "--home", &nat, "--peer", "440000", "--dataset", "claims", "--profile", "clearing"]).unwrap();
+    assert_eq!(refused.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("rule encrypt-for-needs-key"), "{}", String::from_utf8_lossy(&refused.stderr));
+
     // The national node meets the provinces (their key documents reach its directory);
     // Guangdong takes those documents from the national directory.
     net.pdx_ok(&["catalog", "--home", &nat, "--peer", "110000"]).unwrap();
@@ -105,10 +114,6 @@ fn relays_forward_what_they_cannot_read_and_recipients_open_it() {
     let keys = net.pdx_json(&["keys", "list", "--home", &gd]).unwrap();
     assert!(keys.as_array().unwrap().iter().any(|k| k["dept"] == "110000" && k["verified_now"] == true));
 
-    let schema = write(tmp.path(), "claims.toml", CLEARING_SCHEMA);
-    let csv = write(tmp.path(), "claims.csv", &claims_csv());
-    net.pdx_ok(&["import", "--home", &gd, "--schema", &schema, "--csv", &csv, "--dataset", "claims"]).unwrap();
-    net.pdx_ok(&["grant", "--home", &gd, "--dataset", "claims", "--to", "100000", "--profile", "clearing", "--purpose", "clearing", "--agreement", "SETTLE-2026"]).unwrap();
     let fetched = net.pdx_json(&["fetch", "--home", &nat, "--peer", "440000", "--dataset", "claims", "--profile", "clearing"]).unwrap();
     let release = fetched["release"].as_str().unwrap().to_string();
 
