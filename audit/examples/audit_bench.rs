@@ -5,7 +5,12 @@
 //! ```text
 //! cargo run --release -p pdx-audit --example audit_bench -- DIR [ENTRIES]
 //! ```
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_debug_implementations)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_debug_implementations
+)]
 
 use pdx_audit::bundle::{BundleReader, export};
 use pdx_audit::checkpoint::{KeyEndorsement, SignedEndorsement};
@@ -19,7 +24,10 @@ use std::time::Instant;
 struct RawCerts;
 impl CertificateCheck for RawCerts {
     fn check(&self, der: &[u8]) -> Result<(String, VerifyingKey), String> {
-        Ok(("440000".into(), VerifyingKey::from_slice(der).map_err(|e| e.to_string())?))
+        Ok((
+            "440000".into(),
+            VerifyingKey::from_slice(der).map_err(|e| e.to_string())?,
+        ))
     }
 }
 
@@ -67,8 +75,14 @@ fn draft(i: u64) -> EntryDraft {
     d.agreement = Some("DSA-2026-001".into());
     d.purpose = Some("monthly clearing".into());
     d.fields = vec![
-        FieldRef { name: "psn_no".into(), class: "personal/direct-identifier/encrypt-for".into() },
-        FieldRef { name: "medfee_sumamt".into(), class: "personal/other/keep".into() },
+        FieldRef {
+            name: "psn_no".into(),
+            class: "personal/direct-identifier/encrypt-for".into(),
+        },
+        FieldRef {
+            name: "medfee_sumamt".into(),
+            class: "personal/other/keep".into(),
+        },
     ];
     d.record_count = Some(4096);
     d.payload_digest = Some(Digest::of(&i.to_be_bytes()));
@@ -82,8 +96,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let dir = std::path::PathBuf::from(args.get(1).cloned().unwrap_or_else(|| "/tmp/pdx-audit-bench".into()));
-    let total: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
+    let dir = std::path::PathBuf::from(
+        args.get(1)
+            .cloned()
+            .unwrap_or_else(|| "/tmp/pdx-audit-bench".into()),
+    );
+    let total: u64 = args
+        .get(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000_000);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let identity = SigningKey::generate().unwrap();
@@ -112,10 +133,17 @@ fn main() {
             th.join().unwrap();
         }
         let rate = log.size() as f64 / t.elapsed().as_secs_f64();
-        println!("append run {run}: {} entries durable in {:.2?} = {rate:.0} entries/s", log.size(), t.elapsed());
+        println!(
+            "append run {run}: {} entries durable in {:.2?} = {rate:.0} entries/s",
+            log.size(),
+            t.elapsed()
+        );
         rates.push(rate);
     }
-    println!("APPEND median: {:.0} entries/s (4 threads, 256 entries per call, fsync per group)", median(rates));
+    println!(
+        "APPEND median: {:.0} entries/s (4 threads, 256 entries per call, fsync per group)",
+        median(rates)
+    );
 
     // Single-entry appends from many threads (group commit does the batching).
     let log = Arc::new(open(&dir.join("single"), &identity, &audit));
@@ -133,7 +161,10 @@ fn main() {
     for th in threads {
         th.join().unwrap();
     }
-    println!("APPEND single-entry calls: {:.0} entries/s (32 threads)", 64_000.0 / t.elapsed().as_secs_f64());
+    println!(
+        "APPEND single-entry calls: {:.0} entries/s (32 threads)",
+        64_000.0 / t.elapsed().as_secs_f64()
+    );
 
     // 2. A large log, exported and verified.
     let log = open(&dir.join("big"), &identity, &audit);
@@ -149,7 +180,12 @@ fn main() {
     let t = Instant::now();
     let header = export(&log, Vec::new(), &bundle).unwrap();
     let bytes = std::fs::metadata(&bundle).unwrap().len();
-    println!("exported {} entries ({} MB) in {:.2?}", header.entry_count, bytes / 1_000_000, t.elapsed());
+    println!(
+        "exported {} entries ({} MB) in {:.2?}",
+        header.entry_count,
+        bytes / 1_000_000,
+        t.elapsed()
+    );
     let mut vrates = Vec::new();
     for run in 0..3 {
         let inputs = VerifyInputs {
@@ -160,10 +196,17 @@ fn main() {
         let r = verify(BundleReader::open(&bundle).unwrap(), "big", &inputs).unwrap();
         let secs = t.elapsed().as_secs_f64();
         assert_eq!(format!("{:?}", r.verdict), "Valid", "{:#?}", r.findings);
-        println!("verify run {run}: {} entries in {secs:.2}s = {:.0} entries/s", r.entries, r.entries as f64 / secs);
+        println!(
+            "verify run {run}: {} entries in {secs:.2}s = {:.0} entries/s",
+            r.entries,
+            r.entries as f64 / secs
+        );
         vrates.push(r.entries as f64 / secs);
     }
-    println!("VERIFY median: {:.0} entries/s (one thread)", median(vrates));
+    println!(
+        "VERIFY median: {:.0} entries/s (one thread)",
+        median(vrates)
+    );
 
     // 3. Inclusion proofs against the full tree.
     let size = log.size();
@@ -179,8 +222,12 @@ fn main() {
         lat.push(t.elapsed().as_secs_f64() * 1e6);
         assert!(p.len() <= 64);
     }
-    println!("PROOF median: {:.1} µs per inclusion proof at {size} entries (p99 {:.1} µs)", median(lat.clone()), {
-        lat.sort_by(|a, b| a.total_cmp(b));
-        lat[lat.len() * 99 / 100]
-    });
+    println!(
+        "PROOF median: {:.1} µs per inclusion proof at {size} entries (p99 {:.1} µs)",
+        median(lat.clone()),
+        {
+            lat.sort_by(|a, b| a.total_cmp(b));
+            lat[lat.len() * 99 / 100]
+        }
+    );
 }

@@ -17,7 +17,14 @@ fn main() {
         dataset_id: "settlement-2026-10".into(),
         release_id: [7; 16],
     };
-    let (sealer, wrapped) = Sealer::new(&ctx, &[Recipient { dept: "110000".into(), public: secret.public() }]).unwrap();
+    let (sealer, wrapped) = Sealer::new(
+        &ctx,
+        &[Recipient {
+            dept: "110000".into(),
+            public: secret.public(),
+        }],
+    )
+    .unwrap();
     let opener = Opener::new(&ctx, &wrapped, "110000", |_| Some(&secret)).unwrap();
     let value = b"110105194912310029AB1234"; // 24 bytes, a typical identity field
     let mut sealed = Vec::with_capacity(n as usize);
@@ -27,7 +34,9 @@ fn main() {
         let t = Instant::now();
         for i in 0..n {
             let mut out = Vec::with_capacity(40);
-            sealer.seal_field(0, i, 2, "certno", value, &mut out).unwrap();
+            sealer
+                .seal_field(0, i, 2, "certno", value, &mut out)
+                .unwrap();
             sealed.push(out);
         }
         let s = n as f64 / t.elapsed().as_secs_f64();
@@ -41,5 +50,9 @@ fn main() {
         seal_rates.push(s);
         open_rates.push(o);
     }
-    println!("SEAL median {:.0} fields/s; OPEN median {:.0} fields/s (24-byte values, one core)", median(seal_rates), median(open_rates));
+    println!(
+        "SEAL median {:.0} fields/s; OPEN median {:.0} fields/s (24-byte values, one core)",
+        median(seal_rates),
+        median(open_rates)
+    );
 }

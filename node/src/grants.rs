@@ -186,10 +186,16 @@ pub fn authorize(
     purpose: &str,
 ) -> std::result::Result<Grant, (ErrorCode, String)> {
     let all = list(node).map_err(|e| (ErrorCode::Internal, e.to_string()))?;
-    let candidates: Vec<&Grant> = all
+    let mut candidates: Vec<&Grant> = all
         .iter()
         .filter(|g| g.to == peer && g.dataset == dataset && g.profile == profile)
         .collect();
+    // Newest first: when none allows the request, the newest grant's reason is reported.
+    candidates.sort_by(|a, b| {
+        b.created_ms
+            .cmp(&a.created_ms)
+            .then_with(|| b.id.cmp(&a.id))
+    });
     if candidates.is_empty() {
         return Err((
             ErrorCode::NotGranted,
@@ -197,34 +203,35 @@ pub fn authorize(
         ));
     }
     let now = now_ms();
-    let mut reason = (ErrorCode::NotGranted, String::new());
+    let mut reason: Option<(ErrorCode, String)> = None;
     for g in candidates {
-        if g.agreement.as_deref() != agreement {
-            reason = (
+        let why = if g.agreement.as_deref() != agreement {
+            (
                 ErrorCode::NotGranted,
                 format!(
                     "the grant is under agreement {:?}, the request names {:?}",
                     g.agreement, agreement
                 ),
-            );
+            )
         } else if g.purpose != purpose {
-            reason = (
+            (
                 ErrorCode::NotGranted,
                 format!(
                     "the grant is for purpose {:?}, the request names {purpose:?}",
                     g.purpose
                 ),
-            );
+            )
         } else if g.revoked_ms.is_some() {
-            reason = (
+            (
                 ErrorCode::GrantRevoked,
                 format!("grant {} was revoked", g.id),
-            );
+            )
         } else if g.expires_ms.is_some_and(|e| e <= now) {
-            reason = (ErrorCode::GrantExpired, format!("grant {} expired", g.id));
+            (ErrorCode::GrantExpired, format!("grant {} expired", g.id))
         } else {
             return Ok(g.clone());
-        }
+        };
+        reason.get_or_insert(why);
     }
-    Err(reason)
+    Err(reason.unwrap_or((ErrorCode::NotGranted, "no grant".into())))
 }

@@ -45,8 +45,10 @@ pub fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
-    t.max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(60)).ok());
-    t.keep_alive_interval(Some(Duration::from_secs(10)));
+    // A silent peer (crashed, cut off) is detected within 20 s; keep-alives
+    // keep a connection alive while the sender de-identifies.
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(20)).ok());
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
     t.stream_receive_window(quinn::VarInt::from_u32(16 << 20));
     t.receive_window(quinn::VarInt::from_u32(64 << 20));
     t.send_window(64 << 20);

@@ -35,15 +35,38 @@ fn the_node_refuses_key_files_others_can_read() {
 fn passphrase_protected_keys_need_the_passphrase() {
     let tmp = tempfile::tempdir().unwrap();
     let home = Home::new(tmp.path().join("home"));
-    Node::init(&home, &certs(tmp.path()), "127.0.0.1:17998", Some(b"correct horse battery")).unwrap();
+    Node::init(
+        &home,
+        &certs(tmp.path()),
+        "127.0.0.1:17998",
+        Some(b"correct horse battery"),
+    )
+    .unwrap();
     let storage = std::fs::read(home.key("storage")).unwrap();
     assert!(storage.windows(18).any(|w| w == b"argon2id-aes256gcm"));
-    assert!(matches!(Node::open(&home, None), Err(NodeError::Invalid(_))));
+    assert!(matches!(
+        Node::open(&home, None),
+        Err(NodeError::Invalid(_))
+    ));
     let wrong = Node::open(&home, Some(zeroize::Zeroizing::new(b"wrong".to_vec())));
-    assert!(matches!(wrong, Err(NodeError::Crypto(pdx_crypto::CryptoError::Unlock { .. }))), "{wrong:?}");
-    let node = Node::open(&home, Some(zeroize::Zeroizing::new(b"correct horse battery".to_vec()))).unwrap();
+    assert!(
+        matches!(
+            wrong,
+            Err(NodeError::Crypto(pdx_crypto::CryptoError::Unlock { .. }))
+        ),
+        "{wrong:?}"
+    );
+    let node = Node::open(
+        &home,
+        Some(zeroize::Zeroizing::new(b"correct horse battery".to_vec())),
+    )
+    .unwrap();
     // Rotation re-encrypts new keys under the same passphrase.
     node.rotate_key("encryption", "tester").unwrap();
     drop(node);
-    Node::open(&home, Some(zeroize::Zeroizing::new(b"correct horse battery".to_vec()))).unwrap();
+    Node::open(
+        &home,
+        Some(zeroize::Zeroizing::new(b"correct horse battery".to_vec())),
+    )
+    .unwrap();
 }

@@ -276,7 +276,8 @@ fn a_clean_transfer_completes_with_a_matching_receipt_and_bounded_window() {
         // Receiver handles everything queued.
         let mut to_tx = Vec::new();
         for m in std::mem::take(&mut to_rx) {
-            let mut acts: std::collections::VecDeque<RxAction> = rx.handle(m, now, &Check(&k.sender)).unwrap().into();
+            let mut acts: std::collections::VecDeque<RxAction> =
+                rx.handle(m, now, &Check(&k.sender)).unwrap().into();
             while let Some(a) = acts.pop_front() {
                 match a {
                     RxAction::StoreChunk {

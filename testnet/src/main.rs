@@ -132,8 +132,20 @@ fn main() -> Result<()> {
             );
             net.detach();
         }
-        Cmd::Gen(Gen::Settlement { provinces, records, seed, treated_in, out }) => {
-            let opts = pdx_testnet::generate::Options { provinces, records, seed, treated_in, month: (2026, 10) };
+        Cmd::Gen(Gen::Settlement {
+            provinces,
+            records,
+            seed,
+            treated_in,
+            out,
+        }) => {
+            let opts = pdx_testnet::generate::Options {
+                provinces,
+                records,
+                seed,
+                treated_in,
+                month: (2026, 10),
+            };
             let file = std::fs::File::create(&out)?;
             let s = pdx_testnet::generate::settlement(&opts, file)?;
             println!("{} rows written to {}", s.rows, out.display());

@@ -26,20 +26,36 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn a_rolled_back_log_is_caught_by_its_witness_and_by_the_regulator() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut net = network(tmp.path(), &[("440000", "Guangdong"), ("100000", "National")]);
+    let mut net = network(
+        tmp.path(),
+        &[("440000", "Guangdong"), ("100000", "National")],
+    );
     let (a, b) = (net.home("440000").unwrap(), net.home("100000").unwrap());
     let db = net.node("440000").unwrap().home.join("db");
     let backup = tmp.path().join("a-db-backup");
 
     // B witnesses A twice; between the two, A's store is backed up.
-    net.pdx_ok(&["catalog", "--home", &b, "--peer", "440000"]).unwrap();
+    net.pdx_ok(&["catalog", "--home", &b, "--peer", "440000"])
+        .unwrap();
     net.stop("440000", Duration::from_secs(10)).unwrap();
     copy_dir(&db, &backup);
     net.start("440000").unwrap();
     let schema = write(tmp.path(), "people.toml", PEOPLE_SCHEMA);
     let csv = write(tmp.path(), "people.csv", PEOPLE_CSV);
-    net.pdx_ok(&["import", "--home", &a, "--schema", &schema, "--csv", &csv, "--dataset", "people"]).unwrap();
-    net.pdx_ok(&["catalog", "--home", &b, "--peer", "440000"]).unwrap();
+    net.pdx_ok(&[
+        "import",
+        "--home",
+        &a,
+        "--schema",
+        &schema,
+        "--csv",
+        &csv,
+        "--dataset",
+        "people",
+    ])
+    .unwrap();
+    net.pdx_ok(&["catalog", "--home", &b, "--peer", "440000"])
+        .unwrap();
     assert!(entries(&net, "100000", "alarm").is_empty());
 
     // A's operator rolls the store back (erasing the import) and writes a new history.
@@ -48,27 +64,73 @@ fn a_rolled_back_log_is_caught_by_its_witness_and_by_the_regulator() {
     copy_dir(&backup, &db);
     net.start("440000").unwrap();
     for _ in 0..3 {
-        net.pdx_ok(&["peer", "add", "--home", &a, "--dept", "999999", "--addr", "127.0.0.1:9"]).unwrap();
+        net.pdx_ok(&[
+            "peer",
+            "add",
+            "--home",
+            &a,
+            "--dept",
+            "999999",
+            "--addr",
+            "127.0.0.1:9",
+        ])
+        .unwrap();
     }
-    let refused = net.pdx(&["catalog", "--home", &b, "--peer", "440000"]).unwrap();
-    assert!(!refused.status.success(), "the witness must refuse a forked log");
+    let refused = net
+        .pdx(&["catalog", "--home", &b, "--peer", "440000"])
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "the witness must refuse a forked log"
+    );
     let alarms = entries(&net, "100000", "alarm");
     assert_eq!(alarms.len(), 1, "{alarms:#?}");
-    assert!(alarms[0]["detail"].as_str().unwrap().contains("fork evidence for log 440000:"));
+    assert!(
+        alarms[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("fork evidence for log 440000:")
+    );
 
     // The regulator: A's bundle alone looks consistent; B's bundle exposes it.
     let (ba, bb) = (tmp.path().join("a.bundle"), tmp.path().join("b.bundle"));
-    net.pdx_ok(&["audit", "export", "--home", &a, "--out", &s(&ba)]).unwrap();
-    net.pdx_ok(&["audit", "export", "--home", &b, "--out", &s(&bb)]).unwrap();
+    net.pdx_ok(&["audit", "export", "--home", &a, "--out", &s(&ba)])
+        .unwrap();
+    net.pdx_ok(&["audit", "export", "--home", &b, "--out", &s(&bb)])
+        .unwrap();
     let ca = s(&net.ca_dir().join("ca.crt"));
     let alone = net.pdx(&["audit", "verify", &s(&ba), "--ca", &ca]).unwrap();
-    assert_eq!(alone.status.code(), Some(0), "{}", String::from_utf8_lossy(&alone.stdout));
-    let with_witness = net.pdx(&["audit", "verify", &s(&ba), "--witness", &s(&bb), "--ca", &ca, "--json"]).unwrap();
+    assert_eq!(
+        alone.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&alone.stdout)
+    );
+    let with_witness = net
+        .pdx(&[
+            "audit",
+            "verify",
+            &s(&ba),
+            "--witness",
+            &s(&bb),
+            "--ca",
+            &ca,
+            "--json",
+        ])
+        .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&with_witness.stdout).unwrap();
     assert_eq!(with_witness.status.code(), Some(2), "{report:#}");
     assert_eq!(report["verdict"], "tampered");
-    let cases: Vec<&str> = report["findings"].as_array().unwrap().iter().filter_map(|f| f["case"].as_str()).collect();
-    assert!(cases.iter().any(|c| *c == "fork" || *c == "truncated-tail"), "{cases:?}");
+    let cases: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["case"].as_str())
+        .collect();
+    assert!(
+        cases.iter().any(|c| *c == "fork" || *c == "truncated-tail"),
+        "{cases:?}"
+    );
     // B's own log is fine.
     let b_ok = net.pdx(&["audit", "verify", &s(&bb), "--ca", &ca]).unwrap();
     assert_eq!(b_ok.status.code(), Some(0));
