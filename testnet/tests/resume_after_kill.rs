@@ -100,17 +100,16 @@ fn spawn_fetch(net: &Testnet) -> std::process::Child {
 fn wait_stored(net: &Testnet, n: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(v) = net.pdx_json(&["releases", "--home", &net.home("100000").unwrap()]) {
-            if let Some(r) = v
+        if let Ok(v) = net.pdx_json(&["releases", "--home", &net.home("100000").unwrap()])
+            && let Some(r) = v
                 .as_array()
                 .unwrap()
                 .iter()
                 .find(|r| r["direction"] == "in")
-            {
-                let stored = r["stored"].as_u64().unwrap_or(0);
-                if stored >= n {
-                    return stored;
-                }
+        {
+            let stored = r["stored"].as_u64().unwrap_or(0);
+            if stored >= n {
+                return stored;
             }
         }
         assert!(Instant::now() < deadline, "transfer never started");
