@@ -381,8 +381,8 @@ pub struct EntryView<'a> {
     pub purpose: Option<&'a str>,
     /// Legal basis.
     pub legal_basis: Option<&'a str>,
-    /// `(name, class)` pairs.
-    pub fields: Vec<(&'a str, &'a str)>,
+    /// The canonical bytes of the field list (validated; see [`EntryView::fields`]).
+    fields_raw: &'a [u8],
     /// Record count.
     pub record_count: Option<u64>,
     /// Payload digest.
@@ -417,7 +417,7 @@ impl<'a> EntryView<'a> {
             agreement: None,
             purpose: None,
             legal_basis: None,
-            fields: Vec::new(),
+            fields_raw: &[],
             record_count: None,
             payload_digest: None,
             prev_hash: [0; 32],
@@ -472,6 +472,8 @@ impl<'a> EntryView<'a> {
                 key::PURPOSE => v.purpose = Some(r.text()?),
                 key::LEGAL_BASIS => v.legal_basis = Some(r.text()?),
                 key::FIELDS => {
+                    // Validated here, decoded on demand: verifiers never need it.
+                    let start = r.offset();
                     let n = r.array()?;
                     if n == 0 {
                         return bad("empty field list must be omitted");
@@ -480,8 +482,10 @@ impl<'a> EntryView<'a> {
                         if r.array()? != 2 {
                             return bad("field must be [name, class]");
                         }
-                        v.fields.push((r.text()?, r.text()?));
+                        r.text()?;
+                        r.text()?;
                     }
+                    v.fields_raw = &bytes[start..r.offset()];
                 }
                 key::RECORD_COUNT => v.record_count = Some(r.uint()?),
                 key::PAYLOAD_DIGEST => v.payload_digest = Some(r.bytes_n::<32>()?),
@@ -509,6 +513,27 @@ impl<'a> EntryView<'a> {
         Ok(v)
     }
 
+    /// `(name, class)` pairs of the fields involved.
+    pub fn fields(&self) -> Vec<(&'a str, &'a str)> {
+        let mut out = Vec::new();
+        if self.fields_raw.is_empty() {
+            return out;
+        }
+        let mut r = Reader::new(self.fields_raw);
+        let n = r.array().unwrap_or(0);
+        for _ in 0..n {
+            let pair = r
+                .array()
+                .ok()
+                .and_then(|_| Some((r.text().ok()?, r.text().ok()?)));
+            match pair {
+                Some(p) => out.push(p),
+                None => break,
+            }
+        }
+        out
+    }
+
     /// An owned [`Entry`].
     pub fn to_entry(&self) -> Result<Entry, CanonError> {
         let own = |o: Option<&str>| o.map(str::to_string);
@@ -534,7 +559,7 @@ impl<'a> EntryView<'a> {
                 purpose: own(self.purpose),
                 legal_basis: own(self.legal_basis),
                 fields: self
-                    .fields
+                    .fields()
                     .iter()
                     .map(|(n, c)| FieldRef {
                         name: n.to_string(),

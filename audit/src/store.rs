@@ -685,37 +685,25 @@ impl AuditLog {
         Entry::decode(&bytes).map_err(|e| corrupt(format!("entry {seq}"), e.0))
     }
 
-    /// Calls `f` with the bytes of every entry from `from` (in order) up to `to` (exclusive).
+    /// Calls `f` with the bytes of every entry from `from` (in order) up to `to`
+    /// (exclusive); a missing entry is an error.
     pub fn for_each_entry(
         &self,
         from: u64,
         to: u64,
         mut f: impl FnMut(u64, &[u8]) -> Result<(), AuditError>,
     ) -> Result<(), AuditError> {
-        let cf = self.cf(CF_ENTRIES)?;
-        let iter = self.db.iterator_cf(
-            cf,
-            rocksdb::IteratorMode::From(&from.to_be_bytes(), rocksdb::Direction::Forward),
-        );
         let mut expect = from;
-        for item in iter {
-            let (k, v) = item?;
-            let seq = u64::from_be_bytes(
-                <[u8; 8]>::try_from(&k[..])
-                    .map_err(|_| corrupt("audit.entries", "key is not 8 bytes"))?,
-            );
-            if seq >= to {
-                break;
-            }
+        self.for_each_stored_entry(from, to, |seq, bytes| {
             if seq != expect {
                 return Err(corrupt(
                     "audit.entries",
                     format!("entry {expect} is missing (next stored is {seq})"),
                 ));
             }
-            f(seq, &v)?;
             expect += 1;
-        }
+            f(seq, bytes)
+        })?;
         if expect < to {
             return Err(corrupt(
                 "audit.entries",

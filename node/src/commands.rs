@@ -553,7 +553,7 @@ pub fn entry_json(v: &EntryView<'_>) -> Value {
         "dataset": v.dataset, "release": v.release, "digest": v.digest.map(hex::encode),
         "counterparty": v.counterparty, "agreement": v.agreement, "purpose": v.purpose,
         "legal_basis": v.legal_basis,
-        "fields": v.fields.iter().map(|(n, c)| json!({"name": n, "class": c})).collect::<Vec<_>>(),
+        "fields": v.fields().iter().map(|(n, c)| json!({"name": n, "class": c})).collect::<Vec<_>>(),
         "record_count": v.record_count, "payload_digest": v.payload_digest.map(hex::encode),
         "detail": v.detail,
     })

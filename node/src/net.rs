@@ -14,8 +14,8 @@ use crate::progress::{Progress, Unit};
 use crate::proto::frame::FrameDecoder;
 use crate::proto::msg::{
     AlreadyHave, CatalogEntry, CatalogResponse, ErrorCode, Hello, HelloReply, KeyDirResponse,
-    Manifest, ManifestBody, Message, Offer, OfferAccept, PROTOCOL_VERSION, Receipt, ReceiptBody,
-    ReleaseRequest, Resume, Witness1, Witness2, Witness3,
+    Manifest, ManifestBody, ManifestField, Message, Offer, OfferAccept, PROTOCOL_VERSION, Receipt,
+    ReceiptBody, ReleaseRequest, Resume, Witness1, Witness2, Witness3,
 };
 use crate::proto::transfer::{
     Failure, ManifestCheck, ReceiptCheck, Receiver, RxAction, Sender, TxAction,
@@ -26,7 +26,7 @@ use pdx_audit::checkpoint::{Cosignature, SignedCheckpoint, SignedCosignature};
 use pdx_audit::merkle::Hash;
 use pdx_audit::store::now_ms;
 use pdx_audit::witness::{self, PeerCheckpoint, WitnessStep};
-use pdx_audit::{EventKind, FieldRef, Subject};
+use pdx_audit::{EventKind, Subject};
 use pdx_crypto::wire::Signed;
 use pdx_crypto::{Digest, SignatureDomain};
 use rustls::pki_types::CertificateDer;
@@ -1458,14 +1458,7 @@ fn complete_receive(
     d.agreement = Some(r.agreement.clone()).filter(|a| !a.is_empty());
     d.purpose = Some(r.purpose.clone());
     d.legal_basis = body.legal_basis.clone();
-    d.fields = body
-        .fields
-        .iter()
-        .map(|f| FieldRef {
-            name: f.name.clone(),
-            class: format!("{}/{}", f.classification, f.treatment),
-        })
-        .collect();
+    d.fields = body.fields.iter().map(ManifestField::field_ref).collect();
     d.record_count = Some(record_count);
     d.payload_digest = Some(r.manifest.signed.digest());
     d.detail = Some(if r.sender == from {
@@ -1526,14 +1519,7 @@ fn log_send(
     d.agreement = Some(body.agreement.clone()).filter(|a| !a.is_empty());
     d.purpose = Some(body.purpose.clone());
     d.legal_basis = body.legal_basis.clone();
-    d.fields = body
-        .fields
-        .iter()
-        .map(|f| FieldRef {
-            name: f.name.clone(),
-            class: format!("{}/{}", f.classification, f.treatment),
-        })
-        .collect();
+    d.fields = body.fields.iter().map(ManifestField::field_ref).collect();
     d.record_count = Some(rb.record_count);
     d.payload_digest = Some(receipt.signed.digest());
     d.detail = Some(match relayed_from {

@@ -10,7 +10,7 @@ use crate::proto::msg::{ChunkInfo, Manifest, ManifestBody, ManifestField, transf
 use crate::records::{self, ChunkBuilder};
 use crate::store::{CF_IN_CHUNKS, CF_IN_RELEASES, CF_OUT_CHUNKS, CF_OUT_RELEASES, chunk_key};
 use pdx_audit::store::now_ms;
-use pdx_audit::{EventKind, FieldRef, Subject};
+use pdx_audit::{EventKind, Subject};
 use pdx_crypto::atrest::ObjectKey;
 use pdx_crypto::envelope::{Opener, Recipient, ReleaseContext, Sealer};
 use pdx_crypto::wire::Signed;
@@ -449,14 +449,7 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
     d.agreement = spec.agreement.clone();
     d.purpose = Some(spec.purpose.clone());
     d.legal_basis = body.legal_basis.clone();
-    d.fields = body
-        .fields
-        .iter()
-        .map(|f| FieldRef {
-            name: f.name.clone(),
-            class: format!("{}/{}", f.classification, f.treatment),
-        })
-        .collect();
+    d.fields = body.fields.iter().map(ManifestField::field_ref).collect();
     d.record_count = Some(body.record_count);
     d.payload_digest = Some(manifest.signed.digest());
     let r = &decision.report;
@@ -719,10 +712,7 @@ pub fn export(
             .fields
             .iter()
             .filter(|f| fields_opened.contains(&f.name))
-            .map(|f| FieldRef {
-                name: f.name.clone(),
-                class: f.classification.clone(),
-            })
+            .map(ManifestField::field_ref)
             .collect();
         d.record_count = Some(written);
         d.detail = Some(format!(
@@ -734,14 +724,7 @@ pub fn export(
     d.subject = subject;
     d.counterparty = Some(body.sender.clone());
     d.purpose = Some(body.purpose.clone());
-    d.fields = body
-        .fields
-        .iter()
-        .map(|f| FieldRef {
-            name: f.name.clone(),
-            class: f.classification.clone(),
-        })
-        .collect();
+    d.fields = body.fields.iter().map(ManifestField::field_ref).collect();
     d.record_count = Some(written);
     d.detail = Some(format!(
         "exported to {out}; {sealed_for_others} values sealed for other departments left empty"

@@ -218,6 +218,16 @@ pub struct ManifestField {
     pub sealed: bool,
 }
 
+impl ManifestField {
+    /// The field as audit entries name it: `classification/treatment`.
+    pub fn field_ref(&self) -> pdx_audit::FieldRef {
+        pdx_audit::FieldRef {
+            name: self.name.clone(),
+            class: format!("{}/{}", self.classification, self.treatment),
+        }
+    }
+}
+
 /// One chunk of a release.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkInfo {
