@@ -15,6 +15,7 @@ pub mod config;
 pub mod dataset;
 pub mod docs;
 mod error;
+pub mod fuzzing;
 pub mod grants;
 pub mod keys;
 pub mod net;

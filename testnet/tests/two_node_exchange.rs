@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use std::sync::Arc;
 
 #[test]
 fn two_nodes_exchange_a_dataset_and_the_logs_agree() {
@@ -230,11 +229,6 @@ fn two_nodes_exchange_a_dataset_and_the_logs_agree() {
 
 // ---- TLS refusal cases: a raw QUIC client whose FIRST REQUEST must fail ----
 
-fn ca_cert(net: &pdx_testnet::Testnet) -> rustls::pki_types::CertificateDer<'static> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::from_pem_file(net.ca_dir().join("ca.crt")).unwrap()
-}
-
 /// Connects to `dept` with the given client identity and tries one request.
 fn first_request(
     net: &pdx_testnet::Testnet,
@@ -245,26 +239,12 @@ fn first_request(
     )>,
 ) -> Result<(), String> {
     let addr: std::net::SocketAddr = net.node(dept).unwrap().addr.parse().unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca_cert(net)).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut tls = match identity {
-        None => builder.with_no_client_auth(),
-        Some((cert, key)) => builder.with_client_auth_cert(vec![cert], key).unwrap(),
-    };
-    tls.alpn_protocols = vec![b"pdx/1".to_vec()];
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
-        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+        let ep = raw_client(net, identity);
         let server_name = format!("{dept}.itest.pdx");
         let result = async {
             // Under TLS 1.3 the handshake may complete on the client before the
@@ -293,40 +273,6 @@ fn first_request(
         ep.close(0u32.into(), b"");
         result
     })
-}
-
-fn rcgen_identity(
-    ca_dir: &std::path::Path,
-    dept_san: Option<&str>,
-) -> (
-    rustls::pki_types::CertificateDer<'static>,
-    rustls::pki_types::PrivateKeyDer<'static>,
-) {
-    let ca_key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("ca.key")).unwrap()).unwrap();
-    let issuer = rcgen::Issuer::from_ca_cert_pem(
-        &std::fs::read_to_string(ca_dir.join("ca.crt")).unwrap(),
-        ca_key,
-    )
-    .unwrap();
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["130000.itest.pdx".to_string()]).unwrap();
-    if let Some(uri) = dept_san {
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::URI(uri.to_string().try_into().unwrap()));
-    }
-    params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-    ];
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (
-        cert.der().clone(),
-        rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
-            key.serialize_der(),
-        )),
-    )
 }
 
 #[test]

@@ -1,0 +1,55 @@
+//! Entry points for the fuzz targets in `fuzz/` (cargo-fuzz) and for the plain
+//! tests that run them on every build: each feeds untrusted bytes to one
+//! decoder and must never panic, whatever the input.
+
+use crate::proto::frame::FrameDecoder;
+use crate::proto::msg::{Message, MsgType};
+
+/// The frame decoder, fed in two pieces (exercising partial frames).
+pub fn frame_decoder(data: &[u8]) {
+    let split = data
+        .first()
+        .map(|b| usize::from(*b))
+        .unwrap_or(0)
+        .min(data.len());
+    let mut d = FrameDecoder::new();
+    d.push(&data[..split]);
+    while let Ok(Some(f)) = d.next_frame() {
+        let _ = Message::decode(f.msg_type, &f.payload);
+    }
+    d.push(&data[split..]);
+    while let Ok(Some(f)) = d.next_frame() {
+        let _ = Message::decode(f.msg_type, &f.payload);
+    }
+    let _ = d.finish();
+}
+
+/// One message decoder, chosen by the first byte.
+pub fn message(data: &[u8]) {
+    let Some((&t, payload)) = data.split_first() else {
+        return;
+    };
+    if let Some(mt) = MsgType::from_u8(t % 24) {
+        let _ = Message::decode(mt, payload);
+    }
+}
+
+/// The chunk-records decoder.
+pub fn records(data: &[u8]) {
+    let fields = data.first().map(|b| usize::from(*b % 32)).unwrap_or(0);
+    let _ = crate::records::decode(data.get(1..).unwrap_or_default(), fields, |_, _| Ok(()));
+}
+
+/// The audit entry decoder (entries arrive in bundles from other parties).
+pub fn audit_entry(data: &[u8]) {
+    if let Ok(v) = pdx_audit::EntryView::parse(data) {
+        let _ = v.fields();
+        let _ = v.to_entry();
+    }
+    let _ = pdx_audit::Entry::decode(data);
+}
+
+/// The admin-socket frame body decoder.
+pub fn admin_call(data: &[u8]) {
+    let _ = pdx_crypto::wire::from_cbor::<crate::admin::AdminCall>(data, "admin call");
+}

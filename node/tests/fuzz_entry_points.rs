@@ -1,0 +1,57 @@
+//! The cargo-fuzz entry points (fuzz/fuzz_targets) run as plain tests: random
+//! inputs and mutations of valid encodings must never panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use pdx_node::fuzzing;
+use pdx_node::proto::msg::{Ack, Message, Progress};
+use proptest::prelude::*;
+
+fn seeds() -> Vec<Vec<u8>> {
+    let mut v = vec![
+        Message::Ack(Ack { stored: 3 }).encode().unwrap(),
+        Message::Progress(Progress {
+            stage: "x".into(),
+            done: 1,
+            total: 2,
+        })
+        .encode()
+        .unwrap(),
+        Message::error(pdx_node::proto::msg::ErrorCode::BadChunk, "bad")
+            .encode()
+            .unwrap(),
+    ];
+    let mut b = pdx_node::records::ChunkBuilder::default();
+    b.push(
+        0,
+        &[
+            pdx_schemas::engine::OutValue::Text("a"),
+            pdx_schemas::engine::OutValue::Null,
+        ],
+    );
+    v.push(b.finish());
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #[test]
+    fn random_inputs_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        fuzzing::frame_decoder(&data);
+        fuzzing::message(&data);
+        fuzzing::records(&data);
+        fuzzing::audit_entry(&data);
+        fuzzing::admin_call(&data);
+    }
+
+    #[test]
+    fn mutated_valid_encodings_never_panic(which in 0usize..4, flips in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..8)) {
+        let mut data = seeds()[which].clone();
+        for (pos, x) in flips {
+            let i = pos as usize % data.len();
+            data[i] ^= x;
+        }
+        fuzzing::frame_decoder(&data);
+        fuzzing::records(&data);
+        fuzzing::message(&data[4..]);
+    }
+}
