@@ -58,6 +58,8 @@ AuthorizedKeysFile $W/authorized_keys
 PasswordAuthentication no
 UsePAM no
 StrictModes no
+PermitRootLogin yes
+Subsystem sftp internal-sftp
 CFG
 $(command -v sshd) -f "$W/sshd_config"
 sleep 1
