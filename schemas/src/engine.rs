@@ -170,6 +170,7 @@ impl<'s> Engine<'s> {
         ClassCounter {
             engine: self,
             classes: HashMap::new(),
+            all_recipients: Vec::new(),
             records: 0,
             depts: Vec::new(),
             dept_index: HashMap::new(),
@@ -333,6 +334,8 @@ struct ClassStats {
 pub struct ClassCounter<'e, 's> {
     engine: &'e Engine<'s>,
     classes: HashMap<[u8; 16], ClassStats>,
+    /// Recipients seen when no privacy model needs classes (k = 1, no l).
+    all_recipients: Vec<u16>,
     records: u64,
     depts: Vec<String>,
     dept_index: HashMap<String, u16>,
@@ -349,12 +352,16 @@ impl std::fmt::Debug for ClassCounter<'_, '_> {
 }
 
 impl ClassCounter<'_, '_> {
+    /// Whether classes matter: with k = 1 and no l nothing is ever suppressed,
+    /// so no class table is kept and memory stays flat whatever the size.
+    fn tracks_classes(&self) -> bool {
+        self.engine.profile.k > 1 || self.engine.l.is_some()
+    }
+
     /// Counts one source record.
     pub fn add(&mut self, row: &[Option<&str>]) -> Result<(), RuleViolation> {
         let e = self.engine;
         let record = self.records;
-        let key = e.class_key(row, record, &mut self.scratch)?;
-        let sensitive = e.sensitive_hash(row, record, &mut self.scratch)?;
         let mut rec = Vec::new();
         for (field, rule) in &e.recipient_rules {
             let dept = e.recipient_of(rule, *field, row, record)?;
@@ -372,6 +379,23 @@ impl ClassCounter<'_, '_> {
             });
             rec.push(idx);
         }
+        if !self.tracks_classes() {
+            // Still validate the generalisations so a bad value fails here too.
+            for &i in &e.qis {
+                if let Some(v) = row.get(i).copied().flatten() {
+                    e.treat_into(i, v, record, &mut self.scratch)?;
+                }
+            }
+            for r in rec {
+                if !self.all_recipients.contains(&r) {
+                    self.all_recipients.push(r);
+                }
+            }
+            self.records += 1;
+            return Ok(());
+        }
+        let key = e.class_key(row, record, &mut self.scratch)?;
+        let sensitive = e.sensitive_hash(row, record, &mut self.scratch)?;
         let stats = self.classes.entry(key).or_default();
         stats.count += 1;
         if let Some(s) = sensitive
@@ -400,6 +424,14 @@ impl ClassCounter<'_, '_> {
         let mut l_achieved = u64::MAX;
         let mut released_classes = 0u64;
         let mut recipients_used = vec![false; self.depts.len()];
+        for &r in &self.all_recipients {
+            recipients_used[usize::from(r)] = true;
+        }
+        if !self.tracks_classes() && self.records > 0 {
+            // No model: one notional class; every record may be unique.
+            k_achieved = 1;
+            l_achieved = 0;
+        }
         for (key, s) in &self.classes {
             let l_ok = e.l.is_none() || s.distinct.len() as u64 >= u64::from(l_min);
             if s.count < u64::from(p.k) || !l_ok {
@@ -415,7 +447,7 @@ impl ClassCounter<'_, '_> {
             }
         }
         let records_out = self.records - suppressed_records;
-        if released_classes == 0 {
+        if released_classes == 0 && self.tracks_classes() {
             k_achieved = 0;
             l_achieved = 0;
         }
@@ -452,10 +484,13 @@ impl ClassCounter<'_, '_> {
             } else {
                 0.0
             },
-            risk_prosecutor_avg: if records_out > 0 {
+            // Without a model every record may be unique: report the worst case.
+            risk_prosecutor_avg: if records_out == 0 {
+                0.0
+            } else if self.tracks_classes() {
                 released_classes as f64 / records_out as f64
             } else {
-                0.0
+                1.0
             },
             fields: e
                 .schema
