@@ -12,6 +12,7 @@ pub mod canon;
 pub mod digest;
 pub mod envelope;
 mod error;
+pub mod he;
 pub mod keydoc;
 pub mod keyfile;
 pub mod pseudonym;

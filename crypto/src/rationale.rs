@@ -16,5 +16,8 @@
 //! - **ring plus one gap-filler.** ring deliberately offers only ephemeral X25519
 //!   keys; a recipient must keep its key, so the static half uses `x25519-dalek`
 //!   (RFC 7748, interoperable by definition). The sender side uses ring.
+//! - **Homomorphic sums use tfhe's published parameters** ([`crate::he`]): the
+//!   dimension and noise distribution come from the tfhe constant, and the slot
+//!   width follows from a worst-case noise bound, not a tail estimate.
 //! - **No IO here.** Key files are encoded and decoded as bytes; the node owns
 //!   files, permissions and clocks, which keeps this crate testable and small.
