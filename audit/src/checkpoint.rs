@@ -1,6 +1,5 @@
 //! Signed checkpoints, witness cosignatures and audit-key endorsements.
 
-use crate::entry::LogId;
 use crate::merkle::Hash;
 use pdx_crypto::wire::Signed;
 use pdx_crypto::{CryptoError, Digest, KeyId, SignatureDomain, SigningKey, VerifyingKey};
@@ -176,9 +175,4 @@ pub struct ForkEvidence {
     pub reason: String,
     /// When it was found.
     pub time_ms: u64,
-}
-
-/// Parses a log id, for errors that name it.
-pub fn parse_log_id(s: &str) -> Option<LogId> {
-    LogId::parse(s)
 }

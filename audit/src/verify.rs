@@ -8,11 +8,11 @@
 //! under the key valid at its size and against the rebuilt roots.
 
 use crate::bundle::{BundleHeader, BundleReader};
-use crate::checkpoint::{Checkpoint, SignedCheckpoint, SignedEndorsement};
+use crate::checkpoint::{Checkpoint, SignedCheckpoint};
 use crate::entry::{EntryView, LogId, rotation_message};
 use crate::error::AuditError;
 use crate::merkle::{Blake3, Frontier, Hash, MerkleHasher};
-use pdx_crypto::{KeyId, Signature, SignatureDomain, VerifyingKey};
+use pdx_crypto::{Signature, SignatureDomain, VerifyingKey};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
@@ -859,18 +859,4 @@ fn follow_rotation(
         );
     }
     keys.push(KeyInfo { from_seq: seq, key });
-}
-
-/// Key ids of a bundle's endorsed audit keys (for display).
-pub fn endorsed_key_ids(header: &BundleHeader) -> Vec<KeyId> {
-    header
-        .endorsements
-        .iter()
-        .filter_map(|e: &SignedEndorsement| {
-            e.signed
-                .dangerous_decode_unverified::<crate::checkpoint::KeyEndorsement>("endorsement")
-                .ok()
-        })
-        .map(|e| e.audit_key.key_id())
-        .collect()
 }

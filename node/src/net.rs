@@ -449,44 +449,49 @@ impl Net {
 
     /// `pdx catalog --peer`.
     pub async fn catalog(&self, dept: &str) -> Result<Vec<CatalogEntry>> {
-        let pc = self.connect(dept).await?;
-        let mut s = pc.stream(self.timeout()).await?;
-        s.send(&Message::CatalogRequest(
-            crate::proto::msg::CatalogRequest {},
-        ))
-        .await?;
-        let out = match s.recv().await? {
+        match self
+            .request(
+                dept,
+                Message::CatalogRequest(crate::proto::msg::CatalogRequest {}),
+            )
+            .await?
+        {
             Message::CatalogResponse(r) => Ok(r.entries),
             Message::Error(e) => Err(NodeError::Refused(format!("{dept} refused: {}", e.message))),
             other => Err(peer_err(dept)(format!(
                 "expected CatalogResponse, got {:?}",
                 other.msg_type()
             ))),
-        };
+        }
+    }
+
+    /// One request, one reply, on a fresh connection (handshake included).
+    async fn request(&self, dept: &str, request: Message) -> Result<Message> {
+        let pc = self.connect(dept).await?;
+        let mut s = pc.stream(self.timeout()).await?;
+        s.send(&request).await?;
+        let reply = s.recv().await;
         s.finish().await;
         pc.conn.close(quinn::VarInt::from_u32(0), b"done");
-        out
+        reply
     }
 
     /// `pdx keys fetch --peer`: key documents from a peer (its own or its directory).
     pub async fn fetch_keys(&self, dept: &str, of: Vec<String>) -> Result<(usize, Vec<String>)> {
-        let pc = self.connect(dept).await?;
-        let mut s = pc.stream(self.timeout()).await?;
-        s.send(&Message::KeyDirRequest(crate::proto::msg::KeyDirRequest {
-            depts: of,
-        }))
-        .await?;
-        let out = match s.recv().await? {
+        match self
+            .request(
+                dept,
+                Message::KeyDirRequest(crate::proto::msg::KeyDirRequest { depts: of }),
+            )
+            .await?
+        {
             Message::KeyDirResponse(r) => self.node.accept_key_documents(&r.documents),
             Message::Error(e) => Err(NodeError::Refused(format!("{dept} refused: {}", e.message))),
             other => Err(peer_err(dept)(format!(
                 "expected KeyDirResponse, got {:?}",
                 other.msg_type()
             ))),
-        };
-        s.finish().await;
-        pc.conn.close(quinn::VarInt::from_u32(0), b"done");
-        out
+        }
     }
 
     /// `pdx fetch`: pulls a release, resuming an interrupted one, verifying every
@@ -674,14 +679,11 @@ impl Net {
         kind: &str,
         document: Vec<u8>,
     ) -> Result<crate::proto::msg::Accepted> {
-        let pc = self.connect(dept).await?;
-        let mut s = pc.stream(self.timeout()).await?;
-        s.send(&Message::Submit(crate::proto::msg::Submit {
+        let request = Message::Submit(crate::proto::msg::Submit {
             kind: kind.to_string(),
             document,
-        }))
-        .await?;
-        let out = match s.recv().await? {
+        });
+        match self.request(dept, request).await? {
             Message::Accepted(a) => Ok(a),
             Message::Error(e) => Err(NodeError::Refused(format!(
                 "{dept} refused the {kind}: {}",
@@ -691,10 +693,7 @@ impl Net {
                 "expected Accepted, got {:?}",
                 other.msg_type()
             ))),
-        };
-        s.finish().await;
-        pc.conn.close(quinn::VarInt::from_u32(0), b"done");
-        out
+        }
     }
 
     // ---------------- server side ----------------
