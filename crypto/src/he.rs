@@ -48,6 +48,38 @@ fn dimension() -> LweDimension {
     PKE.encryption_lwe_dimension
 }
 
+/// Names the scheme, parameter set and encoding; documents carry it and
+/// readers refuse any other (a list made under other parameters does not add).
+pub const SCHEME_ID: &str = "pdx-he/1 tfhe-core compact-pke PARAM_PKE_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128 limb16 slot24";
+
+/// Little-endian bytes of ciphertext or key words (for documents).
+pub fn words_to_bytes(words: &[u64]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// Words from little-endian bytes; refuses a length that is not a multiple of 8.
+pub fn bytes_to_words(bytes: &[u8]) -> Result<Vec<u64>> {
+    if !bytes.len().is_multiple_of(8) {
+        return Err(CryptoError::He(format!(
+            "{} bytes is not a whole number of 64-bit words",
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            u64::from_le_bytes(w)
+        })
+        .collect())
+}
+
+/// Bytes of a ciphertext list of `slots` slots under the parameter set.
+pub fn list_bytes(slots: usize) -> usize {
+    expected_words(slots) * 8
+}
+
 /// The key holder's secret key (zeroized on drop).
 pub struct HeSecretKey {
     key: LweSecretKeyOwned<u64>,
@@ -118,6 +150,31 @@ impl HeSecretKey {
     /// The raw secret (binary words), for the key file.
     pub fn to_words(&self) -> zeroize::Zeroizing<Vec<u64>> {
         zeroize::Zeroizing::new(self.key.as_ref().to_vec())
+    }
+
+    /// The secret bits packed eight to a byte (for the key file).
+    pub fn to_bytes(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut out = zeroize::Zeroizing::new(vec![0u8; self.key.as_ref().len().div_ceil(8)]);
+        for (i, &bit) in self.key.as_ref().iter().enumerate() {
+            out[i / 8] |= ((bit & 1) as u8) << (i % 8);
+        }
+        out
+    }
+
+    /// Rebuilds a secret key from [`HeSecretKey::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let n = dimension().0;
+        if bytes.len() != n.div_ceil(8) {
+            return Err(CryptoError::He(format!(
+                "secret key has {} bytes, the parameter set needs {}",
+                bytes.len(),
+                n.div_ceil(8)
+            )));
+        }
+        let words = (0..n)
+            .map(|i| u64::from((bytes[i / 8] >> (i % 8)) & 1))
+            .collect();
+        Self::from_words(words)
     }
 
     /// Rebuilds a secret key.
@@ -323,6 +380,16 @@ mod tests {
     }
 
     #[test]
+    fn secret_key_bytes_round_trip() -> Result<()> {
+        let (sk, pk) = keygen();
+        let back = HeSecretKey::from_bytes(&sk.to_bytes())?;
+        let ct = encrypt(&pk, &[7, 65535])?;
+        assert_eq!(decrypt(&back, &ct), vec![7, 65535]);
+        assert!(HeSecretKey::from_bytes(&sk.to_bytes()[1..]).is_err());
+        Ok(())
+    }
+
+    #[test]
     fn wrong_sizes_and_limbs_are_refused() -> Result<()> {
         let (_sk, pk) = keygen();
         assert!(encrypt(&pk, &[1 << LIMB_BITS]).is_err());
@@ -331,6 +398,9 @@ mod tests {
         assert!(a.add(&b).is_err());
         assert!(HeList::from_words(a.words()[1..].to_vec(), 3).is_err());
         assert!(HePublicKey::from_words(vec![0; 10]).is_err());
+        assert!(bytes_to_words(&[0; 9]).is_err());
+        assert_eq!(bytes_to_words(&words_to_bytes(a.words()))?, a.words());
+        assert_eq!(a.words().len() * 8, list_bytes(3));
         assert_eq!(
             combine(&split(0x1234_5678_9abc_def0, 4)),
             0x1234_5678_9abc_def0

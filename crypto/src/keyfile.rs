@@ -34,6 +34,8 @@ pub enum KeyKind {
     X25519,
     /// A 32-byte symmetric master key.
     Secret32,
+    /// A homomorphic-aggregate LWE secret key, bits packed (`pdx_crypto::he`).
+    HeLweSecret,
 }
 
 impl KeyKind {
@@ -42,6 +44,7 @@ impl KeyKind {
             KeyKind::Ed25519Pkcs8 => "ed25519-pkcs8",
             KeyKind::X25519 => "x25519-raw",
             KeyKind::Secret32 => "secret-32",
+            KeyKind::HeLweSecret => "he-lwe-secret",
         }
     }
 
@@ -50,6 +53,7 @@ impl KeyKind {
             "ed25519-pkcs8" => Some(KeyKind::Ed25519Pkcs8),
             "x25519-raw" => Some(KeyKind::X25519),
             "secret-32" => Some(KeyKind::Secret32),
+            "he-lwe-secret" => Some(KeyKind::HeLweSecret),
             _ => None,
         }
     }

@@ -143,6 +143,74 @@ pub enum Request {
     },
     /// `pdx keys list`.
     KeysList,
+    /// `pdx he keygen`.
+    HeKeygen(crate::he::QuerySpec),
+    /// `pdx he contribute`.
+    HeContribute {
+        /// Query document file.
+        query: String,
+        /// Dataset summed.
+        dataset: String,
+        /// Aggregator department (sent over the network).
+        to: String,
+        /// Write the submission here instead of sending it.
+        out: Option<String>,
+    },
+    /// `pdx he aggregate`.
+    HeAggregate {
+        /// Query id.
+        query: String,
+        /// Key holder department.
+        to: String,
+        /// Write the submission here instead of sending it.
+        out: Option<String>,
+    },
+    /// `pdx he decrypt`.
+    HeDecrypt {
+        /// Query id.
+        query: String,
+    },
+    /// `pdx he verify-sum` on a node.
+    HeVerifySum {
+        /// Query id.
+        query: String,
+    },
+    /// `pdx he export`.
+    HeExport {
+        /// Query id.
+        query: String,
+        /// Bundle file.
+        out: String,
+    },
+    /// `pdx he list`.
+    HeList,
+    /// `pdx submit --file` (file mode of contributions, aggregates, confirmations).
+    SubmitFile {
+        /// Submission file.
+        file: String,
+        /// Send it to this peer instead of accepting it here.
+        to: Option<String>,
+    },
+    /// `pdx settle confirm`.
+    SettleConfirm {
+        /// Release id (hex).
+        release: String,
+        /// Insured registry CSV.
+        registry: String,
+        /// Amount field.
+        amount_field: String,
+        /// Clearing node.
+        to: String,
+        /// Write the submission here instead of sending it.
+        out: Option<String>,
+    },
+    /// `pdx settle clearing`.
+    SettleClearing {
+        /// Profile of the clearing releases.
+        profile: String,
+        /// Amount field.
+        amount_field: String,
+    },
     /// `pdx audit export`.
     AuditExport {
         /// Bundle path.
@@ -449,6 +517,78 @@ pub async fn execute(
             }
             Ok(Value::Array(out))
         }
+        Request::HeKeygen(spec) => blocking(move || crate::he::keygen(&node, &spec, &op)).await,
+        Request::HeContribute {
+            query,
+            dataset,
+            to,
+            out,
+        } => {
+            let doc: crate::docs::Certified = crate::docs::read_file(&query, "he query document")?;
+            let (sub, info) =
+                blocking(move || crate::he::contribute(&node, &doc, &dataset, &to, &op)).await?;
+            deliver(net, sub, info, out).await
+        }
+        Request::HeAggregate { query, to, out } => {
+            let (sub, info) =
+                blocking(move || crate::he::aggregate(&node, &query, &to, &op)).await?;
+            deliver(net, sub, info, out).await
+        }
+        Request::HeDecrypt { query } => {
+            blocking(move || crate::he::decrypt(&node, &query, &op)).await
+        }
+        Request::HeVerifySum { query } => {
+            blocking(move || crate::he::verify_sum(&node, &query)).await
+        }
+        Request::HeExport { query, out } => {
+            blocking(move || crate::he::export(&node, &query, &out, &op)).await
+        }
+        Request::HeList => crate::he::list(&node),
+        Request::SubmitFile { file, to: Some(to) } => {
+            let sub: crate::docs::SubmissionFile =
+                crate::docs::read_file(&file, "submission file")?;
+            let a = net.submit(&to, &sub.kind, sub.document).await?;
+            Ok(json!({"sent": to, "kind": sub.kind, "accepted": a.digest.to_hex(), "note": a.note}))
+        }
+        Request::SubmitFile { file, to: None } => {
+            let sub: crate::docs::SubmissionFile =
+                crate::docs::read_file(&file, "submission file")?;
+            let a = blocking(move || {
+                crate::docs::accept(&node, &format!("file:{file}"), &sub.kind, &sub.document)
+            })
+            .await?;
+            Ok(json!({"accepted": a.digest.to_hex(), "note": a.note}))
+        }
+        Request::SettleConfirm {
+            release,
+            registry,
+            amount_field,
+            to,
+            out,
+        } => {
+            let (sub, info) = blocking(move || {
+                crate::settle::confirm(
+                    &node,
+                    &release,
+                    &registry,
+                    &amount_field,
+                    &to,
+                    &op,
+                    progress.as_ref(),
+                )
+            })
+            .await?;
+            deliver(net, sub, info, out).await
+        }
+        Request::SettleClearing {
+            profile,
+            amount_field,
+        } => {
+            blocking(move || {
+                crate::settle::clearing(&node, &profile, &amount_field, &op, progress.as_ref())
+            })
+            .await
+        }
         Request::AuditExport { out } => {
             let n2 = node.clone();
             let header = blocking(move || {
@@ -543,6 +683,32 @@ pub async fn execute(
             Ok(Value::Array(out))
         }
     }
+}
+
+/// Sends a signed submission to the peer named in `info["to"]`, or writes it
+/// to `out` (file mode); adds what happened to `info`.
+async fn deliver(
+    net: &Arc<Net>,
+    sub: crate::docs::SubmissionFile,
+    mut info: Value,
+    out: Option<String>,
+) -> Result<Value> {
+    let outcome = match out {
+        Some(path) => {
+            let bytes = pdx_crypto::wire::to_cbor(&sub)?;
+            crate::config::write_atomic(std::path::Path::new(&path), &bytes, 0o600)?;
+            json!({"written": path})
+        }
+        None => {
+            let to = info["to"].as_str().unwrap_or_default().to_string();
+            let a = net.submit(&to, &sub.kind, sub.document).await?;
+            json!({"sent": to, "accepted": a.digest.to_hex(), "note": a.note})
+        }
+    };
+    if let (Some(o), Value::Object(extra)) = (info.as_object_mut(), outcome) {
+        o.extend(extra);
+    }
+    Ok(info)
 }
 
 /// One entry as JSON (for `audit show`).

@@ -17,6 +17,7 @@ pub mod docs;
 mod error;
 pub mod fuzzing;
 pub mod grants;
+pub mod he;
 pub mod keys;
 pub mod net;
 pub mod node;
@@ -26,6 +27,7 @@ pub mod progress;
 pub mod proto;
 pub mod records;
 pub mod release;
+pub mod settle;
 pub mod store;
 pub mod tls;
 

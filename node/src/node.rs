@@ -1,7 +1,7 @@
 //! A node: its home, configuration, keys, trust material, store and audit log,
 //! opened once and shared by every command and connection.
 
-use crate::config::{Config, Home, create_dir, write_atomic};
+use crate::config::{Config, Home, create_dir, read_secret, write_atomic, write_secret};
 use crate::error::{NodeError, Result};
 use crate::keys::{NodeKeys, Passphrase};
 use crate::pki::{self, CertChecker, CertInfo};
@@ -11,12 +11,14 @@ use pdx_audit::checkpoint::{KeyEndorsement, SignedEndorsement};
 use pdx_audit::store::{AuditConfig, now_ms};
 use pdx_audit::{AuditLog, EntryDraft, EventKind, LogId};
 use pdx_crypto::keydoc::{KeyDocument, KeyDocumentBody};
+use pdx_crypto::keyfile::{self, KeyKind};
 use pdx_crypto::{KeyId, SigningKey};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use zeroize::Zeroizing;
 
 /// An open node.
 pub struct Node {
@@ -290,6 +292,31 @@ impl Node {
     /// The passphrase the keys were unlocked with, for re-encrypting rotated keys.
     fn pass(&self) -> Option<&[u8]> {
         self.passphrase.as_deref().map(|p| p.as_slice())
+    }
+
+    /// Stores an extra secret (e.g. a homomorphic-aggregate key) as a key file in
+    /// `HOME/keys/` (0600, under the node passphrase when there is one).
+    pub fn save_secret(&self, name: &str, kind: KeyKind, secret: &[u8]) -> Result<()> {
+        let bytes = keyfile::encode(kind, secret, self.pass())?;
+        write_secret(&self.home.key(name), &bytes)
+    }
+
+    /// Loads a secret stored with [`Node::save_secret`].
+    pub fn load_secret(&self, name: &str, kind: KeyKind) -> Result<Zeroizing<Vec<u8>>> {
+        let path = self.home.key(name);
+        if !path.exists() {
+            return Err(NodeError::NotFound(format!(
+                "{}: no such key on this node",
+                path.display()
+            )));
+        }
+        let bytes = read_secret(&path)?;
+        Ok(keyfile::decode(
+            &bytes,
+            kind,
+            &path.display().to_string(),
+            self.pass(),
+        )?)
     }
 
     /// Checks a peer certificate against the CA and the current CRL.

@@ -592,16 +592,32 @@ pub struct ExportOutcome {
     pub values_decrypted: u64,
 }
 
-/// Writes a received release to CSV, decrypting the fields sealed for this node
-/// (audited: `decrypt` when anything was opened, and `export`).
-pub fn export(
+/// What reading a received release's rows found.
+#[derive(Clone, Debug)]
+pub struct RowsRead {
+    /// The verified manifest body.
+    pub body: ManifestBody,
+    /// The stored release.
+    pub release: InRelease,
+    /// Records read.
+    pub records: u64,
+    /// Values decrypted.
+    pub decrypted: u64,
+    /// Sealed values this node could not open.
+    pub sealed_for_others: u64,
+    /// Fields whose values were decrypted.
+    pub fields_opened: Vec<String>,
+}
+
+/// Calls `f` with every row of a complete received release: clear values as
+/// they are, values sealed for this node decrypted, values sealed for others
+/// as `None`. The caller audits the decryption ([`audit_decrypt`]).
+pub fn for_each_received_row(
     node: &Node,
     id: &[u8],
-    out: &str,
-    operator: &str,
     progress: &dyn Progress,
-) -> Result<ExportOutcome> {
-    use std::os::unix::fs::OpenOptionsExt;
+    mut f: impl FnMut(&ManifestBody, u64, &[Option<&[u8]>]) -> std::result::Result<(), String>,
+) -> Result<RowsRead> {
     let rel = in_release(node, id)?
         .ok_or_else(|| NodeError::NotFound(format!("no received release {}", release_hex(id))))?;
     if !rel.complete {
@@ -627,24 +643,14 @@ pub fn export(
         Err(pdx_crypto::CryptoError::NotARecipient { .. }) => None,
         Err(e) => return Err(e.into()),
     };
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(out)
-        .map_err(NodeError::io(out))?;
-    let mut w = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 20, file));
-    let names: Vec<&str> = body.fields.iter().map(|f| f.name.as_str()).collect();
-    w.write_record(&names)
-        .map_err(|e| NodeError::Invalid(format!("{out}: {e}")))?;
     let mut written = 0u64;
     let mut decrypted = 0u64;
     let mut sealed_for_others = 0u64;
     let mut decrypted_fields = vec![false; body.fields.len()];
     let mut row: Vec<Vec<u8>> = vec![Vec::new(); body.fields.len()];
+    let mut present = vec![false; body.fields.len()];
     progress.stage(
-        &format!("export {}", release_hex(id)),
+        &format!("read {}", release_hex(id)),
         Some(rel.record_count),
         Unit::Records,
     );
@@ -653,6 +659,7 @@ pub fn export(
         records::decode(&bytes, body.fields.len(), |record, values| {
             for (i, v) in values.iter().enumerate() {
                 row[i].clear();
+                present[i] = true;
                 match v {
                     records::Value::Null => {}
                     records::Value::Text(t) => row[i].extend_from_slice(t.as_bytes()),
@@ -674,11 +681,19 @@ pub fn export(
                             decrypted += 1;
                             decrypted_fields[i] = true;
                         }
-                        _ => sealed_for_others += 1,
+                        _ => {
+                            sealed_for_others += 1;
+                            present[i] = false;
+                        }
                     },
                 }
             }
-            w.write_record(&row).map_err(|e| format!("{out}: {e}"))?;
+            let view: Vec<Option<&[u8]>> = row
+                .iter()
+                .zip(&present)
+                .map(|(v, &p)| p.then_some(v.as_slice()))
+                .collect();
+            f(&body, record, &view)?;
             written += 1;
             if written.is_multiple_of(16384) {
                 progress.set(written);
@@ -687,55 +702,116 @@ pub fn export(
         })
         .map_err(|e| NodeError::corrupt(format!("in.chunks/{}/{index}", release_hex(id)), e))?;
     }
-    w.flush().map_err(NodeError::io(out))?;
     progress.done();
-    drop(keys);
-    let fields_opened: Vec<String> = body
+    let fields_opened = body
         .fields
         .iter()
         .zip(&decrypted_fields)
         .filter(|(_, d)| **d)
         .map(|(f, _)| f.name.clone())
         .collect();
-    let subject = Subject {
-        dataset: Some(body.dataset.clone()),
-        release: Some(release_hex(id)),
-        digest: rel.content_digest,
-    };
-    if decrypted > 0 {
-        let mut d = node.draft(EventKind::Decrypt, operator);
-        d.subject = subject.clone();
-        d.counterparty = Some(body.sender.clone());
-        d.agreement = Some(body.agreement.clone()).filter(|a| !a.is_empty());
-        d.purpose = Some(body.purpose.clone());
-        d.fields = body
-            .fields
-            .iter()
-            .filter(|f| fields_opened.contains(&f.name))
-            .map(ManifestField::field_ref)
-            .collect();
-        d.record_count = Some(written);
-        d.detail = Some(format!(
-            "{decrypted} sealed values opened for export to {out}"
-        ));
-        node.log(d)?;
+    Ok(RowsRead {
+        body,
+        release: rel,
+        records: written,
+        decrypted,
+        sealed_for_others,
+        fields_opened,
+    })
+}
+
+/// The subject of entries about a received release.
+pub fn received_subject(read: &RowsRead) -> Subject {
+    Subject {
+        dataset: Some(read.body.dataset.clone()),
+        release: Some(release_hex(&read.release.release_id)),
+        digest: read.release.content_digest,
     }
+}
+
+/// Audits the decryption of a received release's sealed values (if any were opened).
+pub fn audit_decrypt(node: &Node, read: &RowsRead, operator: &str, why: &str) -> Result<()> {
+    if read.decrypted == 0 {
+        return Ok(());
+    }
+    let body = &read.body;
+    let mut d = node.draft(EventKind::Decrypt, operator);
+    d.subject = received_subject(read);
+    d.counterparty = Some(body.sender.clone());
+    d.agreement = Some(body.agreement.clone()).filter(|a| !a.is_empty());
+    d.purpose = Some(body.purpose.clone());
+    d.fields = body
+        .fields
+        .iter()
+        .filter(|f| read.fields_opened.contains(&f.name))
+        .map(ManifestField::field_ref)
+        .collect();
+    d.record_count = Some(read.records);
+    d.detail = Some(format!("{} sealed values opened {why}", read.decrypted));
+    node.log(d)?;
+    Ok(())
+}
+
+/// Writes a received release to CSV, decrypting the fields sealed for this node
+/// (audited: `decrypt` when anything was opened, and `export`).
+pub fn export(
+    node: &Node,
+    id: &[u8],
+    out: &str,
+    operator: &str,
+    progress: &dyn Progress,
+) -> Result<ExportOutcome> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(NodeError::io(out))?;
+    let mut w = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 20, file));
+    let mut header_done = false;
+    let read = for_each_received_row(node, id, progress, |body, _, row| {
+        if !header_done {
+            header_done = true;
+            w.write_record(body.fields.iter().map(|f| f.name.as_str()))
+                .map_err(|e| format!("{out}: {e}"))?;
+        }
+        w.write_record(row.iter().map(|v| v.unwrap_or(b"")))
+            .map_err(|e| format!("{out}: {e}"))
+    });
+    let read = match read {
+        Ok(r) => r,
+        Err(e) => {
+            drop(w);
+            let _ = std::fs::remove_file(out);
+            return Err(e);
+        }
+    };
+    if read.records == 0 {
+        w.write_record(read.body.fields.iter().map(|f| f.name.as_str()))
+            .map_err(|e| NodeError::Invalid(format!("{out}: {e}")))?;
+    }
+    w.flush().map_err(NodeError::io(out))?;
+    audit_decrypt(node, &read, operator, &format!("for export to {out}"))?;
+    let body = &read.body;
     let mut d = node.draft(EventKind::Export, operator);
-    d.subject = subject;
+    d.subject = received_subject(&read);
     d.counterparty = Some(body.sender.clone());
     d.purpose = Some(body.purpose.clone());
     d.fields = body.fields.iter().map(ManifestField::field_ref).collect();
-    d.record_count = Some(written);
+    d.record_count = Some(read.records);
     d.detail = Some(format!(
-        "exported to {out}; {sealed_for_others} values sealed for other departments left empty"
+        "exported to {out}; {} values sealed for other departments left empty",
+        read.sealed_for_others
     ));
     node.log(d)?;
     Ok(ExportOutcome {
         release: release_hex(id),
         out: out.to_string(),
-        records: written,
-        decrypted_fields: fields_opened,
-        sealed_for_others,
-        values_decrypted: decrypted,
+        records: read.records,
+        decrypted_fields: read.fields_opened,
+        sealed_for_others: read.sealed_for_others,
+        values_decrypted: read.decrypted,
     })
 }

@@ -79,6 +79,172 @@ pub enum Command {
     /// Audit log: export, verify, reconcile, proofs.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Homomorphic aggregates: encrypted per-category sums only a key holder opens.
+    #[command(subcommand)]
+    He(HeCmd),
+    /// Cross-province settlement: confirmations and the clearing matrix.
+    #[command(subcommand)]
+    Settle(SettleCmd),
+    /// Accept a submission written in file mode (`--out` of he contribute/aggregate,
+    /// settle confirm), or send it to a peer with --to.
+    Submit {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Submission file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Send the submission to this peer instead of accepting it here.
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HeCmd {
+    /// Key holder: create a key pair and the signed query document.
+    Keygen {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Query id.
+        #[arg(long)]
+        query: String,
+        /// Schema file (TOML) of the datasets summed.
+        #[arg(long)]
+        schema: PathBuf,
+        /// Value field to sum (repeat or comma-separate for several).
+        #[arg(long = "value", value_delimiter = ',', required = true)]
+        values: Vec<String>,
+        /// Group-by field as FIELD[:TRANSFORM] (value, province, prefecture,
+        /// icd10-category, month, quarter, year); repeat for several.
+        #[arg(long = "group-by", value_delimiter = ',', required = true)]
+        group_by: Vec<String>,
+        /// Category list: one category per line, parts separated by '|'.
+        #[arg(long)]
+        categories: PathBuf,
+        /// Minimum distinct contributors before decryption.
+        #[arg(long, default_value_t = 3)]
+        k: u32,
+        /// Allowed contributor (repeat or comma-separate).
+        #[arg(long = "contributor", value_delimiter = ',', required = true)]
+        contributors: Vec<String>,
+        /// Aggregator department.
+        #[arg(long)]
+        aggregator: String,
+        /// Deadline: YYYY-MM-DD, RFC 3339, or +N[smhd].
+        #[arg(long, default_value = "+30d")]
+        deadline: String,
+        /// Where to write the signed query document (default QUERY.query in the current directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Contributor: sum a dataset per category, encrypt, sign, send to the aggregator.
+    Contribute {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// The key holder's query document.
+        #[arg(long)]
+        query: PathBuf,
+        /// Dataset to sum.
+        #[arg(long)]
+        dataset: String,
+        /// Aggregator department (must be the query's).
+        #[arg(long)]
+        to: String,
+        /// Write the submission to this file instead of sending it (then: pdx submit --file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Aggregator: check and add the contributions, send the sum to the key holder.
+    Aggregate {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Query id.
+        #[arg(long)]
+        query: String,
+        /// Key holder department (must be the query's).
+        #[arg(long)]
+        to: String,
+        /// Write the submission to this file instead of sending it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Key holder: decrypt the sum (refused below k distinct contributors).
+    Decrypt {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Query id.
+        #[arg(long)]
+        query: String,
+    },
+    /// Recompute the aggregate from the contributions (on the aggregator, or
+    /// offline from `pdx he export` with --bundle and --ca). Exit 2 on mismatch.
+    VerifySum {
+        /// Node home holding the contributions.
+        #[arg(long, env = "PDX_HOME", required_unless_present = "bundle")]
+        home: Option<PathBuf>,
+        /// File holding the key passphrase.
+        #[arg(long, env = "PDX_PASSPHRASE_FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Query id (with --home).
+        #[arg(long, required_unless_present = "bundle")]
+        query: Option<String>,
+        /// Bundle written by `pdx he export` (offline).
+        #[arg(long, conflicts_with = "home")]
+        bundle: Option<PathBuf>,
+        /// Network CA certificate (PEM), with --bundle.
+        #[arg(long, requires = "bundle")]
+        ca: Option<PathBuf>,
+    },
+    /// Write the query, aggregate and encrypted contributions held here to a file.
+    Export {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Query id.
+        #[arg(long)]
+        query: String,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Queries held on this node.
+    List(HomeArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SettleCmd {
+    /// Insured province: open the identities relayed to it, check them against
+    /// the insured registry, send a signed confirmation to the clearing node.
+    Confirm {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Received release id (hex).
+        #[arg(long)]
+        release: String,
+        /// Insured registry CSV (psn_no and optionally certno columns).
+        #[arg(long)]
+        registry: PathBuf,
+        /// Amount field confirmed.
+        #[arg(long, default_value = "fund_pay_sumamt")]
+        amount_field: String,
+        /// Clearing node department.
+        #[arg(long)]
+        to: String,
+        /// Write the submission to this file instead of sending it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Clearing node: the matrix of what each insured province owes each
+    /// treatment province, confirmations and net positions.
+    Clearing {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Profile of the clearing releases.
+        #[arg(long, default_value = "clearing")]
+        profile: String,
+        /// Amount field cleared.
+        #[arg(long, default_value = "fund_pay_sumamt")]
+        amount_field: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -671,6 +837,42 @@ pub fn node_request(cmd: &Command) -> Result<(PathBuf, Request, Option<PathBuf>)
                 limit: *limit,
             },
         ),
+        Command::He(c) => he_request(c),
+        Command::Settle(SettleCmd::Confirm {
+            home,
+            release,
+            registry,
+            amount_field,
+            to,
+            out,
+        }) => h(
+            home,
+            Request::SettleConfirm {
+                release: release.clone(),
+                registry: absolute(registry)?,
+                amount_field: amount_field.clone(),
+                to: to.clone(),
+                out: out.as_deref().map(absolute).transpose()?,
+            },
+        ),
+        Command::Settle(SettleCmd::Clearing {
+            home,
+            profile,
+            amount_field,
+        }) => h(
+            home,
+            Request::SettleClearing {
+                profile: profile.clone(),
+                amount_field: amount_field.clone(),
+            },
+        ),
+        Command::Submit { home, file, to } => h(
+            home,
+            Request::SubmitFile {
+                file: absolute(file)?,
+                to: to.clone(),
+            },
+        ),
         other => Err(anyhow!("{other:?} is not a node command")),
     }
 }
@@ -726,4 +928,101 @@ pub fn run_schema(c: &SchemaCmd, json: bool) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+fn he_request(c: &HeCmd) -> Result<(PathBuf, Request, Option<PathBuf>)> {
+    let h = |a: &HomeArgs, r: Request| Ok((a.home.clone(), r, a.passphrase_file.clone()));
+    match c {
+        HeCmd::Keygen {
+            home,
+            query,
+            schema,
+            values,
+            group_by,
+            categories,
+            k,
+            contributors,
+            aggregator,
+            deadline,
+            out,
+        } => {
+            let out = match out {
+                Some(o) => absolute(o)?,
+                None => absolute(&PathBuf::from(format!("{query}.query")))?,
+            };
+            h(
+                home,
+                Request::HeKeygen(pdx_node::he::QuerySpec {
+                    query_id: query.clone(),
+                    schema_path: absolute(schema)?,
+                    values: values.clone(),
+                    group_by: group_by.clone(),
+                    categories_path: absolute(categories)?,
+                    k: *k,
+                    contributors: contributors.clone(),
+                    aggregator: aggregator.clone(),
+                    deadline_ms: pdx_node::grants::parse_expiry(deadline).map_err(node_error)?,
+                    out,
+                }),
+            )
+        }
+        HeCmd::Contribute {
+            home,
+            query,
+            dataset,
+            to,
+            out,
+        } => h(
+            home,
+            Request::HeContribute {
+                query: absolute(query)?,
+                dataset: dataset.clone(),
+                to: to.clone(),
+                out: out.as_deref().map(absolute).transpose()?,
+            },
+        ),
+        HeCmd::Aggregate {
+            home,
+            query,
+            to,
+            out,
+        } => h(
+            home,
+            Request::HeAggregate {
+                query: query.clone(),
+                to: to.clone(),
+                out: out.as_deref().map(absolute).transpose()?,
+            },
+        ),
+        HeCmd::Decrypt { home, query } => h(
+            home,
+            Request::HeDecrypt {
+                query: query.clone(),
+            },
+        ),
+        HeCmd::VerifySum {
+            home: Some(home),
+            passphrase_file,
+            query: Some(query),
+            ..
+        } => Ok((
+            home.clone(),
+            Request::HeVerifySum {
+                query: query.clone(),
+            },
+            passphrase_file.clone(),
+        )),
+        HeCmd::VerifySum { .. } => Err(anyhow!(Exit {
+            code: 64,
+            message: "pdx he verify-sum needs --home and --query, or --bundle and --ca".into()
+        })),
+        HeCmd::Export { home, query, out } => h(
+            home,
+            Request::HeExport {
+                query: query.clone(),
+                out: absolute(out)?,
+            },
+        ),
+        HeCmd::List(home) => h(home, Request::HeList),
+    }
 }

@@ -270,11 +270,33 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Serve(a) => serve(&a.home, a.passphrase_file.as_deref(), &op).await,
         Command::Audit(a) => audit::run(a, &cli, &op).await,
+        Command::He(args::HeCmd::VerifySum {
+            bundle: Some(bundle),
+            ca,
+            ..
+        }) => {
+            let ca = ca.as_deref().ok_or_else(|| {
+                anyhow!(Exit {
+                    code: 64,
+                    message: "--bundle needs --ca (the network CA certificate)".into()
+                })
+            })?;
+            let v = pdx_node::he::verify_bundle_file(
+                &bundle.display().to_string(),
+                &ca.display().to_string(),
+            )
+            .map_err(node_error)?;
+            render::print(json, &v, render::generic);
+            Ok(if v["verdict"] == "ok" { 0 } else { 2 })
+        }
         other => {
             let (home, request, pass) = args::node_request(other)?;
             let value = node_command(&home, pass.as_deref(), request, &op, json).await?;
             render::print(json, &value, render::renderer(other));
-            Ok(0)
+            // verify-sum reports a mismatch like `audit verify` reports tampering.
+            let mismatch = matches!(other, Command::He(args::HeCmd::VerifySum { .. }))
+                && value["verdict"] != "ok";
+            Ok(if mismatch { 2 } else { 0 })
         }
     }
 }

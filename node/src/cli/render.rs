@@ -363,6 +363,105 @@ pub fn renderer(cmd: &Command) -> Renderer {
         Command::Import(_) => import,
         Command::Fetch(_) => fetch,
         Command::Status(_) | Command::Peer(PeerCmd::List(_)) => status,
+        Command::He(super::args::HeCmd::Decrypt { .. }) => he_totals,
+        Command::He(super::args::HeCmd::List(_)) => he_list,
+        Command::Settle(super::args::SettleCmd::Clearing { .. }) => clearing,
         _ => generic,
+    }
+}
+
+fn he_totals(v: &Value) {
+    println!(
+        "query {}: sums of {} by {} over {} contributors ({}), k = {}, {} records",
+        s(&v["query"]),
+        s(&v["values"]),
+        s(&v["group_by"]),
+        v["contributors"].as_array().map_or(0, Vec::len),
+        v["contributors"]
+            .as_array()
+            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+            .unwrap_or_default(),
+        s(&v["k"]),
+        s(&v["records"])
+    );
+    let mut header = vec!["CATEGORY".to_string(), "COUNT".to_string()];
+    for name in v["values"].as_array().into_iter().flatten() {
+        header.push(format!("SUM {}", s(name)));
+        header.push(format!("MEAN {}", s(name)));
+    }
+    let mut out = vec![header];
+    for c in v["categories"].as_array().into_iter().flatten() {
+        let mut row = vec![s(&c["category"]), s(&c["count"])];
+        let sums = c["sums"].as_array().cloned().unwrap_or_default();
+        let means = c["means"].as_array().cloned().unwrap_or_default();
+        for (a, b) in sums.iter().zip(&means) {
+            row.push(s(a));
+            row.push(s(b));
+        }
+        out.push(row);
+    }
+    table(&out);
+}
+
+fn he_list(v: &Value) {
+    rows(
+        v,
+        &[
+            "QUERY",
+            "ROLE",
+            "KEY HOLDER",
+            "AGGREGATOR",
+            "K",
+            "CATEGORIES",
+            "CONTRIBUTIONS",
+            "AGGREGATE",
+        ],
+        &[
+            "query",
+            "role",
+            "key_holder",
+            "aggregator",
+            "k",
+            "categories",
+            "contributions",
+            "aggregate",
+        ],
+    );
+}
+
+fn clearing(v: &Value) {
+    println!(
+        "clearing over {} releases, {} records, {} confirmations",
+        s(&v["releases"]),
+        s(&v["records"]),
+        s(&v["confirmations"])
+    );
+    rows(
+        &v["matrix"],
+        &[
+            "INSURED",
+            "TREATMENT",
+            "RECORDS",
+            "AMOUNT",
+            "CONFIRMED RECORDS",
+            "CONFIRMED AMOUNT",
+        ],
+        &[
+            "insured",
+            "treatment",
+            "records",
+            "amount",
+            "confirmed_records",
+            "confirmed_amount",
+        ],
+    );
+    println!();
+    rows(
+        &v["net_positions"],
+        &["PROVINCE", "NET (yuan)", "CONFIRMED NET (yuan)"],
+        &["province", "net", "confirmed_net"],
+    );
+    for u in v["unconfirmed"].as_array().into_iter().flatten() {
+        println!("not confirmed: {}", s(u));
     }
 }

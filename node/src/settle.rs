@@ -1,0 +1,454 @@
+//! Cross-province settlement (跨省异地就医直接结算 清算): the insured province's
+//! signed confirmation of the records relayed to it, and the national
+//! clearing node's matrix of what each insured province owes each treatment
+//! province, with net positions.
+//!
+//! The clearing node reads only clear fields of the `clearing` profile
+//! (regions and amounts); identities stay sealed for the insured province,
+//! which opens them, checks each record against its own insured registry and
+//! signs what it confirms.
+
+use crate::docs::{Certified, KIND_CONFIRMATION, SubmissionFile};
+use crate::error::{NodeError, Result};
+use crate::node::Node;
+use crate::progress::Progress;
+use crate::proto::msg::Accepted;
+use crate::release::{self, parse_release_id, release_hex};
+use crate::store::CF_DOCS;
+use pdx_audit::store::now_ms;
+use pdx_audit::{EventKind, FieldRef};
+use pdx_crypto::wire::from_cbor;
+use pdx_crypto::{Digest, SignatureDomain};
+use pdx_schemas::types::{decimal_to_units, units_to_decimal};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// Most rejected settlement ids a confirmation lists (the count is always exact).
+pub const MAX_LISTED_REJECTIONS: usize = 10_000;
+/// Scale of settlement amounts (yuan with fen).
+const AMOUNT_SCALE: u8 = 2;
+
+/// An insured province's signed confirmation of one relayed release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmationBody {
+    /// Format version (1).
+    pub version: u8,
+    /// Release id (hex).
+    pub release: String,
+    /// Transfer digest of what the confirmer received.
+    pub content_digest: Digest,
+    /// Treatment province (the release's original sender).
+    pub treatment: String,
+    /// Insured province (the confirmer; must match the signing certificate).
+    pub confirmer: String,
+    /// Amount field confirmed.
+    pub amount_field: String,
+    /// Records received.
+    pub records: u64,
+    /// Records whose person is in the insured registry.
+    pub confirmed: u64,
+    /// Sum of the amount over confirmed records, in fen.
+    pub confirmed_fen: i64,
+    /// Records refused (person unknown or identity mismatch).
+    pub rejected: u64,
+    /// Sum of the amount over refused records, in fen.
+    pub rejected_fen: i64,
+    /// Settlement ids of refused records (at most [`MAX_LISTED_REJECTIONS`]).
+    pub rejected_ids: Vec<String>,
+    /// When (ms).
+    pub created_ms: u64,
+}
+
+fn column(fields: &[String], name: &str, what: &str) -> Result<usize> {
+    fields.iter().position(|f| f == name).ok_or_else(|| {
+        NodeError::Invalid(format!(
+            "{what} has no field {name:?} (fields: {})",
+            fields.join(", ")
+        ))
+    })
+}
+
+/// Loads an insured registry CSV: `psn_no` → `certno` (empty when the file has no certno column).
+fn load_registry(path: &str) -> Result<HashMap<String, String>> {
+    let mut r =
+        csv::Reader::from_path(path).map_err(|e| NodeError::Invalid(format!("{path}: {e}")))?;
+    let header: Vec<String> = r
+        .headers()
+        .map_err(|e| NodeError::Invalid(format!("{path}: {e}")))?
+        .iter()
+        .map(String::from)
+        .collect();
+    let psn = column(&header, "psn_no", path)?;
+    let cert = header.iter().position(|h| h == "certno");
+    let mut out = HashMap::new();
+    for (line, rec) in r.records().enumerate() {
+        let rec = rec.map_err(|e| NodeError::Invalid(format!("{path} line {}: {e}", line + 2)))?;
+        let p = rec.get(psn).unwrap_or("").to_string();
+        let c = cert.and_then(|c| rec.get(c)).unwrap_or("").to_string();
+        out.insert(p, c);
+    }
+    Ok(out)
+}
+
+fn amount_fen(v: Option<&[u8]>, field: &str, record: u64) -> std::result::Result<i64, String> {
+    let text = v.and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
+    decimal_to_units(text, AMOUNT_SCALE)
+        .and_then(|u| i64::try_from(u).ok())
+        .ok_or_else(|| format!("record {record}: {field} {text:?} is not an amount in yuan"))
+}
+
+/// `pdx settle confirm`: opens the identities sealed for this node, checks them
+/// against the insured registry, signs and audits the confirmation.
+pub fn confirm(
+    node: &Node,
+    release_id: &str,
+    registry: &str,
+    amount_field: &str,
+    to: &str,
+    operator: &str,
+    progress: &dyn Progress,
+) -> Result<(SubmissionFile, serde_json::Value)> {
+    let id = parse_release_id(release_id)?;
+    let persons = load_registry(registry)?;
+    let mut cols: Option<(usize, usize, Option<usize>, usize)> = None;
+    let (mut confirmed, mut confirmed_fen, mut rejected, mut rejected_fen) =
+        (0u64, 0i64, 0u64, 0i64);
+    let mut rejected_ids = Vec::new();
+    let read = release::for_each_received_row(node, &id, progress, |body, record, row| {
+        let (setl, psn, cert, amount) = match cols {
+            Some(c) => c,
+            None => {
+                let names: Vec<String> = body.fields.iter().map(|f| f.name.clone()).collect();
+                let what = format!("release {release_id}");
+                let c = (
+                    column(&names, "setl_id", &what).map_err(|e| e.to_string())?,
+                    column(&names, "psn_no", &what).map_err(|e| e.to_string())?,
+                    names.iter().position(|n| n == "certno"),
+                    column(&names, amount_field, &what).map_err(|e| e.to_string())?,
+                );
+                cols = Some(c);
+                c
+            }
+        };
+        let fen = amount_fen(row[amount], amount_field, record)?;
+        let text = |i: usize| row[i].and_then(|b| std::str::from_utf8(b).ok());
+        let known = match text(psn).and_then(|p| persons.get(p)) {
+            Some(reg_cert) => match cert.and_then(text) {
+                Some(c) if !reg_cert.is_empty() => c == reg_cert,
+                _ => true,
+            },
+            None => false,
+        };
+        if known {
+            confirmed += 1;
+            confirmed_fen = confirmed_fen.checked_add(fen).ok_or("amount overflow")?;
+        } else {
+            rejected += 1;
+            rejected_fen = rejected_fen.checked_add(fen).ok_or("amount overflow")?;
+            if rejected_ids.len() < MAX_LISTED_REJECTIONS {
+                rejected_ids.push(text(setl).unwrap_or("").to_string());
+            }
+        }
+        Ok(())
+    })?;
+    if read.body.fields.iter().all(|f| f.name != "psn_no")
+        || !read.fields_opened.iter().any(|f| f == "psn_no")
+    {
+        return Err(NodeError::Refused(format!(
+            "release {release_id} has no psn_no sealed for {}; only the insured province confirms",
+            node.config.dept
+        )));
+    }
+    release::audit_decrypt(
+        node,
+        &read,
+        operator,
+        "to confirm against the insured registry",
+    )?;
+    let body = ConfirmationBody {
+        version: 1,
+        release: release_hex(&id),
+        content_digest: read.release.content_digest.ok_or_else(|| {
+            NodeError::Invalid(format!("release {release_id} has no transfer digest"))
+        })?,
+        treatment: read.body.sender.clone(),
+        confirmer: node.config.dept.clone(),
+        amount_field: amount_field.to_string(),
+        records: read.records,
+        confirmed,
+        confirmed_fen,
+        rejected,
+        rejected_fen,
+        rejected_ids,
+        created_ms: now_ms(),
+    };
+    let doc = Certified::sign(node, SignatureDomain::Confirmation, &body)?;
+    let mut d = node.draft(EventKind::Confirm, operator);
+    d.subject = release::received_subject(&read);
+    d.counterparty = Some(to.to_string());
+    d.purpose = Some(read.body.purpose.clone());
+    d.agreement = Some(read.body.agreement.clone()).filter(|a| !a.is_empty());
+    d.fields = vec![FieldRef {
+        name: "psn_no".into(),
+        class: "personal/direct-identifier/registry-check".into(),
+    }];
+    d.record_count = Some(read.records);
+    d.payload_digest = Some(doc.digest());
+    d.detail = Some(format!(
+        "settlement confirmation for {to}: {confirmed} confirmed ({} yuan), {rejected} refused ({} yuan) of records treated in {}",
+        units_to_decimal(confirmed_fen.into(), AMOUNT_SCALE),
+        units_to_decimal(rejected_fen.into(), AMOUNT_SCALE),
+        body.treatment
+    ));
+    node.log(d)?;
+    Ok((
+        SubmissionFile {
+            kind: KIND_CONFIRMATION.into(),
+            document: doc.to_bytes()?,
+        },
+        serde_json::json!({"release": body.release, "treatment": body.treatment, "records": body.records,
+            "confirmed": confirmed, "confirmed_amount": units_to_decimal(confirmed_fen.into(), AMOUNT_SCALE),
+            "rejected": rejected, "rejected_amount": units_to_decimal(rejected_fen.into(), AMOUNT_SCALE),
+            "digest": doc.digest().to_hex(), "to": to}),
+    ))
+}
+
+fn confirmation_key(release: &str, confirmer: &str) -> Vec<u8> {
+    format!("confirmation\0{release}\0{confirmer}").into_bytes()
+}
+
+/// Checks and stores a confirmation (the clearing node's side of `Submit`): the
+/// signer is the confirmer, and the release is one this node holds with chunks
+/// its sender sealed for the confirmer.
+pub fn accept_confirmation(node: &Node, peer: &str, document: &[u8]) -> Result<Accepted> {
+    let doc: Certified = from_cbor(document, "settlement confirmation")?;
+    let (c, signer): (ConfirmationBody, _) =
+        doc.verify(&node.cert_checker()?, SignatureDomain::Confirmation)?;
+    let refuse = |m: String| {
+        NodeError::Refused(format!(
+            "confirmation of release {} from {}: {m}",
+            c.release, signer.dept
+        ))
+    };
+    if c.version != 1 {
+        return Err(refuse(format!(
+            "version {} (this build reads 1)",
+            c.version
+        )));
+    }
+    if c.confirmer != signer.dept {
+        return Err(refuse(format!("names confirmer {}", c.confirmer)));
+    }
+    let id = parse_release_id(&c.release)?;
+    let Some(rel) = release::in_release(node, &id)? else {
+        return Err(refuse("this node holds no such release".into()));
+    };
+    let body = release::verify_manifest(node, &rel.manifest)?;
+    if body.sender != c.treatment {
+        return Err(refuse(format!(
+            "names treatment province {}, the release is from {}",
+            c.treatment, body.sender
+        )));
+    }
+    if !body
+        .chunks
+        .iter()
+        .any(|ch| ch.recipient.as_deref() == Some(c.confirmer.as_str()))
+    {
+        return Err(refuse(
+            "the release has no records sealed for the confirmer".into(),
+        ));
+    }
+    if c.confirmed + c.rejected != c.records {
+        return Err(refuse("confirmed and refused records do not add up".into()));
+    }
+    let digest = doc.digest();
+    node.store
+        .put(CF_DOCS, &confirmation_key(&c.release, &c.confirmer), &doc)?;
+    let mut d = node.draft(EventKind::Confirm, "pdx-node");
+    d.subject.release = Some(c.release.clone());
+    d.subject.dataset = Some(body.dataset.clone());
+    d.counterparty = Some(c.confirmer.clone());
+    d.record_count = Some(c.records);
+    d.payload_digest = Some(digest);
+    d.detail = Some(format!(
+        "received settlement confirmation via {peer}: {} confirmed ({} yuan), {} refused",
+        c.confirmed,
+        units_to_decimal(c.confirmed_fen.into(), AMOUNT_SCALE),
+        c.rejected
+    ));
+    node.log(d)?;
+    Ok(Accepted {
+        digest,
+        note: format!(
+            "confirmation of release {} by {} accepted",
+            c.release, c.confirmer
+        ),
+    })
+}
+
+/// Confirmations held, verified again now.
+pub fn confirmations(node: &Node) -> Result<Vec<ConfirmationBody>> {
+    let checker = node.cert_checker()?;
+    let mut out = Vec::new();
+    for (_, doc) in node.store.scan::<Certified>(CF_DOCS, b"confirmation\0")? {
+        let (c, _): (ConfirmationBody, _) = doc.verify(&checker, SignatureDomain::Confirmation)?;
+        out.push(c);
+    }
+    Ok(out)
+}
+
+#[derive(Default, Clone, Copy)]
+struct Cell {
+    records: u64,
+    fen: i64,
+    confirmed_records: u64,
+    confirmed_fen: i64,
+    confirmations: u64,
+}
+
+/// `pdx settle clearing`: the clearing matrix over every complete received
+/// release of `profile`, with confirmations and net positions (audited).
+pub fn clearing(
+    node: &Node,
+    profile: &str,
+    amount_field: &str,
+    operator: &str,
+    progress: &dyn Progress,
+) -> Result<serde_json::Value> {
+    let mut cells: BTreeMap<(String, String), Cell> = BTreeMap::new();
+    let mut by_release: HashMap<String, (String, HashMap<String, u64>)> = HashMap::new();
+    let mut releases = 0u64;
+    let mut records = 0u64;
+    for rel in release::in_releases(node)? {
+        if !rel.complete || rel.profile != profile || rel.from != rel.sender {
+            continue;
+        }
+        releases += 1;
+        let hex = release_hex(&rel.release_id);
+        let mut cols: Option<(usize, usize)> = None;
+        let mut per_insured: HashMap<String, u64> = HashMap::new();
+        let read = release::for_each_received_row(
+            node,
+            &rel.release_id,
+            progress,
+            |body, record, row| {
+                let (insured, amount) = match cols {
+                    Some(c) => c,
+                    None => {
+                        let names: Vec<String> =
+                            body.fields.iter().map(|f| f.name.clone()).collect();
+                        let what = format!("release {hex}");
+                        let c = (
+                            column(&names, "insuplc_admdvs", &what).map_err(|e| e.to_string())?,
+                            column(&names, amount_field, &what).map_err(|e| e.to_string())?,
+                        );
+                        cols = Some(c);
+                        c
+                    }
+                };
+                let region = row[insured]
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .filter(|r| r.len() == 6)
+                    .ok_or_else(|| {
+                        format!("record {record}: insuplc_admdvs is missing or not 6 digits")
+                    })?;
+                let province = format!("{}0000", &region[..2]);
+                let fen = amount_fen(row[amount], amount_field, record)?;
+                let cell = cells
+                    .entry((province.clone(), rel.sender.clone()))
+                    .or_default();
+                cell.records += 1;
+                cell.fen = cell.fen.checked_add(fen).ok_or("amount overflow")?;
+                *per_insured.entry(province).or_default() += 1;
+                Ok(())
+            },
+        )?;
+        records += read.records;
+        by_release.insert(hex, (rel.sender.clone(), per_insured));
+    }
+    let mut unconfirmed = Vec::new();
+    let confirmations = confirmations(node)?;
+    for c in &confirmations {
+        let Some((sender, per_insured)) = by_release.get(&c.release) else {
+            continue;
+        };
+        if per_insured.get(&c.confirmer) != Some(&c.records) {
+            unconfirmed.push(format!(
+                "{} confirms {} records of release {} but it holds {} for it",
+                c.confirmer,
+                c.records,
+                c.release,
+                per_insured.get(&c.confirmer).copied().unwrap_or(0)
+            ));
+            continue;
+        }
+        let cell = cells
+            .entry((c.confirmer.clone(), sender.clone()))
+            .or_default();
+        cell.confirmed_records += c.confirmed;
+        cell.confirmed_fen = cell.confirmed_fen.saturating_add(c.confirmed_fen);
+        cell.confirmations += 1;
+    }
+    // Net position of a province: what insured provinces owe it for treating
+    // their insured, minus what it owes others for its own insured.
+    let mut net: BTreeMap<String, (i64, i64, i64, i64)> = BTreeMap::new();
+    for ((insured, treatment), cell) in &cells {
+        let t = net.entry(treatment.clone()).or_default();
+        t.0 += cell.fen;
+        t.2 += cell.confirmed_fen;
+        let i = net.entry(insured.clone()).or_default();
+        i.1 += cell.fen;
+        i.3 += cell.confirmed_fen;
+    }
+    for ((insured, treatment), cell) in &cells {
+        let expected = by_release
+            .values()
+            .filter(|(s, _)| s == treatment)
+            .filter(|(_, p)| p.contains_key(insured))
+            .count() as u64;
+        if cell.confirmations < expected {
+            unconfirmed.push(format!(
+                "{insured} has confirmed {} of {expected} releases from {treatment}",
+                cell.confirmations
+            ));
+        }
+    }
+    let yuan = |f: i64| units_to_decimal(f.into(), AMOUNT_SCALE);
+    let matrix: Vec<serde_json::Value> = cells
+        .iter()
+        .map(|((i, t), c)| {
+            serde_json::json!({"insured": i, "treatment": t, "records": c.records,
+            "amount": yuan(c.fen), "amount_fen": c.fen, "confirmed_records": c.confirmed_records,
+            "confirmed_amount": yuan(c.confirmed_fen), "confirmed_fen": c.confirmed_fen})
+        })
+        .collect();
+    let positions: Vec<serde_json::Value> = net
+        .iter()
+        .map(|(p, (recv, pay, crecv, cpay))| serde_json::json!({"province": p,
+            "receivable_fen": recv, "payable_fen": pay, "net_fen": recv - pay,
+            "confirmed_receivable_fen": crecv, "confirmed_payable_fen": cpay, "confirmed_net_fen": crecv - cpay,
+            "net": yuan(recv - pay), "confirmed_net": yuan(crecv - cpay)}))
+        .collect();
+    let mut d = node.draft(EventKind::Export, operator);
+    d.purpose = Some(format!("settlement clearing ({profile})"));
+    d.fields = ["insuplc_admdvs", amount_field]
+        .iter()
+        .map(|f| FieldRef {
+            name: f.to_string(),
+            class: "personal/quasi-identifier,other/clearing-total".into(),
+        })
+        .collect();
+    d.record_count = Some(records);
+    d.detail = Some(format!(
+        "clearing matrix of {} cells from {releases} releases and {} confirmations",
+        cells.len(),
+        confirmations.len()
+    ));
+    node.log(d)?;
+    Ok(
+        serde_json::json!({"profile": profile, "amount_field": amount_field, "releases": releases,
+        "records": records, "confirmations": confirmations.len(), "matrix": matrix,
+        "net_positions": positions, "unconfirmed": unconfirmed}),
+    )
+}
