@@ -90,8 +90,8 @@ pub enum Request {
     Forward {
         /// Release id (hex).
         release: String,
-        /// Recipient.
-        to: String,
+        /// Recipient (None: every department the sender sealed chunks for).
+        to: Option<String>,
         /// Retries after a lost connection.
         retries: u32,
     },
@@ -193,8 +193,10 @@ pub enum Request {
     },
     /// `pdx settle confirm`.
     SettleConfirm {
-        /// Release id (hex).
-        release: String,
+        /// Release ids (hex).
+        releases: Vec<String>,
+        /// Every relayed clearing release not confirmed yet.
+        all: bool,
         /// Insured registry CSV.
         registry: String,
         /// Amount field.
@@ -416,17 +418,33 @@ pub async fn execute(
             retries,
         } => {
             let id = parse_release_id(&release)?;
-            let mut attempt = 0;
-            loop {
-                match net.forward(&id, &to, &op, progress.as_ref()).await {
-                    Ok(o) => return to_json(&o),
-                    Err(e) if retryable(&e) && attempt < retries => {
-                        attempt += 1;
-                        tokio::time::sleep(std::time::Duration::from_millis(500 << attempt.min(5)))
+            let targets = match &to {
+                Some(t) => vec![t.clone()],
+                None => release::chunk_recipients(&node, &id)?,
+            };
+            let mut outcomes = Vec::new();
+            for to in &targets {
+                let mut attempt = 0;
+                loop {
+                    match net.forward(&id, to, &op, progress.as_ref()).await {
+                        Ok(o) => {
+                            outcomes.push(to_json(&o)?);
+                            break;
+                        }
+                        Err(e) if retryable(&e) && attempt < retries => {
+                            attempt += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(
+                                500 << attempt.min(5),
+                            ))
                             .await;
+                        }
+                        Err(e) => return Err(e),
                     }
-                    Err(e) => return Err(e),
                 }
+            }
+            match (to, outcomes.len()) {
+                (Some(_), 1) => Ok(outcomes.remove(0)),
+                _ => Ok(Value::Array(outcomes)),
             }
         }
         Request::Releases => {
@@ -560,25 +578,51 @@ pub async fn execute(
             Ok(json!({"accepted": a.digest.to_hex(), "note": a.note}))
         }
         Request::SettleConfirm {
-            release,
+            releases,
+            all,
             registry,
             amount_field,
             to,
             out,
         } => {
-            let (sub, info) = blocking(move || {
-                crate::settle::confirm(
-                    &node,
-                    &release,
-                    &registry,
-                    &amount_field,
-                    &to,
-                    &op,
-                    progress.as_ref(),
-                )
-            })
-            .await?;
-            deliver(net, sub, info, out).await
+            let releases = if all {
+                crate::settle::unconfirmed_relayed(&node, "clearing")?
+            } else {
+                releases
+            };
+            if out.is_some() && releases.len() != 1 {
+                return Err(NodeError::Invalid(
+                    "--out writes one confirmation; give exactly one --release".into(),
+                ));
+            }
+            let mut results = Vec::new();
+            for release in releases {
+                let (node, registry, amount_field, to, op, progress) = (
+                    node.clone(),
+                    registry.clone(),
+                    amount_field.clone(),
+                    to.clone(),
+                    op.clone(),
+                    progress.clone(),
+                );
+                let (sub, info) = blocking(move || {
+                    crate::settle::confirm(
+                        &node,
+                        &release,
+                        &registry,
+                        &amount_field,
+                        &to,
+                        &op,
+                        progress.as_ref(),
+                    )
+                })
+                .await?;
+                results.push(deliver(net, sub, info, out.clone()).await?);
+            }
+            match (all, results.len()) {
+                (false, 1) => Ok(results.remove(0)),
+                _ => Ok(Value::Array(results)),
+            }
         }
         Request::SettleClearing {
             profile,

@@ -592,6 +592,20 @@ pub struct ExportOutcome {
     pub values_decrypted: u64,
 }
 
+/// Departments (other than this node) the sender of a received release sealed chunks for.
+pub fn chunk_recipients(node: &Node, id: &[u8]) -> Result<Vec<String>> {
+    let rel = in_release(node, id)?
+        .ok_or_else(|| NodeError::NotFound(format!("no received release {}", release_hex(id))))?;
+    let body = verify_manifest(node, &rel.manifest)?;
+    let set: std::collections::BTreeSet<String> = body
+        .chunks
+        .iter()
+        .filter_map(|c| c.recipient.clone())
+        .filter(|r| *r != node.config.dept)
+        .collect();
+    Ok(set.into_iter().collect())
+}
+
 /// What reading a received release's rows found.
 #[derive(Clone, Debug)]
 pub struct RowsRead {

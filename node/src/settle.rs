@@ -201,6 +201,7 @@ pub fn confirm(
         body.treatment
     ));
     node.log(d)?;
+    node.store.put(CF_DOCS, &issued_key(&body.release), &doc)?;
     Ok((
         SubmissionFile {
             kind: KIND_CONFIRMATION.into(),
@@ -211,6 +212,26 @@ pub fn confirm(
             "rejected": rejected, "rejected_amount": units_to_decimal(rejected_fen.into(), AMOUNT_SCALE),
             "digest": doc.digest().to_hex(), "to": to}),
     ))
+}
+
+fn issued_key(release: &str) -> Vec<u8> {
+    format!("issued\0{release}").into_bytes()
+}
+
+/// Relayed releases of `profile` this node holds complete and has not confirmed yet.
+pub fn unconfirmed_relayed(node: &Node, profile: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for r in release::in_releases(node)? {
+        let hex = release_hex(&r.release_id);
+        if r.complete
+            && r.profile == profile
+            && r.from != r.sender
+            && node.store.get_raw(CF_DOCS, &issued_key(&hex))?.is_none()
+        {
+            out.push(hex);
+        }
+    }
+    Ok(out)
 }
 
 fn confirmation_key(release: &str, confirmer: &str) -> Vec<u8> {

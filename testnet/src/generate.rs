@@ -47,7 +47,7 @@ pub const PROVINCES: [(&str, &str); 31] = [
 ];
 
 /// Common principal diagnoses (ICD-10, national extension style), most frequent first.
-const DIAGNOSES: [&str; 48] = [
+pub const DIAGNOSES: [&str; 48] = [
     "I10.x00", "J18.900", "E11.900", "I63.900", "I25.100", "J44.100", "C34.900", "K80.200",
     "N18.500", "I50.900", "J20.900", "K29.700", "M17.900", "S72.000", "O80.000", "C16.900",
     "C50.900", "C22.000", "I48.900", "J06.900", "K35.800", "N39.000", "E78.500", "G45.900",
@@ -226,13 +226,65 @@ pub struct Summary {
 
 /// Writes settlement records as CSV.
 pub fn settlement<W: Write>(opts: &Options, out: W) -> Result<Summary> {
+    let mut w = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 20, out));
+    w.write_record(HEADER)?;
+    let summary = each_record(opts, |_, row| Ok(w.write_record(row)?))?;
+    w.flush()?;
+    Ok(summary)
+}
+
+/// Writes one CSV per treatment province (`FILE` = `dir/treated-CODE.csv`)
+/// in one pass; returns the paths by province code.
+pub fn settlement_by_province(
+    opts: &Options,
+    dir: &std::path::Path,
+) -> Result<(Summary, Vec<(String, std::path::PathBuf)>)> {
+    let mut paths = Vec::new();
+    let mut writers = Vec::new();
+    for (code, _) in PROVINCES.iter().take(opts.provinces) {
+        let path = dir.join(format!("treated-{code}.csv"));
+        let mut w = csv::Writer::from_writer(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(&path)?,
+        ));
+        w.write_record(HEADER)?;
+        writers.push(w);
+        paths.push((code.to_string(), path));
+    }
+    let summary = each_record(opts, |t, row| Ok(writers[t].write_record(row)?))?;
+    for mut w in writers {
+        w.flush()?;
+    }
+    Ok((summary, paths))
+}
+
+/// Writes the insured registry of province number `p` (everyone records may
+/// name): `psn_no,certno,psn_name,insuplc_admdvs`.
+pub fn registry(opts: &Options, p: usize, path: &std::path::Path) -> Result<u64> {
+    let mut w = csv::Writer::from_writer(std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(path)?,
+    ));
+    w.write_record(["psn_no", "certno", "psn_name", "insuplc_admdvs"])?;
+    let pool = pool_size(opts.records, opts.provinces);
+    for i in 0..pool {
+        let person = person(opts.seed, p, i);
+        w.write_record([&person.psn_no, &person.certno, &person.name, &person.region])?;
+    }
+    w.flush()?;
+    Ok(pool)
+}
+
+/// Draws the records and calls `emit(treatment province number, row)` for each.
+fn each_record(
+    opts: &Options,
+    mut emit: impl FnMut(usize, &[&str]) -> Result<()>,
+) -> Result<Summary> {
     if !(2..=31).contains(&opts.provinces) {
         bail!(
             "--provinces must be between 2 and 31 (patients are insured in another participating province)"
         );
     }
-    let mut w = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 20, out));
-    w.write_record(HEADER)?;
     let mut r = ChaCha8Rng::seed_from_u64(opts.seed);
     let pool = pool_size(opts.records, opts.provinces);
     let inpatient = LogNormal::new(9.4, 0.9)?; // median ≈ 12,000 yuan
@@ -306,40 +358,42 @@ pub fn settlement<W: Write>(opts: &Options, out: W) -> Result<Summary> {
         };
         let treat_pref = format!("{}{:02}00", &treat_code[..2], 1 + (hosp % prefectures(t)));
         let setl = format!("{}{:012}", &treat_code[..2], n);
-        w.write_record([
-            format!("S{setl}").as_str(),
-            format!("M{setl}").as_str(),
-            &p.psn_no,
-            &p.certno,
-            &p.name,
-            &p.gend.to_string(),
-            &format!("{:04}-{:02}-{:02}", p.birth.0, p.birth.1, p.birth.2),
-            &age.max(0).to_string(),
-            &p.naty,
-            p.insutype,
-            psn_type,
-            &p.region,
-            &treat_pref,
-            &format!("H{treat_pref}{hosp:05}"),
-            med_type,
-            &format!(
-                "{:04}-{:02}-{day:02} {hour:02}:{minute:02}:{second:02}",
-                opts.month.0, opts.month.1
-            ),
-            diag,
-            &yuan(total_fen),
-            &yuan(fund),
-            &yuan(hifp),
-            &yuan(acct),
-            &yuan(cash),
-            clr_type,
-        ])?;
+        emit(
+            t,
+            &[
+                format!("S{setl}").as_str(),
+                format!("M{setl}").as_str(),
+                &p.psn_no,
+                &p.certno,
+                &p.name,
+                &p.gend.to_string(),
+                &format!("{:04}-{:02}-{:02}", p.birth.0, p.birth.1, p.birth.2),
+                &age.max(0).to_string(),
+                &p.naty,
+                p.insutype,
+                psn_type,
+                &p.region,
+                &treat_pref,
+                &format!("H{treat_pref}{hosp:05}"),
+                med_type,
+                &format!(
+                    "{:04}-{:02}-{day:02} {hour:02}:{minute:02}:{second:02}",
+                    opts.month.0, opts.month.1
+                ),
+                diag,
+                &yuan(total_fen),
+                &yuan(fund),
+                &yuan(hifp),
+                &yuan(acct),
+                &yuan(cash),
+                clr_type,
+            ],
+        )?;
         summary.rows += 1;
         *summary
             .by_treatment
             .entry(treat_code.to_string())
             .or_default() += 1;
     }
-    w.flush()?;
     Ok(summary)
 }

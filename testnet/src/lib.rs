@@ -4,6 +4,7 @@
 
 pub mod generate;
 pub mod scenario;
+pub mod settlement;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -366,6 +367,16 @@ impl Testnet {
             self.stop(&d, grace)?;
         }
         Ok(())
+    }
+
+    /// Peak resident memory of a running node (VmHWM, KiB).
+    pub fn peak_rss_kib(&self, dept: &str) -> Option<u64> {
+        let pid = self.node(dept).ok()?.pid?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// Whether a node's process is alive.

@@ -217,9 +217,12 @@ pub enum SettleCmd {
     Confirm {
         #[command(flatten)]
         home: HomeArgs,
-        /// Received release id (hex).
+        /// Received release id (hex); repeat for several.
+        #[arg(long, required_unless_present = "all")]
+        release: Vec<String>,
+        /// Confirm every relayed `clearing` release not confirmed yet.
         #[arg(long)]
-        release: String,
+        all: bool,
         /// Insured registry CSV (psn_no and optionally certno columns).
         #[arg(long)]
         registry: PathBuf,
@@ -452,8 +455,11 @@ pub struct ForwardArgs {
     #[arg(long)]
     pub release: String,
     /// Recipient department.
-    #[arg(long)]
-    pub to: String,
+    #[arg(long, required_unless_present = "all_recipients")]
+    pub to: Option<String>,
+    /// Forward to every department the sender sealed chunks for.
+    #[arg(long, conflicts_with = "to")]
+    pub all_recipients: bool,
     /// Retries after a lost connection.
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
@@ -841,6 +847,7 @@ pub fn node_request(cmd: &Command) -> Result<(PathBuf, Request, Option<PathBuf>)
         Command::Settle(SettleCmd::Confirm {
             home,
             release,
+            all,
             registry,
             amount_field,
             to,
@@ -848,7 +855,8 @@ pub fn node_request(cmd: &Command) -> Result<(PathBuf, Request, Option<PathBuf>)
         }) => h(
             home,
             Request::SettleConfirm {
-                release: release.clone(),
+                releases: release.clone(),
+                all: *all,
                 registry: absolute(registry)?,
                 amount_field: amount_field.clone(),
                 to: to.clone(),
