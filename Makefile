@@ -1,6 +1,6 @@
 # pdx: two set-up commands, one build profile.
 #
-#   make demo   build, then run a two-node exchange on real nodes and print what happened
+#   make demo   build, then run the cross-province settlement scenario on real nodes
 #   make test   build, then run the whole test suite
 #
 # Everything (tests, demo, benchmarks) uses the release profile, so `make test`
@@ -35,7 +35,7 @@ test: build
 
 demo: build
 	rm -rf $(DEMO_DIR)
-	$(BIN)/pdx-testnet scenario two-node $(DEMO_ARGS) --dir $(DEMO_DIR)
+	$(BIN)/pdx-testnet scenario settlement --provinces 5 --records 100000 $(DEMO_ARGS) --dir $(DEMO_DIR)
 
 bench: build
 	bash docs/bench/run.sh

@@ -66,6 +66,11 @@ pub enum Request {
         /// Address.
         addr: String,
     },
+    /// `pdx peer add` with several peers.
+    PeersAdd {
+        /// (department, address) pairs.
+        peers: Vec<(String, String)>,
+    },
     /// `pdx catalog --peer`.
     Catalog {
         /// Peer.
@@ -353,6 +358,15 @@ pub async fn execute(
         Request::PeerAdd { dept, addr } => {
             to_json(&blocking(move || node.add_peer(&dept, &addr, &op)).await?)
         }
+        Request::PeersAdd { peers } => to_json(
+            &blocking(move || {
+                peers
+                    .iter()
+                    .map(|(d, a)| node.add_peer(d, a, &op))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .await?,
+        ),
         Request::Catalog { peer } => to_json(&net.catalog(&peer).await?),
         Request::Fetch {
             peer,
@@ -596,31 +610,52 @@ pub async fn execute(
                 ));
             }
             let mut results = Vec::new();
+            let mut failures = Vec::new();
+            let single = !all && releases.len() == 1;
             for release in releases {
-                let (node, registry, amount_field, to, op, progress) = (
+                let (node, registry, amount_field, to, op, progress, id) = (
                     node.clone(),
                     registry.clone(),
                     amount_field.clone(),
                     to.clone(),
                     op.clone(),
                     progress.clone(),
+                    release.clone(),
                 );
-                let (sub, info) = blocking(move || {
-                    crate::settle::confirm(
-                        &node,
-                        &release,
-                        &registry,
-                        &amount_field,
-                        &to,
-                        &op,
-                        progress.as_ref(),
-                    )
-                })
-                .await?;
-                results.push(deliver(net, sub, info, out.clone()).await?);
+                let outcome = async {
+                    let (sub, info) = blocking(move || {
+                        crate::settle::confirm(
+                            &node,
+                            &release,
+                            &registry,
+                            &amount_field,
+                            &to,
+                            &op,
+                            progress.as_ref(),
+                        )
+                    })
+                    .await?;
+                    deliver(net, sub, info, out.clone()).await
+                }
+                .await;
+                match outcome {
+                    Ok(v) => results.push(v),
+                    Err(e) if single => return Err(e),
+                    // One release that cannot be confirmed (e.g. its sender's
+                    // certificate was revoked) does not hold up the others.
+                    Err(e) => failures.push(format!("release {id}: {e}")),
+                }
             }
-            match (all, results.len()) {
-                (false, 1) => Ok(results.remove(0)),
+            if !failures.is_empty() {
+                return Err(NodeError::Refused(format!(
+                    "{} releases confirmed; {} could not be: {}",
+                    results.len(),
+                    failures.len(),
+                    failures.join("; ")
+                )));
+            }
+            match (single, results.len()) {
+                (true, 1) => Ok(results.remove(0)),
                 _ => Ok(Value::Array(results)),
             }
         }

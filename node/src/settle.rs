@@ -308,15 +308,21 @@ pub fn accept_confirmation(node: &Node, peer: &str, document: &[u8]) -> Result<A
     })
 }
 
-/// Confirmations held, verified again now.
-pub fn confirmations(node: &Node) -> Result<Vec<ConfirmationBody>> {
+/// Confirmations held, verified again now; those that no longer verify
+/// (e.g. the confirmer's certificate was revoked) come back as reasons.
+pub fn confirmations(node: &Node) -> Result<(Vec<ConfirmationBody>, Vec<String>)> {
     let checker = node.cert_checker()?;
-    let mut out = Vec::new();
-    for (_, doc) in node.store.scan::<Certified>(CF_DOCS, b"confirmation\0")? {
-        let (c, _): (ConfirmationBody, _) = doc.verify(&checker, SignatureDomain::Confirmation)?;
-        out.push(c);
+    let (mut out, mut bad) = (Vec::new(), Vec::new());
+    for (key, doc) in node.store.scan::<Certified>(CF_DOCS, b"confirmation\0")? {
+        match doc.verify::<ConfirmationBody>(&checker, SignatureDomain::Confirmation) {
+            Ok((c, _)) => out.push(c),
+            Err(e) => bad.push(format!(
+                "confirmation {}: {e}",
+                String::from_utf8_lossy(&key).replace('\0', " ")
+            )),
+        }
     }
-    Ok(out)
+    Ok((out, bad))
 }
 
 #[derive(Default, Clone, Copy)]
@@ -341,19 +347,17 @@ pub fn clearing(
     let mut by_release: HashMap<String, (String, HashMap<String, u64>)> = HashMap::new();
     let mut releases = 0u64;
     let mut records = 0u64;
+    let mut excluded = Vec::new();
     for rel in release::in_releases(node)? {
         if !rel.complete || rel.profile != profile || rel.from != rel.sender {
             continue;
         }
-        releases += 1;
         let hex = release_hex(&rel.release_id);
         let mut cols: Option<(usize, usize)> = None;
         let mut per_insured: HashMap<String, u64> = HashMap::new();
-        let read = release::for_each_received_row(
-            node,
-            &rel.release_id,
-            progress,
-            |body, record, row| {
+        let mut local: BTreeMap<(String, String), Cell> = BTreeMap::new();
+        let read =
+            release::for_each_received_row(node, &rel.release_id, progress, |body, record, row| {
                 let (insured, amount) = match cols {
                     Some(c) => c,
                     None => {
@@ -376,20 +380,36 @@ pub fn clearing(
                     })?;
                 let province = format!("{}0000", &region[..2]);
                 let fen = amount_fen(row[amount], amount_field, record)?;
-                let cell = cells
+                let cell = local
                     .entry((province.clone(), rel.sender.clone()))
                     .or_default();
                 cell.records += 1;
                 cell.fen = cell.fen.checked_add(fen).ok_or("amount overflow")?;
                 *per_insured.entry(province).or_default() += 1;
                 Ok(())
-            },
-        )?;
+            });
+        let read = match read {
+            Ok(r) => r,
+            // Fail closed per release: one that cannot be verified now (its
+            // sender's certificate revoked, say) is left out and reported.
+            Err(e @ (NodeError::Pki(_) | NodeError::Crypto(_))) => {
+                excluded.push(format!("release {hex} from {}: {e}", rel.sender));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for (k, c) in local {
+            let cell = cells.entry(k).or_default();
+            cell.records += c.records;
+            cell.fen += c.fen;
+        }
+        releases += 1;
         records += read.records;
         by_release.insert(hex, (rel.sender.clone(), per_insured));
     }
     let mut unconfirmed = Vec::new();
-    let confirmations = confirmations(node)?;
+    let (confirmations, bad_confirmations) = confirmations(node)?;
+    excluded.extend(bad_confirmations);
     for c in &confirmations {
         let Some((sender, per_insured)) = by_release.get(&c.release) else {
             continue;

@@ -35,6 +35,8 @@ pub const NATIONAL: &str = "100000";
 pub const BUREAU: &str = "nbs";
 /// The cross-province clearing agreement.
 pub const CLEARING_AGREEMENT: &str = "DSA-XS-CLEARING-2026";
+/// Purpose of the clearing grants.
+pub const CLEARING_PURPOSE: &str = "monthly cross-province clearing";
 /// Dataset id every province imports its month under.
 pub const DATASET: &str = "settlement-2026-11";
 /// The homomorphic query id.
@@ -109,6 +111,8 @@ pub struct Settlement {
     pub stages: Vec<Value>,
     /// Release id per treatment province (after [`Settlement::clearing_releases`]).
     pub releases: BTreeMap<String, String>,
+    /// Provinces that granted `clearing` to the national node.
+    pub granted: std::collections::BTreeSet<String>,
     started: Instant,
 }
 
@@ -197,6 +201,7 @@ impl Settlement {
             csv: Vec::new(),
             stages: Vec::new(),
             releases: BTreeMap::new(),
+            granted: Default::default(),
             started,
         };
         me.stage(
@@ -218,12 +223,8 @@ impl Settlement {
             month: (2026, 11),
         };
         let (summary, csv) = generate::settlement_by_province(&gen_opts, &data)?;
-        for p in 0..me.opts.provinces {
-            generate::registry(
-                &gen_opts,
-                p,
-                &data.join(format!("registry-{}.csv", PROVINCES[p].0)),
-            )?;
+        for (p, (code, _)) in PROVINCES.iter().enumerate().take(me.opts.provinces) {
+            generate::registry(&gen_opts, p, &data.join(format!("registry-{code}.csv")))?;
         }
         me.csv = csv;
         me.stage(
@@ -332,40 +333,73 @@ impl Settlement {
         Ok(())
     }
 
+    /// Step 3a (one province): grant `clearing` to the national node.
+    pub fn grant_clearing(&mut self, code: &str) -> Result<()> {
+        if self.granted.contains(code) {
+            return Ok(());
+        }
+        self.net.pdx_ok(&[
+            "grant",
+            "--home",
+            &self.home(code)?,
+            "--dataset",
+            DATASET,
+            "--to",
+            NATIONAL,
+            "--profile",
+            "clearing",
+            "--purpose",
+            CLEARING_PURPOSE,
+            "--agreement",
+            CLEARING_AGREEMENT,
+        ])?;
+        self.granted.insert(code.to_string());
+        Ok(())
+    }
+
+    /// The `pdx` arguments with which the national node fetches `code`'s clearing release.
+    pub fn fetch_args(&self, code: &str) -> Result<Vec<String>> {
+        Ok([
+            "fetch",
+            "--home",
+            &self.home(NATIONAL)?,
+            "--peer",
+            code,
+            "--dataset",
+            DATASET,
+            "--profile",
+            "clearing",
+            "--purpose",
+            CLEARING_PURPOSE,
+            "--agreement",
+            CLEARING_AGREEMENT,
+            "--retries",
+            "8",
+            "--json",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect())
+    }
+
     /// Step 3a: each province grants `clearing` to the national node, which
-    /// fetches every province's release.
+    /// fetches every province's release (provinces already fetched are skipped).
     pub fn clearing_releases(&mut self) -> Result<()> {
         let t = Instant::now();
-        let provinces = self.provinces.clone();
-        let national = self.home(NATIONAL)?;
-        let fetched = parallel(&provinces, WORKERS, |code| {
-            let home = self.home(code)?;
-            self.net.pdx_ok(&[
-                "grant",
-                "--home",
-                &home,
-                "--dataset",
-                DATASET,
-                "--to",
-                NATIONAL,
-                "--profile",
-                "clearing",
-                "--purpose",
-                "monthly cross-province clearing",
-                "--agreement",
-                CLEARING_AGREEMENT,
-            ])?;
-            let v = self.net.pdx_json(&[
-                "fetch",
-                "--home",
-                &national,
-                "--peer",
-                code,
-                "--dataset",
-                DATASET,
-                "--profile",
-                "clearing",
-            ])?;
+        let todo: Vec<String> = self
+            .provinces
+            .iter()
+            .filter(|p| !self.releases.contains_key(*p))
+            .cloned()
+            .collect();
+        for code in &todo {
+            self.grant_clearing(code)?;
+        }
+        let fetched = parallel(&todo, WORKERS, |code| {
+            let args = self.fetch_args(code)?;
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let v = self.net.pdx_ok(&args)?;
+            let v: Value = serde_json::from_str(&v)?;
             let release = v["release"]
                 .as_str()
                 .ok_or_else(|| anyhow!("fetch from {code} returned no release id: {v}"))?
@@ -381,7 +415,7 @@ impl Settlement {
             t,
             format!(
                 "national node fetched {} clearing releases ({records} records; identities and diagnoses sealed per record for the insured province)",
-                self.releases.len()
+                todo.len()
             ),
         );
         Ok(())
@@ -749,8 +783,10 @@ impl Settlement {
                 }
             }
         }
-        if let Some(u) = clearing["unconfirmed"].as_array().filter(|u| !u.is_empty()) {
-            problems.push(format!("unconfirmed: {u:?}"));
+        for what in ["unconfirmed", "excluded"] {
+            if let Some(u) = clearing[what].as_array().filter(|u| !u.is_empty()) {
+                problems.push(format!("{what}: {u:?}"));
+            }
         }
         let contributors: Vec<String> = aggregate["contributors"]
             .as_array()

@@ -334,12 +334,12 @@ pub enum PeerCmd {
     Add {
         #[command(flatten)]
         home: HomeArgs,
-        /// Peer department.
-        #[arg(long)]
-        dept: String,
+        /// Peer department (repeat, paired in order with --addr, to add several).
+        #[arg(long, required = true)]
+        dept: Vec<String>,
         /// Peer address HOST:PORT.
-        #[arg(long)]
-        addr: String,
+        #[arg(long, required = true)]
+        addr: Vec<String>,
     },
     /// List peers.
     List(HomeArgs),
@@ -668,13 +668,33 @@ fn time_arg(s: &str) -> Result<u64> {
 pub fn node_request(cmd: &Command) -> Result<(PathBuf, Request, Option<PathBuf>)> {
     let h = |a: &HomeArgs, r: Request| Ok((a.home.clone(), r, a.passphrase_file.clone()));
     match cmd {
-        Command::Peer(PeerCmd::Add { home, dept, addr }) => h(
-            home,
-            Request::PeerAdd {
-                dept: dept.clone(),
-                addr: addr.clone(),
-            },
-        ),
+        Command::Peer(PeerCmd::Add { home, dept, addr }) => {
+            if dept.len() != addr.len() {
+                return Err(anyhow!(Exit {
+                    code: 64,
+                    message: format!(
+                        "{} --dept but {} --addr: give one address per department",
+                        dept.len(),
+                        addr.len()
+                    )
+                }));
+            }
+            match (dept.as_slice(), addr.as_slice()) {
+                ([d], [a]) => h(
+                    home,
+                    Request::PeerAdd {
+                        dept: d.clone(),
+                        addr: a.clone(),
+                    },
+                ),
+                _ => h(
+                    home,
+                    Request::PeersAdd {
+                        peers: dept.iter().cloned().zip(addr.iter().cloned()).collect(),
+                    },
+                ),
+            }
+        }
         Command::Peer(PeerCmd::List(home)) => h(home, Request::Status),
         Command::Import(a) => h(
             &a.home,

@@ -464,4 +464,7 @@ fn clearing(v: &Value) {
     for u in v["unconfirmed"].as_array().into_iter().flatten() {
         println!("not confirmed: {}", s(u));
     }
+    for u in v["excluded"].as_array().into_iter().flatten() {
+        println!("excluded (cannot be verified now): {}", s(u));
+    }
 }

@@ -1,0 +1,364 @@
+//! The settlement scenario under faults, on real node processes: a province
+//! killed mid-release, a province revoked mid-run, a malformed aggregate
+//! contribution, a province that deletes an entry from its own log. Each run's
+//! figures are checked against the plaintext reference from the generated CSVs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use pdx_testnet::settlement::{NATIONAL, Options, Settlement};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn small(dir: &std::path::Path, provinces: usize, records: u64, k: u32) -> Settlement {
+    Settlement::setup(
+        dir,
+        Options {
+            provinces,
+            records,
+            seed: 11,
+            k,
+        },
+    )
+    .unwrap()
+}
+
+fn finish_and_check(st: &mut Settlement) {
+    st.relay().unwrap();
+    st.confirm().unwrap();
+    let clearing = st.clearing().unwrap();
+    let doc = st.he_query().unwrap();
+    st.he_contribute(&doc, None).unwrap();
+    let aggregate = st.he_aggregate().unwrap();
+    let reference = st.reference().unwrap();
+    let problems = st.check(&reference, &clearing, &aggregate).unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn a_province_killed_mid_release_resumes_and_the_figures_are_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut st = small(tmp.path(), 3, 9000, 2);
+    st.import().unwrap();
+    st.exchange_keys().unwrap();
+    // Slow the victim's sending so the release can be cut: small chunks, 25 per second.
+    let victim = "110000";
+    st.net.stop(victim, Duration::from_secs(10)).unwrap();
+    let cfg = st.net.node(victim).unwrap().home.join("pdx.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("chunk_records = 4096", "chunk_records = 20")
+            .replace(
+                "rate_limit_chunks_per_sec = 0",
+                "rate_limit_chunks_per_sec = 25",
+            ),
+    )
+    .unwrap();
+    st.net.start(victim).unwrap();
+    st.grant_clearing(victim).unwrap();
+    let fetch = Command::new(st.net.pdx_path())
+        .args(st.fetch_args(victim).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let national = st.net.home(NATIONAL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stored_before = loop {
+        let v = st.net.pdx_json(&["releases", "--home", &national]).unwrap();
+        let stored = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["direction"] == "in" && r["peer"] == victim)
+            .and_then(|r| r["stored"].as_u64())
+            .unwrap_or(0);
+        if stored >= 5 {
+            break stored;
+        }
+        assert!(Instant::now() < deadline, "the release never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    st.net.kill(victim).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    st.net.start(victim).unwrap();
+    let out = fetch.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["resumed_from"].as_u64().unwrap_or(0) >= stored_before,
+        "resumed, not restarted: {v}"
+    );
+    st.releases
+        .insert(victim.into(), v["release"].as_str().unwrap().into());
+    // The other provinces, then the rest of the month: equal to the reference,
+    // so nothing was lost or counted twice.
+    st.clearing_releases().unwrap();
+    let receives = entries(&st.net, NATIONAL, "receive");
+    assert_eq!(receives.len(), 3, "one receive per province, no duplicate");
+    finish_and_check(&mut st);
+    st.net.stop_all(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_malformed_contribution_is_refused_and_the_aggregate_completes_with_k_met() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut st = small(tmp.path(), 4, 8000, 3);
+    st.import().unwrap();
+    let doc = st.he_query().unwrap();
+    let honest: Vec<String> = st.provinces[..3].to_vec();
+    st.he_contribute(&doc, Some(&honest)).unwrap();
+    // The fourth province's contribution is altered after signing.
+    let bad_dept = st.provinces[3].clone();
+    let bad_home = st.net.home(&bad_dept).unwrap();
+    let file = tmp.path().join("contribution.sub");
+    st.net
+        .pdx_ok(&[
+            "he",
+            "contribute",
+            "--home",
+            &bad_home,
+            "--query",
+            &doc,
+            "--dataset",
+            pdx_testnet::settlement::DATASET,
+            "--to",
+            NATIONAL,
+            "--out",
+            &s(&file),
+        ])
+        .unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 0x40;
+    std::fs::write(&file, &bytes).unwrap();
+    let refused_before = entries(&st.net, NATIONAL, "refused-request").len();
+    let out = st
+        .net
+        .pdx(&[
+            "submit",
+            "--home",
+            &bad_home,
+            "--file",
+            &s(&file),
+            "--to",
+            NATIONAL,
+        ])
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused = entries(&st.net, NATIONAL, "refused-request");
+    assert_eq!(refused.len(), refused_before + 1, "the refusal is audited");
+    assert_eq!(refused.last().unwrap()["counterparty"], bad_dept.as_str());
+    // The aggregate completes over the three honest contributions (k = 3).
+    let aggregate = st.he_aggregate().unwrap();
+    assert_eq!(aggregate["contributors"].as_array().unwrap().len(), 3);
+    let reference = st.reference().unwrap();
+    let want = reference.aggregate(&honest);
+    let got: usize = aggregate["categories"].as_array().unwrap().len();
+    assert_eq!(got, want.len());
+    for c in aggregate["categories"].as_array().unwrap() {
+        let (fen, count) = want[c["category"].as_str().unwrap()];
+        assert_eq!(c["count"].as_u64().unwrap(), count);
+        assert_eq!(
+            pdx_schemas::types::decimal_to_units(c["sums"][0].as_str().unwrap(), 2).unwrap() as i64,
+            fen
+        );
+    }
+    st.net.stop_all(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn fewer_than_k_contributions_are_refused_by_the_aggregator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut st = small(tmp.path(), 3, 3000, 3);
+    st.import().unwrap();
+    let doc = st.he_query().unwrap();
+    let two: Vec<String> = st.provinces[..2].to_vec();
+    st.he_contribute(&doc, Some(&two)).unwrap();
+    let out = st
+        .net
+        .pdx(&[
+            "he",
+            "aggregate",
+            "--home",
+            &st.net.home(NATIONAL).unwrap(),
+            "--query",
+            pdx_testnet::settlement::QUERY,
+            "--to",
+            pdx_testnet::settlement::BUREAU,
+        ])
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at least k = 3"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = st
+        .net
+        .pdx(&[
+            "he",
+            "decrypt",
+            "--home",
+            &st.net.home(pdx_testnet::settlement::BUREAU).unwrap(),
+            "--query",
+            pdx_testnet::settlement::QUERY,
+        ])
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "no aggregate, nothing to decrypt"
+    );
+    st.net.stop_all(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_province_revoked_mid_run_is_refused_from_then_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut st = small(tmp.path(), 3, 3000, 2);
+    st.import().unwrap();
+    st.exchange_keys().unwrap();
+    st.clearing_releases().unwrap();
+    st.relay().unwrap();
+    let revoked = st.provinces[2].clone();
+    st.net.revoke(&revoked).unwrap();
+    let refused_before = entries(&st.net, NATIONAL, "refused-request").len();
+    let out = st
+        .net
+        .pdx(&[
+            "settle",
+            "confirm",
+            "--home",
+            &st.net.home(&revoked).unwrap(),
+            "--all",
+            "--registry",
+            &s(&tmp
+                .path()
+                .join("data")
+                .join(format!("registry-{revoked}.csv"))),
+            "--to",
+            NATIONAL,
+        ])
+        .unwrap();
+    assert!(!out.status.success(), "a revoked province cannot confirm");
+    let refused = entries(&st.net, NATIONAL, "refused-request");
+    assert!(refused.len() > refused_before, "the refusal is audited");
+    // The others confirm what they can; records from the revoked province can
+    // no longer be verified (its manifest's certificate is revoked): refused,
+    // fail closed. The clearing node reports the missing confirmations.
+    for p in &st.provinces[..2] {
+        let out = st
+            .net
+            .pdx(&[
+                "settle",
+                "confirm",
+                "--home",
+                &st.net.home(p).unwrap(),
+                "--all",
+                "--registry",
+                &s(&tmp.path().join("data").join(format!("registry-{p}.csv"))),
+                "--to",
+                NATIONAL,
+            ])
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{err}");
+        assert!(
+            err.contains("1 releases confirmed; 1 could not be") && err.contains("Revoked"),
+            "{err}"
+        );
+    }
+    let clearing = st.clearing().unwrap();
+    let unconfirmed = clearing["unconfirmed"].as_array().unwrap();
+    assert!(
+        unconfirmed
+            .iter()
+            .any(|u| u.as_str().unwrap().starts_with(&revoked)),
+        "{unconfirmed:?}"
+    );
+    st.net.stop_all(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_province_that_deletes_a_log_entry_is_flagged_by_the_regulator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut st = small(tmp.path(), 2, 2000, 2);
+    st.import().unwrap();
+    st.exchange_keys().unwrap();
+    st.clearing_releases().unwrap();
+    st.relay().unwrap();
+    st.confirm().unwrap();
+    // The national node's later contacts witness the province's checkpoints.
+    let regulator = st.regulator().unwrap();
+    assert!(
+        regulator["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["exit"] == 0),
+        "{regulator}"
+    );
+    // The province hides that it sent its records: delete its `send` entry in RocksDB.
+    let cheat = st.provinces[0].clone();
+    let send = entries(&st.net, &cheat, "send");
+    let seq = send[0]["seq"].as_u64().unwrap();
+    st.net.stop(&cheat, Duration::from_secs(10)).unwrap();
+    let db_path = st.net.node(&cheat).unwrap().home.join("db");
+    {
+        let opts = rocksdb::Options::default();
+        let cfs = rocksdb::DB::list_cf(&opts, &db_path).unwrap();
+        let db = rocksdb::DB::open_cf(&opts, &db_path, &cfs).unwrap();
+        let cf = db.cf_handle("audit.entries").unwrap();
+        assert!(db.get_cf(&cf, seq.to_be_bytes()).unwrap().is_some());
+        db.delete_cf(&cf, seq.to_be_bytes()).unwrap();
+    }
+    let dir = tmp.path().join("regulator");
+    let bundle = s(&dir.join(format!("{cheat}.tampered.bundle")));
+    let exported = st.net.pdx(&[
+        "audit",
+        "export",
+        "--home",
+        &st.net.home(&cheat).unwrap(),
+        "--out",
+        &bundle,
+    ]);
+    let ca = s(&st.net.ca_dir().join("ca.crt"));
+    let witness = s(&dir.join(format!("{NATIONAL}.bundle")));
+    match exported {
+        Ok(o) if o.status.success() => {
+            let out = st
+                .net
+                .pdx(&[
+                    "audit",
+                    "verify",
+                    &bundle,
+                    "--witness",
+                    &witness,
+                    "--ca",
+                    &ca,
+                ])
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "tampered: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        other => panic!("export of the damaged log should still produce a bundle: {other:?}"),
+    }
+    st.net.stop_all(Duration::from_secs(10)).unwrap();
+}
