@@ -397,11 +397,15 @@ impl AuditLog {
                 prev_hash: w.last_leaf,
                 draft,
             };
-            let bytes = entry.encode();
+            let bytes = entry.encode_with_log_text(&self.log_text);
             let leaf = Blake3::leaf(&bytes);
             batch.put_cf(cf_entries, seq.to_be_bytes(), &bytes);
+            // Leaf hashes (level 0) are not stored: they are the hash of the
+            // entry, recomputed when a proof needs one (one key less per entry).
             w.frontier.push::<Blake3>(leaf, |level, index, hash| {
-                batch.put_cf(cf_tree, tree_key(level, index), hash);
+                if level > 0 {
+                    batch.put_cf(cf_tree, tree_key(level, index), hash);
+                }
             });
             w.last_leaf = leaf;
             w.last_time_ms = time_ms;
@@ -916,6 +920,19 @@ impl NodeSource for StoreNodes<'_> {
             index,
             reason,
         };
+        if level == 0 {
+            let cf = self
+                .log
+                .cf(CF_ENTRIES)
+                .map_err(|e| missing(e.to_string()))?;
+            let entry = self
+                .log
+                .db
+                .get_pinned_cf(cf, index.to_be_bytes())
+                .map_err(|e| missing(e.to_string()))?
+                .ok_or_else(|| missing("entry not stored".into()))?;
+            return Ok(Blake3::leaf(&entry));
+        }
         let cf = self.log.cf(CF_TREE).map_err(|e| missing(e.to_string()))?;
         let v = self
             .log

@@ -192,7 +192,7 @@ struct Stream {
 }
 
 /// Verifies a bundle read from `reader`.
-pub fn verify<R: Read>(
+pub fn verify<R: Read + Send>(
     mut reader: BundleReader<R>,
     name: &str,
     inputs: &VerifyInputs<'_>,
@@ -651,7 +651,60 @@ fn check_checkpoint(
     }
 }
 
-fn stream_entries<R: Read>(
+/// Entries read and leaf-hashed ahead of the checks.
+struct Batch {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    leaves: Vec<Hash>,
+}
+
+impl Batch {
+    const ENTRIES: usize = 4096;
+
+    fn entries(&self) -> impl Iterator<Item = (&[u8], Hash)> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .zip(self.leaves.iter().copied())
+            .map(|((a, b), leaf)| (&self.data[a..b], leaf))
+    }
+}
+
+/// Producer side of [`stream_entries`]: stops at the end, on an error (sent
+/// on), or when the consumer hangs up.
+fn read_batches<R: Read>(
+    reader: &mut BundleReader<R>,
+    tx: &std::sync::mpsc::SyncSender<Result<Batch, AuditError>>,
+) {
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        let mut batch = Batch {
+            data: Vec::with_capacity(Batch::ENTRIES * 400),
+            ends: Vec::with_capacity(Batch::ENTRIES),
+            leaves: Vec::with_capacity(Batch::ENTRIES),
+        };
+        while batch.ends.len() < Batch::ENTRIES {
+            match reader.next_entry(&mut buf) {
+                Ok(true) => {
+                    batch.leaves.push(Blake3::leaf(&buf));
+                    batch.data.extend_from_slice(&buf);
+                    batch.ends.push(batch.data.len());
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let last = batch.ends.len() < Batch::ENTRIES;
+        if (!batch.ends.is_empty() && tx.send(Ok(batch)).is_err()) || last {
+            return;
+        }
+    }
+}
+
+fn stream_entries<R: Read + Send>(
     reader: &mut BundleReader<R>,
     log_id: &LogId,
     genesis: Option<VerifyingKey>,
@@ -666,7 +719,6 @@ fn stream_entries<R: Read>(
         .collect();
     let mut frontier = Frontier::new();
     let mut roots = HashMap::new();
-    let mut buf = Vec::with_capacity(512);
     let mut prev_leaf: Option<Hash> = None;
     let mut prev_seq: Option<u64> = None;
     let mut prev_time = 0u64;
@@ -675,121 +727,133 @@ fn stream_entries<R: Read>(
     let mut gaps: BTreeSet<u64> = BTreeSet::new();
     let mut max_seq: Option<u64> = None;
     let mut pos = 0u64;
-    while reader.next_entry(&mut buf)? {
-        let leaf = Blake3::leaf(&buf);
-        let prefix = prefix_of(&leaf).max(1);
-        match EntryView::parse(&buf) {
-            Err(e) => c.tampered(
-                Case::MalformedEntry,
-                Some(pos),
-                format!("entry at position {pos} is not canonical: {e}"),
-            ),
-            Ok(v) => {
-                let mut explained = false;
-                if v.log_id != log_text {
-                    c.tampered(
-                        Case::ForeignEntry,
+    // Reading and leaf hashing run on a second thread, one batch ahead of the
+    // checks here: the two halves of the work take about the same time.
+    std::thread::scope(|scope| -> Result<(), AuditError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch, AuditError>>(4);
+        scope.spawn(move || read_batches(reader, &tx));
+        for batch in rx {
+            let batch = batch?;
+            for (buf, leaf) in batch.entries() {
+                let prefix = prefix_of(&leaf).max(1);
+                match EntryView::parse(buf) {
+                    Err(e) => c.tampered(
+                        Case::MalformedEntry,
                         Some(pos),
-                        format!("entry at position {pos} belongs to log {}", v.log_id),
-                    );
-                    explained = true;
-                }
-                let seq = v.seq;
-                let expected = max_seq.map(|m| m + 1).unwrap_or(0);
-                let slot = usize::try_from(seq)
-                    .ok()
-                    .filter(|&s| s <= seen.len() + (1 << 20));
-                if seq != expected && !explained {
-                    explained = true;
-                    let earlier = slot.and_then(|s| seen.get(s).copied()).filter(|&h| h != 0);
-                    if seq > expected {
-                        for missing in expected..seq.min(expected.saturating_add(1 << 20)) {
-                            gaps.insert(missing);
-                        }
-                    } else if let Some(h) = earlier {
-                        if h == prefix {
+                        format!("entry at position {pos} is not canonical: {e}"),
+                    ),
+                    Ok(v) => {
+                        let mut explained = false;
+                        if v.log_id != log_text {
                             c.tampered(
-                                Case::ReplayedEntry,
+                                Case::ForeignEntry,
                                 Some(pos),
-                                format!("entry seq {seq} appears again at position {pos}"),
+                                format!("entry at position {pos} belongs to log {}", v.log_id),
                             );
+                            explained = true;
+                        }
+                        let seq = v.seq;
+                        let expected = max_seq.map(|m| m + 1).unwrap_or(0);
+                        let slot = usize::try_from(seq)
+                            .ok()
+                            .filter(|&s| s <= seen.len() + (1 << 20));
+                        if seq != expected && !explained {
+                            explained = true;
+                            let earlier =
+                                slot.and_then(|s| seen.get(s).copied()).filter(|&h| h != 0);
+                            if seq > expected {
+                                for missing in expected..seq.min(expected.saturating_add(1 << 20)) {
+                                    gaps.insert(missing);
+                                }
+                            } else if let Some(h) = earlier {
+                                if h == prefix {
+                                    c.tampered(
+                                        Case::ReplayedEntry,
+                                        Some(pos),
+                                        format!("entry seq {seq} appears again at position {pos}"),
+                                    );
+                                } else {
+                                    c.tampered(
+                                        Case::InsertedEntry,
+                                        Some(pos),
+                                        format!(
+                                            "a second, different entry claims seq {seq} (position {pos})"
+                                        ),
+                                    );
+                                }
+                            } else if gaps.remove(&seq) {
+                                c.tampered(
+                                    Case::ReorderedEntries,
+                                    Some(pos),
+                                    format!(
+                                        "entry seq {seq} appears out of order at position {pos}"
+                                    ),
+                                );
+                            } else {
+                                c.tampered(
+                                    Case::InsertedEntry,
+                                    Some(pos),
+                                    format!("unexpected seq {seq} at position {pos}"),
+                                );
+                            }
+                        }
+                        // Every link is checked: against the previous entry when it is
+                        // adjacent, else against the remembered hash of seq - 1.
+                        let link_ok = if seq == 0 {
+                            Some(v.prev_hash == [0; 32])
+                        } else if prev_seq == Some(seq - 1) {
+                            prev_leaf.map(|p| p == v.prev_hash)
                         } else {
+                            usize::try_from(seq - 1)
+                                .ok()
+                                .and_then(|s| seen.get(s).copied())
+                                .filter(|&h| h != 0)
+                                .map(|h| h == prefix_of(&v.prev_hash).max(1))
+                        };
+                        let replay_or_insert = seq < expected;
+                        if link_ok == Some(false) && !replay_or_insert && v.log_id == log_text {
                             c.tampered(
-                                Case::InsertedEntry,
-                                Some(pos),
+                                Case::AlteredEntry,
+                                Some(seq.saturating_sub(1)),
                                 format!(
-                                    "a second, different entry claims seq {seq} (position {pos})"
+                                    "chain broken between seq {} and {seq}: an entry was altered",
+                                    seq.saturating_sub(1)
                                 ),
                             );
                         }
-                    } else if gaps.remove(&seq) {
-                        c.tampered(
-                            Case::ReorderedEntries,
-                            Some(pos),
-                            format!("entry seq {seq} appears out of order at position {pos}"),
-                        );
-                    } else {
-                        c.tampered(
-                            Case::InsertedEntry,
-                            Some(pos),
-                            format!("unexpected seq {seq} at position {pos}"),
-                        );
+                        if v.time_ms < prev_time && !explained {
+                            c.tampered(
+                                Case::ReorderedEntries,
+                                Some(seq),
+                                format!("timestamp of seq {seq} goes backwards"),
+                            );
+                        }
+                        if let Some(s) = slot {
+                            if seen.len() <= s {
+                                seen.resize(s + 1, 0);
+                            }
+                            if seen[s] == 0 {
+                                seen[s] = prefix;
+                            }
+                        }
+                        if let Some((new_key, sig)) = v.key_rotation {
+                            follow_rotation(log_id, seq, new_key, sig, endorsed, &mut keys, c);
+                        }
+                        max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
+                        prev_seq = Some(seq);
+                        prev_time = prev_time.max(v.time_ms);
                     }
                 }
-                // Every link is checked: against the previous entry when it is
-                // adjacent, else against the remembered hash of seq - 1.
-                let link_ok = if seq == 0 {
-                    Some(v.prev_hash == [0; 32])
-                } else if prev_seq == Some(seq - 1) {
-                    prev_leaf.map(|p| p == v.prev_hash)
-                } else {
-                    usize::try_from(seq - 1)
-                        .ok()
-                        .and_then(|s| seen.get(s).copied())
-                        .filter(|&h| h != 0)
-                        .map(|h| h == prefix_of(&v.prev_hash).max(1))
-                };
-                let replay_or_insert = seq < expected;
-                if link_ok == Some(false) && !replay_or_insert && v.log_id == log_text {
-                    c.tampered(
-                        Case::AlteredEntry,
-                        Some(seq.saturating_sub(1)),
-                        format!(
-                            "chain broken between seq {} and {seq}: an entry was altered",
-                            seq.saturating_sub(1)
-                        ),
-                    );
+                prev_leaf = Some(leaf);
+                frontier.push::<Blake3>(leaf, |_, _, _| {});
+                pos += 1;
+                if sizes.contains(&pos) {
+                    roots.insert(pos, frontier.root::<Blake3>());
                 }
-                if v.time_ms < prev_time && !explained {
-                    c.tampered(
-                        Case::ReorderedEntries,
-                        Some(seq),
-                        format!("timestamp of seq {seq} goes backwards"),
-                    );
-                }
-                if let Some(s) = slot {
-                    if seen.len() <= s {
-                        seen.resize(s + 1, 0);
-                    }
-                    if seen[s] == 0 {
-                        seen[s] = prefix;
-                    }
-                }
-                if let Some((new_key, sig)) = v.key_rotation {
-                    follow_rotation(log_id, seq, new_key, sig, endorsed, &mut keys, c);
-                }
-                max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
-                prev_seq = Some(seq);
-                prev_time = prev_time.max(v.time_ms);
             }
         }
-        prev_leaf = Some(leaf);
-        frontier.push::<Blake3>(leaf, |_, _, _| {});
-        pos += 1;
-        if sizes.contains(&pos) {
-            roots.insert(pos, frontier.root::<Blake3>());
-        }
-    }
+        Ok(())
+    })?;
     if !gaps.is_empty() {
         let first = gaps.iter().next().copied().unwrap_or(0);
         c.tampered(

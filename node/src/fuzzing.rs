@@ -53,3 +53,50 @@ pub fn audit_entry(data: &[u8]) {
 pub fn admin_call(data: &[u8]) {
     let _ = pdx_crypto::wire::from_cbor::<crate::admin::AdminCall>(data, "admin call");
 }
+
+/// The decoders of documents peers push with `Submit` (aggregate
+/// contributions and sums, settlement confirmations), chosen by the first
+/// byte; bodies are decoded too, as they are after a signature verifies.
+pub fn submitted_document(data: &[u8]) {
+    use crate::docs::Certified;
+    use crate::he::{
+        AggregateBody, AggregateSubmission, ContributionBody, ContributionSubmission, QueryBody,
+    };
+    use pdx_crypto::wire::from_cbor;
+    let Some((&which, doc)) = data.split_first() else {
+        return;
+    };
+    let query = |c: &Certified| {
+        if let Ok(q) = c.signed.dangerous_decode_unverified::<QueryBody>("query") {
+            let _ = q.validate();
+            let _ = q.slots();
+        }
+    };
+    match which % 3 {
+        0 => {
+            if let Ok(s) = from_cbor::<ContributionSubmission>(doc, "contribution") {
+                query(&s.query);
+                let _ = s
+                    .contribution
+                    .signed
+                    .dangerous_decode_unverified::<ContributionBody>("contribution");
+            }
+        }
+        1 => {
+            if let Ok(s) = from_cbor::<AggregateSubmission>(doc, "aggregate") {
+                query(&s.query);
+                let _ = s
+                    .aggregate
+                    .signed
+                    .dangerous_decode_unverified::<AggregateBody>("aggregate");
+            }
+        }
+        _ => {
+            if let Ok(c) = from_cbor::<Certified>(doc, "confirmation") {
+                let _ = c
+                    .signed
+                    .dangerous_decode_unverified::<crate::settle::ConfirmationBody>("confirmation");
+            }
+        }
+    }
+}

@@ -141,7 +141,7 @@ impl QueryBody {
     }
 
     /// Checks internal consistency (not the signature).
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(NodeError::Invalid(format!("query {}: {m}", self.query_id)));
         if self.version != 1 {
             return bad(format!(

@@ -32,6 +32,27 @@ fn seeds() -> Vec<Vec<u8>> {
     v
 }
 
+/// A contribution submission shaped like a real one (valid CBOR, nonsense
+/// signature), for mutation.
+fn contribution_seed() -> Vec<u8> {
+    use pdx_crypto::wire::{Signed, to_cbor};
+    let signed = |body: Vec<u8>| pdx_node::docs::Certified {
+        signed: Signed {
+            body,
+            key_id: pdx_crypto::KeyId([1; 8]),
+            signature: pdx_crypto::Signature([2; 64]),
+        },
+        certificate: vec![3; 40],
+    };
+    let sub = pdx_node::he::ContributionSubmission {
+        query: signed(vec![0xa0]),
+        contribution: signed(vec![0x80, 1, 2]),
+    };
+    let mut v = vec![0u8];
+    v.extend(to_cbor(&sub).unwrap());
+    v
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
     #[test]
@@ -41,6 +62,7 @@ proptest! {
         fuzzing::records(&data);
         fuzzing::audit_entry(&data);
         fuzzing::admin_call(&data);
+        fuzzing::submitted_document(&data);
     }
 
     #[test]
@@ -53,5 +75,18 @@ proptest! {
         fuzzing::frame_decoder(&data);
         fuzzing::records(&data);
         fuzzing::message(&data[4..]);
+    }
+
+    #[test]
+    fn mutated_submitted_documents_never_panic(flips in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..8)) {
+        let mut data = contribution_seed();
+        for (pos, x) in flips {
+            let i = 1 + pos as usize % (data.len() - 1);
+            data[i] ^= x;
+        }
+        for kind in 0..3u8 {
+            data[0] = kind;
+            fuzzing::submitted_document(&data);
+        }
     }
 }
