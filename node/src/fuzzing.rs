@@ -66,29 +66,25 @@ pub fn submitted_document(data: &[u8]) {
     let Some((&which, doc)) = data.split_first() else {
         return;
     };
-    let query = |c: &Certified| {
-        if let Ok(q) = c.signed.dangerous_decode_unverified::<QueryBody>("query") {
+    fn query_and<B: serde::de::DeserializeOwned>(query: &Certified, document: &Certified) {
+        if let Ok(q) = query
+            .signed
+            .dangerous_decode_unverified::<QueryBody>("query")
+        {
             let _ = q.validate();
             let _ = q.slots();
         }
-    };
+        let _ = document.signed.dangerous_decode_unverified::<B>("document");
+    }
     match which % 3 {
         0 => {
             if let Ok(s) = from_cbor::<ContributionSubmission>(doc, "contribution") {
-                query(&s.query);
-                let _ = s
-                    .contribution
-                    .signed
-                    .dangerous_decode_unverified::<ContributionBody>("contribution");
+                query_and::<ContributionBody>(&s.query, &s.contribution);
             }
         }
         1 => {
             if let Ok(s) = from_cbor::<AggregateSubmission>(doc, "aggregate") {
-                query(&s.query);
-                let _ = s
-                    .aggregate
-                    .signed
-                    .dangerous_decode_unverified::<AggregateBody>("aggregate");
+                query_and::<AggregateBody>(&s.query, &s.aggregate);
             }
         }
         _ => {
