@@ -326,6 +326,26 @@ fn key(tag: u8, query_id: &str, dept: Option<&str>) -> Vec<u8> {
 const TAG_QUERY: u8 = b'q';
 const TAG_CONTRIBUTION: u8 = b'c';
 const TAG_AGGREGATE: u8 = b'a';
+const TAG_DECRYPTED: u8 = b'd';
+
+/// Refuses a sum that differs from one already decrypted for the query: two
+/// sums over different sets of contributors would reveal their difference
+/// (e.g. all provinces, then all but one).
+fn check_not_differencing(node: &Node, query_id: &str, agg: &AggregateBody) -> Result<()> {
+    let Some(done) = stored(node, TAG_DECRYPTED, query_id, None)? else {
+        return Ok(());
+    };
+    let prev: AggregateBody = done
+        .signed
+        .dangerous_decode_unverified("decrypted aggregate")?;
+    if prev.contributions != agg.contributions || prev.ciphertext != agg.ciphertext {
+        return Err(NodeError::Refused(format!(
+            "query {query_id} was already decrypted over {} contributors; a different sum would reveal the difference between the two, so each query is decrypted once (make a new query)",
+            prev.contributions.len()
+        )));
+    }
+    Ok(())
+}
 
 fn stored(node: &Node, tag: u8, query_id: &str, dept: Option<&str>) -> Result<Option<Certified>> {
     node.store.get(CF_HE, &key(tag, query_id, dept))
@@ -1017,6 +1037,7 @@ pub fn accept_aggregate(node: &Node, peer: &str, document: &[u8]) -> Result<Acce
         )));
     }
     let (a, _) = check_aggregate(&checker, &query, &own.digest(), &sub.aggregate)?;
+    check_not_differencing(node, &query.query_id, &a)?;
     let digest = sub.aggregate.digest();
     node.store.put(
         CF_HE,
@@ -1079,6 +1100,11 @@ pub fn decrypt(node: &Node, query_id: &str, operator: &str) -> Result<serde_json
         ))
     })?;
     let (agg, list) = check_aggregate(&checker, &query, &query_doc.digest(), &agg_doc)?;
+    check_not_differencing(node, query_id, &agg)?;
+    // Marked before decrypting: a crash after this point cannot open the door
+    // to decrypting a different sum.
+    node.store
+        .put(CF_HE, &key(TAG_DECRYPTED, query_id, None), &agg_doc)?;
     let secret = node.load_secret(&secret_name(query_id), KeyKind::HeLweSecret)?;
     let sk = HeSecretKey::from_bytes(&secret)?;
     let slots = he::decrypt(&sk, &list);

@@ -175,6 +175,38 @@ fn a_malformed_contribution_is_refused_and_the_aggregate_completes_with_k_met() 
             fen
         );
     }
+    // The fourth province contributes properly after the sum was decrypted: a
+    // second sum over four would reveal its figures by difference; refused.
+    st.net
+        .pdx_ok(&[
+            "he",
+            "contribute",
+            "--home",
+            &bad_home,
+            "--query",
+            &doc,
+            "--dataset",
+            pdx_testnet::settlement::DATASET,
+            "--to",
+            NATIONAL,
+        ])
+        .unwrap();
+    let out = st
+        .net
+        .pdx(&[
+            "he",
+            "aggregate",
+            "--home",
+            &st.net.home(NATIONAL).unwrap(),
+            "--query",
+            pdx_testnet::settlement::QUERY,
+            "--to",
+            pdx_testnet::settlement::BUREAU,
+        ])
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("already decrypted"), "{err}");
     st.net.stop_all(Duration::from_secs(10)).unwrap();
 }
 
