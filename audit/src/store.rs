@@ -111,6 +111,9 @@ pub struct AuditLog {
     queue: Mutex<Queue>,
     done: Condvar,
     writer: Mutex<WriterState>,
+    /// Serialises updates of the held peer checkpoints (several connections
+    /// from one peer may be witnessed at once).
+    peers: Mutex<()>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -235,6 +238,7 @@ impl AuditLog {
             queue: Mutex::new(Queue::default()),
             done: Condvar::new(),
             writer: Mutex::new(state),
+            peers: Mutex::new(()),
         };
         if log.size() == 0 {
             let mut d = EntryDraft::new(EventKind::Genesis, &log.log_id.dept, "node");
@@ -860,7 +864,19 @@ impl AuditLog {
         let bytes = to_cbor(&record)?;
         let cf = self.cf(CF_META)?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(cf, meta_key("peer", &[verified.origin.as_bytes()]), &bytes);
+        let _peers = self
+            .peers
+            .lock()
+            .map_err(|_| AuditError::Writer("peer lock poisoned".into()))?;
+        // The held checkpoint only moves forward: a concurrent connection may
+        // already have witnessed a larger one.
+        let newer_held = match self.last_witnessed(&verified.origin)? {
+            Some(h) => h.checkpoint.peek()?.size > verified.size,
+            None => false,
+        };
+        if !newer_held {
+            batch.put_cf(cf, meta_key("peer", &[verified.origin.as_bytes()]), &bytes);
+        }
         batch.put_cf(
             cf,
             meta_key(
@@ -872,6 +888,7 @@ impl AuditLog {
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         self.db.write_opt(batch, &opts)?;
+        drop(_peers);
         let mut d = EntryDraft::new(
             EventKind::PeerCheckpointWitnessed,
             &self.log_id.dept,

@@ -3,6 +3,7 @@
 //! both be true. The protocol driver supplies the peer's certificate key and,
 //! when asked, a consistency proof from the peer.
 
+use crate::checkpoint::WitnessedCheckpoint;
 use crate::checkpoint::{
     Checkpoint, ForkEvidence, KeyEndorsement, SignedCheckpoint, SignedCosignature,
     SignedEndorsement,
@@ -83,38 +84,55 @@ pub enum WitnessStep {
     Ready,
 }
 
+/// Witnessing of one peer checkpoint in progress: what to ask for, and the
+/// held checkpoint the answer will be checked against (a snapshot, so a
+/// concurrent connection from the same peer cannot change it in between).
+#[derive(Clone, Debug)]
+pub struct Witnessing {
+    /// What is needed next.
+    pub step: WitnessStep,
+    held: Option<WitnessedCheckpoint>,
+}
+
 /// Decides what is needed to witness `pc`.
-pub fn begin(log: &AuditLog, pc: &PeerCheckpoint) -> Result<WitnessStep, AuditError> {
-    match log.last_witnessed(&pc.content.origin)? {
-        None => Ok(WitnessStep::Ready),
+pub fn begin(log: &AuditLog, pc: &PeerCheckpoint) -> Result<Witnessing, AuditError> {
+    let held = log.last_witnessed(&pc.content.origin)?;
+    let step = match &held {
+        None => WitnessStep::Ready,
         Some(prev) => {
             let held = prev.checkpoint.peek()?;
             if held.size == pc.content.size || held.size == 0 {
-                Ok(WitnessStep::Ready)
+                WitnessStep::Ready
             } else if held.size < pc.content.size {
-                Ok(WitnessStep::NeedProof {
+                WitnessStep::NeedProof {
                     from: held.size,
                     to: pc.content.size,
-                })
+                }
             } else {
-                Ok(WitnessStep::NeedProof {
+                WitnessStep::NeedProof {
                     from: pc.content.size,
                     to: held.size,
-                })
+                }
             }
         }
-    }
+    };
+    Ok(Witnessing { step, held })
 }
 
-/// Completes witnessing: checks consistency with the held checkpoint using
-/// `proof` (for the sizes [`begin`] asked), then cosigns. On inconsistency the
-/// evidence is stored, an alarm entry is logged, and [`AuditError::PeerFork`] returned.
+/// Completes witnessing: checks consistency with the checkpoint held when
+/// [`begin`] ran, using `proof` (for the sizes it asked), then cosigns. A
+/// smaller checkpoint that is consistent and older than the held one is a
+/// stale view (another connection got further first) and is cosigned; a
+/// smaller one signed later means the log went back. On inconsistency the
+/// evidence is stored, an alarm entry is logged, and [`AuditError::PeerFork`]
+/// returned.
 pub fn complete(
     log: &AuditLog,
+    witnessing: Witnessing,
     pc: PeerCheckpoint,
     proof: Option<&[Hash]>,
 ) -> Result<SignedCosignature, AuditError> {
-    if let Some(prev) = log.last_witnessed(&pc.content.origin)? {
+    if let Some(prev) = witnessing.held {
         let held = prev.checkpoint.peek()?;
         let problem = if held.size == pc.content.size {
             (held.root != pc.content.root)
@@ -137,24 +155,23 @@ pub fn complete(
             })
         } else {
             let proof = proof.unwrap_or(&[]);
-            Some(
-                match verify_consistency::<Blake3, _>(
-                    pc.content.size,
-                    held.size,
-                    proof,
-                    &pc.content.root,
-                    &held.root,
-                ) {
-                    Ok(()) => format!(
-                        "log went back from size {} to {} (truncated or restored from an old copy)",
-                        held.size, pc.content.size
-                    ),
-                    Err(e) => format!(
-                        "size {} contradicts the held size {}: {e}",
-                        pc.content.size, held.size
-                    ),
-                },
-            )
+            match verify_consistency::<Blake3, _>(
+                pc.content.size,
+                held.size,
+                proof,
+                &pc.content.root,
+                &held.root,
+            ) {
+                Ok(()) if pc.content.time_ms <= held.time_ms => None,
+                Ok(()) => Some(format!(
+                    "log went back from size {} to {} (truncated or restored from an old copy): the smaller checkpoint was signed later",
+                    held.size, pc.content.size
+                )),
+                Err(e) => Some(format!(
+                    "size {} contradicts the held size {}: {e}",
+                    pc.content.size, held.size
+                )),
+            }
         };
         if let Some(reason) = problem {
             let evidence = ForkEvidence {

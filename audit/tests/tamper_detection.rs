@@ -128,11 +128,9 @@ fn witness_of(t: &TestLog, dir: &std::path::Path) -> std::path::PathBuf {
     let endorsement = t.log.current_endorsement().unwrap();
     let cp = t.log.checkpoint().unwrap();
     let pc = PeerCheckpoint::verify(&t.dept, &t.identity.verifying_key(), endorsement, cp).unwrap();
-    assert_eq!(
-        witness::begin(&w.log, &pc).unwrap(),
-        witness::WitnessStep::Ready
-    );
-    witness::complete(&w.log, pc, None).unwrap();
+    let witnessing = witness::begin(&w.log, &pc).unwrap();
+    assert_eq!(witnessing.step, witness::WitnessStep::Ready);
+    witness::complete(&w.log, witnessing, pc, None).unwrap();
     let path = dir.join("witness.bundle");
     export(&w.log, Vec::new(), &path).unwrap();
     path

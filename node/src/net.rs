@@ -410,9 +410,9 @@ impl Net {
             reply.endorsement.clone(),
             reply.checkpoint.clone(),
         )?;
-        let step = witness::begin(&node.audit, &pc)?;
+        let witnessing = witness::begin(&node.audit, &pc)?;
         let my_proof = proof_for(node, reply.proof_request, &my_ckpt)?;
-        let need = match step {
+        let need = match witnessing.step {
             WitnessStep::NeedProof { from, to } => Some((from, to)),
             WitnessStep::Ready => None,
         };
@@ -430,7 +430,7 @@ impl Net {
                 )));
             }
         };
-        let theirs = witness_peer(node, pc, need, w2.proof.as_deref());
+        let theirs = witness_peer(node, witnessing, pc, need, w2.proof.as_deref());
         match &w2.cosignature {
             Ok(c) => store_cosignature(node, dept, identity, &my_ckpt, c)?,
             Err(why) => tracing::warn!(peer = dept, "peer did not cosign our checkpoint: {why}"),
@@ -808,7 +808,8 @@ impl Net {
             hello.endorsement.clone(),
             hello.checkpoint.clone(),
         )?;
-        let need = match witness::begin(&node.audit, &pc)? {
+        let witnessing = witness::begin(&node.audit, &pc)?;
+        let need = match witnessing.step {
             WitnessStep::NeedProof { from, to } => Some((from, to)),
             WitnessStep::Ready => None,
         };
@@ -832,7 +833,7 @@ impl Net {
                 )));
             }
         };
-        let theirs = witness_peer(node, pc, need, w1.proof.as_deref());
+        let theirs = witness_peer(node, witnessing, pc, need, w1.proof.as_deref());
         let proof = proof_for(node, w1.proof_request, &my_ckpt)?;
         let cosig = theirs
             .as_ref()
@@ -1636,6 +1637,7 @@ fn proof_for(
 
 fn witness_peer(
     node: &Node,
+    witnessing: witness::Witnessing,
     pc: PeerCheckpoint,
     need: Option<(u64, u64)>,
     proof: Option<&[serde_bytes::ByteBuf]>,
@@ -1655,7 +1657,12 @@ fn witness_peer(
             });
         }
     }
-    Ok(witness::complete(&node.audit, pc, hashes.as_deref())?)
+    Ok(witness::complete(
+        &node.audit,
+        witnessing,
+        pc,
+        hashes.as_deref(),
+    )?)
 }
 
 fn store_cosignature(

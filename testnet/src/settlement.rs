@@ -43,6 +43,9 @@ pub const DATASET: &str = "settlement-2026-11";
 pub const QUERY: &str = "fund-by-icd3-x-insured-2026-11";
 /// Concurrent node commands (the machines have 2 cores).
 const WORKERS: usize = 2;
+/// Concurrent commands in the relay and confirmation stages, which wait on
+/// fsyncs and round trips more than on the CPU.
+const IO_WORKERS: usize = 4;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -426,7 +429,7 @@ impl Settlement {
         let t = Instant::now();
         let national = self.home(NATIONAL)?;
         let releases: Vec<String> = self.releases.values().cloned().collect();
-        let forwarded = parallel(&releases, WORKERS, |r| {
+        let forwarded = parallel(&releases, IO_WORKERS, |r| {
             let v = self.net.pdx_json(&[
                 "forward",
                 "--home",
@@ -452,7 +455,7 @@ impl Settlement {
     pub fn confirm(&mut self) -> Result<()> {
         let t = Instant::now();
         let provinces = self.provinces.clone();
-        let confirmed = parallel(&provinces, WORKERS, |code| {
+        let confirmed = parallel(&provinces, IO_WORKERS, |code| {
             let v = self.net.pdx_json(&[
                 "settle",
                 "confirm",
