@@ -48,7 +48,11 @@ fn overlapping_connections_from_one_peer_are_not_taken_for_a_fork() {
     // ...the later one completes first.
     witness::complete(&me.log, w20, twenty.clone(), p20.as_deref()).unwrap();
     witness::complete(&me.log, w10, ten.clone(), p10.as_deref()).unwrap();
-    let held = me.log.last_witnessed(&twenty.content.origin).unwrap().unwrap();
+    let held = me
+        .log
+        .last_witnessed(&twenty.content.origin)
+        .unwrap()
+        .unwrap();
     assert_eq!(held.checkpoint.peek().unwrap().size, twenty.content.size);
 
     // A stale view arriving now is consistent and older: cosigned, held kept.
@@ -56,9 +60,16 @@ fn overlapping_connections_from_one_peer_are_not_taken_for_a_fork() {
     assert!(matches!(w.step, WitnessStep::NeedProof { .. }));
     let p = proof(&peer, w.step);
     witness::complete(&me.log, w, ten, p.as_deref()).unwrap();
-    let held = me.log.last_witnessed(&twenty.content.origin).unwrap().unwrap();
+    let held = me
+        .log
+        .last_witnessed(&twenty.content.origin)
+        .unwrap()
+        .unwrap();
     assert_eq!(held.checkpoint.peek().unwrap().size, twenty.content.size);
-    assert!(me.log.evidence().unwrap().is_empty(), "no false fork evidence");
+    assert!(
+        me.log.evidence().unwrap().is_empty(),
+        "no false fork evidence"
+    );
 }
 
 #[test]

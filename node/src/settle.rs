@@ -374,7 +374,7 @@ pub fn clearing(
                 };
                 let region = row[insured]
                     .and_then(|b| std::str::from_utf8(b).ok())
-                    .filter(|r| r.len() == 6)
+                    .filter(|r| r.len() == 6 && r.bytes().all(|b| b.is_ascii_digit()))
                     .ok_or_else(|| {
                         format!("record {record}: insuplc_admdvs is missing or not 6 digits")
                     })?;

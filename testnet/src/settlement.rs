@@ -713,7 +713,12 @@ impl Settlement {
             );
             for rec in rd.records() {
                 let rec = rec?;
-                let insured = format!("{}0000", &rec[ins][..2]);
+                let prefix = |v: &str, n: usize| {
+                    v.get(..n)
+                        .map(String::from)
+                        .ok_or_else(|| anyhow!("{}: bad value {v:?}", path.display()))
+                };
+                let insured = format!("{}0000", prefix(&rec[ins], 2)?);
                 let fen = pdx_schemas::types::decimal_to_units(&rec[fund], 2)
                     .ok_or_else(|| anyhow!("bad amount {}", &rec[fund]))?
                     as i64;
@@ -723,7 +728,7 @@ impl Settlement {
                     .or_default();
                 cell.0 += 1;
                 cell.1 += fen;
-                let cat = format!("{}|{insured}", &rec[diag][..3]);
+                let cat = format!("{}|{insured}", prefix(&rec[diag], 3)?);
                 let e = r
                     .by_category
                     .entry(cat)
