@@ -292,6 +292,26 @@ fn retryable(e: &NodeError) -> bool {
     matches!(e, NodeError::Network(_) | NodeError::Peer { .. })
 }
 
+/// Runs `attempt` until it succeeds, fails for good, or `retries` retries
+/// after lost connections are used up (backing off 1 s, 2 s, 4 s ... 16 s).
+async fn retrying<T, F: std::future::Future<Output = Result<T>>>(
+    retries: u32,
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T> {
+    let mut tried = 0;
+    loop {
+        match attempt().await {
+            Err(e) if retryable(&e) && tried < retries => {
+                tried += 1;
+                tracing::warn!("{what} interrupted ({e}); retry {tried} of {retries}");
+                tokio::time::sleep(std::time::Duration::from_millis(500 << tried.min(5))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Runs `req` on the node behind `net`, as `operator`.
 pub async fn execute(
     net: &Arc<Net>,
@@ -410,21 +430,12 @@ pub async fn execute(
                 agreement,
                 purpose,
             };
-            let mut attempt = 0;
-            loop {
-                match net.fetch(&peer, &req, &op, progress.as_ref()).await {
-                    Ok(o) => return to_json(&o),
-                    Err(e) if retryable(&e) && attempt < retries => {
-                        attempt += 1;
-                        tracing::warn!(
-                            "fetch from {peer} interrupted ({e}); retry {attempt} of {retries}"
-                        );
-                        tokio::time::sleep(std::time::Duration::from_millis(500 << attempt.min(5)))
-                            .await;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+            let what = format!("fetch from {peer}");
+            let out = retrying(retries, &what, || {
+                net.fetch(&peer, &req, &op, progress.as_ref())
+            })
+            .await?;
+            to_json(&out)
         }
         Request::Forward {
             release,
@@ -438,23 +449,12 @@ pub async fn execute(
             };
             let mut outcomes = Vec::new();
             for to in &targets {
-                let mut attempt = 0;
-                loop {
-                    match net.forward(&id, to, &op, progress.as_ref()).await {
-                        Ok(o) => {
-                            outcomes.push(to_json(&o)?);
-                            break;
-                        }
-                        Err(e) if retryable(&e) && attempt < retries => {
-                            attempt += 1;
-                            tokio::time::sleep(std::time::Duration::from_millis(
-                                500 << attempt.min(5),
-                            ))
-                            .await;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
+                let what = format!("forward to {to}");
+                let o = retrying(retries, &what, || {
+                    net.forward(&id, to, &op, progress.as_ref())
+                })
+                .await?;
+                outcomes.push(to_json(&o)?);
             }
             match (to, outcomes.len()) {
                 (Some(_), 1) => Ok(outcomes.remove(0)),

@@ -359,12 +359,16 @@ fn stored_query(node: &Node, query_id: &str) -> Result<Certified> {
     })
 }
 
-fn contributions(node: &Node, query_id: &str) -> Result<Vec<Certified>> {
+fn contribution_prefix(query_id: &str) -> Vec<u8> {
     let mut prefix = key(TAG_CONTRIBUTION, query_id, None);
     prefix.push(0);
+    prefix
+}
+
+fn contributions(node: &Node, query_id: &str) -> Result<Vec<Certified>> {
     Ok(node
         .store
-        .scan::<Certified>(CF_HE, &prefix)?
+        .scan::<Certified>(CF_HE, &contribution_prefix(query_id))?
         .into_iter()
         .map(|(_, c)| c)
         .collect())
@@ -381,6 +385,14 @@ pub fn check_query(checker: &CertChecker, doc: &Certified) -> Result<QueryBody> 
     }
     q.validate()?;
     Ok(q)
+}
+
+/// Adds `list` to a running slot-wise sum (the first list starts it).
+fn accumulate(sum: Option<HeList>, list: &HeList) -> Result<HeList> {
+    Ok(match sum {
+        None => list.clone(),
+        Some(s) => s.add(list)?,
+    })
 }
 
 /// Verifies a contribution against its (already verified) query.
@@ -543,7 +555,7 @@ pub fn keygen(node: &Node, spec: &QuerySpec, operator: &str) -> Result<serde_jso
     let schema = Schema::parse(&source, &spec.schema_path)?;
     let mut scales = Vec::new();
     for v in &spec.values {
-        scales.push(value_scale(&schema, v)?);
+        scales.push(value_field(&schema, v)?.1);
     }
     let group_by = spec
         .group_by
@@ -609,10 +621,13 @@ pub fn keygen(node: &Node, spec: &QuerySpec, operator: &str) -> Result<serde_jso
     }))
 }
 
-fn schema_field<'a>(schema: &'a Schema, name: &str) -> Result<&'a pdx_schemas::schema::Field> {
+fn schema_field<'a>(
+    schema: &'a Schema,
+    name: &str,
+) -> Result<(usize, &'a pdx_schemas::schema::Field)> {
     schema
         .field_index(name)
-        .map(|i| &schema.fields[i])
+        .map(|i| (i, &schema.fields[i]))
         .ok_or_else(|| {
             NodeError::Invalid(format!(
                 "schema {} has no field {name:?}",
@@ -621,10 +636,12 @@ fn schema_field<'a>(schema: &'a Schema, name: &str) -> Result<&'a pdx_schemas::s
         })
 }
 
-fn value_scale(schema: &Schema, name: &str) -> Result<u8> {
-    match &schema_field(schema, name)?.ty {
-        FieldType::Decimal { scale, .. } => Ok(*scale),
-        FieldType::Integer { .. } => Ok(0),
+/// Index and decimal scale of a value field (integer or decimal).
+fn value_field(schema: &Schema, name: &str) -> Result<(usize, u8)> {
+    let (i, field) = schema_field(schema, name)?;
+    match &field.ty {
+        FieldType::Decimal { scale, .. } => Ok((i, *scale)),
+        FieldType::Integer { .. } => Ok((i, 0)),
         other => Err(NodeError::Invalid(format!(
             "field {name} is {}; only integer and decimal fields can be summed",
             other.name()
@@ -657,13 +674,14 @@ pub fn plain_sums(node: &Node, query: &QueryBody, dataset: &str) -> Result<Plain
     let schema = meta.schema()?;
     let mut value_idx = Vec::new();
     for (v, &scale) in query.values.iter().zip(&query.scales) {
-        if value_scale(&schema, v)? != scale {
+        let (i, field_scale) = value_field(&schema, v)?;
+        if field_scale != scale {
             return Err(NodeError::Refused(format!(
                 "field {v} of dataset {dataset} has another scale than query {} declares",
                 query.query_id
             )));
         }
-        value_idx.push(schema.field_index(v).unwrap_or(usize::MAX));
+        value_idx.push(i);
     }
     let mut groups = Vec::new();
     for g in &query.group_by {
@@ -697,16 +715,20 @@ pub fn plain_sums(node: &Node, query: &QueryBody, dataset: &str) -> Result<Plain
         }
         let c = index.get(key.as_str()).copied().unwrap_or(other);
         counts[c] += 1;
-        for (s, (&i, &scale)) in sums[c].iter_mut().zip(value_idx.iter().zip(&query.scales)) {
-            let Some(v) = row.get(i).copied().flatten() else {
+        for (v, (s, (&i, &scale))) in sums[c]
+            .iter_mut()
+            .zip(value_idx.iter().zip(&query.scales))
+            .enumerate()
+        {
+            let Some(text) = row.get(i).copied().flatten() else {
                 continue;
             };
-            let units = decimal_to_units(v, scale)
+            let units = decimal_to_units(text, scale)
                 .filter(|u| *u >= 0)
                 .ok_or_else(|| {
                     NodeError::Refused(format!(
-                        "dataset {dataset} row {row_no} field {}: {v:?} is not a non-negative amount; homomorphic sums take non-negative values",
-                        query.values[sums_field(i, &value_idx)]
+                        "dataset {dataset} row {row_no} field {}: {text:?} is not a non-negative amount; homomorphic sums take non-negative values",
+                        query.values[v]
                     ))
                 })?;
             *s += units as u128;
@@ -738,13 +760,6 @@ pub fn plain_sums(node: &Node, query: &QueryBody, dataset: &str) -> Result<Plain
         counts,
         records: row_no,
     })
-}
-
-fn sums_field(field_index: usize, value_idx: &[usize]) -> usize {
-    value_idx
-        .iter()
-        .position(|&i| i == field_index)
-        .unwrap_or(0)
 }
 
 fn category_name(query: &QueryBody, c: usize) -> &str {
@@ -945,10 +960,7 @@ pub fn aggregate(
         // Re-checked now: a certificate revoked since acceptance excludes it.
         match check_contribution(&checker, &query, &query_digest, &doc) {
             Ok((c, list)) => {
-                sum = Some(match sum {
-                    None => list,
-                    Some(s) => s.add(&list)?,
-                });
+                sum = Some(accumulate(sum, &list)?);
                 refs.push(ContributionRef {
                     dept: c.contributor,
                     digest: doc.digest(),
@@ -1175,15 +1187,20 @@ pub struct QueryBundle {
     pub contributions: Vec<Certified>,
 }
 
-/// `pdx he export`: the query, aggregate and contributions held here.
-pub fn export(node: &Node, query_id: &str, out: &str, operator: &str) -> Result<serde_json::Value> {
-    let bundle = QueryBundle {
+/// The query, aggregate and contributions this node holds for `query_id`.
+fn stored_bundle(node: &Node, query_id: &str) -> Result<QueryBundle> {
+    Ok(QueryBundle {
         query: stored_query(node, query_id)?,
         aggregate: stored(node, TAG_AGGREGATE, query_id, None)?.ok_or_else(|| {
             NodeError::NotFound(format!("no aggregate of query {query_id} on this node"))
         })?,
         contributions: contributions(node, query_id)?,
-    };
+    })
+}
+
+/// `pdx he export`: the query, aggregate and contributions held here.
+pub fn export(node: &Node, query_id: &str, out: &str, operator: &str) -> Result<serde_json::Value> {
+    let bundle = stored_bundle(node, query_id)?;
     let bytes = to_cbor(&bundle)?;
     crate::config::write_atomic(std::path::Path::new(out), &bytes, 0o644)?;
     let mut d = node.draft(EventKind::Export, operator);
@@ -1217,12 +1234,7 @@ pub fn verify_bundle(checker: &CertChecker, bundle: &QueryBundle) -> Result<serd
     let mut sum: Option<HeList> = None;
     for r in &agg.contributions {
         match by_digest.get(&r.digest) {
-            Some((c, l)) if c.contributor == r.dept => {
-                sum = Some(match sum {
-                    None => l.clone(),
-                    Some(s) => s.add(l)?,
-                })
-            }
+            Some((c, l)) if c.contributor == r.dept => sum = Some(accumulate(sum, l)?),
             _ => problems.push(format!(
                 "the aggregate lists a contribution of {} ({}) that is not among the valid contributions",
                 r.dept,
@@ -1256,13 +1268,7 @@ pub fn verify_bundle_file(bundle: &str, ca_pem: &str) -> Result<serde_json::Valu
 /// recomputes the sum and checks that each contribution and the aggregate are
 /// in this node's audit log.
 pub fn verify_sum(node: &Node, query_id: &str) -> Result<serde_json::Value> {
-    let bundle = QueryBundle {
-        query: stored_query(node, query_id)?,
-        aggregate: stored(node, TAG_AGGREGATE, query_id, None)?.ok_or_else(|| {
-            NodeError::NotFound(format!("no aggregate of query {query_id} on this node"))
-        })?,
-        contributions: contributions(node, query_id)?,
-    };
+    let bundle = stored_bundle(node, query_id)?;
     let mut out = verify_bundle(&node.cert_checker()?, &bundle)?;
     let mut wanted: HashMap<[u8; 32], &'static str> = bundle
         .contributions
@@ -1303,7 +1309,13 @@ pub fn list(node: &Node) -> Result<serde_json::Value> {
     let mut out = Vec::new();
     for (_, doc) in node.store.scan::<Certified>(CF_HE, &[TAG_QUERY, 0])? {
         let q: QueryBody = doc.signed.dangerous_decode_unverified("he query")?;
-        let n = contributions(node, &q.query_id)?.len();
+        // Counted by key: the ciphertexts need not be read.
+        let mut n = 0usize;
+        node.store
+            .scan_raw(CF_HE, &contribution_prefix(&q.query_id), |_, _| {
+                n += 1;
+                Ok(true)
+            })?;
         let agg = stored(node, TAG_AGGREGATE, &q.query_id, None)?.is_some();
         let role = if q.key_holder == node.config.dept {
             "key-holder"
@@ -1482,10 +1494,7 @@ mod tests {
         for d in docs {
             let (_, l) =
                 check_contribution(&w.checker, &w.query, &w.query_doc.digest(), d).unwrap();
-            s = Some(match s {
-                None => l,
-                Some(s) => s.add(&l).unwrap(),
-            });
+            s = Some(accumulate(s, &l).unwrap());
         }
         s.unwrap()
     }

@@ -623,15 +623,20 @@ pub struct RowsRead {
     pub fields_opened: Vec<String>,
 }
 
-/// Calls `f` with every row of a complete received release: clear values as
-/// they are, values sealed for this node decrypted, values sealed for others
-/// as `None`. The caller audits the decryption ([`audit_decrypt`]).
-pub fn for_each_received_row(
+/// Reads every row of a complete received release: once the manifest is
+/// verified, `start` sees it (to find columns, write a header) and returns the
+/// per-row function, which gets clear values as they are, values sealed for
+/// this node decrypted, values sealed for others as `None`. The caller audits
+/// the decryption ([`audit_decrypt`]).
+pub fn for_each_received_row<F>(
     node: &Node,
     id: &[u8],
     progress: &dyn Progress,
-    mut f: impl FnMut(&ManifestBody, u64, &[Option<&[u8]>]) -> std::result::Result<(), String>,
-) -> Result<RowsRead> {
+    start: impl FnOnce(&ManifestBody) -> std::result::Result<F, String>,
+) -> Result<RowsRead>
+where
+    F: FnMut(u64, &[Option<&[u8]>]) -> std::result::Result<(), String>,
+{
     let rel = in_release(node, id)?
         .ok_or_else(|| NodeError::NotFound(format!("no received release {}", release_hex(id))))?;
     if !rel.complete {
@@ -643,6 +648,8 @@ pub fn for_each_received_row(
         )));
     }
     let body = verify_manifest(node, &rel.manifest)?;
+    let mut f = start(&body)
+        .map_err(|e| NodeError::Invalid(format!("release {}: {e}", release_hex(id))))?;
     let ctx = ReleaseContext {
         dataset_id: body.dataset.clone(),
         release_id: id
@@ -707,7 +714,7 @@ pub fn for_each_received_row(
                 .zip(&present)
                 .map(|(v, &p)| p.then_some(v.as_slice()))
                 .collect();
-            f(&body, record, &view)?;
+            f(record, &view)?;
             written += 1;
             if written.is_multiple_of(16384) {
                 progress.set(written);
@@ -784,15 +791,16 @@ pub fn export(
         .open(out)
         .map_err(NodeError::io(out))?;
     let mut w = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 20, file));
-    let mut header_done = false;
-    let read = for_each_received_row(node, id, progress, |body, _, row| {
-        if !header_done {
-            header_done = true;
-            w.write_record(body.fields.iter().map(|f| f.name.as_str()))
-                .map_err(|e| format!("{out}: {e}"))?;
-        }
-        w.write_record(row.iter().map(|v| v.unwrap_or(b"")))
-            .map_err(|e| format!("{out}: {e}"))
+    let writer = &mut w;
+    let read = for_each_received_row(node, id, progress, move |body| {
+        writer
+            .write_record(body.fields.iter().map(|f| f.name.as_str()))
+            .map_err(|e| format!("{out}: {e}"))?;
+        Ok(move |_, row: &[Option<&[u8]>]| {
+            writer
+                .write_record(row.iter().map(|v| v.unwrap_or(b"")))
+                .map_err(|e| format!("{out}: {e}"))
+        })
     });
     let read = match read {
         Ok(r) => r,
@@ -802,10 +810,6 @@ pub fn export(
             return Err(e);
         }
     };
-    if read.records == 0 {
-        w.write_record(read.body.fields.iter().map(|f| f.name.as_str()))
-            .map_err(|e| NodeError::Invalid(format!("{out}: {e}")))?;
-    }
     w.flush().map_err(NodeError::io(out))?;
     audit_decrypt(node, &read, operator, &format!("for export to {out}"))?;
     let body = &read.body;

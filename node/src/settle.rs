@@ -90,6 +90,38 @@ fn load_registry(path: &str) -> Result<HashMap<String, String>> {
     Ok(out)
 }
 
+/// Running totals of one confirmation.
+#[derive(Default)]
+struct Tally {
+    confirmed: u64,
+    confirmed_fen: i64,
+    rejected: u64,
+    rejected_fen: i64,
+    rejected_ids: Vec<String>,
+}
+
+impl Tally {
+    fn add(
+        &mut self,
+        known: bool,
+        fen: i64,
+        id: impl FnOnce() -> String,
+    ) -> std::result::Result<(), String> {
+        let overflow = || "amount overflow".to_string();
+        if known {
+            self.confirmed += 1;
+            self.confirmed_fen = self.confirmed_fen.checked_add(fen).ok_or_else(overflow)?;
+        } else {
+            self.rejected += 1;
+            self.rejected_fen = self.rejected_fen.checked_add(fen).ok_or_else(overflow)?;
+            if self.rejected_ids.len() < MAX_LISTED_REJECTIONS {
+                self.rejected_ids.push(id());
+            }
+        }
+        Ok(())
+    }
+}
+
 fn amount_fen(v: Option<&[u8]>, field: &str, record: u64) -> std::result::Result<i64, String> {
     let text = v.and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
     decimal_to_units(text, AMOUNT_SCALE)
@@ -110,47 +142,37 @@ pub fn confirm(
 ) -> Result<(SubmissionFile, serde_json::Value)> {
     let id = parse_release_id(release_id)?;
     let persons = load_registry(registry)?;
-    let mut cols: Option<(usize, usize, Option<usize>, usize)> = None;
-    let (mut confirmed, mut confirmed_fen, mut rejected, mut rejected_fen) =
-        (0u64, 0i64, 0u64, 0i64);
-    let mut rejected_ids = Vec::new();
-    let read = release::for_each_received_row(node, &id, progress, |body, record, row| {
-        let (setl, psn, cert, amount) = match cols {
-            Some(c) => c,
-            None => {
-                let names: Vec<String> = body.fields.iter().map(|f| f.name.clone()).collect();
-                let what = format!("release {release_id}");
-                let c = (
-                    column(&names, "setl_id", &what).map_err(|e| e.to_string())?,
-                    column(&names, "psn_no", &what).map_err(|e| e.to_string())?,
-                    names.iter().position(|n| n == "certno"),
-                    column(&names, amount_field, &what).map_err(|e| e.to_string())?,
-                );
-                cols = Some(c);
-                c
-            }
-        };
-        let fen = amount_fen(row[amount], amount_field, record)?;
-        let text = |i: usize| row[i].and_then(|b| std::str::from_utf8(b).ok());
-        let known = match text(psn).and_then(|p| persons.get(p)) {
-            Some(reg_cert) => match cert.and_then(text) {
-                Some(c) if !reg_cert.is_empty() => c == reg_cert,
-                _ => true,
-            },
-            None => false,
-        };
-        if known {
-            confirmed += 1;
-            confirmed_fen = confirmed_fen.checked_add(fen).ok_or("amount overflow")?;
-        } else {
-            rejected += 1;
-            rejected_fen = rejected_fen.checked_add(fen).ok_or("amount overflow")?;
-            if rejected_ids.len() < MAX_LISTED_REJECTIONS {
-                rejected_ids.push(text(setl).unwrap_or("").to_string());
-            }
-        }
-        Ok(())
+    let mut tally = Tally::default();
+    let (persons, counts) = (&persons, &mut tally);
+    let read = release::for_each_received_row(node, &id, progress, move |body| {
+        let names: Vec<String> = body.fields.iter().map(|f| f.name.clone()).collect();
+        let what = format!("release {release_id}");
+        let (setl, psn, cert, amount) = (
+            column(&names, "setl_id", &what).map_err(|e| e.to_string())?,
+            column(&names, "psn_no", &what).map_err(|e| e.to_string())?,
+            names.iter().position(|n| n == "certno"),
+            column(&names, amount_field, &what).map_err(|e| e.to_string())?,
+        );
+        Ok(move |record, row: &[Option<&[u8]>]| {
+            let fen = amount_fen(row[amount], amount_field, record)?;
+            let text = |i: usize| row[i].and_then(|b| std::str::from_utf8(b).ok());
+            let known = match text(psn).and_then(|p| persons.get(p)) {
+                Some(reg_cert) => match cert.and_then(text) {
+                    Some(c) if !reg_cert.is_empty() => c == reg_cert,
+                    _ => true,
+                },
+                None => false,
+            };
+            counts.add(known, fen, || text(setl).unwrap_or("").to_string())
+        })
     })?;
+    let Tally {
+        confirmed,
+        confirmed_fen,
+        rejected,
+        rejected_fen,
+        rejected_ids,
+    } = tally;
     if read.body.fields.iter().all(|f| f.name != "psn_no")
         || !read.fields_opened.iter().any(|f| f == "psn_no")
     {
@@ -353,25 +375,17 @@ pub fn clearing(
             continue;
         }
         let hex = release_hex(&rel.release_id);
-        let mut cols: Option<(usize, usize)> = None;
         let mut per_insured: HashMap<String, u64> = HashMap::new();
         let mut local: BTreeMap<(String, String), Cell> = BTreeMap::new();
-        let read =
-            release::for_each_received_row(node, &rel.release_id, progress, |body, record, row| {
-                let (insured, amount) = match cols {
-                    Some(c) => c,
-                    None => {
-                        let names: Vec<String> =
-                            body.fields.iter().map(|f| f.name.clone()).collect();
-                        let what = format!("release {hex}");
-                        let c = (
-                            column(&names, "insuplc_admdvs", &what).map_err(|e| e.to_string())?,
-                            column(&names, amount_field, &what).map_err(|e| e.to_string())?,
-                        );
-                        cols = Some(c);
-                        c
-                    }
-                };
+        let (sender, per, cells_of, name) = (&rel.sender, &mut per_insured, &mut local, &hex);
+        let read = release::for_each_received_row(node, &rel.release_id, progress, move |body| {
+            let names: Vec<String> = body.fields.iter().map(|f| f.name.clone()).collect();
+            let what = format!("release {name}");
+            let (insured, amount) = (
+                column(&names, "insuplc_admdvs", &what).map_err(|e| e.to_string())?,
+                column(&names, amount_field, &what).map_err(|e| e.to_string())?,
+            );
+            Ok(move |record, row: &[Option<&[u8]>]| {
                 let region = row[insured]
                     .and_then(|b| std::str::from_utf8(b).ok())
                     .filter(|r| r.len() == 6 && r.bytes().all(|b| b.is_ascii_digit()))
@@ -380,14 +394,15 @@ pub fn clearing(
                     })?;
                 let province = format!("{}0000", &region[..2]);
                 let fen = amount_fen(row[amount], amount_field, record)?;
-                let cell = local
-                    .entry((province.clone(), rel.sender.clone()))
+                let cell = cells_of
+                    .entry((province.clone(), sender.clone()))
                     .or_default();
                 cell.records += 1;
                 cell.fen = cell.fen.checked_add(fen).ok_or("amount overflow")?;
-                *per_insured.entry(province).or_default() += 1;
+                *per.entry(province).or_default() += 1;
                 Ok(())
-            });
+            })
+        });
         let read = match read {
             Ok(r) => r,
             // Fail closed per release: one that cannot be verified now (its

@@ -123,6 +123,15 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+/// Borrows owned arguments for [`Testnet::pdx`] and friends.
+pub fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 /// Runs `f` over `items` with at most `workers` at a time; the first error wins.
 fn parallel<T: Sync, R: Send>(
     items: &[T],
@@ -360,12 +369,62 @@ impl Settlement {
         Ok(())
     }
 
+    /// `pdx` arguments: province `code` confirms every relayed release against
+    /// its registry, to the national node.
+    pub fn confirm_args(&self, code: &str) -> Result<Vec<String>> {
+        let (home, registry) = (self.home(code)?, self.registry_path(code));
+        Ok(owned(&[
+            "settle",
+            "confirm",
+            "--home",
+            &home,
+            "--all",
+            "--registry",
+            &registry,
+            "--to",
+            NATIONAL,
+        ]))
+    }
+
+    /// `pdx` arguments: province `code` contributes to the query in `doc`.
+    pub fn contribute_args(&self, code: &str, doc: &str) -> Result<Vec<String>> {
+        let home = self.home(code)?;
+        Ok(owned(&[
+            "he",
+            "contribute",
+            "--home",
+            &home,
+            "--query",
+            doc,
+            "--dataset",
+            DATASET,
+            "--to",
+            NATIONAL,
+        ]))
+    }
+
+    /// `pdx` arguments: the national node adds the contributions and sends the sum to the bureau.
+    pub fn aggregate_args(&self) -> Result<Vec<String>> {
+        let home = self.home(NATIONAL)?;
+        Ok(owned(&[
+            "he",
+            "aggregate",
+            "--home",
+            &home,
+            "--query",
+            QUERY,
+            "--to",
+            BUREAU,
+        ]))
+    }
+
     /// The `pdx` arguments with which the national node fetches `code`'s clearing release.
     pub fn fetch_args(&self, code: &str) -> Result<Vec<String>> {
-        Ok([
+        let home = self.home(NATIONAL)?;
+        Ok(owned(&[
             "fetch",
             "--home",
-            &self.home(NATIONAL)?,
+            &home,
             "--peer",
             code,
             "--dataset",
@@ -379,10 +438,7 @@ impl Settlement {
             "--retries",
             "8",
             "--json",
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect())
+        ]))
     }
 
     /// Step 3a: each province grants `clearing` to the national node, which
@@ -399,9 +455,7 @@ impl Settlement {
             self.grant_clearing(code)?;
         }
         let fetched = parallel(&todo, WORKERS, |code| {
-            let args = self.fetch_args(code)?;
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let v = self.net.pdx_ok(&args)?;
+            let v = self.net.pdx_ok(&as_strs(&self.fetch_args(code)?))?;
             let v: Value = serde_json::from_str(&v)?;
             let release = v["release"]
                 .as_str()
@@ -456,17 +510,7 @@ impl Settlement {
         let t = Instant::now();
         let provinces = self.provinces.clone();
         let confirmed = parallel(&provinces, IO_WORKERS, |code| {
-            let v = self.net.pdx_json(&[
-                "settle",
-                "confirm",
-                "--home",
-                &self.home(code)?,
-                "--all",
-                "--registry",
-                &self.registry_path(code),
-                "--to",
-                NATIONAL,
-            ])?;
+            let v = self.net.pdx_json(&as_strs(&self.confirm_args(code)?))?;
             let list = v.as_array().cloned().unwrap_or_default();
             let rejected: u64 = list.iter().filter_map(|c| c["rejected"].as_u64()).sum();
             if rejected > 0 {
@@ -570,18 +614,9 @@ impl Settlement {
             .map(<[String]>::to_vec)
             .unwrap_or(self.provinces.clone());
         let bytes = parallel(&who, WORKERS, |code| {
-            let v = self.net.pdx_json(&[
-                "he",
-                "contribute",
-                "--home",
-                &self.home(code)?,
-                "--query",
-                doc,
-                "--dataset",
-                DATASET,
-                "--to",
-                NATIONAL,
-            ])?;
+            let v = self
+                .net
+                .pdx_json(&as_strs(&self.contribute_args(code, doc)?))?;
             Ok(v["bytes"].as_u64().unwrap_or(0))
         })?;
         self.stage(
@@ -599,16 +634,7 @@ impl Settlement {
     /// Step 5c: the national node adds, the bureau decrypts.
     pub fn he_aggregate(&mut self) -> Result<Value> {
         let t = Instant::now();
-        let a = self.net.pdx_json(&[
-            "he",
-            "aggregate",
-            "--home",
-            &self.home(NATIONAL)?,
-            "--query",
-            QUERY,
-            "--to",
-            BUREAU,
-        ])?;
+        let a = self.net.pdx_json(&as_strs(&self.aggregate_args()?))?;
         let check = self.net.pdx_json(&[
             "he",
             "verify-sum",

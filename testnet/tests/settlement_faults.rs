@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use pdx_testnet::settlement::{NATIONAL, Options, Settlement};
+use pdx_testnet::settlement::{NATIONAL, Options, Settlement, as_strs};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -118,22 +118,11 @@ fn a_malformed_contribution_is_refused_and_the_aggregate_completes_with_k_met() 
     let bad_dept = st.provinces[3].clone();
     let bad_home = st.net.home(&bad_dept).unwrap();
     let file = tmp.path().join("contribution.sub");
-    st.net
-        .pdx_ok(&[
-            "he",
-            "contribute",
-            "--home",
-            &bad_home,
-            "--query",
-            &doc,
-            "--dataset",
-            pdx_testnet::settlement::DATASET,
-            "--to",
-            NATIONAL,
-            "--out",
-            &s(&file),
-        ])
-        .unwrap();
+    let contribute = st.contribute_args(&bad_dept, &doc).unwrap();
+    let file_arg = s(&file);
+    let mut to_file = as_strs(&contribute);
+    to_file.extend(["--out", &file_arg]);
+    st.net.pdx_ok(&to_file).unwrap();
     let mut bytes = std::fs::read(&file).unwrap();
     let n = bytes.len();
     bytes[n - 100] ^= 0x40;
@@ -177,33 +166,8 @@ fn a_malformed_contribution_is_refused_and_the_aggregate_completes_with_k_met() 
     }
     // The fourth province contributes properly after the sum was decrypted: a
     // second sum over four would reveal its figures by difference; refused.
-    st.net
-        .pdx_ok(&[
-            "he",
-            "contribute",
-            "--home",
-            &bad_home,
-            "--query",
-            &doc,
-            "--dataset",
-            pdx_testnet::settlement::DATASET,
-            "--to",
-            NATIONAL,
-        ])
-        .unwrap();
-    let out = st
-        .net
-        .pdx(&[
-            "he",
-            "aggregate",
-            "--home",
-            &st.net.home(NATIONAL).unwrap(),
-            "--query",
-            pdx_testnet::settlement::QUERY,
-            "--to",
-            pdx_testnet::settlement::BUREAU,
-        ])
-        .unwrap();
+    st.net.pdx_ok(&as_strs(&contribute)).unwrap();
+    let out = st.net.pdx(&as_strs(&st.aggregate_args().unwrap())).unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("already decrypted"), "{err}");
@@ -218,19 +182,7 @@ fn fewer_than_k_contributions_are_refused_by_the_aggregator() {
     let doc = st.he_query().unwrap();
     let two: Vec<String> = st.provinces[..2].to_vec();
     st.he_contribute(&doc, Some(&two)).unwrap();
-    let out = st
-        .net
-        .pdx(&[
-            "he",
-            "aggregate",
-            "--home",
-            &st.net.home(NATIONAL).unwrap(),
-            "--query",
-            pdx_testnet::settlement::QUERY,
-            "--to",
-            pdx_testnet::settlement::BUREAU,
-        ])
-        .unwrap();
+    let out = st.net.pdx(&as_strs(&st.aggregate_args().unwrap())).unwrap();
     assert_eq!(out.status.code(), Some(4));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("at least k = 3"),
@@ -269,20 +221,7 @@ fn a_province_revoked_mid_run_is_refused_from_then_on() {
     let refused_before = entries(&st.net, NATIONAL, "refused-request").len();
     let out = st
         .net
-        .pdx(&[
-            "settle",
-            "confirm",
-            "--home",
-            &st.net.home(&revoked).unwrap(),
-            "--all",
-            "--registry",
-            &s(&tmp
-                .path()
-                .join("data")
-                .join(format!("registry-{revoked}.csv"))),
-            "--to",
-            NATIONAL,
-        ])
+        .pdx(&as_strs(&st.confirm_args(&revoked).unwrap()))
         .unwrap();
     assert!(!out.status.success(), "a revoked province cannot confirm");
     let refused = entries(&st.net, NATIONAL, "refused-request");
@@ -291,20 +230,7 @@ fn a_province_revoked_mid_run_is_refused_from_then_on() {
     // no longer be verified (its manifest's certificate is revoked): refused,
     // fail closed. The clearing node reports the missing confirmations.
     for p in &st.provinces[..2] {
-        let out = st
-            .net
-            .pdx(&[
-                "settle",
-                "confirm",
-                "--home",
-                &st.net.home(p).unwrap(),
-                "--all",
-                "--registry",
-                &s(&tmp.path().join("data").join(format!("registry-{p}.csv"))),
-                "--to",
-                NATIONAL,
-            ])
-            .unwrap();
+        let out = st.net.pdx(&as_strs(&st.confirm_args(p).unwrap())).unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(4), "{err}");
         assert!(
