@@ -96,7 +96,7 @@ struct WriterState {
 
 #[derive(Default)]
 struct Queue {
-    pending: Vec<(u64, Vec<EntryDraft>)>,
+    pending: Vec<(u64, Vec<EntryDraft>, Vec<StoreOp>)>,
     results: HashMap<u64, Result<Vec<Appended>, String>>,
     next_ticket: u64,
     leader_active: bool,
@@ -122,6 +122,37 @@ impl std::fmt::Debug for AuditLog {
             .field("log_id", &self.log_id.to_text())
             .finish()
     }
+}
+
+/// A write to one of the node's own column families, made durable in the same
+/// batch as an audit entry ([`AuditLog::append_atomic`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Put `value` at `key`.
+    Put {
+        /// Column family.
+        cf: &'static str,
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+    },
+    /// Delete `key`.
+    Delete {
+        /// Column family.
+        cf: &'static str,
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// Delete every key in `[from, to)`.
+    DeleteRange {
+        /// Column family.
+        cf: &'static str,
+        /// First key.
+        from: Vec<u8>,
+        /// End (exclusive).
+        to: Vec<u8>,
+    },
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before 1970).
@@ -282,15 +313,35 @@ impl AuditLog {
             .ok_or_else(|| AuditError::Writer("empty result".into()))
     }
 
+    /// Appends one entry and makes `ops` (the state change the entry records)
+    /// durable in the same write batch: both happen, or neither.
+    pub fn append_atomic(
+        &self,
+        draft: EntryDraft,
+        ops: Vec<StoreOp>,
+    ) -> Result<Appended, AuditError> {
+        let mut out = self.append_queued(vec![draft], ops)?;
+        out.pop()
+            .ok_or_else(|| AuditError::Writer("empty result".into()))
+    }
+
     /// Appends several entries durably, contiguously, in order.
     pub fn append_many(&self, drafts: Vec<EntryDraft>) -> Result<Vec<Appended>, AuditError> {
+        self.append_queued(drafts, Vec::new())
+    }
+
+    fn append_queued(
+        &self,
+        drafts: Vec<EntryDraft>,
+        ops: Vec<StoreOp>,
+    ) -> Result<Vec<Appended>, AuditError> {
         let mut q = self
             .queue
             .lock()
             .map_err(|_| AuditError::Writer("queue lock poisoned".into()))?;
         let ticket = q.next_ticket;
         q.next_ticket += 1;
-        q.pending.push((ticket, drafts));
+        q.pending.push((ticket, drafts, ops));
         loop {
             if let Some(result) = q.results.remove(&ticket) {
                 return result.map_err(AuditError::Writer);
@@ -318,14 +369,19 @@ impl AuditLog {
 
     fn commit_group(
         &self,
-        group: Vec<(u64, Vec<EntryDraft>)>,
+        group: Vec<(u64, Vec<EntryDraft>, Vec<StoreOp>)>,
     ) -> Vec<(u64, Result<Vec<Appended>, String>)> {
-        let tickets: Vec<u64> = group.iter().map(|(t, _)| *t).collect();
-        let sizes: Vec<usize> = group.iter().map(|(_, d)| d.len()).collect();
-        let drafts: Vec<EntryDraft> = group.into_iter().flat_map(|(_, d)| d).collect();
+        let tickets: Vec<u64> = group.iter().map(|(t, _, _)| *t).collect();
+        let sizes: Vec<usize> = group.iter().map(|(_, d, _)| d.len()).collect();
+        let mut drafts = Vec::new();
+        let mut ops = Vec::new();
+        for (_, d, o) in group {
+            drafts.extend(d);
+            ops.extend(o);
+        }
         let outcome = self
             .lock_writer()
-            .and_then(|mut w| self.commit_locked(&mut w, drafts, None));
+            .and_then(|mut w| self.commit_locked(&mut w, drafts, &ops, None));
         match outcome {
             Ok(appended) => {
                 let mut it = appended.into_iter();
@@ -348,6 +404,7 @@ impl AuditLog {
         &self,
         w: &mut WriterState,
         drafts: Vec<EntryDraft>,
+        ops: &[StoreOp],
         rotate_to: Option<(&SigningKey, &SignedEndorsement)>,
     ) -> Result<Vec<Appended>, AuditError> {
         let saved = (
@@ -356,7 +413,7 @@ impl AuditLog {
             w.last_time_ms,
             w.last_checkpoint.clone(),
         );
-        let result = self.write_batch(w, drafts, rotate_to);
+        let result = self.write_batch(w, drafts, ops, rotate_to);
         if result.is_err() {
             (w.frontier, w.last_leaf, w.last_time_ms, w.last_checkpoint) = saved;
         }
@@ -367,12 +424,22 @@ impl AuditLog {
         &self,
         w: &mut WriterState,
         drafts: Vec<EntryDraft>,
+        ops: &[StoreOp],
         rotate_to: Option<(&SigningKey, &SignedEndorsement)>,
     ) -> Result<Vec<Appended>, AuditError> {
         let cf_entries = self.cf(CF_ENTRIES)?;
         let cf_tree = self.cf(CF_TREE)?;
         let cf_meta = self.cf(CF_META)?;
         let mut batch = WriteBatch::default();
+        for op in ops {
+            match op {
+                StoreOp::Put { cf, key, value } => batch.put_cf(self.cf(cf)?, key, value),
+                StoreOp::Delete { cf, key } => batch.delete_cf(self.cf(cf)?, key),
+                StoreOp::DeleteRange { cf, from, to } => {
+                    batch.delete_range_cf(self.cf(cf)?, from, to)
+                }
+            }
+        }
         let mut out = Vec::with_capacity(drafts.len());
         let now = now_ms();
         for mut draft in drafts {
@@ -594,7 +661,7 @@ impl AuditLog {
             new_key.key_id()
         ));
         let endorsement = endorse(seq)?;
-        let appended = self.commit_locked(&mut w, vec![d], Some((&new_key, &endorsement)))?;
+        let appended = self.commit_locked(&mut w, vec![d], &[], Some((&new_key, &endorsement)))?;
         w.key = new_key;
         drop(w);
         self.checkpoint()?;

@@ -5,10 +5,10 @@
 //!
 //! Frames: `u32 BE length || CBOR`, at most [`MAX_ADMIN_FRAME`] bytes.
 
-use crate::commands::{Request, execute};
+use crate::api::{Outcome, Request, execute};
 use crate::error::{NodeError, Result};
-use crate::net::Net;
 use crate::progress::{Progress, Unit};
+use crate::service::Services;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -74,8 +74,8 @@ pub enum AdminEvent {
     Set(u64),
     /// Stage done.
     Done,
-    /// The result (JSON text).
-    Ok(String),
+    /// The result.
+    Ok(Box<Outcome>),
     /// The command failed.
     Err {
         /// Category.
@@ -144,19 +144,20 @@ impl Progress for SocketProgress {
 }
 
 /// Serves the admin socket until the listener fails.
-pub async fn serve(net: Arc<Net>, path: &Path) -> Result<()> {
+pub async fn serve(svc: Arc<Services>, path: std::path::PathBuf) -> Result<()> {
+    let path = path.as_path();
     if path.exists() {
         std::fs::remove_file(path).map_err(NodeError::io(path))?;
     }
     let listener = UnixListener::bind(path).map_err(NodeError::io(path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(NodeError::io(path))?;
-    let owner = std::fs::metadata(net.node.home.root())
-        .map_err(NodeError::io(net.node.home.root()))?
+    let owner = std::fs::metadata(svc.node.home.root())
+        .map_err(NodeError::io(svc.node.home.root()))?
         .uid();
     loop {
         let (mut stream, _) = listener.accept().await.map_err(NodeError::io(path))?;
-        let net = net.clone();
+        let svc = svc.clone();
         tokio::spawn(async move {
             let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
             if uid != owner && uid != 0 {
@@ -181,8 +182,8 @@ pub async fn serve(net: Arc<Net>, path: &Path) -> Result<()> {
             });
             let operator = format!("{} (uid {uid})", call.operator);
             let task = tokio::spawn(async move {
-                let ev = match execute(&net, call.request, &operator, progress).await {
-                    Ok(v) => AdminEvent::Ok(v.to_string()),
+                let ev = match execute(&svc, call.request, &operator, progress).await {
+                    Ok(v) => AdminEvent::Ok(Box::new(v)),
                     Err(e) => AdminEvent::Err {
                         kind: error_kind(&e),
                         message: e.to_string(),
@@ -206,7 +207,7 @@ pub async fn call(
     path: &Path,
     call: &AdminCall,
     progress: &dyn Progress,
-) -> Result<Option<std::result::Result<serde_json::Value, (ErrorKind, String)>>> {
+) -> Result<Option<std::result::Result<Outcome, (ErrorKind, String)>>> {
     let mut stream = match UnixStream::connect(path).await {
         Ok(s) => s,
         Err(e)
@@ -236,11 +237,7 @@ pub async fn call(
             Some(AdminEvent::Stage { label, total, unit }) => progress.stage(&label, total, unit),
             Some(AdminEvent::Set(n)) => progress.set(n),
             Some(AdminEvent::Done) => progress.done(),
-            Some(AdminEvent::Ok(json)) => {
-                let v = serde_json::from_str(&json)
-                    .map_err(|e| NodeError::Invalid(format!("bad result from the node: {e}")))?;
-                return Ok(Some(Ok(v)));
-            }
+            Some(AdminEvent::Ok(outcome)) => return Ok(Some(Ok(*outcome))),
             Some(AdminEvent::Err { kind, message }) => return Ok(Some(Err((kind, message)))),
         }
     }

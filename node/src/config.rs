@@ -75,6 +75,10 @@ impl Home {
     }
 }
 
+/// Seconds a peer has, from its QUIC connection on, to complete the pdx
+/// handshake (bounded further by the read timeout).
+pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+
 /// Audit settings.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -58,10 +58,10 @@ pub fn admin_call(data: &[u8]) {
 /// contributions and sums, settlement confirmations), chosen by the first
 /// byte; bodies are decoded too, as they are after a signature verifies.
 pub fn submitted_document(data: &[u8]) {
-    use crate::docs::Certified;
-    use crate::he::{
+    use crate::service::aggregate::{
         AggregateBody, AggregateSubmission, ContributionBody, ContributionSubmission, QueryBody,
     };
+    use crate::service::documents::Certified;
     use pdx_crypto::wire::from_cbor;
     let Some((&which, doc)) = data.split_first() else {
         return;
@@ -91,7 +91,9 @@ pub fn submitted_document(data: &[u8]) {
             if let Ok(c) = from_cbor::<Certified>(doc, "confirmation") {
                 let _ = c
                     .signed
-                    .dangerous_decode_unverified::<crate::settle::ConfirmationBody>("confirmation");
+                    .dangerous_decode_unverified::<crate::service::settle::ConfirmationBody>(
+                        "confirmation",
+                    );
             }
         }
     }

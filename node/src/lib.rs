@@ -1,35 +1,35 @@
-//! The pdx node: everything `pdx` does, as a library the thin binary drives.
+//! The pdx node as a library; the `pdx` binary (crate `pdx-cli`) parses,
+//! dispatches and renders, everything else is here.
 //!
-//! - [`config`], [`keys`], [`pki`], [`tls`]: the node home, secrets, the network
-//!   PKI and TLS.
-//! - [`store`], [`dataset`], [`release`], [`grants`]: data at rest and releases.
-//! - [`proto`]: the exchange protocol without IO (framing, messages, transfer
-//!   state machines); [`net`] drives it over QUIC.
-//! - [`commands`], [`admin`]: every command as data, executed in-process or by a
-//!   running node through its admin socket.
+//! Layers, each using only those below it (ARCHITECTURE.md):
+//! - [`api`] and [`admin`]: every command as data, run in-process or by a
+//!   running node through its admin socket;
+//! - [`service`]: what a node does (datasets, releases, grants, transfers,
+//!   documents, aggregates, settlement, witnessing), owning its column families;
+//! - [`net`]: the QUIC driver, which only moves bytes and drives the
+//!   protocol machines, calling the service layer through traits;
+//! - [`proto`]: the protocol without IO (frames, messages, handshake and
+//!   transfer state machines);
+//! - [`node`], [`store`], [`keys`], [`pki`], [`config`]: the node home, its
+//!   RocksDB store and key layouts, secrets, certificates and TLS.
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod commands;
+pub mod api;
 pub mod config;
-pub mod dataset;
-pub mod docs;
 mod error;
+pub mod failpoint;
 pub mod fuzzing;
-pub mod grants;
-pub mod he;
 pub mod keys;
 pub mod net;
 pub mod node;
 pub mod pki;
-pub mod preview;
 pub mod progress;
 pub mod proto;
 pub mod records;
-pub mod release;
-pub mod settle;
+pub mod service;
 pub mod store;
-pub mod tls;
+pub mod timearg;
 
 pub use error::{NodeError, Result};
 pub use node::Node;

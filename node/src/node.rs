@@ -4,21 +4,24 @@
 use crate::config::{Config, Home, create_dir, read_secret, write_atomic, write_secret};
 use crate::error::{NodeError, Result};
 use crate::keys::{NodeKeys, Passphrase};
+use crate::pki::tls::Trust;
 use crate::pki::{self, CertChecker, CertInfo};
-use crate::store::{CF_KEYDIR, CF_PEERS, Store};
-use crate::tls::Trust;
+use crate::store::Store;
 use pdx_audit::checkpoint::{KeyEndorsement, SignedEndorsement};
-use pdx_audit::store::{AuditConfig, now_ms};
+use pdx_audit::store::{AuditConfig, StoreOp, now_ms};
 use pdx_audit::{AuditLog, EntryDraft, EventKind, LogId};
-use pdx_crypto::keydoc::{KeyDocument, KeyDocumentBody};
 use pdx_crypto::keyfile::{self, KeyKind};
 use pdx_crypto::{KeyId, SigningKey};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use zeroize::Zeroizing;
+
+/// The operator recorded for work a peer initiated (serving a release,
+/// accepting a submission), as opposed to a local user's command.
+pub const NODE_OPERATOR: &str = "node";
 
 /// An open node.
 pub struct Node {
@@ -49,19 +52,6 @@ impl std::fmt::Debug for Node {
     }
 }
 
-/// Where a peer listens.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PeerInfo {
-    /// Department.
-    pub dept: String,
-    /// `host:port`.
-    pub addr: String,
-    /// Last successful contact (ms).
-    pub last_contact_ms: Option<u64>,
-    /// Last error talking to it.
-    pub last_error: Option<String>,
-}
-
 /// What `pdx init` created.
 #[derive(Clone, Debug, Serialize)]
 pub struct InitOutcome {
@@ -81,7 +71,7 @@ pub struct InitOutcome {
     pub encryption_key: String,
 }
 
-fn endorse(
+pub(crate) fn endorse(
     identity: &SigningKey,
     cert: &[u8],
     log_id: &LogId,
@@ -272,7 +262,6 @@ impl Node {
             checker: RwLock::new(checker),
             passphrase,
         };
-        node.publish_own_key_documents()?;
         Ok(node)
     }
 
@@ -283,14 +272,14 @@ impl Node {
             .map_err(|_| NodeError::Invalid("key lock poisoned".into()))
     }
 
-    fn keys_mut(&self) -> Result<RwLockWriteGuard<'_, NodeKeys>> {
+    pub(crate) fn keys_mut(&self) -> Result<RwLockWriteGuard<'_, NodeKeys>> {
         self.keys
             .write()
             .map_err(|_| NodeError::Invalid("key lock poisoned".into()))
     }
 
     /// The passphrase the keys were unlocked with, for re-encrypting rotated keys.
-    fn pass(&self) -> Option<&[u8]> {
+    pub(crate) fn pass(&self) -> Option<&[u8]> {
         self.passphrase.as_deref().map(|p| p.as_slice())
     }
 
@@ -341,6 +330,16 @@ impl Node {
         Ok(self.audit.append(draft)?)
     }
 
+    /// Appends an audit entry and applies `ops` (the state change it records)
+    /// in the same durable write: both or neither.
+    pub fn log_with(
+        &self,
+        draft: EntryDraft,
+        ops: Vec<StoreOp>,
+    ) -> Result<pdx_audit::store::Appended> {
+        Ok(self.audit.append_atomic(draft, ops)?)
+    }
+
     /// A draft with this node's department as actor.
     pub fn draft(&self, kind: EventKind, operator: &str) -> EntryDraft {
         EntryDraft::new(kind, &self.config.dept, operator)
@@ -349,175 +348,6 @@ impl Node {
     /// The endorsement of the current audit key.
     pub fn audit_endorsement(&self) -> Result<SignedEndorsement> {
         Ok(self.audit.current_endorsement()?)
-    }
-
-    // ---- key documents ----
-
-    fn publish_own_key_documents(&self) -> Result<()> {
-        let keys = self.keys()?;
-        for (i, k) in keys.encryption.iter().enumerate() {
-            let key = keydir_key(&self.config.dept, &k.key_id());
-            let existing: Option<KeyDocument> = self.store.get(CF_KEYDIR, &key)?;
-            let active = i == 0;
-            let up_to_date = existing
-                .as_ref()
-                .and_then(|d| {
-                    d.signed
-                        .dangerous_decode_unverified::<KeyDocumentBody>("key document")
-                        .ok()
-                })
-                .is_some_and(|b| b.active == active);
-            if up_to_date {
-                continue;
-            }
-            let body = KeyDocumentBody {
-                version: 1,
-                dept: self.config.dept.clone(),
-                suite: pdx_crypto::envelope::SUITE_X25519_HKDF_SHA256_AES256GCM,
-                public: k.public(),
-                created_ms: now_ms(),
-                active,
-            };
-            let doc = KeyDocument::sign(&body, &keys.identity, self.cert.to_vec())?;
-            self.store.put(CF_KEYDIR, &key, &doc)?;
-        }
-        Ok(())
-    }
-
-    /// This node's current key documents (what Hello carries).
-    pub fn own_key_documents(&self) -> Result<Vec<KeyDocument>> {
-        let mut prefix = self.config.dept.as_bytes().to_vec();
-        prefix.push(0);
-        Ok(self
-            .store
-            .scan::<KeyDocument>(CF_KEYDIR, &prefix)?
-            .into_iter()
-            .map(|(_, d)| d)
-            .collect())
-    }
-
-    /// Verifies key documents (certificate against the CA and CRL, signature,
-    /// department) and stores the good ones. Returns (stored, rejected reasons).
-    pub fn accept_key_documents(&self, docs: &[KeyDocument]) -> Result<(usize, Vec<String>)> {
-        let mut stored = 0;
-        let mut rejected = Vec::new();
-        for doc in docs {
-            match self.verify_key_document(doc) {
-                Ok(body) => {
-                    let key = keydir_key(&body.dept, &body.key_id());
-                    let newer = match self.store.get::<KeyDocument>(CF_KEYDIR, &key)? {
-                        None => true,
-                        Some(old) => old
-                            .signed
-                            .dangerous_decode_unverified::<KeyDocumentBody>("key document")
-                            .map(|o| o.created_ms < body.created_ms || o.active != body.active)
-                            .unwrap_or(true),
-                    };
-                    if newer && body.dept != self.config.dept {
-                        self.store.put(CF_KEYDIR, &key, doc)?;
-                        stored += 1;
-                    }
-                }
-                Err(e) => rejected.push(e.to_string()),
-            }
-        }
-        Ok((stored, rejected))
-    }
-
-    fn verify_key_document(&self, doc: &KeyDocument) -> Result<KeyDocumentBody> {
-        let info = self.check_cert(&doc.certificate)?;
-        Ok(doc.verify(&info.identity, &info.dept)?)
-    }
-
-    /// The active verified encryption key of `dept`, re-verified now (so a
-    /// revoked department is refused).
-    pub fn recipient_key(&self, dept: &str) -> Result<Option<KeyDocumentBody>> {
-        let mut prefix = dept.as_bytes().to_vec();
-        prefix.push(0);
-        let mut best: Option<KeyDocumentBody> = None;
-        for (_, doc) in self.store.scan::<KeyDocument>(CF_KEYDIR, &prefix)? {
-            let Ok(body) = self.verify_key_document(&doc) else {
-                continue;
-            };
-            if body.active && best.as_ref().is_none_or(|b| b.created_ms < body.created_ms) {
-                best = Some(body);
-            }
-        }
-        Ok(best)
-    }
-
-    /// Every key document held (for serving a directory).
-    pub fn all_key_documents(&self, depts: &[String]) -> Result<Vec<KeyDocument>> {
-        let all: Vec<KeyDocument> = self
-            .store
-            .scan::<KeyDocument>(CF_KEYDIR, b"")?
-            .into_iter()
-            .map(|(_, d)| d)
-            .collect();
-        if depts.is_empty() {
-            return Ok(all);
-        }
-        Ok(all
-            .into_iter()
-            .filter(|d| {
-                d.signed
-                    .dangerous_decode_unverified::<KeyDocumentBody>("key document")
-                    .is_ok_and(|b| depts.contains(&b.dept))
-            })
-            .collect())
-    }
-
-    // ---- peers ----
-
-    /// Records where a peer listens (audited).
-    pub fn add_peer(&self, dept: &str, addr: &str, operator: &str) -> Result<PeerInfo> {
-        pki::validate_dept(dept)?;
-        addr.parse::<std::net::SocketAddr>()
-            .map_err(|e| NodeError::Invalid(format!("--addr {addr:?}: {e} (use HOST:PORT)")))?;
-        let peer = PeerInfo {
-            dept: dept.to_string(),
-            addr: addr.to_string(),
-            last_contact_ms: None,
-            last_error: None,
-        };
-        self.store.put(CF_PEERS, dept.as_bytes(), &peer)?;
-        let mut d = self.draft(EventKind::ConfigChange, operator);
-        d.counterparty = Some(dept.to_string());
-        d.detail = Some(format!("peer {dept} at {addr}"));
-        self.log(d)?;
-        Ok(peer)
-    }
-
-    /// A peer by department.
-    pub fn peer(&self, dept: &str) -> Result<PeerInfo> {
-        self.store.get(CF_PEERS, dept.as_bytes())?.ok_or_else(|| {
-            NodeError::NotFound(format!(
-                "peer {dept} is unknown; add it with `pdx peer add --home {} --dept {dept} --addr HOST:PORT`",
-                self.home.root().display()
-            ))
-        })
-    }
-
-    /// Every peer.
-    pub fn peers(&self) -> Result<Vec<PeerInfo>> {
-        Ok(self
-            .store
-            .scan::<PeerInfo>(CF_PEERS, b"")?
-            .into_iter()
-            .map(|(_, p)| p)
-            .collect())
-    }
-
-    /// Records the outcome of talking to a peer.
-    pub fn peer_contact(&self, dept: &str, error: Option<String>) -> Result<()> {
-        if let Some(mut p) = self.store.get::<PeerInfo>(CF_PEERS, dept.as_bytes())? {
-            if error.is_none() {
-                p.last_contact_ms = Some(now_ms());
-            }
-            p.last_error = error;
-            self.store.put(CF_PEERS, dept.as_bytes(), &p)?;
-        }
-        Ok(())
     }
 
     // ---- trust and keys ----
@@ -547,83 +377,6 @@ impl Node {
         self.log(d)?;
         Ok(crls.len())
     }
-
-    /// `pdx key rotate` (audited).
-    pub fn rotate_key(&self, kind: &str, operator: &str) -> Result<String> {
-        let outcome = match kind {
-            "encryption" => {
-                let id = self
-                    .keys_mut()?
-                    .rotate_encryption(&self.home, self.pass())?;
-                self.publish_own_key_documents()?;
-                format!(
-                    "new encryption key {id}; older keys are kept to open old releases until retired"
-                )
-            }
-            "signing" | "audit" => {
-                let new = SigningKey::generate()?;
-                let new_id = new.key_id();
-                let (identity, cert) = {
-                    let k = self.keys()?;
-                    (
-                        SigningKey::from_pkcs8(k.identity.pkcs8_der())?,
-                        self.cert.to_vec(),
-                    )
-                };
-                let log_id = self.audit.log_id().clone();
-                let copy = SigningKey::from_pkcs8(new.pkcs8_der())?;
-                NodeKeys::stage_audit(&self.home, &new, self.pass())?;
-                self.audit.rotate_key(copy, operator, |seq| {
-                    endorse(&identity, &cert, &log_id, &new, seq)
-                        .map_err(|e| pdx_audit::AuditError::Writer(e.to_string()))
-                })?;
-                self.keys_mut()?.commit_audit(&self.home, self.pass())?;
-                format!(
-                    "new audit signing key {new_id}; the rotation entry is signed by the old key"
-                )
-            }
-            "pseudonym" => self.keys_mut()?.rotate_pseudonym(&self.home, self.pass())?,
-            other => {
-                return Err(NodeError::Invalid(format!(
-                    "unknown key kind {other:?}: use encryption, signing or pseudonym"
-                )));
-            }
-        };
-        if kind != "signing" && kind != "audit" {
-            let mut d = self.draft(EventKind::KeyRotate, operator);
-            d.detail = Some(format!("{kind} key rotated: {outcome}"));
-            self.log(d)?;
-        }
-        Ok(outcome)
-    }
-
-    /// `pdx key retire --kind encryption --key-id ID` (audited).
-    pub fn retire_encryption_key(&self, id: &str, operator: &str) -> Result<String> {
-        let key_id = KeyId::from_hex(id).ok_or_else(|| {
-            NodeError::Invalid(format!("{id:?} is not a key id (16 hex characters)"))
-        })?;
-        self.keys_mut()?.retire_encryption(&self.home, &key_id)?;
-        let mut b = rocksdb::WriteBatch::default();
-        b.delete_cf(
-            self.store.cf(CF_KEYDIR)?,
-            keydir_key(&self.config.dept, &key_id),
-        );
-        self.store.write(b)?;
-        let mut d = self.draft(EventKind::KeyRotate, operator);
-        d.detail = Some(format!(
-            "encryption key {id} retired; releases sealed for it can no longer be opened here"
-        ));
-        self.log(d)?;
-        Ok(format!("encryption key {id} retired"))
-    }
-}
-
-/// Key of a key document in the directory.
-pub fn keydir_key(dept: &str, id: &KeyId) -> Vec<u8> {
-    let mut k = dept.as_bytes().to_vec();
-    k.push(0);
-    k.extend_from_slice(&id.0);
-    k
 }
 
 fn network_of(cert: &[u8], dept: &str) -> Result<String> {

@@ -36,7 +36,7 @@ fn seeds() -> Vec<Vec<u8>> {
 /// signature), for mutation.
 fn contribution_seed() -> Vec<u8> {
     use pdx_crypto::wire::{Signed, to_cbor};
-    let signed = |body: Vec<u8>| pdx_node::docs::Certified {
+    let signed = |body: Vec<u8>| pdx_node::service::documents::Certified {
         signed: Signed {
             body,
             key_id: pdx_crypto::KeyId([1; 8]),
@@ -44,7 +44,7 @@ fn contribution_seed() -> Vec<u8> {
         },
         certificate: vec![3; 40],
     };
-    let sub = pdx_node::he::ContributionSubmission {
+    let sub = pdx_node::service::aggregate::ContributionSubmission {
         query: signed(vec![0xa0]),
         contribution: signed(vec![0x80, 1, 2]),
     };

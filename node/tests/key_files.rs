@@ -62,7 +62,7 @@ fn passphrase_protected_keys_need_the_passphrase() {
     )
     .unwrap();
     // Rotation re-encrypts new keys under the same passphrase.
-    node.rotate_key("encryption", "tester").unwrap();
+    pdx_node::service::directory::rotate_key(&node, "encryption", "tester").unwrap();
     drop(node);
     Node::open(
         &home,

@@ -52,9 +52,22 @@ fn oversized_frames_are_rejected_from_the_header_alone() {
         d.next_frame(),
         Err(FrameError::TooLarge { msg_type: 15, .. })
     ));
+    // Beyond every cap: still judged by its type (read from the next two
+    // bytes), so the error names it.
     let mut d = FrameDecoder::new();
     d.push(&((MAX_FRAME as u32) + 1).to_be_bytes());
-    assert!(matches!(d.next_frame(), Err(FrameError::TooLarge { .. })));
+    assert!(matches!(d.next_frame(), Ok(None)));
+    d.push(&[0x82, 14]);
+    assert!(matches!(
+        d.next_frame(),
+        Err(FrameError::TooLarge { msg_type: 14, .. })
+    ));
+    let mut d = FrameDecoder::new();
+    d.push(&[0xff, 0xff, 0xff, 0xff, 0x82, 1]);
+    assert!(matches!(
+        d.next_frame(),
+        Err(FrameError::TooLarge { msg_type: 1, .. })
+    ));
     // The encoder refuses to build what the peer would reject.
     assert!(encode_frame(MsgType::Ack, &[0u8; 1000]).is_err());
 }
@@ -144,7 +157,7 @@ fn body(n: u32) -> ManifestBody {
         schema_id: "s".into(),
         schema_digest: Digest([2; 32]),
         profile: "p".into(),
-        agreement: "a".into(),
+        agreement: Some("a".into()),
         purpose: "test".into(),
         legal_basis: None,
         created_ms: 1,
@@ -514,4 +527,48 @@ fn resume_continues_after_the_stored_chunks() {
             )
             .is_err()
     );
+}
+
+fn extreme_count() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(u64::MAX),
+        Just(u64::MAX / 2 + 1),
+        Just(0u64),
+        any::<u64>()
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+    // A peer's manifest may declare any record counts: they add up exactly
+    // or the manifest is refused with a typed failure, never a panic.
+    #[test]
+    fn extreme_record_counts_in_a_manifest_are_refused_not_wrapped(
+        counts in proptest::collection::vec(extreme_count(), 1..5),
+        declared in extreme_count(),
+    ) {
+        let k = keys();
+        let mut b = body(counts.len() as u32);
+        for (c, n) in b.chunks.iter_mut().zip(&counts) {
+            c.records = *n;
+        }
+        b.record_count = declared;
+        let exact: u128 = counts.iter().map(|&c| u128::from(c)).sum();
+        let mut rx = Receiver::new(Instant::now(), Duration::from_secs(5), None, None);
+        let out = rx.handle(
+            Message::Manifest(Box::new(manifest(&k, &b))),
+            Instant::now(),
+            &Check(&k.sender),
+        );
+        match out {
+            Ok(_) => prop_assert_eq!(exact, u128::from(declared)),
+            Err(f) => {
+                prop_assert_eq!(f.code, ErrorCode::BadRequest);
+                prop_assert!(exact != u128::from(declared) || exact > u128::from(u64::MAX));
+            }
+        }
+        // The sending side refuses a plan whose counts overflow, too.
+        let sent = Sender::new(Instant::now(), Duration::from_secs(5), 4, &b, (0..counts.len() as u32).collect(), 0, "100000");
+        prop_assert_eq!(sent.is_ok(), exact <= u128::from(u64::MAX));
+    }
 }

@@ -2,21 +2,35 @@
 //! validate every value, hand good rows to the caller.
 
 use crate::schema::Schema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io::Read;
 
 /// How the CSV is encoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Encoding {
     /// UTF-8 (a BOM is skipped).
+    #[serde(rename = "utf-8")]
     Utf8,
     /// GB18030 (GBK-compatible), common in Chinese government systems.
+    #[serde(rename = "gb18030")]
     Gb18030,
 }
 
+impl std::str::FromStr for Encoding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "utf-8" | "utf8" => Ok(Encoding::Utf8),
+            "gb18030" | "gbk" => Ok(Encoding::Gb18030),
+            other => Err(format!("--encoding {other:?}: use utf-8 or gb18030")),
+        }
+    }
+}
+
 /// What to do with bad rows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum OnError {
     /// Import nothing if any row is bad (the caller must discard what it staged).
     Reject,
@@ -24,11 +38,22 @@ pub enum OnError {
     Skip,
 }
 
+impl std::str::FromStr for OnError {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "reject" => Ok(OnError::Reject),
+            "skip" => Ok(OnError::Skip),
+            other => Err(format!("--on-error {other:?}: use reject or skip")),
+        }
+    }
+}
+
 /// How many problems are listed.
 pub const MAX_LISTED_PROBLEMS: usize = 20;
 
 /// One bad value (or row).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RowProblem {
     /// 1-based line in the file.
     pub line: u64,

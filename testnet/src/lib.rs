@@ -7,6 +7,8 @@ pub mod scenario;
 pub mod settlement;
 
 use anyhow::{Context, Result, anyhow, bail};
+use rustix::process::Pid;
+pub use rustix::process::Signal;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -306,9 +308,7 @@ impl Testnet {
     pub fn stop(&mut self, dept: &str, grace: Duration) -> Result<()> {
         let pid = self.node(dept)?.pid;
         if let Some(mut child) = self.take_child(dept) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
+            signal(child.id(), Signal::TERM);
             let deadline = Instant::now() + grace;
             while Instant::now() < deadline {
                 if child.try_wait()?.is_some() {
@@ -332,9 +332,7 @@ impl Testnet {
             let _ = child.kill();
             let _ = child.wait();
         } else if let Some(pid) = self.node(dept)?.pid {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            signal(pid, Signal::KILL);
         }
         self.mark_stopped(dept)
     }
@@ -403,17 +401,20 @@ impl Testnet {
     }
 }
 
+/// Sends `sig` to a process (best effort: it may have exited already).
+pub fn signal(pid: u32, sig: Signal) {
+    if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
 fn stop_pid(pid: u32, grace: Duration) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
+    signal(pid, Signal::TERM);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline && Path::new(&format!("/proc/{pid}")).exists() {
         std::thread::sleep(Duration::from_millis(50));
     }
     if Path::new(&format!("/proc/{pid}")).exists() {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
+        signal(pid, Signal::KILL);
     }
 }

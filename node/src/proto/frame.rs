@@ -4,8 +4,57 @@
 //! two body bytes and applies that type's size cap *before* buffering the rest:
 //! an oversized frame is rejected, never clamped or read.
 
-use super::msg::MsgType;
 use std::fmt;
+
+macro_rules! msg_types {
+    ($($name:ident = $n:literal, cap $cap:expr;)*) => {
+        /// Message type byte.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        #[non_exhaustive]
+        pub enum MsgType { $(#[allow(missing_docs)] $name = $n,)* }
+
+        impl MsgType {
+            /// Parses a type byte.
+            pub fn from_u8(b: u8) -> Option<Self> {
+                match b { $($n => Some(MsgType::$name),)* _ => None }
+            }
+            /// The largest frame (length field value) accepted for this type.
+            pub fn cap(self) -> usize {
+                match self { $(MsgType::$name => $cap,)* }
+            }
+        }
+    };
+}
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+msg_types! {
+    Hello = 1, cap MIB;
+    HelloReply = 2, cap MIB;
+    Witness1 = 3, cap 64 * KIB;
+    Witness2 = 4, cap 64 * KIB;
+    Witness3 = 5, cap 64 * KIB;
+    CatalogRequest = 6, cap 4 * KIB;
+    CatalogResponse = 7, cap 4 * MIB;
+    KeyDirRequest = 8, cap KIB;
+    KeyDirResponse = 9, cap 16 * MIB;
+    ReleaseRequest = 10, cap 16 * KIB;
+    Resume = 11, cap KIB;
+    Progress = 12, cap KIB;
+    Manifest = 13, cap 32 * MIB;
+    Chunk = 14, cap 16 * MIB;
+    Ack = 15, cap 256;
+    Receipt = 16, cap 64 * KIB;
+    ReceiptAck = 17, cap 256;
+    AlreadyHave = 18, cap KIB;
+    Offer = 19, cap 32 * MIB;
+    OfferAccept = 20, cap KIB;
+    Submit = 21, cap 16 * MIB;
+    Accepted = 22, cap 64 * KIB;
+    Error = 23, cap 64 * KIB;
+}
 
 /// The largest frame of any type.
 pub const MAX_FRAME: usize = 32 * 1024 * 1024;
@@ -115,16 +164,11 @@ impl FrameDecoder {
             return Ok(None);
         }
         let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
-        if len > MAX_FRAME {
-            return Err(FrameError::TooLarge {
-                msg_type: 0,
-                len,
-                cap: MAX_FRAME,
-            });
-        }
         if len < 2 {
             return Err(FrameError::TooShort);
         }
+        // The type decides the cap, so it is read (2 more bytes) before any
+        // length is judged: every oversize report names its message type.
         if avail.len() < 6 {
             return Ok(None);
         }

@@ -1,6 +1,8 @@
-//! The exchange protocol, free of IO: framing, messages and the transfer state
-//! machines. `crate::net` drives them over QUIC; tests drive them directly.
+//! The exchange protocol, free of IO: framing, messages, and the state
+//! machines of the connection handshake and of transfers. The QUIC driver in
+//! `net` runs them; tests drive them directly, without sockets.
 
 pub mod frame;
+pub mod handshake;
 pub mod msg;
 pub mod transfer;

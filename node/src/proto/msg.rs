@@ -2,6 +2,7 @@
 //! payload is a CBOR map with text keys, decoded with a recursion limit and
 //! no trailing bytes; every size that matters is capped.
 
+pub use super::frame::MsgType;
 use super::frame::{FrameError, encode_frame};
 use pdx_audit::checkpoint::{SignedCheckpoint, SignedCosignature, SignedEndorsement};
 use pdx_crypto::Digest;
@@ -11,56 +12,6 @@ use serde::{Deserialize, Serialize};
 
 /// Protocol version spoken by this build.
 pub const PROTOCOL_VERSION: u32 = 1;
-
-macro_rules! msg_types {
-    ($($name:ident = $n:literal, cap $cap:expr;)*) => {
-        /// Message type byte.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        #[repr(u8)]
-        #[non_exhaustive]
-        pub enum MsgType { $(#[allow(missing_docs)] $name = $n,)* }
-
-        impl MsgType {
-            /// Parses a type byte.
-            pub fn from_u8(b: u8) -> Option<Self> {
-                match b { $($n => Some(MsgType::$name),)* _ => None }
-            }
-            /// The largest frame (length field value) accepted for this type.
-            pub fn cap(self) -> usize {
-                match self { $(MsgType::$name => $cap,)* }
-            }
-        }
-    };
-}
-
-const KIB: usize = 1024;
-const MIB: usize = 1024 * 1024;
-
-msg_types! {
-    Hello = 1, cap MIB;
-    HelloReply = 2, cap MIB;
-    Witness1 = 3, cap 64 * KIB;
-    Witness2 = 4, cap 64 * KIB;
-    Witness3 = 5, cap 64 * KIB;
-    CatalogRequest = 6, cap 4 * KIB;
-    CatalogResponse = 7, cap 4 * MIB;
-    KeyDirRequest = 8, cap KIB;
-    KeyDirResponse = 9, cap 16 * MIB;
-    ReleaseRequest = 10, cap 16 * KIB;
-    Resume = 11, cap KIB;
-    Progress = 12, cap KIB;
-    Manifest = 13, cap 32 * MIB;
-    Chunk = 14, cap 16 * MIB;
-    Ack = 15, cap 256;
-    Receipt = 16, cap 64 * KIB;
-    ReceiptAck = 17, cap 256;
-    AlreadyHave = 18, cap KIB;
-    Offer = 19, cap 32 * MIB;
-    OfferAccept = 20, cap KIB;
-    Submit = 21, cap 16 * MIB;
-    Accepted = 22, cap 64 * KIB;
-    Error = 23, cap 64 * KIB;
-}
 
 /// First message of a connection (client -> server), on the control stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,8 +212,8 @@ pub struct ManifestBody {
     pub schema_digest: Digest,
     /// Profile.
     pub profile: String,
-    /// Agreement.
-    pub agreement: String,
+    /// Agreement (`None`: the grant names none).
+    pub agreement: Option<String>,
     /// Purpose.
     pub purpose: String,
     /// Legal basis.

@@ -41,6 +41,11 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// The sum of record counts, or `None` if it overflows `u64`.
+pub fn checked_records(counts: impl IntoIterator<Item = u64>) -> Option<u64> {
+    counts.into_iter().try_fold(0u64, u64::checked_add)
+}
+
 fn fail(code: ErrorCode, message: impl Into<String>) -> Failure {
     Failure {
         code,
@@ -112,6 +117,7 @@ pub struct Receiver {
     state: RxState,
     body: Option<ManifestBody>,
     plan: Vec<u32>,
+    plan_records: u64,
     offered: Option<Vec<u32>>,
     next_pos: usize,
     stored: usize,
@@ -137,6 +143,7 @@ impl Receiver {
             state: RxState::AwaitManifest,
             body: None,
             plan: Vec::new(),
+            plan_records: 0,
             offered,
             next_pos: stored,
             stored,
@@ -182,7 +189,9 @@ impl Receiver {
         }
         let n = u32::try_from(body.chunks.len())
             .map_err(|_| fail(ErrorCode::TooLarge, "too many chunks"))?;
-        let records: u64 = body.chunks.iter().map(|c| c.records).sum();
+        // Counts come from the peer: summed with checks, never wrapped.
+        let records = checked_records(body.chunks.iter().map(|c| c.records))
+            .ok_or_else(|| fail(ErrorCode::BadRequest, "manifest record counts overflow"))?;
         if records != body.record_count {
             return Err(fail(
                 ErrorCode::BadRequest,
@@ -215,6 +224,9 @@ impl Receiver {
                 "resume point beyond the release",
             ));
         }
+        self.plan_records =
+            checked_records(self.plan.iter().map(|&i| body.chunks[i as usize].records))
+                .ok_or_else(|| fail(ErrorCode::BadRequest, "the plan's record counts overflow"))?;
         self.body = Some(body.clone());
         self.state = RxState::Receiving;
         let mut out = vec![RxAction::SaveManifest {
@@ -236,7 +248,7 @@ impl Receiver {
             .unwrap_or_default();
         let content_digest =
             transfer_digest(self.plan.iter().map(|&i| (i, &chunks[i as usize].digest)));
-        let record_count = self.plan.iter().map(|&i| chunks[i as usize].records).sum();
+        let record_count = self.plan_records;
         RxAction::Complete {
             content_digest,
             record_count,
@@ -430,7 +442,9 @@ impl Sender {
         }
         let content_digest =
             transfer_digest(plan.iter().map(|&i| (i, &body.chunks[i as usize].digest)));
-        let record_count = plan.iter().map(|&i| body.chunks[i as usize].records).sum();
+        let record_count =
+            checked_records(plan.iter().map(|&i| body.chunks[i as usize].records))
+                .ok_or_else(|| fail(ErrorCode::BadRequest, "the plan's record counts overflow"))?;
         Ok(Sender {
             state: TxState::Streaming,
             release_id: body.release_id.clone(),

@@ -1,0 +1,651 @@
+//! Argument definitions (clap). Names and flags are a contract for users
+//! and scripts: extend, never rename. `dispatch` maps them to requests.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// pdx: a privacy-preserving data exchange node.
+#[derive(Parser, Debug)]
+#[command(name = "pdx", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Operator name recorded in audit entries (default: $USER).
+    #[arg(long, global = true, env = "PDX_OPERATOR")]
+    pub operator: Option<String>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Home and passphrase options shared by node commands.
+#[derive(Args, Debug, Clone)]
+pub struct HomeArgs {
+    /// Node home directory.
+    #[arg(long, env = "PDX_HOME")]
+    pub home: PathBuf,
+    /// File holding the key passphrase (when the keys are protected).
+    #[arg(long, env = "PDX_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Network PKI: CA, node certificates, revocation.
+    #[command(subcommand)]
+    Ca(CaCmd),
+    /// Create a node home from a certificate directory.
+    Init(InitArgs),
+    /// Run the node (QUIC endpoint, admin socket).
+    Serve(ServeArgs),
+    /// Peers.
+    #[command(subcommand)]
+    Peer(PeerCmd),
+    /// Import a CSV file as a dataset.
+    Import(ImportArgs),
+    /// List datasets.
+    Datasets(HomeArgs),
+    /// Grant a department access to a dataset profile (or list/revoke grants).
+    Grant(GrantArgs),
+    /// Ask a peer which datasets it grants us.
+    Catalog(CatalogArgs),
+    /// Fetch a release from a peer (resumes interrupted transfers).
+    Fetch(FetchArgs),
+    /// Forward a received release to the department its fields are sealed for.
+    Forward(ForwardArgs),
+    /// List releases produced and received.
+    Releases(HomeArgs),
+    /// Export a received release to CSV (decrypts the fields sealed for this node).
+    Export(ExportArgs),
+    /// Release tools.
+    #[command(subcommand)]
+    Release(ReleaseCmd),
+    /// Node status: peers, last contact, pending transfers.
+    Status(HomeArgs),
+    /// Certificate revocation list.
+    #[command(subcommand)]
+    Crl(CrlCmd),
+    /// Key rotation and retirement.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Encryption key documents of other departments.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Schema tools.
+    #[command(subcommand)]
+    Schema(SchemaCmd),
+    /// Audit log: export, verify, reconcile, proofs.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Homomorphic aggregates: encrypted per-category sums only a key holder opens.
+    #[command(subcommand)]
+    He(HeCmd),
+    /// Cross-province settlement: confirmations and the clearing matrix.
+    #[command(subcommand)]
+    Settle(SettleCmd),
+    /// Accept a submission written in file mode (`--out` of he contribute/aggregate,
+    /// settle confirm), or send it to a peer with --to.
+    Submit {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Submission file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Send the submission to this peer instead of accepting it here.
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HeCmd {
+    /// Key holder: create a key pair and the signed query document.
+    Keygen {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Query id.
+        #[arg(long)]
+        query: String,
+        /// Schema file (TOML) of the datasets summed.
+        #[arg(long)]
+        schema: PathBuf,
+        /// Value field to sum (repeat or comma-separate for several).
+        #[arg(long = "value", value_delimiter = ',', required = true)]
+        values: Vec<String>,
+        /// Group-by field as FIELD[:TRANSFORM] (value, province, prefecture,
+        /// icd10-category, month, quarter, year); repeat for several.
+        #[arg(long = "group-by", value_delimiter = ',', required = true)]
+        group_by: Vec<String>,
+        /// Category list: one category per line, parts separated by '|'.
+        #[arg(long)]
+        categories: PathBuf,
+        /// Minimum distinct contributors before decryption.
+        #[arg(long, default_value_t = 3)]
+        k: u32,
+        /// Allowed contributor (repeat or comma-separate).
+        #[arg(long = "contributor", value_delimiter = ',', required = true)]
+        contributors: Vec<String>,
+        /// Aggregator department.
+        #[arg(long)]
+        aggregator: String,
+        /// Deadline: YYYY-MM-DD, RFC 3339, or +N[smhd].
+        #[arg(long, default_value = "+30d")]
+        deadline: String,
+        /// Where to write the signed query document (default QUERY.query in the current directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Contributor: sum a dataset per category, encrypt, sign, send to the aggregator.
+    Contribute {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// The key holder's query document.
+        #[arg(long)]
+        query: PathBuf,
+        /// Dataset to sum.
+        #[arg(long)]
+        dataset: String,
+        /// Aggregator department (must be the query's).
+        #[arg(long)]
+        to: String,
+        /// Write the submission to this file instead of sending it (then: pdx submit --file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Aggregator: check and add the contributions, send the sum to the key holder.
+    Aggregate {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Query id.
+        #[arg(long)]
+        query: String,
+        /// Key holder department (must be the query's).
+        #[arg(long)]
+        to: String,
+        /// Write the submission to this file instead of sending it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Key holder: decrypt the sum (refused below k distinct contributors).
+    Decrypt {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Query id.
+        #[arg(long)]
+        query: String,
+    },
+    /// Recompute the aggregate from the contributions (on the aggregator, or
+    /// offline from `pdx he export` with --bundle and --ca). Exit 2 on mismatch.
+    VerifySum {
+        /// Node home holding the contributions.
+        #[arg(long, env = "PDX_HOME", required_unless_present = "bundle")]
+        home: Option<PathBuf>,
+        /// File holding the key passphrase.
+        #[arg(long, env = "PDX_PASSPHRASE_FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Query id (with --home).
+        #[arg(long, required_unless_present = "bundle")]
+        query: Option<String>,
+        /// Bundle written by `pdx he export` (offline).
+        #[arg(long, conflicts_with = "home")]
+        bundle: Option<PathBuf>,
+        /// Network CA certificate (PEM), with --bundle.
+        #[arg(long, requires = "bundle")]
+        ca: Option<PathBuf>,
+    },
+    /// Write the query, aggregate and encrypted contributions held here to a file.
+    Export {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Query id.
+        #[arg(long)]
+        query: String,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Queries held on this node.
+    List(HomeArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SettleCmd {
+    /// Insured province: open the identities relayed to it, check them against
+    /// the insured registry, send a signed confirmation to the clearing node.
+    Confirm {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Received release id (hex); repeat for several.
+        #[arg(long, required_unless_present = "all")]
+        release: Vec<String>,
+        /// Confirm every relayed `clearing` release not confirmed yet.
+        #[arg(long)]
+        all: bool,
+        /// Insured registry CSV (psn_no and optionally certno columns).
+        #[arg(long)]
+        registry: PathBuf,
+        /// Amount field confirmed.
+        #[arg(long, default_value = "fund_pay_sumamt")]
+        amount_field: String,
+        /// Clearing node department.
+        #[arg(long)]
+        to: String,
+        /// Write the submission to this file instead of sending it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Clearing node: the matrix of what each insured province owes each
+    /// treatment province, confirmations and net positions.
+    Clearing {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Profile of the clearing releases.
+        #[arg(long, default_value = "clearing")]
+        profile: String,
+        /// Amount field cleared.
+        #[arg(long, default_value = "fund_pay_sumamt")]
+        amount_field: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaCmd {
+    /// Create a network CA (ECDSA P-256).
+    Init {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Network name (lower-case letters, digits, '-').
+        #[arg(long)]
+        network: String,
+    },
+    /// Issue a node certificate and key.
+    Issue {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Department code (letters, digits, '-', '.'), e.g. 440000.
+        #[arg(long)]
+        dept: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Output directory for node.crt, node.key, ca.crt, crl.pem.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Revoke a certificate by serial (re-signs crl.pem).
+    Revoke {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Certificate serial (hex).
+        #[arg(long)]
+        serial: String,
+    },
+    /// Re-sign the CRL (fresh validity period).
+    Crl {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// List issued certificates.
+    List {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Node home to create.
+    #[arg(long)]
+    pub home: PathBuf,
+    /// Directory made by `pdx ca issue`.
+    #[arg(long)]
+    pub cert_dir: PathBuf,
+    /// QUIC listen address (HOST:PORT).
+    #[arg(long)]
+    pub listen: String,
+    /// Protect the keys with the passphrase in this file.
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+    /// Protect the keys with a passphrase asked on the terminal.
+    #[arg(long, conflicts_with = "passphrase_file")]
+    pub passphrase_prompt: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Node home.
+    #[arg(long, env = "PDX_HOME")]
+    pub home: PathBuf,
+    /// File holding the key passphrase.
+    #[arg(long, env = "PDX_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PeerCmd {
+    /// Record where a peer listens.
+    Add {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Peer department (repeat, paired in order with --addr, to add several).
+        #[arg(long, required = true)]
+        dept: Vec<String>,
+        /// Peer address HOST:PORT.
+        #[arg(long, required = true)]
+        addr: Vec<String>,
+    },
+    /// List peers.
+    List(HomeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub home: HomeArgs,
+    /// Schema file (TOML).
+    #[arg(long)]
+    pub schema: PathBuf,
+    /// CSV file.
+    #[arg(long)]
+    pub csv: PathBuf,
+    /// Dataset id.
+    #[arg(long)]
+    pub dataset: String,
+    /// CSV encoding: utf-8 or gb18030.
+    #[arg(long, default_value = "utf-8")]
+    pub encoding: String,
+    /// reject (nothing imported if any row is bad) or skip.
+    #[arg(long, default_value = "reject")]
+    pub on_error: String,
+    /// Where rejected rows go with --on-error skip.
+    #[arg(long)]
+    pub rejects: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct GrantArgs {
+    #[command(subcommand)]
+    pub sub: Option<GrantCmd>,
+    /// Node home.
+    #[arg(long, env = "PDX_HOME")]
+    pub home: Option<PathBuf>,
+    /// File holding the key passphrase.
+    #[arg(long, env = "PDX_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Dataset.
+    #[arg(long, required = true)]
+    pub dataset: Option<String>,
+    /// Recipient department.
+    #[arg(long, required = true)]
+    pub to: Option<String>,
+    /// Release profile.
+    #[arg(long, required = true)]
+    pub profile: Option<String>,
+    /// Purpose of use.
+    #[arg(long, required = true)]
+    pub purpose: Option<String>,
+    /// Data-sharing agreement id.
+    #[arg(long)]
+    pub agreement: Option<String>,
+    /// Expiry: YYYY-MM-DD, RFC 3339, or +N[s|m|h|d].
+    #[arg(long)]
+    pub expires: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GrantCmd {
+    /// List grants.
+    List(HomeArgs),
+    /// Revoke a grant.
+    Revoke {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Grant id.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CatalogArgs {
+    #[command(flatten)]
+    pub home: HomeArgs,
+    /// Peer department.
+    #[arg(long)]
+    pub peer: String,
+}
+
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub home: HomeArgs,
+    /// Peer department.
+    #[arg(long)]
+    pub peer: String,
+    /// Dataset.
+    #[arg(long)]
+    pub dataset: String,
+    /// Profile.
+    #[arg(long)]
+    pub profile: String,
+    /// Agreement (default: the one the peer's grant names).
+    #[arg(long)]
+    pub agreement: Option<String>,
+    /// Purpose (default: the one the peer's grant names).
+    #[arg(long)]
+    pub purpose: Option<String>,
+    /// Retries after a lost connection (each resumes from the last stored chunk).
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct ForwardArgs {
+    #[command(flatten)]
+    pub home: HomeArgs,
+    /// Release id.
+    #[arg(long)]
+    pub release: String,
+    /// Recipient department.
+    #[arg(long, required_unless_present = "all_recipients")]
+    pub to: Option<String>,
+    /// Forward to every department the sender sealed chunks for.
+    #[arg(long, conflicts_with = "to")]
+    pub all_recipients: bool,
+    /// Retries after a lost connection.
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub home: HomeArgs,
+    /// Release id.
+    #[arg(long)]
+    pub release: String,
+    /// Output CSV.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReleaseCmd {
+    /// Write the de-identified release locally for inspection.
+    Preview {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Dataset.
+        #[arg(long)]
+        dataset: String,
+        /// Profile.
+        #[arg(long)]
+        profile: String,
+        /// Agreement (pseudonym keys derive from it).
+        #[arg(long)]
+        agreement: Option<String>,
+        /// Output CSV.
+        #[arg(long)]
+        out: PathBuf,
+        /// Report JSON.
+        #[arg(long)]
+        report: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CrlCmd {
+    /// Install a new CRL (takes effect at once in a running node).
+    Update {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// CRL file (PEM).
+        #[arg(long)]
+        crl: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Rotate a key (old keys are kept until retired).
+    Rotate {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// encryption, signing (the audit signing key) or pseudonym.
+        #[arg(long)]
+        kind: String,
+    },
+    /// Retire an old encryption key.
+    Retire {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Key id.
+        #[arg(long)]
+        key_id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCmd {
+    /// Fetch key documents from a peer (its own, or its directory).
+    Fetch {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Peer to ask.
+        #[arg(long)]
+        peer: String,
+        /// Only keys of these departments.
+        #[arg(long)]
+        of: Vec<String>,
+    },
+    /// List key documents held.
+    List(HomeArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SchemaCmd {
+    /// Validate a schema.
+    Check {
+        /// Schema file.
+        file: PathBuf,
+    },
+    /// Print a schema.
+    Show {
+        /// Schema file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Export a self-contained audit bundle.
+    Export {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Bundle file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a bundle offline (exit 0 valid, 2 tampered, 3 unverifiable).
+    Verify {
+        /// Bundle file (or use --home to export and verify a node's log).
+        bundle: Option<PathBuf>,
+        /// Node home to verify (exported to a temporary bundle).
+        #[arg(long)]
+        home: Option<PathBuf>,
+        /// Peer bundles whose witnessed checkpoints are checked against this log.
+        #[arg(long)]
+        witness: Vec<PathBuf>,
+        /// Trusted checkpoint files (from `pdx audit checkpoint --out`).
+        #[arg(long)]
+        checkpoint: Vec<PathBuf>,
+        /// Network CA certificate to trust (default: the one in the bundle).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
+    /// Match every send with the recipient's receive across bundles.
+    Reconcile {
+        /// Bundles.
+        #[arg(required = true)]
+        bundles: Vec<PathBuf>,
+        /// Network CA certificate to trust.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
+    /// Inclusion proof of an entry against the latest checkpoint.
+    Prove {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Entry sequence number.
+        #[arg(long)]
+        seq: u64,
+    },
+    /// Consistency proof between tree sizes.
+    Consistency {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Older size.
+        #[arg(long)]
+        from: u64,
+        /// Newer size (default: the latest checkpoint).
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Show entries, filtered.
+    Show {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Only this dataset.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Only this counterparty.
+        #[arg(long)]
+        counterparty: Option<String>,
+        /// Only this event kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// From (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only the last N matches.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Sign a checkpoint now and optionally write it (a trusted checkpoint for verify).
+    Checkpoint {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Output file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,206 @@
+//! `pdx audit verify` and `pdx audit reconcile`: offline, on bundles, for
+//! regulators (the node-side audit commands go through the node).
+
+use crate::args::{AuditCmd, Cli, Command};
+use crate::output::{self, outln};
+use crate::session::node_command;
+use crate::{Exit, node_error};
+use anyhow::{Result, anyhow};
+use pdx_audit::bundle::{BundleReader, read_header};
+use pdx_audit::checkpoint::SignedCheckpoint;
+use pdx_audit::verify::{Report, Severity, Verdict, VerifyInputs, verify};
+use pdx_node::api::Request;
+use pdx_node::pki::{self, CertChecker};
+use rustls::pki_types::CertificateDer;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+pub async fn run(cli: &Cli, operator: &str) -> Result<u8> {
+    match &cli.command {
+        Command::Audit(AuditCmd::Verify {
+            bundle,
+            home,
+            witness,
+            checkpoint,
+            ca,
+        }) => {
+            let (path, _tmp) = match (bundle, home) {
+                (Some(b), None) => (b.clone(), None),
+                (None, Some(h)) => {
+                    let dir = tempdir()?;
+                    let out = dir.join("bundle.pdxaudit");
+                    let req = Request::AuditExport {
+                        out: out.display().to_string(),
+                    };
+                    node_command(h, None, req, operator, true).await?;
+                    (out, Some(TempDir(dir)))
+                }
+                _ => return Err(Exit::usage("give a BUNDLE or --home HOME")),
+            };
+            let report = verify_bundle(&path, witness, checkpoint, ca.as_deref())?;
+            let code = report.verdict.exit_code() as u8;
+            if cli.json {
+                output::json(&serde_json::to_value(&report)?);
+            } else {
+                print_report(&report);
+            }
+            Ok(code)
+        }
+        Command::Audit(AuditCmd::Reconcile { bundles, ca }) => {
+            let mut verdicts = Vec::new();
+            let mut tampered = false;
+            for b in bundles {
+                let r = verify_bundle(b, &[], &[], ca.as_deref())?;
+                tampered |= r.verdict == Verdict::Tampered;
+                verdicts.push(json!({"bundle": b.display().to_string(), "dept": r.dept, "verdict": r.verdict}));
+            }
+            let readers = bundles
+                .iter()
+                .map(|b| {
+                    Ok((
+                        b.display().to_string(),
+                        BundleReader::open(b).map_err(|e| anyhow!("{e}"))?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let rec = pdx_audit::reconcile::reconcile(readers).map_err(|e| anyhow!("{e}"))?;
+            let clean = rec.is_clean() && !tampered;
+            let v = json!({"bundles": verdicts, "matched": rec.matched, "mismatches": rec.mismatches, "clean": clean});
+            if cli.json {
+                output::json(&v);
+            } else {
+                for b in &verdicts {
+                    outln!(
+                        "{:<8} {}  {}",
+                        b["dept"].as_str().unwrap_or("-"),
+                        verdict_word(&b["verdict"]),
+                        b["bundle"].as_str().unwrap_or("")
+                    );
+                }
+                outln!("{} transfers matched in both logs", rec.matched);
+                if rec.mismatches.is_empty() {
+                    outln!("no mismatches");
+                } else {
+                    outln!("{} mismatches:", rec.mismatches.len());
+                    for m in &rec.mismatches {
+                        outln!(
+                            "  {:<22} {} -> {}  release {}: {}",
+                            format!("{:?}", m.kind),
+                            m.from,
+                            m.to,
+                            m.release,
+                            m.detail
+                        );
+                    }
+                }
+            }
+            Ok(if clean { 0 } else { 2 })
+        }
+        _ => Err(anyhow!("not an offline audit command")),
+    }
+}
+
+fn verdict_word(v: &Value) -> &'static str {
+    match v.as_str() {
+        Some("valid") => "VALID",
+        Some("tampered") => "TAMPERED",
+        _ => "UNVERIFIABLE",
+    }
+}
+
+/// Verifies one bundle with witnesses, trusted checkpoints and a CA.
+pub fn verify_bundle(
+    path: &Path,
+    witnesses: &[PathBuf],
+    checkpoints: &[PathBuf],
+    ca: Option<&Path>,
+) -> Result<Report> {
+    let reader = BundleReader::open(path).map_err(|e| {
+        anyhow!(Exit {
+            code: 1,
+            message: e.to_string()
+        })
+    })?;
+    let ca_certs: Vec<CertificateDer<'static>> = match ca {
+        Some(p) => pki::read_certs(p).map_err(node_error)?,
+        None => vec![CertificateDer::from(reader.header().ca_certificate.clone())],
+    };
+    let checker = CertChecker::new(&ca_certs, Vec::new()).map_err(node_error)?;
+    let mut inputs = VerifyInputs {
+        certificates: Some(&checker),
+        ..Default::default()
+    };
+    for w in witnesses {
+        inputs.witnesses.push((
+            w.display().to_string(),
+            read_header(w).map_err(|e| anyhow!("{e}"))?,
+        ));
+    }
+    for c in checkpoints {
+        let bytes = std::fs::read(c).map_err(|e| anyhow!("{}: {e}", c.display()))?;
+        let cp: SignedCheckpoint = pdx_crypto::wire::from_cbor(&bytes, "checkpoint file")
+            .map_err(|e| anyhow!("{}: {e}", c.display()))?;
+        inputs
+            .trusted
+            .push((format!("trusted checkpoint {}", c.display()), cp));
+    }
+    verify(reader, &path.display().to_string(), &inputs).map_err(|e| anyhow!("{e}"))
+}
+
+fn print_report(r: &Report) {
+    outln!("bundle       {}", r.bundle);
+    outln!("log          {} ({})", r.log_id, r.dept);
+    outln!("entries      {}  root {}", r.entries, r.root);
+    outln!(
+        "checkpoints  {}/{} verified",
+        r.checkpoints_verified,
+        r.checkpoints_total
+    );
+    outln!(
+        "cosignatures {} peer cosignatures match",
+        r.cosignatures_verified
+    );
+    outln!(
+        "external     {} witness/trusted checkpoints of this log checked",
+        r.external_checkpoints_checked
+    );
+    outln!("keys         {}", r.keys.join("; "));
+    let verdict = match r.verdict {
+        Verdict::Valid => "VALID",
+        Verdict::Tampered => "TAMPERED",
+        Verdict::Unverifiable => "UNVERIFIABLE",
+    };
+    outln!("verdict      {verdict}");
+    for f in &r.findings {
+        let sev = match f.severity {
+            Severity::Tampered => "TAMPERED",
+            Severity::Unverifiable => "UNVERIFIABLE",
+        };
+        let at = f.at.map(|a| format!(" at {a}")).unwrap_or_default();
+        outln!(
+            "  {sev:<12} {:<18}{at}: {}",
+            serde_json::to_value(f.case)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            f.detail
+        );
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "pdx-verify-{}",
+        hex::encode(pdx_crypto::rng::bytes::<8>()?)
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

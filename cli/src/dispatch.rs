@@ -1,0 +1,408 @@
+//! From parsed arguments to a result: offline commands run in their modules;
+//! node commands become a [`Request`] run by a running node (its admin
+//! socket) or in-process, and their typed [`Outcome`] is rendered.
+
+use crate::args::{
+    AuditCmd, Cli, Command, CrlCmd, GrantCmd, HeCmd, HomeArgs, KeyCmd, KeysCmd, PeerCmd,
+    ReleaseCmd, SettleCmd,
+};
+use crate::session::{absolute, node_command};
+use crate::{Exit, audit, node_error, offline, render, serve};
+use anyhow::{Result, anyhow};
+use pdx_node::api::{ExportSpec, Outcome, Request, SubmitSpec};
+use pdx_node::service::aggregate::{AggregateSpec, ContributeSpec, QuerySpec, SumVerdict};
+use pdx_node::service::audit::EntryFilter;
+use pdx_node::service::datasets::ImportSpec;
+use pdx_node::service::grants::GrantSpec;
+use pdx_node::service::preview::PreviewSpec;
+use pdx_node::service::settle::{ClearingSpec, ConfirmSpec};
+use pdx_node::service::transfers::{FetchSpec, ForwardSpec};
+use pdx_node::timearg::{DayBound, parse_time};
+use std::path::PathBuf;
+
+fn opt_absolute(p: &Option<PathBuf>) -> Result<Option<String>> {
+    p.as_deref().map(absolute).transpose()
+}
+
+/// Operator name for audit entries.
+fn operator(cli: &Cli) -> String {
+    cli.operator
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub async fn run(cli: Cli) -> Result<u8> {
+    let op = operator(&cli);
+    let json = cli.json;
+    match &cli.command {
+        Command::Ca(c) => offline::ca(c, json),
+        Command::Schema(c) => offline::schema(c, json),
+        Command::Init(a) => offline::init(a, json),
+        Command::Serve(a) => serve::serve(&a.home, a.passphrase_file.as_deref(), &op).await,
+        Command::Audit(AuditCmd::Verify { .. } | AuditCmd::Reconcile { .. }) => {
+            audit::run(&cli, &op).await
+        }
+        Command::He(HeCmd::VerifySum {
+            bundle: Some(bundle),
+            ca,
+            ..
+        }) => {
+            let ca = ca
+                .as_deref()
+                .ok_or_else(|| Exit::usage("--bundle needs --ca (the network CA certificate)"))?;
+            let v = pdx_node::service::aggregate::verify_bundle_file(
+                &bundle.display().to_string(),
+                &ca.display().to_string(),
+            )
+            .map_err(node_error)?;
+            let ok = v.verdict == SumVerdict::Ok;
+            render::outcome(json, &Outcome::SumChecked(v))?;
+            Ok(if ok { 0 } else { 2 })
+        }
+        other => {
+            let (home, request) = request(other)?;
+            let outcome = node_command(
+                &home.home,
+                home.passphrase_file.as_deref(),
+                request,
+                &op,
+                json,
+            )
+            .await?;
+            // verify-sum reports a mismatch like `audit verify` reports tampering.
+            let mismatch =
+                matches!(&outcome, Outcome::SumChecked(s) if s.verdict != SumVerdict::Ok);
+            render::outcome(json, &outcome)?;
+            Ok(if mismatch { 2 } else { 0 })
+        }
+    }
+}
+
+fn time_arg(s: &str, flag: &str, day: DayBound) -> Result<u64> {
+    parse_time(s, flag, day).map_err(|e| Exit::usage(e.to_string()))
+}
+
+/// Maps a node command to its home and request.
+pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
+    let h = |a: &HomeArgs, r: Request| Ok((a.clone(), r));
+    match cmd {
+        Command::Peer(PeerCmd::Add { home, dept, addr }) => {
+            if dept.len() != addr.len() {
+                return Err(Exit::usage(format!(
+                    "{} --dept but {} --addr: give one address per department",
+                    dept.len(),
+                    addr.len()
+                )));
+            }
+            h(
+                home,
+                Request::PeerAdd {
+                    peers: dept.iter().cloned().zip(addr.iter().cloned()).collect(),
+                },
+            )
+        }
+        Command::Peer(PeerCmd::List(home)) => h(home, Request::Status),
+        Command::Import(a) => h(
+            &a.home,
+            Request::Import(ImportSpec {
+                schema_path: absolute(&a.schema)?,
+                csv_path: absolute(&a.csv)?,
+                dataset: a.dataset.clone(),
+                encoding: a.encoding.parse().map_err(Exit::usage)?,
+                on_error: a.on_error.parse().map_err(Exit::usage)?,
+                rejects: opt_absolute(&a.rejects)?,
+            }),
+        ),
+        Command::Datasets(home) => h(home, Request::Datasets),
+        Command::Grant(g) => match &g.sub {
+            Some(GrantCmd::List(home)) => h(home, Request::GrantList),
+            Some(GrantCmd::Revoke { home, id }) => h(home, Request::GrantRevoke { id: id.clone() }),
+            None => {
+                let missing = |what: &str| Exit::usage(format!("--{what} is required"));
+                let home = HomeArgs {
+                    home: g.home.clone().ok_or_else(|| missing("home"))?,
+                    passphrase_file: g.passphrase_file.clone(),
+                };
+                let expires_ms = g
+                    .expires
+                    .as_deref()
+                    .map(|e| time_arg(e, "--expires", DayBound::End))
+                    .transpose()?;
+                Ok((
+                    home,
+                    Request::Grant(GrantSpec {
+                        dataset: g.dataset.clone().ok_or_else(|| missing("dataset"))?,
+                        to: g.to.clone().ok_or_else(|| missing("to"))?,
+                        profile: g.profile.clone().ok_or_else(|| missing("profile"))?,
+                        purpose: g.purpose.clone().ok_or_else(|| missing("purpose"))?,
+                        agreement: g.agreement.clone(),
+                        expires_ms,
+                    }),
+                ))
+            }
+        },
+        Command::Catalog(a) => h(
+            &a.home,
+            Request::Catalog {
+                peer: a.peer.clone(),
+            },
+        ),
+        Command::Fetch(a) => h(
+            &a.home,
+            Request::Fetch(FetchSpec {
+                peer: a.peer.clone(),
+                dataset: a.dataset.clone(),
+                profile: a.profile.clone(),
+                agreement: a.agreement.clone(),
+                purpose: a.purpose.clone(),
+                retries: a.retries,
+            }),
+        ),
+        Command::Forward(a) => h(
+            &a.home,
+            Request::Forward(ForwardSpec {
+                release: a.release.clone(),
+                to: a.to.clone(),
+                retries: a.retries,
+            }),
+        ),
+        Command::Releases(home) => h(home, Request::Releases),
+        Command::Export(a) => h(
+            &a.home,
+            Request::Export(ExportSpec {
+                release: a.release.clone(),
+                out: absolute(&a.out)?,
+            }),
+        ),
+        Command::Release(ReleaseCmd::Preview {
+            home,
+            dataset,
+            profile,
+            agreement,
+            out,
+            report,
+        }) => h(
+            home,
+            Request::Preview(PreviewSpec {
+                dataset: dataset.clone(),
+                profile: profile.clone(),
+                agreement: agreement.clone(),
+                out: absolute(out)?,
+                report: absolute(report)?,
+            }),
+        ),
+        Command::Status(home) => h(home, Request::Status),
+        Command::Crl(CrlCmd::Update { home, crl }) => h(
+            home,
+            Request::CrlUpdate {
+                crl: absolute(crl)?,
+            },
+        ),
+        Command::Key(KeyCmd::Rotate { home, kind }) => {
+            h(home, Request::KeyRotate { kind: kind.clone() })
+        }
+        Command::Key(KeyCmd::Retire { home, key_id }) => h(
+            home,
+            Request::KeyRetire {
+                key_id: key_id.clone(),
+            },
+        ),
+        Command::Keys(KeysCmd::Fetch { home, peer, of }) => h(
+            home,
+            Request::KeysFetch {
+                peer: peer.clone(),
+                of: of.clone(),
+            },
+        ),
+        Command::Keys(KeysCmd::List(home)) => h(home, Request::KeysList),
+        Command::Audit(AuditCmd::Export { home, out }) => h(
+            home,
+            Request::AuditExport {
+                out: absolute(out)?,
+            },
+        ),
+        Command::Audit(AuditCmd::Prove { home, seq }) => h(home, Request::AuditProve { seq: *seq }),
+        Command::Audit(AuditCmd::Consistency { home, from, to }) => h(
+            home,
+            Request::AuditConsistency {
+                from: *from,
+                to: *to,
+            },
+        ),
+        Command::Audit(AuditCmd::Checkpoint { home, out }) => h(
+            home,
+            Request::AuditCheckpoint {
+                out: opt_absolute(out)?,
+            },
+        ),
+        Command::Audit(AuditCmd::Show {
+            home,
+            dataset,
+            counterparty,
+            kind,
+            since,
+            until,
+            limit,
+        }) => h(
+            home,
+            Request::AuditShow(EntryFilter {
+                dataset: dataset.clone(),
+                counterparty: counterparty.clone(),
+                kind: kind.clone(),
+                since_ms: since
+                    .as_deref()
+                    .map(|s| time_arg(s, "--since", DayBound::Start))
+                    .transpose()?,
+                until_ms: until
+                    .as_deref()
+                    .map(|s| time_arg(s, "--until", DayBound::End))
+                    .transpose()?,
+                limit: *limit,
+            }),
+        ),
+        Command::He(c) => he_request(c),
+        Command::Settle(SettleCmd::Confirm {
+            home,
+            release,
+            all,
+            registry,
+            amount_field,
+            to,
+            out,
+        }) => h(
+            home,
+            Request::SettleConfirm(ConfirmSpec {
+                releases: release.clone(),
+                all: *all,
+                registry: absolute(registry)?,
+                amount_field: amount_field.clone(),
+                to: to.clone(),
+                out: opt_absolute(out)?,
+            }),
+        ),
+        Command::Settle(SettleCmd::Clearing {
+            home,
+            profile,
+            amount_field,
+        }) => h(
+            home,
+            Request::SettleClearing(ClearingSpec {
+                profile: profile.clone(),
+                amount_field: amount_field.clone(),
+            }),
+        ),
+        Command::Submit { home, file, to } => h(
+            home,
+            Request::SubmitFile(SubmitSpec {
+                file: absolute(file)?,
+                to: to.clone(),
+            }),
+        ),
+        Command::Ca(_)
+        | Command::Init(_)
+        | Command::Serve(_)
+        | Command::Schema(_)
+        | Command::Audit(AuditCmd::Verify { .. } | AuditCmd::Reconcile { .. }) => {
+            Err(anyhow!("this command does not run on a node"))
+        }
+    }
+}
+
+fn he_request(c: &HeCmd) -> Result<(HomeArgs, Request)> {
+    let h = |a: &HomeArgs, r: Request| Ok((a.clone(), r));
+    match c {
+        HeCmd::Keygen {
+            home,
+            query,
+            schema,
+            values,
+            group_by,
+            categories,
+            k,
+            contributors,
+            aggregator,
+            deadline,
+            out,
+        } => {
+            let out = match out {
+                Some(o) => absolute(o)?,
+                None => absolute(&PathBuf::from(format!("{query}.query")))?,
+            };
+            h(
+                home,
+                Request::HeKeygen(QuerySpec {
+                    query_id: query.clone(),
+                    schema_path: absolute(schema)?,
+                    values: values.clone(),
+                    group_by: group_by.clone(),
+                    categories_path: absolute(categories)?,
+                    k: *k,
+                    contributors: contributors.clone(),
+                    aggregator: aggregator.clone(),
+                    deadline_ms: time_arg(deadline, "--deadline", DayBound::End)?,
+                    out,
+                }),
+            )
+        }
+        HeCmd::Contribute {
+            home,
+            query,
+            dataset,
+            to,
+            out,
+        } => h(
+            home,
+            Request::HeContribute(ContributeSpec {
+                query: absolute(query)?,
+                dataset: dataset.clone(),
+                to: to.clone(),
+                out: opt_absolute(out)?,
+            }),
+        ),
+        HeCmd::Aggregate {
+            home,
+            query,
+            to,
+            out,
+        } => h(
+            home,
+            Request::HeAggregate(AggregateSpec {
+                query: query.clone(),
+                to: to.clone(),
+                out: opt_absolute(out)?,
+            }),
+        ),
+        HeCmd::Decrypt { home, query } => h(
+            home,
+            Request::HeDecrypt {
+                query: query.clone(),
+            },
+        ),
+        HeCmd::VerifySum {
+            home: Some(home),
+            passphrase_file,
+            query: Some(query),
+            ..
+        } => Ok((
+            HomeArgs {
+                home: home.clone(),
+                passphrase_file: passphrase_file.clone(),
+            },
+            Request::HeVerifySum {
+                query: query.clone(),
+            },
+        )),
+        HeCmd::VerifySum { .. } => Err(Exit::usage(
+            "pdx he verify-sum needs --home and --query, or --bundle and --ca",
+        )),
+        HeCmd::Export { home, query, out } => h(
+            home,
+            Request::HeExport {
+                query: query.clone(),
+                out: absolute(out)?,
+            },
+        ),
+        HeCmd::List(home) => h(home, Request::HeList),
+    }
+}

@@ -1,0 +1,705 @@
+//! Every node command as data: a [`Request`] wraps the library's spec type,
+//! [`execute`] runs it and returns a typed [`Outcome`] (the CLI renders it as
+//! tables or `--json`). A command runs the same way through the admin socket
+//! of a running `pdx serve` (which owns the store) or in-process.
+
+use crate::error::{NodeError, Result};
+use crate::progress::Progress;
+use crate::proto::msg::{CatalogEntry, ReleaseRequest};
+use crate::service::aggregate::{
+    self, AggregateSpec, Aggregated, ContributeSpec, Contributed, Decrypted, QueryCreated,
+    QueryExported, QueryInfo, QuerySpec, SumCheck,
+};
+use crate::service::audit::{
+    self as audit_service, BundleWritten, CheckpointSigned, ConsistencyProof, EntryFilter,
+    EntryInfo, InclusionProof, Status,
+};
+use crate::service::datasets::{self, DatasetInfo, ImportOutcome, ImportSpec};
+use crate::service::directory::{self, KeyInfo, PeerInfo};
+use crate::service::documents::{self, SubmissionFile};
+use crate::service::grants::{self, Grant, GrantSpec};
+use crate::service::preview::{self, PreviewOutcome, PreviewSpec};
+use crate::service::release::{self, ExportOutcome, ReleaseInfo, parse_release_id};
+use crate::service::settle::{self, Clearing, ClearingSpec, ConfirmSpec, Confirmed};
+use crate::service::transfers::{FetchOutcome, FetchSpec, ForwardOutcome, ForwardSpec, retrying};
+use crate::service::{Dispatch, Services, blocking, submissions};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// What to export (`pdx export`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExportSpec {
+    /// Release id (hex).
+    pub release: String,
+    /// Output CSV.
+    pub out: String,
+}
+
+/// A submission file to accept here or send (`pdx submit --file`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SubmitSpec {
+    /// Submission file.
+    pub file: String,
+    /// Send it to this peer instead of accepting it here.
+    pub to: Option<String>,
+}
+
+/// A command for a node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Request {
+    /// `pdx import`.
+    Import(ImportSpec),
+    /// `pdx datasets`.
+    Datasets,
+    /// `pdx grant`.
+    Grant(GrantSpec),
+    /// `pdx grant list`.
+    GrantList,
+    /// `pdx grant revoke`.
+    GrantRevoke {
+        /// Grant id.
+        id: String,
+    },
+    /// `pdx peer add`: (department, address) pairs.
+    PeerAdd {
+        /// Peers.
+        peers: Vec<(String, String)>,
+    },
+    /// `pdx catalog --peer`.
+    Catalog {
+        /// Peer.
+        peer: String,
+    },
+    /// `pdx fetch`.
+    Fetch(FetchSpec),
+    /// `pdx forward`.
+    Forward(ForwardSpec),
+    /// `pdx releases`.
+    Releases,
+    /// `pdx export`.
+    Export(ExportSpec),
+    /// `pdx release preview`.
+    Preview(PreviewSpec),
+    /// `pdx status` and `pdx peer list`.
+    Status,
+    /// `pdx crl update`.
+    CrlUpdate {
+        /// New CRL file.
+        crl: String,
+    },
+    /// `pdx key rotate`.
+    KeyRotate {
+        /// encryption | signing | pseudonym.
+        kind: String,
+    },
+    /// `pdx key retire`.
+    KeyRetire {
+        /// Key id.
+        key_id: String,
+    },
+    /// `pdx keys fetch`.
+    KeysFetch {
+        /// Peer to ask.
+        peer: String,
+        /// Only these departments' keys.
+        of: Vec<String>,
+    },
+    /// `pdx keys list`.
+    KeysList,
+    /// `pdx he keygen`.
+    HeKeygen(QuerySpec),
+    /// `pdx he contribute`.
+    HeContribute(ContributeSpec),
+    /// `pdx he aggregate`.
+    HeAggregate(AggregateSpec),
+    /// `pdx he decrypt`.
+    HeDecrypt {
+        /// Query id.
+        query: String,
+    },
+    /// `pdx he verify-sum` on a node.
+    HeVerifySum {
+        /// Query id.
+        query: String,
+    },
+    /// `pdx he export`.
+    HeExport {
+        /// Query id.
+        query: String,
+        /// Bundle file.
+        out: String,
+    },
+    /// `pdx he list`.
+    HeList,
+    /// `pdx submit --file`.
+    SubmitFile(SubmitSpec),
+    /// `pdx settle confirm`.
+    SettleConfirm(ConfirmSpec),
+    /// `pdx settle clearing`.
+    SettleClearing(ClearingSpec),
+    /// `pdx audit export`.
+    AuditExport {
+        /// Bundle path.
+        out: String,
+    },
+    /// `pdx audit checkpoint`.
+    AuditCheckpoint {
+        /// Where to write the signed checkpoint.
+        out: Option<String>,
+    },
+    /// `pdx audit prove`.
+    AuditProve {
+        /// Entry.
+        seq: u64,
+    },
+    /// `pdx audit consistency`.
+    AuditConsistency {
+        /// Older size.
+        from: u64,
+        /// Newer size (default: latest checkpoint).
+        to: Option<u64>,
+    },
+    /// `pdx audit show`.
+    AuditShow(EntryFilter),
+}
+
+/// `pdx crl update`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CrlUpdated {
+    /// CRLs installed.
+    pub crls: usize,
+    /// Live connections closed because their peer is now revoked.
+    pub connections_closed: usize,
+}
+
+/// `pdx key rotate|retire`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyChanged {
+    /// What changed.
+    pub result: String,
+}
+
+/// `pdx keys fetch`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeysFetched {
+    /// Documents stored.
+    pub stored: usize,
+    /// Why the others were refused.
+    pub rejected: Vec<String>,
+}
+
+/// `pdx submit --file`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Submitted {
+    /// Department it was sent to (`--to`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent: Option<String>,
+    /// Submission kind (`--to`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Digest accepted.
+    pub accepted: String,
+    /// The accepting node's note.
+    pub note: String,
+}
+
+macro_rules! outcomes {
+    ($($(#[$doc:meta])* $name:ident($ty:ty),)*) => {
+        /// What a command produced.
+        #[derive(Clone, Debug, Serialize, Deserialize)]
+        #[non_exhaustive]
+        pub enum Outcome {
+            $($(#[$doc])* $name($ty),)*
+        }
+
+        impl Outcome {
+            /// The `--json` form: the result itself, untagged.
+            pub fn to_json(&self) -> Result<serde_json::Value> {
+                match self {
+                    $(Outcome::$name(v) => serde_json::to_value(v),)*
+                }
+                .map_err(|e| NodeError::Invalid(format!("cannot render the result: {e}")))
+            }
+        }
+    };
+}
+
+outcomes! {
+    /// `pdx import`.
+    Imported(ImportOutcome),
+    /// `pdx datasets`.
+    Datasets(Vec<DatasetInfo>),
+    /// `pdx grant`, `pdx grant revoke`.
+    Grant(Grant),
+    /// `pdx grant list`.
+    Grants(Vec<Grant>),
+    /// `pdx peer add` of one peer.
+    Peer(PeerInfo),
+    /// `pdx peer add` of several.
+    Peers(Vec<PeerInfo>),
+    /// `pdx catalog`.
+    Catalog(Vec<CatalogEntry>),
+    /// `pdx fetch`.
+    Fetched(FetchOutcome),
+    /// `pdx forward --to`.
+    Forwarded(ForwardOutcome),
+    /// `pdx forward --all-recipients`.
+    ForwardedAll(Vec<ForwardOutcome>),
+    /// `pdx releases`.
+    Releases(Vec<ReleaseInfo>),
+    /// `pdx export`.
+    Exported(ExportOutcome),
+    /// `pdx release preview`.
+    Previewed(PreviewOutcome),
+    /// `pdx status`, `pdx peer list`.
+    Status(Status),
+    /// `pdx crl update`.
+    CrlUpdated(CrlUpdated),
+    /// `pdx key rotate|retire`.
+    KeyChanged(KeyChanged),
+    /// `pdx keys fetch`.
+    KeysFetched(KeysFetched),
+    /// `pdx keys list`.
+    Keys(Vec<KeyInfo>),
+    /// `pdx he keygen`.
+    QueryCreated(QueryCreated),
+    /// `pdx he contribute`.
+    Contributed(Contributed),
+    /// `pdx he aggregate`.
+    Aggregated(Aggregated),
+    /// `pdx he decrypt`.
+    Decrypted(Decrypted),
+    /// `pdx he verify-sum`.
+    SumChecked(SumCheck),
+    /// `pdx he export`.
+    QueryExported(QueryExported),
+    /// `pdx he list`.
+    Queries(Vec<QueryInfo>),
+    /// `pdx submit --file`.
+    Submitted(Submitted),
+    /// `pdx settle confirm --release` (one).
+    Confirmed(Confirmed),
+    /// `pdx settle confirm` (several, or `--all`).
+    ConfirmedAll(Vec<Confirmed>),
+    /// `pdx settle clearing`.
+    Clearing(Clearing),
+    /// `pdx audit export`.
+    BundleWritten(BundleWritten),
+    /// `pdx audit checkpoint`.
+    Checkpoint(CheckpointSigned),
+    /// `pdx audit prove`.
+    Inclusion(InclusionProof),
+    /// `pdx audit consistency`.
+    Consistency(ConsistencyProof),
+    /// `pdx audit show`.
+    Entries(Vec<EntryInfo>),
+}
+
+/// Sends a signed submission to `to`, or writes it to `out` (file mode).
+async fn dispatch(
+    svc: &Arc<Services>,
+    sub: SubmissionFile,
+    to: &str,
+    out: Option<String>,
+) -> Result<Dispatch> {
+    match out {
+        Some(path) => {
+            let bytes = pdx_crypto::wire::to_cbor(&sub)?;
+            blocking(move || {
+                crate::config::write_atomic(std::path::Path::new(&path), &bytes, 0o600)?;
+                Ok(Dispatch {
+                    written: Some(path),
+                    ..Dispatch::default()
+                })
+            })
+            .await
+        }
+        None => {
+            let a = submit(svc, to, &sub.kind, sub.document).await?;
+            Ok(Dispatch {
+                sent: Some(to.to_string()),
+                accepted: Some(a.digest.to_hex()),
+                note: Some(a.note),
+                ..Dispatch::default()
+            })
+        }
+    }
+}
+
+/// Pushes a signed document (`kind`) to a peer; returns its acknowledgement.
+async fn submit(
+    svc: &Arc<Services>,
+    dept: &str,
+    kind: &str,
+    document: Vec<u8>,
+) -> Result<crate::proto::msg::Accepted> {
+    use crate::proto::msg::{Message, Submit};
+    let request = Message::Submit(Submit {
+        kind: kind.to_string(),
+        document,
+    });
+    match svc.net.request(svc, dept, request).await? {
+        Message::Accepted(a) => Ok(a),
+        Message::Error(e) => Err(NodeError::Refused(format!(
+            "{dept} refused the {kind}: {}",
+            e.message
+        ))),
+        other => Err(NodeError::Peer {
+            peer: dept.to_string(),
+            message: format!("expected Accepted, got {:?}", other.msg_type()),
+        }),
+    }
+}
+
+/// `pdx catalog --peer`.
+async fn catalog(svc: &Arc<Services>, dept: &str) -> Result<Vec<CatalogEntry>> {
+    use crate::proto::msg::{CatalogRequest, Message};
+    match svc
+        .net
+        .request(svc, dept, Message::CatalogRequest(CatalogRequest {}))
+        .await?
+    {
+        Message::CatalogResponse(r) => Ok(r.entries),
+        Message::Error(e) => Err(NodeError::Refused(format!("{dept} refused: {}", e.message))),
+        other => Err(NodeError::Peer {
+            peer: dept.to_string(),
+            message: format!("expected CatalogResponse, got {:?}", other.msg_type()),
+        }),
+    }
+}
+
+/// `pdx keys fetch --peer`: key documents from a peer (its own or its directory).
+async fn fetch_keys(svc: &Arc<Services>, dept: &str, of: Vec<String>) -> Result<KeysFetched> {
+    use crate::proto::msg::{KeyDirRequest, Message};
+    match svc
+        .net
+        .request(
+            svc,
+            dept,
+            Message::KeyDirRequest(KeyDirRequest { depts: of }),
+        )
+        .await?
+    {
+        Message::KeyDirResponse(r) => {
+            let node = svc.node.clone();
+            let (stored, rejected) =
+                blocking(move || directory::accept_key_documents(&node, &r.documents)).await?;
+            Ok(KeysFetched { stored, rejected })
+        }
+        Message::Error(e) => Err(NodeError::Refused(format!("{dept} refused: {}", e.message))),
+        other => Err(NodeError::Peer {
+            peer: dept.to_string(),
+            message: format!("expected KeyDirResponse, got {:?}", other.msg_type()),
+        }),
+    }
+}
+
+/// The request a fetch sends: purpose and agreement from the spec, or from
+/// the one grant the peer lists for us.
+async fn release_request(svc: &Arc<Services>, f: &FetchSpec) -> Result<ReleaseRequest> {
+    let (agreement, purpose) = match &f.purpose {
+        Some(p) => (f.agreement.clone(), p.clone()),
+        None => {
+            let entries = catalog(svc, &f.peer).await?;
+            let matching: Vec<_> = entries
+                .iter()
+                .filter(|e| {
+                    e.dataset == f.dataset
+                        && e.profile == f.profile
+                        && (f.agreement.is_none() || e.agreement == f.agreement)
+                })
+                .collect();
+            match matching.as_slice() {
+                [one] => (one.agreement.clone(), one.purpose.clone()),
+                [] => {
+                    return Err(NodeError::Refused(format!(
+                        "{} lists no grant for dataset {} with profile {} for us (pdx catalog --peer {} shows what it grants)",
+                        f.peer, f.dataset, f.profile, f.peer
+                    )));
+                }
+                _ => {
+                    return Err(NodeError::Invalid(format!(
+                        "{} grants {}/{} for several purposes; choose one with --purpose",
+                        f.peer, f.dataset, f.profile
+                    )));
+                }
+            }
+        }
+    };
+    Ok(ReleaseRequest {
+        dataset: f.dataset.clone(),
+        profile: f.profile.clone(),
+        agreement,
+        purpose,
+    })
+}
+
+/// Runs `req` on the node behind `svc`, as `operator`. Every store access runs
+/// on the blocking pool.
+pub async fn execute(
+    svc: &Arc<Services>,
+    req: Request,
+    operator: &str,
+    progress: Arc<dyn Progress>,
+) -> Result<Outcome> {
+    let node = svc.node.clone();
+    let op = operator.to_string();
+    Ok(match req {
+        Request::Import(spec) => Outcome::Imported(
+            blocking(move || datasets::import(&node, &spec, &op, progress.as_ref())).await?,
+        ),
+        Request::Datasets => Outcome::Datasets(
+            blocking(move || {
+                Ok(datasets::list(&node)?
+                    .iter()
+                    .map(DatasetInfo::from)
+                    .collect())
+            })
+            .await?,
+        ),
+        Request::Grant(spec) => {
+            Outcome::Grant(blocking(move || grants::create(&node, &spec, &op)).await?)
+        }
+        Request::GrantList => Outcome::Grants(blocking(move || grants::list(&node)).await?),
+        Request::GrantRevoke { id } => {
+            Outcome::Grant(blocking(move || grants::revoke(&node, &id, &op)).await?)
+        }
+        Request::PeerAdd { peers } => {
+            let mut added = blocking(move || {
+                peers
+                    .iter()
+                    .map(|(d, a)| directory::add_peer(&node, d, a, &op))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .await?;
+            match added.len() {
+                1 => Outcome::Peer(added.remove(0)),
+                _ => Outcome::Peers(added),
+            }
+        }
+        Request::Catalog { peer } => Outcome::Catalog(catalog(svc, &peer).await?),
+        Request::Fetch(f) => {
+            let req = release_request(svc, &f).await?;
+            let what = format!("fetch from {}", f.peer);
+            Outcome::Fetched(
+                retrying(f.retries, &what, || {
+                    svc.fetch(&req, &f.peer, &op, progress.as_ref())
+                })
+                .await?,
+            )
+        }
+        Request::Forward(f) => {
+            let id = parse_release_id(&f.release)?;
+            let targets = match &f.to {
+                Some(t) => vec![t.clone()],
+                None => {
+                    let rid = id.clone();
+                    blocking(move || release::chunk_recipients(&node, &rid)).await?
+                }
+            };
+            let mut outcomes = Vec::new();
+            for to in &targets {
+                let what = format!("forward to {to}");
+                outcomes.push(
+                    retrying(f.retries, &what, || {
+                        svc.forward(&id, to, &op, progress.as_ref())
+                    })
+                    .await?,
+                );
+            }
+            match (f.to, outcomes.len()) {
+                (Some(_), 1) => Outcome::Forwarded(outcomes.remove(0)),
+                _ => Outcome::ForwardedAll(outcomes),
+            }
+        }
+        Request::Releases => Outcome::Releases(blocking(move || release::listing(&node)).await?),
+        Request::Export(e) => {
+            let id = parse_release_id(&e.release)?;
+            Outcome::Exported(
+                blocking(move || release::export(&node, &id, &e.out, &op, progress.as_ref()))
+                    .await?,
+            )
+        }
+        Request::Preview(spec) => Outcome::Previewed(
+            blocking(move || preview::preview(&node, &spec, &op, progress.as_ref())).await?,
+        ),
+        Request::Status => Outcome::Status(blocking(move || audit_service::status(&node)).await?),
+        Request::CrlUpdate { crl } => {
+            let crls = blocking(move || node.update_crl(std::path::Path::new(&crl), &op)).await?;
+            let connections_closed = svc.recheck_connections().await?;
+            Outcome::CrlUpdated(CrlUpdated {
+                crls,
+                connections_closed,
+            })
+        }
+        Request::KeyRotate { kind } => Outcome::KeyChanged(KeyChanged {
+            result: blocking(move || directory::rotate_key(&node, &kind, &op)).await?,
+        }),
+        Request::KeyRetire { key_id } => Outcome::KeyChanged(KeyChanged {
+            result: blocking(move || directory::retire_encryption_key(&node, &key_id, &op)).await?,
+        }),
+        Request::KeysFetch { peer, of } => Outcome::KeysFetched(fetch_keys(svc, &peer, of).await?),
+        Request::KeysList => Outcome::Keys(blocking(move || directory::key_infos(&node)).await?),
+        Request::HeKeygen(spec) => {
+            Outcome::QueryCreated(blocking(move || aggregate::keygen(&node, &spec, &op)).await?)
+        }
+        Request::HeContribute(spec) => {
+            let (to, out) = (spec.to.clone(), spec.out.clone());
+            let (sub, mut info) = blocking(move || {
+                let doc: documents::Certified =
+                    documents::read_file(&spec.query, "he query document")?;
+                aggregate::contribute(&node, &doc, &spec.dataset, &spec.to, &op)
+            })
+            .await?;
+            info.dispatch = dispatch(svc, sub, &to, out).await?;
+            Outcome::Contributed(info)
+        }
+        Request::HeAggregate(spec) => {
+            let (to, out) = (spec.to.clone(), spec.out.clone());
+            let (sub, mut info) =
+                blocking(move || aggregate::aggregate(&node, &spec.query, &spec.to, &op)).await?;
+            info.dispatch = dispatch(svc, sub, &to, out).await?;
+            Outcome::Aggregated(info)
+        }
+        Request::HeDecrypt { query } => {
+            Outcome::Decrypted(blocking(move || aggregate::decrypt(&node, &query, &op)).await?)
+        }
+        Request::HeVerifySum { query } => {
+            Outcome::SumChecked(blocking(move || aggregate::verify_sum(&node, &query)).await?)
+        }
+        Request::HeExport { query, out } => Outcome::QueryExported(
+            blocking(move || aggregate::export(&node, &query, &out, &op)).await?,
+        ),
+        Request::HeList => Outcome::Queries(blocking(move || aggregate::list(&node)).await?),
+        Request::SubmitFile(SubmitSpec { file, to }) => {
+            let f = file.clone();
+            let sub: SubmissionFile =
+                blocking(move || documents::read_file(&f, "submission file")).await?;
+            Outcome::Submitted(match to {
+                Some(to) => {
+                    let a = submit(svc, &to, &sub.kind, sub.document).await?;
+                    Submitted {
+                        sent: Some(to),
+                        kind: Some(sub.kind),
+                        accepted: a.digest.to_hex(),
+                        note: a.note,
+                    }
+                }
+                None => {
+                    let a = blocking(move || {
+                        submissions::accept(
+                            &node,
+                            &format!("file:{file}"),
+                            &sub.kind,
+                            &sub.document,
+                        )
+                    })
+                    .await?;
+                    Submitted {
+                        sent: None,
+                        kind: None,
+                        accepted: a.digest.to_hex(),
+                        note: a.note,
+                    }
+                }
+            })
+        }
+        Request::SettleConfirm(spec) => confirm(svc, spec, &op, progress).await?,
+        Request::SettleClearing(spec) => Outcome::Clearing(
+            blocking(move || {
+                settle::clearing(
+                    &node,
+                    &spec.profile,
+                    &spec.amount_field,
+                    &op,
+                    progress.as_ref(),
+                )
+            })
+            .await?,
+        ),
+        Request::AuditExport { out } => {
+            Outcome::BundleWritten(blocking(move || audit_service::export(&node, &out, &op)).await?)
+        }
+        Request::AuditCheckpoint { out } => Outcome::Checkpoint(
+            blocking(move || audit_service::checkpoint(&node, out.as_deref())).await?,
+        ),
+        Request::AuditProve { seq } => {
+            Outcome::Inclusion(blocking(move || audit_service::prove(&node, seq)).await?)
+        }
+        Request::AuditConsistency { from, to } => Outcome::Consistency(
+            blocking(move || audit_service::consistency(&node, from, to)).await?,
+        ),
+        Request::AuditShow(filter) => {
+            Outcome::Entries(blocking(move || audit_service::show(&node, &filter)).await?)
+        }
+    })
+}
+
+/// `pdx settle confirm`: one release, several, or every one not confirmed yet.
+async fn confirm(
+    svc: &Arc<Services>,
+    spec: ConfirmSpec,
+    op: &str,
+    progress: Arc<dyn Progress>,
+) -> Result<Outcome> {
+    let node = svc.node.clone();
+    let releases = if spec.all {
+        blocking(move || settle::unconfirmed_relayed(&node, "clearing")).await?
+    } else {
+        spec.releases.clone()
+    };
+    if spec.out.is_some() && releases.len() != 1 {
+        return Err(NodeError::Invalid(
+            "--out writes one confirmation; give exactly one --release".into(),
+        ));
+    }
+    let single = !spec.all && releases.len() == 1;
+    let mut results = Vec::new();
+    let mut failures = Vec::new();
+    for release in releases {
+        let (node, s, op, progress, id) = (
+            svc.node.clone(),
+            spec.clone(),
+            op.to_string(),
+            progress.clone(),
+            release.clone(),
+        );
+        let outcome = async {
+            let (sub, mut info) = blocking(move || {
+                settle::confirm(
+                    &node,
+                    &release,
+                    &s.registry,
+                    &s.amount_field,
+                    &s.to,
+                    &op,
+                    progress.as_ref(),
+                )
+            })
+            .await?;
+            info.dispatch = dispatch(svc, sub, &spec.to, spec.out.clone()).await?;
+            Ok::<_, NodeError>(info)
+        }
+        .await;
+        match outcome {
+            Ok(v) => results.push(v),
+            Err(e) if single => return Err(e),
+            // One release that cannot be confirmed (e.g. its sender's
+            // certificate was revoked) does not hold up the others.
+            Err(e) => failures.push(format!("release {id}: {e}")),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(NodeError::Refused(format!(
+            "{} releases confirmed; {} could not be: {}",
+            results.len(),
+            failures.len(),
+            failures.join("; ")
+        )));
+    }
+    Ok(match (single, results.len()) {
+        (true, 1) => Outcome::Confirmed(results.remove(0)),
+        _ => Outcome::ConfirmedAll(results),
+    })
+}

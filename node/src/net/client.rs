@@ -1,0 +1,132 @@
+//! The dialling side: connect to a peer, check that its certificate names the
+//! department dialled, run the handshake, open request streams.
+
+use super::handshake;
+use super::{
+    CLOSE_DONE, CLOSE_HANDSHAKE_FAILED, CLOSE_WRONG_DEPT, Framed, Host, Net, Peer, on_pool,
+};
+use crate::error::{NodeError, Result};
+use crate::proto::handshake::Handshake;
+use crate::proto::msg::Message;
+use rustls::pki_types::CertificateDer;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A connection to a peer, after the handshake.
+#[derive(Debug, Clone)]
+pub struct PeerConn {
+    /// The QUIC connection.
+    pub conn: quinn::Connection,
+    /// Peer department (from its certificate).
+    pub dept: String,
+    timeout: std::time::Duration,
+}
+
+impl PeerConn {
+    /// Opens a request stream.
+    pub async fn stream(&self) -> Result<Framed> {
+        let (send, recv) = self.conn.open_bi().await.map_err(|e| NodeError::Peer {
+            peer: self.dept.clone(),
+            message: format!("cannot open a stream: {e}"),
+        })?;
+        Ok(Framed::new(send, recv, &self.dept, self.timeout))
+    }
+
+    /// Closes the connection (normal end).
+    pub fn close(&self) {
+        self.conn
+            .close(quinn::VarInt::from_u32(CLOSE_DONE), b"done");
+    }
+}
+
+pub(super) fn peer_cert(conn: &quinn::Connection) -> Option<CertificateDer<'static>> {
+    conn.peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?
+        .into_iter()
+        .next()
+}
+
+impl Net {
+    /// Connects to `dept` and performs the handshake (audit witnessing both
+    /// ways); the outcome is recorded as the peer's last contact.
+    pub async fn connect<H: Host>(&self, host: &Arc<H>, dept: &str) -> Result<PeerConn> {
+        let result = self.connect_inner(host, dept).await;
+        let note = result.as_ref().err().map(|e| e.to_string());
+        let d = dept.to_string();
+        on_pool(host, move |h| h.peer_contact(&d, note)).await?;
+        result
+    }
+
+    async fn connect_inner<H: Host>(&self, host: &Arc<H>, dept: &str) -> Result<PeerConn> {
+        let d = dept.to_string();
+        let addr = on_pool(host, move |h| h.peer_address(&d)).await??;
+        let name = crate::pki::dns_name(dept, &self.network);
+        let conn = self
+            .endpoint
+            .connect(addr, &name)
+            .map_err(|e| NodeError::Network(format!("cannot connect to {dept} at {addr}: {e}")))?
+            .await
+            .map_err(|e| NodeError::Network(format!("connecting to {dept} at {addr}: {e}")))?;
+        let cert = peer_cert(&conn).ok_or_else(|| NodeError::Peer {
+            peer: dept.to_string(),
+            message: "no certificate".into(),
+        })?;
+        let der = cert.to_vec();
+        let info = on_pool(host, move |h| h.check_cert(&der)).await??;
+        if info.dept != dept {
+            conn.close(
+                quinn::VarInt::from_u32(CLOSE_WRONG_DEPT),
+                b"wrong department",
+            );
+            return Err(NodeError::Peer {
+                peer: dept.to_string(),
+                message: format!("answered with the certificate of {}", info.dept),
+            });
+        }
+        let peer = Peer {
+            dept: dept.to_string(),
+            identity: info.identity,
+            remote: addr,
+        };
+        let (send, recv) = conn.open_bi().await.map_err(|e| NodeError::Peer {
+            peer: dept.to_string(),
+            message: format!("the peer refused the connection: {e}"),
+        })?;
+        let mut s = Framed::new(send, recv, dept, self.timeouts.read);
+        let local = on_pool(host, |h| h.local_hello()).await??;
+        let hs = Handshake::client(Instant::now(), self.timeouts.handshake, local, dept);
+        if let Err(f) = handshake::run(host, &mut s, hs, &peer).await {
+            conn.close(
+                quinn::VarInt::from_u32(CLOSE_HANDSHAKE_FAILED),
+                b"handshake failed",
+            );
+            return Err(f.into_error(dept));
+        }
+        self.registry.register(dept, cert, &conn);
+        Ok(PeerConn {
+            conn,
+            dept: dept.to_string(),
+            timeout: self.timeouts.read,
+        })
+    }
+
+    /// One request and its reply on a fresh connection (handshake included).
+    pub async fn request<H: Host>(
+        &self,
+        host: &Arc<H>,
+        dept: &str,
+        request: Message,
+    ) -> Result<Message> {
+        let pc = self.connect(host, dept).await?;
+        let mut s = pc.stream().await?;
+        s.send(&request).await?;
+        let reply = s.recv().await.map_err(|e| NodeError::Peer {
+            peer: dept.to_string(),
+            message: e.to_string(),
+        });
+        s.finish().await;
+        pc.close();
+        reply
+    }
+}

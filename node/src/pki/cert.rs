@@ -1,0 +1,211 @@
+//! Node certificates: the department and network names they carry, parsing
+//! them, and checking them against the network CA and CRL with webpki (the
+//! same verifier TLS uses, so a document signature and a connection are
+//! judged alike).
+
+use crate::error::{NodeError, Result};
+use pdx_crypto::VerifyingKey;
+use rustls::RootCertStore;
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use std::sync::Arc;
+
+/// Prefix of the department SAN URI.
+pub const DEPT_URI_PREFIX: &str = "urn:pdx:dept:";
+
+/// Checks a department code: letters, digits, `-`, `.`; 1-64 characters; no
+/// leading/trailing or doubled separators (it becomes a DNS label).
+pub fn validate_dept(code: &str) -> Result<()> {
+    let ok = !code.is_empty()
+        && code.len() <= 63
+        && code
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && !code.starts_with(['-', '.'])
+        && !code.ends_with(['-', '.'])
+        && !code.contains("..")
+        && !code.contains(".-")
+        && !code.contains("-.");
+    if ok {
+        Ok(())
+    } else {
+        Err(NodeError::Invalid(format!(
+            "invalid department code {code:?}: use letters, digits, '-' and '.' (e.g. the 6-digit admdvs code 440000)"
+        )))
+    }
+}
+
+/// Checks a network name (a DNS label).
+pub fn validate_network(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(NodeError::Invalid(format!(
+            "invalid network name {name:?}: use lower-case letters, digits and '-'"
+        )))
+    }
+}
+
+/// The DNS name in a node's certificate: `<dept>.<network>.pdx` (lower case).
+pub fn dns_name(dept: &str, network: &str) -> String {
+    format!("{}.{network}.pdx", dept.to_ascii_lowercase())
+}
+
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn roots(ca: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    for c in ca {
+        roots
+            .add(c.clone())
+            .map_err(|e| NodeError::Tls(format!("CA certificate: {e}")))?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// webpki client-certificate verifier for `ca` with `crls` (fail closed).
+pub fn webpki_client_verifier(
+    ca: &[CertificateDer<'static>],
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<Arc<dyn ClientCertVerifier>> {
+    let check_crls = !crls.is_empty();
+    let mut b = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider()).with_crls(crls);
+    if check_crls {
+        b = b.enforce_revocation_expiration();
+    } else {
+        // Offline verification of old signatures (regulator tools): chain only.
+        b = b.allow_unknown_revocation_status();
+    }
+    b.build()
+        .map_err(|e| NodeError::Tls(format!("client verifier: {e}")))
+}
+
+pub(crate) fn webpki_server_verifier(
+    ca: &[CertificateDer<'static>],
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<Arc<WebPkiServerVerifier>> {
+    WebPkiServerVerifier::builder_with_provider(roots(ca)?, provider())
+        .with_crls(crls)
+        .enforce_revocation_expiration()
+        .build()
+        .map_err(|e| NodeError::Tls(format!("server verifier: {e}")))
+}
+
+/// What pdx reads from a node certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertInfo {
+    /// Department from the SAN URI.
+    pub dept: String,
+    /// The Ed25519 identity key.
+    pub identity: VerifyingKey,
+    /// Serial (hex).
+    pub serial: String,
+    /// Subject common name.
+    pub name: String,
+}
+
+const OID_ED25519: &str = "1.3.101.112";
+
+/// Parses a node certificate: exactly one `urn:pdx:dept:` SAN URI with a valid
+/// code, and an Ed25519 key. Does not check the chain (see [`CertChecker`]).
+pub fn parse_node_cert(der: &[u8]) -> Result<CertInfo> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| NodeError::Pki(format!("unparsable certificate: {e}")))?;
+    let mut depts = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::URI(uri) = name
+                && let Some(code) = uri.strip_prefix(DEPT_URI_PREFIX)
+            {
+                depts.push(code.to_string());
+            }
+        }
+    }
+    let dept = match depts.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return Err(NodeError::Pki(
+                "certificate has no department SAN URI (urn:pdx:dept:CODE)".into(),
+            ));
+        }
+        _ => {
+            return Err(NodeError::Pki(
+                "certificate names more than one department".into(),
+            ));
+        }
+    };
+    validate_dept(&dept).map_err(|e| NodeError::Pki(format!("certificate department: {e}")))?;
+    let spki = cert.public_key();
+    if spki.algorithm.algorithm.to_id_string() != OID_ED25519 {
+        return Err(NodeError::Pki(format!(
+            "certificate key algorithm {} is not Ed25519",
+            spki.algorithm.algorithm.to_id_string()
+        )));
+    }
+    let identity = VerifyingKey::from_slice(&spki.subject_public_key.data)?;
+    let name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    Ok(CertInfo {
+        dept,
+        identity,
+        serial: hex::encode(cert.raw_serial()),
+        name,
+    })
+}
+
+/// Validates node certificates against the network CA (and, when given, a CRL).
+#[derive(Debug, Clone)]
+pub struct CertChecker {
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl CertChecker {
+    /// A checker for `ca`; with `crls`, revoked certificates are refused.
+    pub fn new(
+        ca: &[CertificateDer<'static>],
+        crls: Vec<CertificateRevocationListDer<'static>>,
+    ) -> Result<Self> {
+        Ok(CertChecker {
+            verifier: webpki_client_verifier(ca, crls)?,
+        })
+    }
+
+    /// Validates `der` (chain, validity at `at`, revocation) and parses it.
+    pub fn check_at(&self, der: &[u8], at: UnixTime) -> Result<CertInfo> {
+        let cert = CertificateDer::from(der.to_vec());
+        self.verifier
+            .verify_client_cert(&cert, &[], at)
+            .map_err(|e| NodeError::Pki(format!("certificate not trusted: {e}")))?;
+        parse_node_cert(der)
+    }
+
+    /// Validates `der` now.
+    pub fn check(&self, der: &[u8]) -> Result<CertInfo> {
+        self.check_at(der, UnixTime::now())
+    }
+}
+
+impl pdx_audit::verify::CertificateCheck for CertChecker {
+    fn check(&self, der: &[u8]) -> std::result::Result<(String, VerifyingKey), String> {
+        CertChecker::check(self, der)
+            .map(|i| (i.dept, i.identity))
+            .map_err(|e| e.to_string())
+    }
+}

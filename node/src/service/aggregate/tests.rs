@@ -1,0 +1,315 @@
+//! Aggregate documents end to end with a real CA, without a node.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+use super::*;
+use crate::pki;
+use pdx_crypto::SigningKey;
+use pdx_schemas::types::units_to_decimal;
+use rustls::pki_types::pem::PemObject;
+use std::path::Path;
+
+struct Party {
+    dept: String,
+    key: SigningKey,
+    cert: Vec<u8>,
+}
+
+fn party(ca: &Path, dept: &str) -> Party {
+    let out = ca.join(dept);
+    pki::ca_issue(ca, dept, dept, &out).unwrap();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_file(out.join("node.key")).unwrap();
+    let cert = rustls::pki_types::CertificateDer::from_pem_file(out.join("node.crt")).unwrap();
+    Party {
+        dept: dept.into(),
+        key: SigningKey::from_pkcs8(key.secret_pkcs8_der()).unwrap(),
+        cert: cert.to_vec(),
+    }
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    checker: CertChecker,
+    holder: Party,
+    agg: Party,
+    provinces: Vec<Party>,
+    sk: HeSecretKey,
+    query: QueryBody,
+    query_doc: Certified,
+}
+
+fn world(k: u32) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    pki::ca_init(&ca, "unit").unwrap();
+    let checker = CertChecker::new(&pki::read_certs(&ca.join("ca.crt")).unwrap(), vec![]).unwrap();
+    let holder = party(&ca, "100200");
+    let agg = party(&ca, "100000");
+    let provinces: Vec<Party> = ["440000", "110000", "310000", "320000"]
+        .iter()
+        .map(|d| party(&ca, d))
+        .collect();
+    let (sk, pk) = he::keygen();
+    let query = QueryBody {
+        version: 1,
+        query_id: "q1".into(),
+        key_holder: holder.dept.clone(),
+        aggregator: agg.dept.clone(),
+        schema: "s".into(),
+        values: vec!["amount".into()],
+        scales: vec![2],
+        group_by: vec![GroupBy {
+            field: "diag".into(),
+            by: "icd10-category".into(),
+        }],
+        categories: vec!["A00".into(), "J18".into()],
+        k,
+        contributors: provinces.iter().map(|p| p.dept.clone()).collect(),
+        deadline_ms: u64::MAX,
+        created_ms: 0,
+        scheme: he::SCHEME_ID.into(),
+        public_key: he::words_to_bytes(&pk.to_words()),
+    };
+    let query_doc = Certified::sign_with(
+        &holder.key,
+        holder.cert.clone(),
+        SignatureDomain::HeQuery,
+        &query,
+    )
+    .unwrap();
+    World {
+        _dir: dir,
+        checker,
+        holder,
+        agg,
+        provinces,
+        sk,
+        query,
+        query_doc,
+    }
+}
+
+fn plain(w: &World, seed: u64) -> PlainSums {
+    let cats = w.query.categories.len() + 1;
+    PlainSums {
+        sums: (0..cats as u64)
+            .map(|c| vec![u64::MAX - seed * 7919 - c])
+            .collect(),
+        counts: (0..cats as u64).map(|c| (1 << 32) - 1 - seed - c).collect(),
+        records: 0,
+    }
+}
+
+fn contribution(w: &World, who: &Party, p: &PlainSums) -> Certified {
+    let list = he::encrypt(&w.query.public_key().unwrap(), &limbs(&w.query, p)).unwrap();
+    let body = ContributionBody {
+        version: 1,
+        query_id: w.query.query_id.clone(),
+        query_digest: w.query_doc.digest(),
+        contributor: who.dept.clone(),
+        dataset_digest: Digest([0; 32]),
+        records: 10,
+        created_ms: 0,
+        slots: w.query.slots() as u64,
+        ciphertext: he::words_to_bytes(list.words()),
+    };
+    Certified::sign_with(
+        &who.key,
+        who.cert.clone(),
+        SignatureDomain::HeContribution,
+        &body,
+    )
+    .unwrap()
+}
+
+fn aggregate_of(w: &World, docs: &[&Certified], list: &HeList) -> Certified {
+    let contributions = docs
+        .iter()
+        .map(|d| {
+            let (c, _) =
+                check_contribution(&w.checker, &w.query, &w.query_doc.digest(), d).unwrap();
+            ContributionRef {
+                dept: c.contributor,
+                digest: d.digest(),
+                records: c.records,
+            }
+        })
+        .collect();
+    let body = AggregateBody {
+        version: 1,
+        query_id: w.query.query_id.clone(),
+        query_digest: w.query_doc.digest(),
+        aggregator: w.agg.dept.clone(),
+        contributions,
+        created_ms: 0,
+        slots: list.slots() as u64,
+        ciphertext: he::words_to_bytes(list.words()),
+    };
+    Certified::sign_with(
+        &w.agg.key,
+        w.agg.cert.clone(),
+        SignatureDomain::HeAggregate,
+        &body,
+    )
+    .unwrap()
+}
+
+fn sum_of(w: &World, docs: &[&Certified]) -> HeList {
+    let mut s: Option<HeList> = None;
+    for d in docs {
+        let (_, l) = check_contribution(&w.checker, &w.query, &w.query_doc.digest(), d).unwrap();
+        s = Some(accumulate(s, &l).unwrap());
+    }
+    s.unwrap()
+}
+
+#[test]
+fn maximal_sums_and_counts_decrypt_exactly_through_the_documents() {
+    let w = world(3);
+    assert_eq!(check_query(&w.checker, &w.query_doc).unwrap(), w.query);
+    let plains: Vec<PlainSums> = (0..4).map(|i| plain(&w, i)).collect();
+    let docs: Vec<Certified> = w
+        .provinces
+        .iter()
+        .zip(&plains)
+        .map(|(p, x)| contribution(&w, p, x))
+        .collect();
+    let refs: Vec<&Certified> = docs.iter().collect();
+    let list = sum_of(&w, &refs);
+    let agg = aggregate_of(&w, &refs, &list);
+    let (_, checked) = check_aggregate(&w.checker, &w.query, &w.query_doc.digest(), &agg).unwrap();
+    let totals = totals(&w.query, &he::decrypt(&w.sk, &checked));
+    assert_eq!(totals.len(), 3);
+    for (c, t) in totals.iter().enumerate() {
+        let want_sum: u128 = plains.iter().map(|p| u128::from(p.sums[c][0])).sum();
+        let want_count: u64 = plains.iter().map(|p| p.counts[c]).sum::<u64>();
+        assert_eq!(
+            t.sums[0],
+            units_to_decimal(want_sum as i128, 2),
+            "category {c}: limb carries"
+        );
+        assert_eq!(t.count, want_count);
+    }
+    assert_eq!(totals[2].category, OTHER);
+    // Anyone with the contributions recomputes the same aggregate.
+    let bundle = QueryBundle {
+        query: w.query_doc.clone(),
+        aggregate: agg,
+        contributions: docs.clone(),
+    };
+    assert_eq!(
+        verify_bundle(&w.checker, &bundle).unwrap().verdict,
+        SumVerdict::Ok
+    );
+}
+
+#[test]
+fn an_aggregate_of_fewer_than_k_contributors_is_refused() {
+    let w = world(3);
+    let docs: Vec<Certified> = w.provinces[..2]
+        .iter()
+        .map(|p| contribution(&w, p, &plain(&w, 1)))
+        .collect();
+    let refs: Vec<&Certified> = docs.iter().collect();
+    let agg = aggregate_of(&w, &refs, &sum_of(&w, &refs));
+    let err = check_aggregate(&w.checker, &w.query, &w.query_doc.digest(), &agg).unwrap_err();
+    assert!(err.to_string().contains("at least k = 3"), "{err}");
+}
+
+#[test]
+fn forged_tampered_and_misaddressed_contributions_are_refused() {
+    let w = world(3);
+    let good = contribution(&w, &w.provinces[0], &plain(&w, 1));
+    let qd = w.query_doc.digest();
+    assert!(check_contribution(&w.checker, &w.query, &qd, &good).is_ok());
+    // One flipped ciphertext bit breaks the signature.
+    let mut tampered = good.clone();
+    let n = tampered.signed.body.len();
+    tampered.signed.body[n - 9] ^= 1;
+    assert!(check_contribution(&w.checker, &w.query, &qd, &tampered).is_err());
+    // Signed by one province, claiming to be another.
+    let mut forged = good.clone();
+    forged.certificate = w.provinces[1].cert.clone();
+    assert!(check_contribution(&w.checker, &w.query, &qd, &forged).is_err());
+    // A department outside the allowed list (the key holder itself).
+    let outsider = contribution(&w, &w.holder, &plain(&w, 1));
+    let err = check_contribution(&w.checker, &w.query, &qd, &outsider).unwrap_err();
+    assert!(
+        err.to_string().contains("not an allowed contributor"),
+        "{err}"
+    );
+    // For another query.
+    assert!(check_contribution(&w.checker, &w.query, &Digest([1; 32]), &good).is_err());
+}
+
+#[test]
+fn wrong_size_and_wrong_parameter_lists_are_refused() {
+    let w = world(3);
+    let qd = w.query_doc.digest();
+    let mut body: ContributionBody = contribution(&w, &w.provinces[0], &plain(&w, 1))
+        .signed
+        .dangerous_decode_unverified("c")
+        .unwrap();
+    let sign = |b: &ContributionBody| {
+        Certified::sign_with(
+            &w.provinces[0].key,
+            w.provinces[0].cert.clone(),
+            SignatureDomain::HeContribution,
+            b,
+        )
+        .unwrap()
+    };
+    // Short by one word.
+    body.ciphertext.truncate(body.ciphertext.len() - 8);
+    let err = check_contribution(&w.checker, &w.query, &qd, &sign(&body)).unwrap_err();
+    assert!(err.to_string().contains("bytes"), "{err}");
+    // A list for another layout (one slot more).
+    body.slots += 1;
+    body.ciphertext = vec![0; he::list_bytes(body.slots as usize)];
+    let err = check_contribution(&w.checker, &w.query, &qd, &sign(&body)).unwrap_err();
+    assert!(err.to_string().contains("slots"), "{err}");
+    // A query under other parameters is refused before anything is added.
+    let mut q = w.query.clone();
+    q.scheme = "pdx-he/1 other-parameters".into();
+    let doc = Certified::sign_with(
+        &w.holder.key,
+        w.holder.cert.clone(),
+        SignatureDomain::HeQuery,
+        &q,
+    )
+    .unwrap();
+    assert!(check_query(&w.checker, &doc).is_err());
+    q.scheme = he::SCHEME_ID.into();
+    q.public_key.truncate(64);
+    let doc = Certified::sign_with(
+        &w.holder.key,
+        w.holder.cert.clone(),
+        SignatureDomain::HeQuery,
+        &q,
+    )
+    .unwrap();
+    assert!(check_query(&w.checker, &doc).is_err());
+}
+
+#[test]
+fn a_single_contribution_passed_off_as_the_sum_is_detected() {
+    let w = world(3);
+    let docs: Vec<Certified> = w
+        .provinces
+        .iter()
+        .take(3)
+        .map(|p| contribution(&w, p, &plain(&w, 2)))
+        .collect();
+    let refs: Vec<&Certified> = docs.iter().collect();
+    let (_, one) =
+        check_contribution(&w.checker, &w.query, &w.query_doc.digest(), &docs[0]).unwrap();
+    let cheat = aggregate_of(&w, &refs, &one);
+    // The key holder cannot tell (sizes and signature are fine)...
+    assert!(check_aggregate(&w.checker, &w.query, &w.query_doc.digest(), &cheat).is_ok());
+    // ...but recomputation from the contributions can.
+    let bundle = QueryBundle {
+        query: w.query_doc.clone(),
+        aggregate: cheat,
+        contributions: docs,
+    };
+    let v = verify_bundle(&w.checker, &bundle).unwrap();
+    assert_eq!(v.verdict, SumVerdict::Mismatch, "{v:?}");
+}

@@ -1,0 +1,355 @@
+//! The service layer: what a node does, each module owning its column
+//! families (`store` names the families; `docs/design.md` the bytes).
+//!
+//! - [`datasets`]: import and rows at rest; [`release`]: producing, storing
+//!   and reading releases; [`grants`]; [`preview`];
+//! - [`directory`]: peers and key documents; [`witnessing`]: the node's side
+//!   of the handshake; [`transfers`]: fetch, forward and serving them;
+//! - [`documents`] and [`submissions`]: certified documents pushed with
+//!   `Submit`; [`aggregate`]: homomorphic aggregates; [`settle`]: settlement
+//!   confirmations and clearing;
+//! - [`audit`]: the audit commands and node status.
+//!
+//! Every function here is synchronous and may block. [`Services`] is what the
+//! network driver talks to ([`Host`], [`Handler`]); its async glue runs every
+//! storage call through [`blocking`], so no tokio worker ever waits on
+//! RocksDB, an fsync or heavy crypto.
+
+pub mod aggregate;
+pub mod audit;
+pub mod datasets;
+pub mod directory;
+pub mod documents;
+pub mod grants;
+pub mod preview;
+pub mod release;
+pub mod settle;
+pub mod submissions;
+pub mod transfers;
+pub mod witnessing;
+
+use crate::error::{NodeError, Result};
+use crate::net::{Framed, Handler, Host, Net, Peer, Refusal, Stage};
+use crate::node::{NODE_OPERATOR, Node};
+use crate::pki::CertInfo;
+use crate::proto::handshake::{LocalHello, PeerHello, ProofRequest};
+use crate::proto::msg::{
+    CatalogEntry, CatalogResponse, ErrorCode, KeyDirResponse, Message, ReleaseRequest,
+};
+use crate::proto::transfer::Failure;
+use pdx_audit::EventKind;
+use pdx_audit::checkpoint::{SignedCheckpoint, SignedCosignature};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Runs blocking work (store access, fsyncs, crypto) on tokio's blocking pool.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NodeError::Invalid(format!("task failed: {e}")))?
+}
+
+/// Where a signed document went: written to a file, or sent and accepted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispatch {
+    /// File written (`--out`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<String>,
+    /// Department it was sent to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent: Option<String>,
+    /// Digest the recipient acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<String>,
+    /// The recipient's note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A node with its network endpoint: what commands and peers are served by.
+pub struct Services {
+    /// The node.
+    pub node: Arc<Node>,
+    /// Its endpoint.
+    pub net: Arc<Net>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("dept", &self.node.config.dept)
+            .finish()
+    }
+}
+
+/// Opens a node home and makes sure its own key documents are published.
+pub fn open_node(
+    home: &crate::config::Home,
+    passphrase: Option<crate::keys::Passphrase>,
+) -> Result<Node> {
+    let node = Node::open(home, passphrase)?;
+    directory::publish_own_key_documents(&node)?;
+    Ok(node)
+}
+
+impl Services {
+    /// Services over `node`: listening on its configured address (`serve`),
+    /// or dial-only (a command run without a running node).
+    pub fn new(node: Arc<Node>, listen: bool) -> Result<Arc<Services>> {
+        let addr: SocketAddr = node.config.listen.parse().map_err(|e| {
+            NodeError::Invalid(format!("listen address {}: {e}", node.config.listen))
+        })?;
+        let tls = {
+            let keys = node.keys()?;
+            let certs = vec![node.cert.clone()];
+            crate::net::TlsConfigs {
+                server: if listen {
+                    Some(crate::pki::tls::server_config(
+                        &node.trust,
+                        certs.clone(),
+                        keys.identity.pkcs8_der(),
+                    )?)
+                } else {
+                    None
+                },
+                client: crate::pki::tls::client_config(
+                    &node.trust,
+                    certs,
+                    keys.identity.pkcs8_der(),
+                )?,
+            }
+        };
+        let read = std::time::Duration::from_secs(u64::from(
+            node.config.transfer.read_timeout_secs.max(1),
+        ));
+        let timeouts = crate::net::Timeouts {
+            read,
+            handshake: read.min(std::time::Duration::from_secs(
+                crate::config::HANDSHAKE_TIMEOUT_SECS,
+            )),
+        };
+        let net = Net::new(&node.config.dept, &node.config.network, addr, tls, timeouts)?;
+        Ok(Arc::new(Services { node, net }))
+    }
+
+    /// Re-checks live connections after a CRL update; closes and audits
+    /// those whose certificate is no longer accepted.
+    pub async fn recheck_connections(self: &Arc<Self>) -> Result<usize> {
+        let node = self.node.clone();
+        let closed = self.net.recheck_connections(move |cert| {
+            node.check_cert(cert).map(|_| ()).map_err(|e| e.to_string())
+        });
+        let n = closed.len();
+        let svc = self.clone();
+        blocking(move || {
+            for c in closed {
+                svc.audit_refusal(Refusal {
+                    stage: Stage::Revoked,
+                    peer: Some(c.dept),
+                    remote: None,
+                    code: None,
+                    reason: format!("live connection closed after CRL update: {}", c.reason),
+                })?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(n)
+    }
+
+    fn audit_refusal(&self, r: Refusal) -> Result<()> {
+        let mut d = self.node.draft(EventKind::RefusedRequest, NODE_OPERATOR);
+        d.counterparty = r.peer.clone();
+        let from = r.remote.map(|a| format!(" from {a}")).unwrap_or_default();
+        d.detail = Some(match (r.stage, r.code) {
+            (Stage::Tls, _) => format!("connection{from} refused: {}", r.reason),
+            (Stage::Certificate, _) => format!("connection{from} refused: {}", r.reason),
+            (_, Some(code)) => format!("{code:?}: {}", r.reason),
+            (_, None) => r.reason.clone(),
+        });
+        self.node.log(d)?;
+        Ok(())
+    }
+
+    /// Refuses a request on its stream: audited, answered with `code`.
+    pub(crate) async fn refuse_request(
+        self: &Arc<Self>,
+        s: &mut Framed,
+        peer: &Peer,
+        req: Option<&ReleaseRequest>,
+        code: ErrorCode,
+        why: &str,
+    ) -> Result<()> {
+        let node = self.node.clone();
+        let (p, r, w) = (peer.dept.clone(), req.cloned(), why.to_string());
+        blocking(move || {
+            let mut d = node.draft(EventKind::RefusedRequest, NODE_OPERATOR);
+            d.counterparty = Some(p);
+            if let Some(r) = r {
+                d.subject.dataset = Some(r.dataset.clone());
+                d.agreement = r.agreement.clone();
+                d.purpose = Some(r.purpose.clone());
+            }
+            d.detail = Some(format!("{code:?}: {w}"));
+            node.log(d).map(|_| ())
+        })
+        .await?;
+        s.refuse(code, why).await;
+        Err(NodeError::Refused(format!("{}: {why}", peer.dept)))
+    }
+
+    async fn route(self: &Arc<Self>, peer: &Peer, first: Message, s: &mut Framed) -> Result<()> {
+        match first {
+            Message::CatalogRequest(_) => {
+                let node = self.node.clone();
+                let p = peer.dept.clone();
+                let entries = blocking(move || catalog_for(&node, &p)).await?;
+                s.send(&Message::CatalogResponse(CatalogResponse { entries }))
+                    .await?;
+                s.finish().await;
+                Ok(())
+            }
+            Message::KeyDirRequest(r) => {
+                let node = self.node.clone();
+                let documents =
+                    blocking(move || directory::all_key_documents(&node, &r.depts)).await?;
+                s.send(&Message::KeyDirResponse(KeyDirResponse { documents }))
+                    .await?;
+                s.finish().await;
+                Ok(())
+            }
+            Message::ReleaseRequest(r) => self.serve_release(s, peer, r, None).await,
+            Message::Resume(r) => self.serve_resume(s, peer, r).await,
+            Message::Offer(o) => self.receive_offer(s, peer, *o).await,
+            Message::Submit(sub) => {
+                let node = self.node.clone();
+                let p = peer.dept.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    submissions::accept(&node, &p, &sub.kind, &sub.document)
+                })
+                .await
+                .map_err(|e| NodeError::Invalid(e.to_string()))?;
+                match result {
+                    Ok(a) => {
+                        s.send(&Message::Accepted(a)).await?;
+                        s.finish().await;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.refuse_request(s, peer, None, ErrorCode::BadRequest, &e.to_string())
+                            .await
+                    }
+                }
+            }
+            other => {
+                let why = format!("unexpected {:?} to open a request", other.msg_type());
+                self.refuse_request(s, peer, None, ErrorCode::BadRequest, &why)
+                    .await
+            }
+        }
+    }
+}
+
+/// The datasets and profiles `peer` is granted, now.
+pub fn catalog_for(node: &Node, peer: &str) -> Result<Vec<CatalogEntry>> {
+    let now = pdx_audit::store::now_ms();
+    let mut out = Vec::new();
+    for g in grants::list(node)? {
+        if g.to != peer || g.revoked_ms.is_some() || g.expires_ms.is_some_and(|e| e <= now) {
+            continue;
+        }
+        let Ok(meta) = datasets::meta(node, &g.dataset) else {
+            continue;
+        };
+        let schema = meta.schema()?;
+        out.push(CatalogEntry {
+            dataset: g.dataset.clone(),
+            title: meta.title.clone(),
+            profile: g.profile.clone(),
+            purpose: g.purpose.clone(),
+            agreement: g.agreement.clone(),
+            expires_ms: g.expires_ms,
+            records: meta.rows,
+            grade: format!("{:?}", schema.dataset.grade).to_lowercase(),
+            sharing: format!("{:?}", schema.dataset.sharing).to_lowercase(),
+        });
+    }
+    Ok(out)
+}
+
+impl Host for Services {
+    type Witnessing = witnessing::Pending;
+
+    fn local_hello(&self) -> Result<LocalHello> {
+        witnessing::local_hello(&self.node)
+    }
+
+    fn check_cert(&self, der: &[u8]) -> Result<CertInfo> {
+        self.node.check_cert(der)
+    }
+
+    fn peer_address(&self, dept: &str) -> Result<SocketAddr> {
+        let peer = directory::peer(&self.node, dept)?;
+        peer.addr
+            .parse()
+            .map_err(|e| NodeError::Invalid(format!("peer {dept} address {}: {e}", peer.addr)))
+    }
+
+    fn check_peer(
+        &self,
+        peer: &Peer,
+        hello: PeerHello,
+    ) -> std::result::Result<(ProofRequest, witnessing::Pending), Failure> {
+        witnessing::check_peer(&self.node, peer, hello)
+    }
+
+    fn prove(
+        &self,
+        from: u64,
+        to: u64,
+        sent: &SignedCheckpoint,
+    ) -> Option<Vec<serde_bytes::ByteBuf>> {
+        witnessing::prove(&self.node, from, to, sent)
+    }
+
+    fn witness(
+        &self,
+        _peer: &Peer,
+        w: witnessing::Pending,
+        proof: Option<Vec<serde_bytes::ByteBuf>>,
+    ) -> Result<std::result::Result<SignedCosignature, String>> {
+        witnessing::witness(&self.node, w, proof)
+    }
+
+    fn store_cosignature(
+        &self,
+        peer: &Peer,
+        sent: &SignedCheckpoint,
+        cosignature: std::result::Result<SignedCosignature, String>,
+    ) -> Result<()> {
+        witnessing::store_cosignature(&self.node, peer, sent, cosignature)
+    }
+
+    fn peer_contact(&self, dept: &str, error: Option<String>) {
+        if let Err(e) = directory::peer_contact(&self.node, dept, error) {
+            tracing::warn!(peer = dept, "cannot record the contact: {e}");
+        }
+    }
+
+    fn refused(&self, refusal: Refusal) {
+        if let Err(e) = self.audit_refusal(refusal) {
+            tracing::error!("cannot audit a refusal: {e}");
+        }
+    }
+}
+
+impl Handler for Services {
+    async fn request(self: Arc<Self>, peer: Peer, first: Message, mut stream: Framed) {
+        if let Err(e) = self.route(&peer, first, &mut stream).await {
+            tracing::info!(peer = %peer.dept, "request failed: {e}");
+        }
+    }
+}

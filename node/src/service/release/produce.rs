@@ -1,0 +1,398 @@
+//! The outgoing side: producing a release from a dataset (rules,
+//! de-identification, sealing, chunking, the signed manifest) and reading its
+//! chunks back for sending.
+
+use super::{Delivery, OutRelease, out_key, release_hex};
+use crate::error::{NodeError, Result};
+use crate::node::Node;
+use crate::progress::{Progress, Unit};
+use crate::proto::msg::{ChunkInfo, Manifest, ManifestBody, ManifestField, transfer_digest};
+use crate::records::ChunkBuilder;
+use crate::service::datasets::{self, DatasetMeta};
+use crate::store::{self, CF_OUT_CHUNKS, CF_OUT_RELEASES, chunk_key};
+use pdx_audit::store::now_ms;
+use pdx_audit::{EventKind, Subject};
+use pdx_crypto::atrest::ObjectKey;
+use pdx_crypto::envelope::{Recipient, ReleaseContext, Sealer};
+use pdx_crypto::wire::Signed;
+use pdx_crypto::{Digest, SignatureDomain};
+use pdx_schemas::RuleViolation;
+use pdx_schemas::engine::{Engine, FieldSealer, OutValue, RecordSink};
+use pdx_schemas::rules::check_external_release;
+use rocksdb::WriteBatch;
+use std::collections::HashMap;
+
+/// What to release.
+#[derive(Clone, Debug)]
+pub struct ReleaseSpec {
+    /// Dataset.
+    pub dataset: String,
+    /// Profile.
+    pub profile: String,
+    /// Agreement (pseudonym keys derive from it).
+    pub agreement: Option<String>,
+    /// Purpose.
+    pub purpose: String,
+    /// Receiving department.
+    pub recipient: String,
+    /// Operator (or `node` when serving a peer).
+    pub operator: String,
+}
+
+struct EnvelopeSealer<'a>(&'a Sealer);
+
+impl FieldSealer for EnvelopeSealer<'_> {
+    fn seal(
+        &mut self,
+        recipient: usize,
+        record: u64,
+        field_index: u32,
+        field_name: &str,
+        value: &[u8],
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<(), String> {
+        self.0
+            .seal_field(recipient, record, field_index, field_name, value, out)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Splits released records into chunks per recipient (so a relay can forward
+/// each recipient its own chunks) and stores them sealed.
+struct Chunker<'n> {
+    node: &'n Node,
+    key: ObjectKey,
+    release_id: Vec<u8>,
+    recipients: Vec<String>,
+    open: HashMap<Option<usize>, ChunkBuilder>,
+    chunks: Vec<ChunkInfo>,
+    batch: WriteBatch,
+    max_records: u64,
+    max_bytes: usize,
+    records: u64,
+    progress: &'n dyn Progress,
+}
+
+impl Chunker<'_> {
+    fn close(&mut self, part: Option<usize>) -> Result<()> {
+        let Some(builder) = self.open.remove(&part) else {
+            return Ok(());
+        };
+        if builder.is_empty() {
+            return Ok(());
+        }
+        let count = builder.count();
+        let bytes = builder.finish();
+        let index = u32::try_from(self.chunks.len())
+            .map_err(|_| NodeError::Invalid("more than 2^32 chunks".into()))?;
+        self.chunks.push(ChunkInfo {
+            digest: Digest::of(&bytes),
+            records: count,
+            recipient: part.and_then(|i| self.recipients.get(i).cloned()),
+        });
+        let sealed = self.key.seal_block(u64::from(index), &bytes)?;
+        self.batch.put_cf(
+            self.node.store.cf(CF_OUT_CHUNKS)?,
+            chunk_key(&self.release_id, index),
+            sealed,
+        );
+        if self.chunks.len().is_multiple_of(8) {
+            self.node
+                .store
+                .write_nosync(std::mem::take(&mut self.batch))?;
+        }
+        Ok(())
+    }
+}
+
+impl RecordSink for Chunker<'_> {
+    fn record(&mut self, index: u64, values: &[OutValue<'_>]) -> std::result::Result<(), String> {
+        let part = values.iter().find_map(|v| match v {
+            OutValue::Sealed { recipient, .. } => Some(*recipient),
+            _ => None,
+        });
+        let b = self.open.entry(part).or_default();
+        b.push(index, values);
+        let full = b.count() >= self.max_records || b.len() >= self.max_bytes;
+        self.records += 1;
+        if self.records.is_multiple_of(8192) {
+            self.progress.set(self.records);
+        }
+        if full {
+            self.close(part).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+fn rule_error(e: pdx_schemas::engine::EmitError) -> NodeError {
+    match e {
+        pdx_schemas::engine::EmitError::Rule(v) => NodeError::Rule(v),
+        other => NodeError::Invalid(other.to_string()),
+    }
+}
+
+/// Finds a stored release made from the same dataset version for the same
+/// recipient, profile, agreement and purpose (re-fetch is idempotent).
+fn existing_release(
+    node: &Node,
+    spec: &ReleaseSpec,
+    meta: &DatasetMeta,
+) -> Result<Option<OutRelease>> {
+    Ok(node
+        .store
+        .scan::<OutRelease>(CF_OUT_RELEASES, b"")?
+        .into_iter()
+        .map(|(_, r)| r)
+        .find(|r| {
+            r.dataset == spec.dataset
+                && r.generation == meta.generation
+                && r.profile == spec.profile
+                && r.agreement == spec.agreement
+                && r.purpose == spec.purpose
+                && r.recipient == spec.recipient
+        }))
+}
+
+/// Produces (or finds) the release `spec` describes. Every rule is checked;
+/// the release is audited.
+pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Result<OutRelease> {
+    let meta = datasets::meta(node, &spec.dataset)?;
+    let schema = meta.schema()?;
+    let profile = schema.profile(&spec.profile)?;
+    check_external_release(&schema, profile, &spec.recipient, spec.agreement.as_deref())?;
+    if let Some(r) = existing_release(node, spec, &meta)? {
+        return Ok(r);
+    }
+    // Pseudonym keys derive from the agreement text; none is the empty text.
+    let agreement = spec.agreement.clone().unwrap_or_default();
+    let pseudonym_master =
+        pdx_crypto::pseudonym::PseudonymMaster::from_bytes(*node.keys()?.pseudonym.as_bytes());
+    let engine = Engine::new(&schema, profile, &agreement, &pseudonym_master);
+    progress.stage(
+        "de-identification: counting equivalence classes",
+        Some(meta.rows),
+        Unit::Records,
+    );
+    let mut counter = engine.counter();
+    let mut n = 0u64;
+    datasets::for_each_row(node, &meta, |row| {
+        counter.add(row)?;
+        n += 1;
+        if n.is_multiple_of(16384) {
+            progress.set(n);
+        }
+        Ok(())
+    })?;
+    progress.done();
+    let decision = counter.finish()?;
+    let mut recipients = Vec::with_capacity(decision.recipients.len());
+    for dept in &decision.recipients {
+        let field = engine
+            .output_fields()
+            .into_iter()
+            .find(|f| f.sealed)
+            .map(|f| f.name)
+            .unwrap_or_default();
+        let body = crate::service::directory::recipient_key(node, dept)?.ok_or_else(|| {
+            RuleViolation::MissingRecipientKey {
+                dataset: meta.id.clone(),
+                profile: spec.profile.clone(),
+                field,
+                recipient: dept.clone(),
+            }
+        })?;
+        recipients.push(Recipient {
+            dept: dept.clone(),
+            public: body.public,
+        });
+    }
+    let release_id = pdx_crypto::rng::bytes::<16>()?.to_vec();
+    let ctx = ReleaseContext {
+        dataset_id: meta.id.clone(),
+        release_id: release_id
+            .as_slice()
+            .try_into()
+            .map_err(|_| NodeError::Invalid("release id".into()))?,
+    };
+    let (sealer, wrapped) = Sealer::new(&ctx, &recipients)?;
+    let mut chunker = Chunker {
+        node,
+        key: out_key(node, &release_id)?,
+        release_id: release_id.clone(),
+        recipients: decision.recipients.clone(),
+        open: HashMap::new(),
+        chunks: Vec::new(),
+        batch: WriteBatch::default(),
+        max_records: u64::from(node.config.transfer.chunk_records),
+        max_bytes: node.config.transfer.chunk_bytes as usize,
+        records: 0,
+        progress,
+    };
+    progress.stage(
+        "de-identification: emitting records",
+        Some(decision.report.records_out),
+        Unit::Records,
+    );
+    let mut emitter = engine.emitter(&decision);
+    let mut field_sealer = EnvelopeSealer(&sealer);
+    let emit_result = datasets::for_each_row(node, &meta, |row| {
+        emitter
+            .emit(row, &mut field_sealer, &mut chunker)
+            .map_err(rule_error)?;
+        Ok(())
+    });
+    let cleanup = |node: &Node| {
+        node.store.delete_range(
+            CF_OUT_CHUNKS,
+            &release_id,
+            &store::chunk_key_end(&release_id),
+        )
+    };
+    if let Err(e) = emit_result {
+        cleanup(node)?;
+        return Err(e);
+    }
+    let parts: Vec<Option<usize>> = {
+        let mut p: Vec<Option<usize>> = chunker.open.keys().copied().collect();
+        p.sort();
+        p
+    };
+    for part in parts {
+        chunker.close(part)?;
+    }
+    node.store
+        .write_nosync(std::mem::take(&mut chunker.batch))?;
+    progress.done();
+    let chunks = chunker.chunks;
+    let content_digest = transfer_digest(
+        chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i as u32, &c.digest)),
+    );
+    let fields: Vec<ManifestField> = engine
+        .output_fields()
+        .into_iter()
+        .map(|f| ManifestField {
+            name: f.name,
+            treatment: f.treatment,
+            classification: f.classification,
+            sealed: f.sealed,
+        })
+        .collect();
+    let body = ManifestBody {
+        version: 1,
+        release_id: release_id.clone(),
+        sender: node.config.dept.clone(),
+        recipient: spec.recipient.clone(),
+        dataset: meta.id.clone(),
+        dataset_digest: meta.digest,
+        schema_id: meta.schema_id.clone(),
+        schema_digest: meta.schema_digest,
+        profile: spec.profile.clone(),
+        agreement: spec.agreement.clone(),
+        purpose: spec.purpose.clone(),
+        legal_basis: profile
+            .legal_basis
+            .clone()
+            .or(schema.dataset.legal_basis.clone()),
+        created_ms: now_ms(),
+        fields,
+        record_count: decision.report.records_out,
+        chunks: chunks.clone(),
+        content_digest,
+        recipients: wrapped,
+        report: decision.report.clone(),
+    };
+    let signed = Signed::sign(SignatureDomain::Manifest, &node.keys()?.identity, &body)?;
+    let manifest = Manifest {
+        signed,
+        certificate: node.cert.to_vec(),
+    };
+    let out = OutRelease {
+        release_id: release_id.clone(),
+        manifest: manifest.clone(),
+        dataset: meta.id.clone(),
+        generation: meta.generation.clone(),
+        profile: spec.profile.clone(),
+        agreement: spec.agreement.clone(),
+        purpose: spec.purpose.clone(),
+        recipient: spec.recipient.clone(),
+        created_ms: body.created_ms,
+        record_count: body.record_count,
+        chunks: chunks.len() as u32,
+        deliveries: Vec::new(),
+    };
+    let mut d = node.draft(EventKind::Release, &spec.operator);
+    d.subject = Subject {
+        dataset: Some(meta.id.clone()),
+        release: Some(release_hex(&release_id)),
+        digest: Some(content_digest),
+    };
+    d.counterparty = Some(spec.recipient.clone());
+    d.agreement = spec.agreement.clone();
+    d.purpose = Some(spec.purpose.clone());
+    d.legal_basis = body.legal_basis.clone();
+    d.fields = body.fields.iter().map(ManifestField::field_ref).collect();
+    d.record_count = Some(body.record_count);
+    d.payload_digest = Some(manifest.signed.digest());
+    let r = &decision.report;
+    d.detail = Some(format!(
+        "profile {}: {} of {} records, {} suppressed, k={} (required {}), l={} (required {}), {} chunks, {} recipients of sealed fields",
+        spec.profile,
+        r.records_out,
+        r.records_in,
+        r.records_suppressed,
+        r.k_achieved,
+        r.k_required,
+        r.l_achieved,
+        r.l_required,
+        chunks.len(),
+        recipients.len()
+    ));
+    // The release record and its entry are one durable step.
+    let record = node.store.put_op(CF_OUT_RELEASES, &release_id, &out)?;
+    if let Err(e) = node.log_with(d, vec![record]) {
+        cleanup(node)?;
+        return Err(e);
+    }
+    Ok(out)
+}
+
+/// Loads an outgoing release.
+pub fn out_release(node: &Node, id: &[u8]) -> Result<OutRelease> {
+    node.store
+        .get(CF_OUT_RELEASES, id)?
+        .ok_or_else(|| NodeError::NotFound(format!("no outgoing release {}", release_hex(id))))
+}
+
+/// Logs the `send` of (part of) a release this node produced and adds the
+/// delivery to its record. The entry comes first: a crash in between leaves
+/// the evidence without the convenience copy (`pdx releases` then shows the
+/// release as not yet delivered; the audit log is authoritative).
+pub fn log_delivery(
+    node: &Node,
+    id: &[u8],
+    entry: pdx_audit::EntryDraft,
+    delivery: &mut Delivery,
+) -> Result<u64> {
+    let seq = node.log(entry)?.seq;
+    delivery.audit_seq = seq;
+    if let Some(mut out) = node.store.get::<OutRelease>(CF_OUT_RELEASES, id)? {
+        out.deliveries.push(delivery.clone());
+        node.store.put(CF_OUT_RELEASES, id, &out)?;
+    }
+    Ok(seq)
+}
+
+/// Loads chunk `index` of an outgoing release (plaintext records bytes).
+pub fn out_chunk(node: &Node, id: &[u8], index: u32) -> Result<Vec<u8>> {
+    let sealed = node
+        .store
+        .get_raw(CF_OUT_CHUNKS, &chunk_key(id, index))?
+        .ok_or_else(|| {
+            NodeError::corrupt(format!("out.chunks/{}/{index}", release_hex(id)), "missing")
+        })?;
+    Ok(out_key(node, id)?.open_block(u64::from(index), &sealed)?)
+}

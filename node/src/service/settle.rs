@@ -1,0 +1,786 @@
+//! Cross-province settlement (跨省异地就医直接结算 清算): the insured province's
+//! signed confirmation of the records relayed to it, and the national
+//! clearing node's matrix of what each insured province owes each treatment
+//! province, with net positions.
+//!
+//! The clearing node reads only clear fields of the `clearing` profile
+//! (regions and amounts); identities stay sealed for the insured province,
+//! which opens them, checks each record against its own insured registry and
+//! signs what it confirms. Owns the `docs` family.
+//!
+//! Amounts are fen in `i64` and counts `u64`; every sum is checked, and one
+//! that overflows refuses the confirmation or clearing with an error (never
+//! wraps, never saturates).
+
+use super::documents::{Certified, KIND_CONFIRMATION, SubmissionFile};
+use super::release::{self, parse_release_id, release_hex};
+use crate::error::{NodeError, Result};
+use crate::node::{NODE_OPERATOR, Node};
+use crate::progress::Progress;
+use crate::proto::msg::Accepted;
+use crate::service::Dispatch;
+use crate::store::{self, CF_DOCS};
+use pdx_audit::store::now_ms;
+use pdx_audit::{EventKind, FieldRef};
+use pdx_crypto::wire::from_cbor;
+use pdx_crypto::{Digest, SignatureDomain};
+use pdx_schemas::types::{decimal_to_units, units_to_decimal};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// Most rejected settlement ids a confirmation lists (the count is always exact).
+pub const MAX_LISTED_REJECTIONS: usize = 10_000;
+/// Scale of settlement amounts (yuan with fen).
+const AMOUNT_SCALE: u8 = 2;
+
+/// An insured province's signed confirmation of one relayed release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmationBody {
+    /// Format version (1).
+    pub version: u8,
+    /// Release id (hex).
+    pub release: String,
+    /// Transfer digest of what the confirmer received.
+    pub content_digest: Digest,
+    /// Treatment province (the release's original sender).
+    pub treatment: String,
+    /// Insured province (the confirmer; must match the signing certificate).
+    pub confirmer: String,
+    /// Amount field confirmed.
+    pub amount_field: String,
+    /// Records received.
+    pub records: u64,
+    /// Records whose person is in the insured registry.
+    pub confirmed: u64,
+    /// Sum of the amount over confirmed records, in fen.
+    pub confirmed_fen: i64,
+    /// Records refused (person unknown or identity mismatch).
+    pub rejected: u64,
+    /// Sum of the amount over refused records, in fen.
+    pub rejected_fen: i64,
+    /// Settlement ids of refused records (at most [`MAX_LISTED_REJECTIONS`]).
+    pub rejected_ids: Vec<String>,
+    /// When (ms).
+    pub created_ms: u64,
+}
+
+fn column(fields: &[String], name: &str, what: &str) -> Result<usize> {
+    fields.iter().position(|f| f == name).ok_or_else(|| {
+        NodeError::Invalid(format!(
+            "{what} has no field {name:?} (fields: {})",
+            fields.join(", ")
+        ))
+    })
+}
+
+/// Loads an insured registry CSV: `psn_no` → `certno` (empty when the file has no certno column).
+fn load_registry(path: &str) -> Result<HashMap<String, String>> {
+    let mut r =
+        csv::Reader::from_path(path).map_err(|e| NodeError::Invalid(format!("{path}: {e}")))?;
+    let header: Vec<String> = r
+        .headers()
+        .map_err(|e| NodeError::Invalid(format!("{path}: {e}")))?
+        .iter()
+        .map(String::from)
+        .collect();
+    let psn = column(&header, "psn_no", path)?;
+    let cert = header.iter().position(|h| h == "certno");
+    let mut out = HashMap::new();
+    for (line, rec) in r.records().enumerate() {
+        let rec = rec.map_err(|e| NodeError::Invalid(format!("{path} line {}: {e}", line + 2)))?;
+        let p = rec.get(psn).unwrap_or("").to_string();
+        let c = cert.and_then(|c| rec.get(c)).unwrap_or("").to_string();
+        out.insert(p, c);
+    }
+    Ok(out)
+}
+
+/// Running totals of one confirmation.
+#[derive(Default)]
+struct Tally {
+    confirmed: u64,
+    confirmed_fen: i64,
+    rejected: u64,
+    rejected_fen: i64,
+    rejected_ids: Vec<String>,
+}
+
+impl Tally {
+    fn add(
+        &mut self,
+        known: bool,
+        fen: i64,
+        id: impl FnOnce() -> String,
+    ) -> std::result::Result<(), String> {
+        let overflow = || "amount or count overflow".to_string();
+        if known {
+            self.confirmed = self.confirmed.checked_add(1).ok_or_else(overflow)?;
+            self.confirmed_fen = self.confirmed_fen.checked_add(fen).ok_or_else(overflow)?;
+        } else {
+            self.rejected = self.rejected.checked_add(1).ok_or_else(overflow)?;
+            self.rejected_fen = self.rejected_fen.checked_add(fen).ok_or_else(overflow)?;
+            if self.rejected_ids.len() < MAX_LISTED_REJECTIONS {
+                self.rejected_ids.push(id());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn amount_fen(v: Option<&[u8]>, field: &str, record: u64) -> std::result::Result<i64, String> {
+    let text = v.and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
+    decimal_to_units(text, AMOUNT_SCALE)
+        .and_then(|u| i64::try_from(u).ok())
+        .ok_or_else(|| format!("record {record}: {field} {text:?} is not an amount in yuan"))
+}
+
+/// What to confirm (`pdx settle confirm`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConfirmSpec {
+    /// Release ids (hex).
+    pub releases: Vec<String>,
+    /// Every relayed clearing release not confirmed yet.
+    pub all: bool,
+    /// Insured registry CSV.
+    pub registry: String,
+    /// Amount field.
+    pub amount_field: String,
+    /// Clearing node.
+    pub to: String,
+    /// Write the submission here instead of sending it.
+    pub out: Option<String>,
+}
+
+/// What to clear (`pdx settle clearing`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClearingSpec {
+    /// Profile of the clearing releases.
+    pub profile: String,
+    /// Amount field.
+    pub amount_field: String,
+}
+
+/// What `pdx settle confirm` did for one release.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Confirmed {
+    /// Release id (hex).
+    pub release: String,
+    /// Treatment province.
+    pub treatment: String,
+    /// Records received.
+    pub records: u64,
+    /// Records confirmed.
+    pub confirmed: u64,
+    /// Confirmed amount (yuan).
+    pub confirmed_amount: String,
+    /// Records refused.
+    pub rejected: u64,
+    /// Refused amount (yuan).
+    pub rejected_amount: String,
+    /// Digest of the signed confirmation.
+    pub digest: String,
+    /// Clearing node.
+    pub to: String,
+    /// Where it went.
+    #[serde(flatten)]
+    pub dispatch: Dispatch,
+}
+
+/// `pdx settle confirm`: opens the identities sealed for this node, checks them
+/// against the insured registry, signs and audits the confirmation.
+pub fn confirm(
+    node: &Node,
+    release_id: &str,
+    registry: &str,
+    amount_field: &str,
+    to: &str,
+    operator: &str,
+    progress: &dyn Progress,
+) -> Result<(SubmissionFile, Confirmed)> {
+    let id = parse_release_id(release_id)?;
+    let persons = load_registry(registry)?;
+    let mut tally = Tally::default();
+    let (persons, counts) = (&persons, &mut tally);
+    let read = release::for_each_received_row(node, &id, progress, move |body| {
+        let names: Vec<String> = body.fields.iter().map(|f| f.name.clone()).collect();
+        let what = format!("release {release_id}");
+        let (setl, psn, cert, amount) = (
+            column(&names, "setl_id", &what).map_err(|e| e.to_string())?,
+            column(&names, "psn_no", &what).map_err(|e| e.to_string())?,
+            names.iter().position(|n| n == "certno"),
+            column(&names, amount_field, &what).map_err(|e| e.to_string())?,
+        );
+        Ok(move |record, row: &[Option<&[u8]>]| {
+            let fen = amount_fen(row[amount], amount_field, record)?;
+            let text = |i: usize| row[i].and_then(|b| std::str::from_utf8(b).ok());
+            let known = match text(psn).and_then(|p| persons.get(p)) {
+                Some(reg_cert) => match cert.and_then(text) {
+                    Some(c) if !reg_cert.is_empty() => c == reg_cert,
+                    _ => true,
+                },
+                None => false,
+            };
+            counts.add(known, fen, || text(setl).unwrap_or("").to_string())
+        })
+    })?;
+    let Tally {
+        confirmed,
+        confirmed_fen,
+        rejected,
+        rejected_fen,
+        rejected_ids,
+    } = tally;
+    if read.body.fields.iter().all(|f| f.name != "psn_no")
+        || !read.fields_opened.iter().any(|f| f == "psn_no")
+    {
+        return Err(NodeError::Refused(format!(
+            "release {release_id} has no psn_no sealed for {}; only the insured province confirms",
+            node.config.dept
+        )));
+    }
+    release::audit_decrypt(
+        node,
+        &read,
+        operator,
+        "to confirm against the insured registry",
+    )?;
+    let body = ConfirmationBody {
+        version: 1,
+        release: release_hex(&id),
+        content_digest: read.release.content_digest.ok_or_else(|| {
+            NodeError::Invalid(format!("release {release_id} has no transfer digest"))
+        })?,
+        treatment: read.body.sender.clone(),
+        confirmer: node.config.dept.clone(),
+        amount_field: amount_field.to_string(),
+        records: read.records,
+        confirmed,
+        confirmed_fen,
+        rejected,
+        rejected_fen,
+        rejected_ids,
+        created_ms: now_ms(),
+    };
+    let doc = Certified::sign(node, SignatureDomain::Confirmation, &body)?;
+    let mut d = node.draft(EventKind::Confirm, operator);
+    d.subject = release::received_subject(&read);
+    d.counterparty = Some(to.to_string());
+    d.purpose = Some(read.body.purpose.clone());
+    d.agreement = read.body.agreement.clone();
+    d.fields = vec![FieldRef {
+        name: "psn_no".into(),
+        class: "personal/direct-identifier/registry-check".into(),
+    }];
+    d.record_count = Some(read.records);
+    d.payload_digest = Some(doc.digest());
+    d.detail = Some(format!(
+        "settlement confirmation for {to}: {confirmed} confirmed ({} yuan), {rejected} refused ({} yuan) of records treated in {}",
+        units_to_decimal(confirmed_fen.into(), AMOUNT_SCALE),
+        units_to_decimal(rejected_fen.into(), AMOUNT_SCALE),
+        body.treatment
+    ));
+    node.log_with(
+        d,
+        vec![node.store.put_op(
+            CF_DOCS,
+            &store::issued_confirmation_key(&body.release),
+            &doc,
+        )?],
+    )?;
+    Ok((
+        SubmissionFile {
+            kind: KIND_CONFIRMATION.into(),
+            document: doc.to_bytes()?,
+        },
+        Confirmed {
+            release: body.release,
+            treatment: body.treatment,
+            records: body.records,
+            confirmed,
+            confirmed_amount: units_to_decimal(confirmed_fen.into(), AMOUNT_SCALE),
+            rejected,
+            rejected_amount: units_to_decimal(rejected_fen.into(), AMOUNT_SCALE),
+            digest: doc.digest().to_hex(),
+            to: to.to_string(),
+            dispatch: Dispatch::default(),
+        },
+    ))
+}
+
+/// Relayed releases of `profile` this node holds complete and has not confirmed yet.
+pub fn unconfirmed_relayed(node: &Node, profile: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for r in release::in_releases(node)? {
+        let hex = release_hex(&r.release_id);
+        if r.complete
+            && r.profile == profile
+            && r.from != r.sender
+            && node
+                .store
+                .get_raw(CF_DOCS, &store::issued_confirmation_key(&hex))?
+                .is_none()
+        {
+            out.push(hex);
+        }
+    }
+    Ok(out)
+}
+
+/// Checks and stores a confirmation (the clearing node's side of `Submit`): the
+/// signer is the confirmer, and the release is one this node holds with chunks
+/// its sender sealed for the confirmer.
+pub fn accept_confirmation(node: &Node, peer: &str, document: &[u8]) -> Result<Accepted> {
+    let doc: Certified = from_cbor(document, "settlement confirmation")?;
+    let (c, signer): (ConfirmationBody, _) =
+        doc.verify(&node.cert_checker()?, SignatureDomain::Confirmation)?;
+    let refuse = |m: String| {
+        NodeError::Refused(format!(
+            "confirmation of release {} from {}: {m}",
+            c.release, signer.dept
+        ))
+    };
+    if c.version != 1 {
+        return Err(refuse(format!(
+            "version {} (this build reads 1)",
+            c.version
+        )));
+    }
+    if c.confirmer != signer.dept {
+        return Err(refuse(format!("names confirmer {}", c.confirmer)));
+    }
+    let id = parse_release_id(&c.release)?;
+    if release::in_release(node, &id)?.is_none() {
+        return Err(refuse("this node holds no such release".into()));
+    }
+    let body = release::verify_manifest(node, &release::in_manifest(node, &id)?)?;
+    if body.sender != c.treatment {
+        return Err(refuse(format!(
+            "names treatment province {}, the release is from {}",
+            c.treatment, body.sender
+        )));
+    }
+    if !body
+        .chunks
+        .iter()
+        .any(|ch| ch.recipient.as_deref() == Some(c.confirmer.as_str()))
+    {
+        return Err(refuse(
+            "the release has no records sealed for the confirmer".into(),
+        ));
+    }
+    if c.confirmed.checked_add(c.rejected) != Some(c.records) {
+        return Err(refuse("confirmed and refused records do not add up".into()));
+    }
+    let digest = doc.digest();
+    let mut d = node.draft(EventKind::Confirm, NODE_OPERATOR);
+    d.subject.release = Some(c.release.clone());
+    d.subject.dataset = Some(body.dataset.clone());
+    d.counterparty = Some(c.confirmer.clone());
+    d.record_count = Some(c.records);
+    d.payload_digest = Some(digest);
+    d.detail = Some(format!(
+        "received settlement confirmation via {peer}: {} confirmed ({} yuan), {} refused",
+        c.confirmed,
+        units_to_decimal(c.confirmed_fen.into(), AMOUNT_SCALE),
+        c.rejected
+    ));
+    node.log_with(
+        d,
+        vec![node.store.put_op(
+            CF_DOCS,
+            &store::confirmation_key(&c.release, &c.confirmer),
+            &doc,
+        )?],
+    )?;
+    Ok(Accepted {
+        digest,
+        note: format!(
+            "confirmation of release {} by {} accepted",
+            c.release, c.confirmer
+        ),
+    })
+}
+
+/// Confirmations held, verified again now; those that no longer verify
+/// (e.g. the confirmer's certificate was revoked) come back as reasons.
+pub fn confirmations(node: &Node) -> Result<(Vec<ConfirmationBody>, Vec<String>)> {
+    let checker = node.cert_checker()?;
+    let (mut out, mut bad) = (Vec::new(), Vec::new());
+    for (key, doc) in node
+        .store
+        .scan::<Certified>(CF_DOCS, store::CONFIRMATION_PREFIX)?
+    {
+        match doc.verify::<ConfirmationBody>(&checker, SignatureDomain::Confirmation) {
+            Ok((c, _)) => out.push(c),
+            Err(e) => bad.push(format!(
+                "confirmation {}: {e}",
+                String::from_utf8_lossy(&key).replace('\0', " ")
+            )),
+        }
+    }
+    Ok((out, bad))
+}
+
+#[derive(Default, Clone, Copy)]
+struct Cell {
+    records: u64,
+    fen: i64,
+    confirmed_records: u64,
+    confirmed_fen: i64,
+    confirmations: u64,
+}
+
+fn overflow(what: &str) -> NodeError {
+    NodeError::Invalid(format!(
+        "clearing: the {what} overflows 64 bits; the inputs cannot be real settlement amounts"
+    ))
+}
+
+fn add_u(a: &mut u64, b: u64, what: &str) -> Result<()> {
+    *a = a.checked_add(b).ok_or_else(|| overflow(what))?;
+    Ok(())
+}
+
+fn add_i(a: &mut i64, b: i64, what: &str) -> Result<()> {
+    *a = a.checked_add(b).ok_or_else(|| overflow(what))?;
+    Ok(())
+}
+
+/// One cell of the clearing matrix: what `insured` owes `treatment`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClearingCell {
+    /// Insured province.
+    pub insured: String,
+    /// Treatment province.
+    pub treatment: String,
+    /// Records.
+    pub records: u64,
+    /// Amount (yuan).
+    pub amount: String,
+    /// Amount (fen).
+    pub amount_fen: i64,
+    /// Records the insured province confirmed.
+    pub confirmed_records: u64,
+    /// Confirmed amount (yuan).
+    pub confirmed_amount: String,
+    /// Confirmed amount (fen).
+    pub confirmed_fen: i64,
+}
+
+/// A province's net position.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPosition {
+    /// Province.
+    pub province: String,
+    /// Owed to it for treating others' insured (fen).
+    pub receivable_fen: i64,
+    /// It owes for its insured treated elsewhere (fen).
+    pub payable_fen: i64,
+    /// Receivable minus payable (fen).
+    pub net_fen: i64,
+    /// Confirmed receivable (fen).
+    pub confirmed_receivable_fen: i64,
+    /// Confirmed payable (fen).
+    pub confirmed_payable_fen: i64,
+    /// Confirmed net (fen).
+    pub confirmed_net_fen: i64,
+    /// Net (yuan).
+    pub net: String,
+    /// Confirmed net (yuan).
+    pub confirmed_net: String,
+}
+
+/// `pdx settle clearing`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clearing {
+    /// Profile of the releases cleared.
+    pub profile: String,
+    /// Amount field cleared.
+    pub amount_field: String,
+    /// Releases cleared.
+    pub releases: u64,
+    /// Records cleared.
+    pub records: u64,
+    /// Confirmations held.
+    pub confirmations: usize,
+    /// Insured x treatment cells.
+    pub matrix: Vec<ClearingCell>,
+    /// Per province.
+    pub net_positions: Vec<NetPosition>,
+    /// Confirmations missing or not matching.
+    pub unconfirmed: Vec<String>,
+    /// Releases and confirmations that no longer verify, left out.
+    pub excluded: Vec<String>,
+}
+
+fn yuan(f: i64) -> String {
+    units_to_decimal(f.into(), AMOUNT_SCALE)
+}
+
+/// Net position of each province: what insured provinces owe it for treating
+/// their insured, minus what it owes others for its own insured (all sums
+/// checked).
+fn net_positions(cells: &BTreeMap<(String, String), Cell>) -> Result<Vec<NetPosition>> {
+    #[derive(Default)]
+    struct Totals {
+        receivable: i64,
+        payable: i64,
+        confirmed_receivable: i64,
+        confirmed_payable: i64,
+    }
+    let mut net: BTreeMap<&str, Totals> = BTreeMap::new();
+    for ((insured, treatment), cell) in cells {
+        let t = net.entry(treatment).or_default();
+        add_i(&mut t.receivable, cell.fen, "receivable")?;
+        add_i(
+            &mut t.confirmed_receivable,
+            cell.confirmed_fen,
+            "receivable",
+        )?;
+        let i = net.entry(insured).or_default();
+        add_i(&mut i.payable, cell.fen, "payable")?;
+        add_i(&mut i.confirmed_payable, cell.confirmed_fen, "payable")?;
+    }
+    let mut positions = Vec::with_capacity(net.len());
+    for (p, t) in net {
+        let net_fen = t
+            .receivable
+            .checked_sub(t.payable)
+            .ok_or_else(|| overflow("net position"))?;
+        let confirmed_net_fen = t
+            .confirmed_receivable
+            .checked_sub(t.confirmed_payable)
+            .ok_or_else(|| overflow("confirmed net position"))?;
+        positions.push(NetPosition {
+            province: p.to_string(),
+            receivable_fen: t.receivable,
+            payable_fen: t.payable,
+            net_fen,
+            confirmed_receivable_fen: t.confirmed_receivable,
+            confirmed_payable_fen: t.confirmed_payable,
+            confirmed_net_fen,
+            net: yuan(net_fen),
+            confirmed_net: yuan(confirmed_net_fen),
+        });
+    }
+    Ok(positions)
+}
+
+/// `pdx settle clearing`: the clearing matrix over every complete received
+/// release of `profile`, with confirmations and net positions (audited).
+pub fn clearing(
+    node: &Node,
+    profile: &str,
+    amount_field: &str,
+    operator: &str,
+    progress: &dyn Progress,
+) -> Result<Clearing> {
+    let mut cells: BTreeMap<(String, String), Cell> = BTreeMap::new();
+    let mut by_release: HashMap<String, (String, HashMap<String, u64>)> = HashMap::new();
+    let mut releases = 0u64;
+    let mut records = 0u64;
+    let mut excluded = Vec::new();
+    for rel in release::in_releases(node)? {
+        if !rel.complete || rel.profile != profile || rel.from != rel.sender {
+            continue;
+        }
+        let hex = release_hex(&rel.release_id);
+        let mut per_insured: HashMap<String, u64> = HashMap::new();
+        let mut local: BTreeMap<(String, String), Cell> = BTreeMap::new();
+        let (sender, per, cells_of, name) = (&rel.sender, &mut per_insured, &mut local, &hex);
+        let read = release::for_each_received_row(node, &rel.release_id, progress, move |body| {
+            let names: Vec<String> = body.fields.iter().map(|f| f.name.clone()).collect();
+            let what = format!("release {name}");
+            let (insured, amount) = (
+                column(&names, "insuplc_admdvs", &what).map_err(|e| e.to_string())?,
+                column(&names, amount_field, &what).map_err(|e| e.to_string())?,
+            );
+            Ok(move |record, row: &[Option<&[u8]>]| {
+                let region = row[insured]
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .filter(|r| r.len() == 6 && r.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| {
+                        format!("record {record}: insuplc_admdvs is missing or not 6 digits")
+                    })?;
+                let province = format!("{}0000", &region[..2]);
+                let fen = amount_fen(row[amount], amount_field, record)?;
+                let cell = cells_of
+                    .entry((province.clone(), sender.clone()))
+                    .or_default();
+                let overflow = || format!("record {record}: amount or count overflow");
+                cell.records = cell.records.checked_add(1).ok_or_else(overflow)?;
+                cell.fen = cell.fen.checked_add(fen).ok_or_else(overflow)?;
+                let n = per.entry(province).or_default();
+                *n = n.checked_add(1).ok_or_else(overflow)?;
+                Ok(())
+            })
+        });
+        let read = match read {
+            Ok(r) => r,
+            // Fail closed per release: one that cannot be verified now (its
+            // sender's certificate revoked, say) is left out and reported.
+            Err(e @ (NodeError::Pki(_) | NodeError::Crypto(_))) => {
+                excluded.push(format!("release {hex} from {}: {e}", rel.sender));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for (k, c) in local {
+            let cell = cells.entry(k).or_default();
+            add_u(&mut cell.records, c.records, "record count")?;
+            add_i(&mut cell.fen, c.fen, "amount of a cell")?;
+        }
+        add_u(&mut releases, 1, "release count")?;
+        add_u(&mut records, read.records, "record count")?;
+        by_release.insert(hex, (rel.sender.clone(), per_insured));
+    }
+    let mut unconfirmed = Vec::new();
+    let (confirmations, bad_confirmations) = confirmations(node)?;
+    excluded.extend(bad_confirmations);
+    for c in &confirmations {
+        let Some((sender, per_insured)) = by_release.get(&c.release) else {
+            continue;
+        };
+        if per_insured.get(&c.confirmer) != Some(&c.records) {
+            unconfirmed.push(format!(
+                "{} confirms {} records of release {} but it holds {} for it",
+                c.confirmer,
+                c.records,
+                c.release,
+                per_insured.get(&c.confirmer).copied().unwrap_or(0)
+            ));
+            continue;
+        }
+        let cell = cells
+            .entry((c.confirmer.clone(), sender.clone()))
+            .or_default();
+        add_u(
+            &mut cell.confirmed_records,
+            c.confirmed,
+            "confirmed record count",
+        )?;
+        add_i(&mut cell.confirmed_fen, c.confirmed_fen, "confirmed amount")?;
+        add_u(&mut cell.confirmations, 1, "confirmation count")?;
+    }
+    for ((insured, treatment), cell) in &cells {
+        let expected = by_release
+            .values()
+            .filter(|(s, _)| s == treatment)
+            .filter(|(_, p)| p.contains_key(insured))
+            .count() as u64;
+        if cell.confirmations < expected {
+            unconfirmed.push(format!(
+                "{insured} has confirmed {} of {expected} releases from {treatment}",
+                cell.confirmations
+            ));
+        }
+    }
+    let matrix: Vec<ClearingCell> = cells
+        .iter()
+        .map(|((i, t), c)| ClearingCell {
+            insured: i.clone(),
+            treatment: t.clone(),
+            records: c.records,
+            amount: yuan(c.fen),
+            amount_fen: c.fen,
+            confirmed_records: c.confirmed_records,
+            confirmed_amount: yuan(c.confirmed_fen),
+            confirmed_fen: c.confirmed_fen,
+        })
+        .collect();
+    let positions = net_positions(&cells)?;
+    let mut d = node.draft(EventKind::Export, operator);
+    d.purpose = Some(format!("settlement clearing ({profile})"));
+    d.fields = ["insuplc_admdvs", amount_field]
+        .iter()
+        .map(|f| FieldRef {
+            name: f.to_string(),
+            class: "personal/quasi-identifier,other/clearing-total".into(),
+        })
+        .collect();
+    d.record_count = Some(records);
+    d.detail = Some(format!(
+        "clearing matrix of {} cells from {releases} releases and {} confirmations",
+        cells.len(),
+        confirmations.len()
+    ));
+    node.log(d)?;
+    Ok(Clearing {
+        profile: profile.to_string(),
+        amount_field: amount_field.to_string(),
+        releases,
+        records,
+        confirmations: confirmations.len(),
+        matrix,
+        net_positions: positions,
+        unconfirmed,
+        excluded,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use proptest::prelude::*;
+
+    fn extreme_i64() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            Just(i64::MAX),
+            Just(i64::MIN),
+            Just(i64::MAX - 1),
+            Just(0i64),
+            any::<i64>()
+        ]
+    }
+
+    proptest! {
+        // Amounts from a release or a confirmation (peer data) either add up
+        // exactly or refuse with an error: never a panic, never a wrapped or
+        // saturated total.
+        #[test]
+        fn tallies_of_extreme_amounts_are_exact_or_refused(
+            amounts in proptest::collection::vec((extreme_i64(), any::<bool>()), 1..8)
+        ) {
+            let mut t = Tally::default();
+            let mut exact: (i128, i128) = (0, 0);
+            let mut failed = false;
+            for (fen, known) in &amounts {
+                if t.add(*known, *fen, || "id".into()).is_err() {
+                    failed = true;
+                    break;
+                }
+                if *known { exact.0 += i128::from(*fen) } else { exact.1 += i128::from(*fen) }
+            }
+            if !failed {
+                prop_assert_eq!(i128::from(t.confirmed_fen), exact.0);
+                prop_assert_eq!(i128::from(t.rejected_fen), exact.1);
+            }
+        }
+
+        #[test]
+        fn net_positions_of_extreme_cells_are_exact_or_refused(
+            cells in proptest::collection::vec(
+                (0usize..3, 0usize..3, extreme_i64(), extreme_i64()), 1..6)
+        ) {
+            let names = ["110000", "440000", "310000"];
+            let mut map: BTreeMap<(String, String), Cell> = BTreeMap::new();
+            for (i, t, fen, cfen) in &cells {
+                map.insert(
+                    (names[*i].to_string(), names[*t].to_string()),
+                    Cell { records: 1, fen: *fen, confirmed_records: 1, confirmed_fen: *cfen, confirmations: 1 },
+                );
+            }
+            match net_positions(&map) {
+                Ok(positions) => {
+                    for p in positions {
+                        let recv: i128 = map.iter().filter(|((_, t), _)| *t == p.province).map(|(_, c)| i128::from(c.fen)).sum();
+                        let pay: i128 = map.iter().filter(|((i, _), _)| *i == p.province).map(|(_, c)| i128::from(c.fen)).sum();
+                        prop_assert_eq!(i128::from(p.net_fen), recv - pay);
+                    }
+                }
+                Err(e) => prop_assert!(e.to_string().contains("overflows"), "{}", e),
+            }
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! Moving releases: `pdx fetch` (pull), `pdx forward` (a relay's push), and the
+//! serving side of both. The QUIC driver runs the transfer machines
+//! ([`crate::net::transfer`]); this module gives it where chunks come from and
+//! go to ([`ReleaseSource`], [`ReleaseSink`]) and audits every step.
+
+mod ends;
+mod serving;
+
+use super::release::{self, Delivery, InRelease, OutRelease, ReleaseSpec, release_hex};
+use super::{Services, blocking, grants};
+use crate::error::{NodeError, Result};
+use crate::net::transfer::{self, ChunkSink, ChunkSource, SinkStart};
+use crate::net::{Framed, Peer};
+use crate::node::{NODE_OPERATOR, Node};
+use crate::progress::{NoProgress, Progress, Unit};
+use crate::proto::msg::{
+    ErrorCode, Manifest, ManifestBody, ManifestField, Message, Offer, OfferAccept, Receipt,
+    ReceiptBody, ReleaseRequest, Resume,
+};
+use crate::proto::transfer::{Failure, ManifestCheck, ReceiptCheck, Receiver, Sender};
+use ends::{ReleaseSink, ReleaseSource};
+use pdx_audit::store::now_ms;
+use pdx_audit::{EventKind, Subject};
+use pdx_crypto::wire::Signed;
+use pdx_crypto::{Digest, SignatureDomain};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What to fetch (`pdx fetch`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FetchSpec {
+    /// Peer.
+    pub peer: String,
+    /// Dataset.
+    pub dataset: String,
+    /// Profile.
+    pub profile: String,
+    /// Agreement (default: the peer's grant's).
+    pub agreement: Option<String>,
+    /// Purpose (default: the peer's grant's).
+    pub purpose: Option<String>,
+    /// Retries after a lost connection.
+    pub retries: u32,
+}
+
+/// What to forward (`pdx forward`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ForwardSpec {
+    /// Release id (hex).
+    pub release: String,
+    /// Recipient (None: every department the sender sealed chunks for).
+    pub to: Option<String>,
+    /// Retries after a lost connection.
+    pub retries: u32,
+}
+
+/// What a fetch did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FetchOutcome {
+    /// Release id.
+    pub release: String,
+    /// Original sender.
+    pub sender: String,
+    /// Dataset.
+    pub dataset: String,
+    /// Profile.
+    pub profile: String,
+    /// Records.
+    pub records: u64,
+    /// Chunks.
+    pub chunks: u32,
+    /// Transfer digest.
+    pub content_digest: String,
+    /// The release was already complete here (nothing transferred).
+    pub already_complete: bool,
+    /// Resumed from this chunk.
+    pub resumed_from: Option<u32>,
+    /// Audit entry of the receive.
+    pub receive_seq: Option<u64>,
+}
+
+impl FetchOutcome {
+    fn from_release(r: &InRelease, already: bool) -> Self {
+        FetchOutcome {
+            release: release_hex(&r.release_id),
+            sender: r.sender.clone(),
+            dataset: r.dataset.clone(),
+            profile: r.profile.clone(),
+            records: r.record_count,
+            chunks: u32::try_from(r.plan.len()).unwrap_or(u32::MAX),
+            content_digest: r.content_digest.map(|d| d.to_hex()).unwrap_or_default(),
+            already_complete: already,
+            resumed_from: None,
+            receive_seq: r.receive_seq,
+        }
+    }
+}
+
+/// What a forward did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ForwardOutcome {
+    /// Release.
+    pub release: String,
+    /// Recipient.
+    pub to: String,
+    /// Chunks offered.
+    pub chunks: u32,
+    /// Records delivered.
+    pub records: u64,
+    /// The recipient already had them.
+    pub already_delivered: bool,
+    /// Transfer digest.
+    pub content_digest: String,
+}
+
+/// Whether an error is worth retrying (the connection or the peer went away).
+fn retryable(e: &NodeError) -> bool {
+    matches!(e, NodeError::Network(_) | NodeError::Peer { .. })
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or `retries` retries
+/// after lost connections are used up (backing off 1 s, 2 s, 4 s ... 16 s).
+pub(crate) async fn retrying<T, F: std::future::Future<Output = Result<T>>>(
+    retries: u32,
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T> {
+    let mut tried = 0;
+    loop {
+        match attempt().await {
+            Err(e) if retryable(&e) && tried < retries => {
+                tried += 1;
+                tracing::warn!("{what} interrupted ({e}); retry {tried} of {retries}");
+                tokio::time::sleep(Duration::from_millis(500 << tried.min(5))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Services {
+    /// `pdx fetch`: pulls a release, resuming an interrupted one, verifying
+    /// every chunk; returns when the sender has confirmed our signed receipt.
+    pub async fn fetch(
+        self: &Arc<Self>,
+        req: &ReleaseRequest,
+        dept: &str,
+        operator: &str,
+        progress: &dyn Progress,
+    ) -> Result<FetchOutcome> {
+        let node = self.node.clone();
+        let (d, r) = (dept.to_string(), req.clone());
+        let partial = blocking(move || {
+            for rel in release::in_releases(&node)? {
+                if !rel.complete
+                    && rel.from == d
+                    && rel.sender == d
+                    && rel.dataset == r.dataset
+                    && rel.profile == r.profile
+                    && rel.agreement == r.agreement
+                    && rel.purpose == r.purpose
+                {
+                    let stored = release::in_progress(&node, &rel.release_id)?;
+                    return Ok(Some((rel.release_id, stored)));
+                }
+            }
+            Ok(None)
+        })
+        .await?;
+        let pc = self.net.connect(self, dept).await?;
+        let mut s = pc.stream().await?;
+        let rx_resume = match &partial {
+            Some((id, stored)) => {
+                s.send(&Message::Resume(Resume {
+                    release_id: id.clone(),
+                    next_chunk: *stored,
+                }))
+                .await?;
+                Some((id.clone(), *stored))
+            }
+            None => {
+                s.send(&Message::ReleaseRequest(req.clone())).await?;
+                None
+            }
+        };
+        let mut rx = Receiver::new(Instant::now(), self.net.read_timeout(), rx_resume, None);
+        let sink = Arc::new(ReleaseSink::pull(self.node.clone(), dept, operator));
+        let outcome = transfer::receive(&mut s, &mut rx, Vec::new(), sink, progress).await;
+        if let Err(NodeError::Refused(why)) = &outcome {
+            let node = self.node.clone();
+            let (op, r, d, why) = (
+                operator.to_string(),
+                req.clone(),
+                dept.to_string(),
+                why.clone(),
+            );
+            blocking(move || {
+                let mut e = node.draft(EventKind::RefusedRequest, &op);
+                e.subject.dataset = Some(r.dataset.clone());
+                e.counterparty = Some(d);
+                e.agreement = r.agreement.clone();
+                e.purpose = Some(r.purpose.clone());
+                e.detail = Some(format!(
+                    "our request for profile {} was refused: {why}",
+                    r.profile
+                ));
+                node.log(e).map(|_| ())
+            })
+            .await?;
+        }
+        s.finish().await;
+        pc.close();
+        outcome.map(|mut o| {
+            o.resumed_from = partial.map(|(_, n)| n);
+            o
+        })
+    }
+
+    /// `pdx forward`: pushes the chunks of a received release that its sender
+    /// addressed to `to`, keeping the original manifest and signatures.
+    pub async fn forward(
+        self: &Arc<Self>,
+        id: &[u8],
+        to: &str,
+        operator: &str,
+        progress: &dyn Progress,
+    ) -> Result<ForwardOutcome> {
+        let node = self.node.clone();
+        let (rid, t) = (id.to_vec(), to.to_string());
+        let (rel, manifest, body, plan) = blocking(move || {
+            let rel = release::in_release(&node, &rid)?.ok_or_else(|| {
+                NodeError::NotFound(format!("no received release {}", release_hex(&rid)))
+            })?;
+            if !rel.complete {
+                return Err(NodeError::Invalid(format!(
+                    "release {} is incomplete; fetch it first",
+                    release_hex(&rid)
+                )));
+            }
+            let manifest = release::in_manifest(&node, &rid)?;
+            let body = release::verify_manifest(&node, &manifest)?;
+            let plan: Vec<u32> = rel
+                .plan
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    body.chunks.get(i as usize).and_then(|c| c.recipient.as_deref())
+                        == Some(t.as_str())
+                })
+                .collect();
+            if plan.is_empty() {
+                return Err(NodeError::Invalid(format!(
+                    "release {} has no chunks its sender addressed to {t}; relays forward only what the sender sealed for the recipient",
+                    release_hex(&rid)
+                )));
+            }
+            Ok((rel, manifest, body, plan))
+        })
+        .await?;
+        let chunks = u32::try_from(plan.len())
+            .map_err(|_| NodeError::Invalid("more than 2^32 chunks".into()))?;
+        let pc = self.net.connect(self, to).await?;
+        let mut s = pc.stream().await?;
+        s.send(&Message::Offer(Box::new(Offer {
+            manifest,
+            chunks: plan.clone(),
+        })))
+        .await?;
+        let reply = s.recv().await.map_err(|e| NodeError::Peer {
+            peer: to.to_string(),
+            message: e.to_string(),
+        })?;
+        let start = match reply {
+            Message::OfferAccept(a) => a.resume_from,
+            Message::AlreadyHave(_) => {
+                s.finish().await;
+                pc.close();
+                return Ok(ForwardOutcome {
+                    release: release_hex(id),
+                    to: to.to_string(),
+                    chunks,
+                    records: 0,
+                    already_delivered: true,
+                    content_digest: String::new(),
+                });
+            }
+            Message::Error(e) => {
+                return Err(NodeError::Refused(format!(
+                    "{to} refused the forward: {}",
+                    e.message
+                )));
+            }
+            other => {
+                return Err(NodeError::Peer {
+                    peer: to.to_string(),
+                    message: format!("expected OfferAccept, got {:?}", other.msg_type()),
+                });
+            }
+        };
+        let mut tx = Sender::new(
+            Instant::now(),
+            self.net.read_timeout(),
+            self.node.config.transfer.window,
+            &body,
+            plan,
+            start,
+            to,
+        )
+        .map_err(|f| NodeError::Invalid(f.to_string()))?;
+        let source = Arc::new(ReleaseSource::relayed(
+            self.node.clone(),
+            body,
+            to,
+            &rel.from,
+            operator,
+        ));
+        let label = format!("send {} to {to}", release_hex(id));
+        let delivery =
+            transfer::send(&mut s, &mut tx, source, self.pause(), progress, &label).await?;
+        s.finish().await;
+        pc.close();
+        Ok(ForwardOutcome {
+            release: release_hex(id),
+            to: to.to_string(),
+            chunks,
+            records: delivery.records,
+            already_delivered: false,
+            content_digest: delivery.content_digest.to_hex(),
+        })
+    }
+
+    fn pause(&self) -> Option<Duration> {
+        let rate = self.node.config.transfer.rate_limit_chunks_per_sec;
+        (rate > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(rate)))
+    }
+}

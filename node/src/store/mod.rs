@@ -1,0 +1,363 @@
+//! The node store: one RocksDB with a column family per kind of record (the
+//! audit log's families included), values in CBOR. Data values (dataset rows,
+//! release chunks) are sealed at rest by their owners before they get here.
+//! Every family and its key layout is defined here, and only here; the
+//! service owning a family is named in `docs/design.md`, which gives the bytes.
+
+use crate::error::{NodeError, Result};
+use pdx_crypto::wire::{from_cbor, to_cbor};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Dataset metadata, by dataset id ([`dataset_key`]).
+pub const CF_DATASETS: &str = "datasets";
+/// Sealed row blocks ([`rows_prefix`], [`block_key`]).
+pub const CF_ROWS: &str = "rows";
+/// Grants, by grant id ([`grant_key`]).
+pub const CF_GRANTS: &str = "grants";
+/// Peers, by department ([`peer_key`]).
+pub const CF_PEERS: &str = "peers";
+/// Verified key documents ([`keydir_key`]).
+pub const CF_KEYDIR: &str = "keydir";
+/// Releases this node produced, by release id.
+pub const CF_OUT_RELEASES: &str = "out.releases";
+/// Their sealed chunks ([`chunk_key`]).
+pub const CF_OUT_CHUNKS: &str = "out.chunks";
+/// Releases received, by release id: everything but the manifest and the
+/// progress (small, so listings and lookups decode no manifest).
+pub const CF_IN_RELEASES: &str = "in.releases";
+/// The signed manifest of each received release, by release id.
+pub const CF_IN_MANIFESTS: &str = "in.manifests";
+/// Chunks of each received release durably stored (u32 BE), by release id:
+/// written with each chunk in one batch.
+pub const CF_IN_PROGRESS: &str = "in.progress";
+/// Their sealed chunks ([`chunk_key`]).
+pub const CF_IN_CHUNKS: &str = "in.chunks";
+/// Homomorphic-aggregate queries, contributions and aggregates ([`he_key`]).
+pub const CF_HE: &str = "he";
+/// Settlement confirmations issued and received ([`issued_confirmation_key`],
+/// [`confirmation_key`]).
+pub const CF_DOCS: &str = "docs";
+
+const NODE_FAMILIES: &[&str] = &[
+    CF_DATASETS,
+    CF_ROWS,
+    CF_GRANTS,
+    CF_PEERS,
+    CF_KEYDIR,
+    CF_OUT_RELEASES,
+    CF_OUT_CHUNKS,
+    CF_IN_RELEASES,
+    CF_IN_MANIFESTS,
+    CF_IN_PROGRESS,
+    CF_IN_CHUNKS,
+    CF_HE,
+    CF_DOCS,
+];
+
+// ---- key layouts (docs/design.md) ----
+
+/// `datasets`: the dataset id.
+pub fn dataset_key(id: &str) -> &[u8] {
+    id.as_bytes()
+}
+
+/// `rows`: `dataset \0 generation(16)`, the prefix of one generation's blocks.
+pub fn rows_prefix(id: &str, generation: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.len() + 1 + generation.len());
+    k.extend_from_slice(id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(generation);
+    k
+}
+
+/// `rows`: `prefix || block (u64 BE)`.
+pub fn block_key(prefix: &[u8], block: u64) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(&block.to_be_bytes());
+    k
+}
+
+/// The end of a `rows` generation prefix (exclusive), for range deletes.
+pub fn rows_prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(&[0xff; 9]);
+    k
+}
+
+/// `grants`: the grant id.
+pub fn grant_key(id: &str) -> &[u8] {
+    id.as_bytes()
+}
+
+/// `peers`: the department code.
+pub fn peer_key(dept: &str) -> &[u8] {
+    dept.as_bytes()
+}
+
+/// `keydir`: `dept \0` (all documents of a department).
+pub fn keydir_prefix(dept: &str) -> Vec<u8> {
+    let mut k = dept.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// `keydir`: `dept \0 key id(8)`.
+pub fn keydir_key(dept: &str, id: &pdx_crypto::KeyId) -> Vec<u8> {
+    let mut k = keydir_prefix(dept);
+    k.extend_from_slice(&id.0);
+    k
+}
+
+/// `out.chunks` / `in.chunks`: `release id(16) || chunk (u32 BE)`.
+pub fn chunk_key(release: &[u8], index: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(release.len() + 4);
+    k.extend_from_slice(release);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// The end of a release's chunk keys (exclusive), for range deletes.
+pub fn chunk_key_end(release: &[u8]) -> Vec<u8> {
+    let mut k = release.to_vec();
+    k.extend_from_slice(&[0xff; 5]);
+    k
+}
+
+/// What a `he` key holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeRecord {
+    /// The signed query (`q`).
+    Query,
+    /// A contribution, one per contributor (`c`).
+    Contribution,
+    /// The aggregate (`a`).
+    Aggregate,
+    /// The aggregate that was decrypted (`d`): one decryption per query.
+    Decrypted,
+}
+
+impl HeRecord {
+    fn tag(self) -> u8 {
+        match self {
+            HeRecord::Query => b'q',
+            HeRecord::Contribution => b'c',
+            HeRecord::Aggregate => b'a',
+            HeRecord::Decrypted => b'd',
+        }
+    }
+}
+
+/// `he`: `tag \0 query id [\0 dept]`.
+pub fn he_key(record: HeRecord, query_id: &str, dept: Option<&str>) -> Vec<u8> {
+    let mut k = vec![record.tag(), 0];
+    k.extend_from_slice(query_id.as_bytes());
+    if let Some(d) = dept {
+        k.push(0);
+        k.extend_from_slice(d.as_bytes());
+    }
+    k
+}
+
+/// `he`: every record of one kind (`tag \0`), or of one kind and query
+/// (`tag \0 query id \0`).
+pub fn he_prefix(record: HeRecord, query_id: Option<&str>) -> Vec<u8> {
+    let mut k = vec![record.tag(), 0];
+    if let Some(q) = query_id {
+        k.extend_from_slice(q.as_bytes());
+        k.push(0);
+    }
+    k
+}
+
+/// `docs`: `issued \0 release` (a confirmation this node signed).
+pub fn issued_confirmation_key(release: &str) -> Vec<u8> {
+    format!("issued\0{release}").into_bytes()
+}
+
+/// `docs`: `confirmation \0 release \0 confirmer` (one received).
+pub fn confirmation_key(release: &str, confirmer: &str) -> Vec<u8> {
+    format!("confirmation\0{release}\0{confirmer}").into_bytes()
+}
+
+/// `docs`: every received confirmation.
+pub const CONFIRMATION_PREFIX: &[u8] = b"confirmation\0";
+
+/// The store.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`. Fails with a clear message
+    /// if another process holds it.
+    pub fn open(path: &Path) -> Result<Store> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        opts.set_max_background_jobs(2);
+        opts.set_write_buffer_size(64 << 20);
+        let mut cfs: Vec<ColumnFamilyDescriptor> = NODE_FAMILIES
+            .iter()
+            .map(|name| {
+                let mut o = Options::default();
+                // Sealed data does not compress; plaintext metadata is small.
+                o.set_compression_type(rocksdb::DBCompressionType::None);
+                ColumnFamilyDescriptor::new(*name, o)
+            })
+            .collect();
+        cfs.extend(pdx_audit::store::column_families());
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("lock") || msg.contains("LOCK") {
+                NodeError::Invalid(format!(
+                    "{}: the store is in use by another pdx process (is `pdx serve` running without its admin socket?): {msg}",
+                    path.display()
+                ))
+            } else {
+                NodeError::Store(e)
+            }
+        })?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    /// The database (shared with the audit log).
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    /// A column family handle.
+    pub fn cf(&self, name: &str) -> Result<&ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| NodeError::corrupt("column families", format!("{name} missing")))
+    }
+
+    /// Reads and decodes a value.
+    pub fn get<T: DeserializeOwned>(&self, cf: &str, key: &[u8]) -> Result<Option<T>> {
+        match self.db.get_pinned_cf(self.cf(cf)?, key)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(from_cbor(&v, "stored record").map_err(|e| {
+                NodeError::corrupt(format!("{cf}/{}", show_key(key)), e)
+            })?)),
+        }
+    }
+
+    /// Raw bytes of a value.
+    pub fn get_raw(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(cf)?, key)?)
+    }
+
+    /// Encodes and writes a value durably.
+    pub fn put<T: Serialize>(&self, cf: &str, key: &[u8], value: &T) -> Result<()> {
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(cf)?, key, to_cbor(value)?);
+        self.write(b)
+    }
+
+    /// Adds an encoded value to a batch.
+    pub fn batch_put<T: Serialize>(
+        &self,
+        b: &mut WriteBatch,
+        cf: &str,
+        key: &[u8],
+        value: &T,
+    ) -> Result<()> {
+        b.put_cf(self.cf(cf)?, key, to_cbor(value)?);
+        Ok(())
+    }
+
+    /// A put of an encoded value, to be applied with an audit entry
+    /// ([`crate::node::Node::log_with`]).
+    pub fn put_op<T: Serialize>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+        value: &T,
+    ) -> Result<pdx_audit::store::StoreOp> {
+        Ok(pdx_audit::store::StoreOp::Put {
+            cf,
+            key: key.to_vec(),
+            value: to_cbor(value)?,
+        })
+    }
+
+    /// Writes a batch with fsync.
+    pub fn write(&self, b: WriteBatch) -> Result<()> {
+        let mut o = WriteOptions::default();
+        o.set_sync(true);
+        Ok(self.db.write_opt(b, &o)?)
+    }
+
+    /// Writes a batch without fsync (staging data made durable by a later synced write).
+    pub fn write_nosync(&self, b: WriteBatch) -> Result<()> {
+        Ok(self.db.write(b)?)
+    }
+
+    /// Every `(key, value)` whose key starts with `prefix`, in key order.
+    pub fn scan<T: DeserializeOwned>(&self, cf: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T)>> {
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(cf)?,
+            IteratorMode::From(prefix, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            let value = from_cbor(&v, "stored record")
+                .map_err(|e| NodeError::corrupt(format!("{cf}/{}", show_key(&k)), e))?;
+            out.push((k.to_vec(), value));
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` with every raw `(key, value)` under `prefix` until it returns false.
+    pub fn scan_raw(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let iter = self.db.iterator_cf(
+            self.cf(cf)?,
+            IteratorMode::From(prefix, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) || !f(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every key in `[from, to)` of a family.
+    pub fn delete_range(&self, cf: &str, from: &[u8], to: &[u8]) -> Result<()> {
+        let mut b = WriteBatch::default();
+        b.delete_range_cf(self.cf(cf)?, from, to);
+        self.write(b)
+    }
+}
+
+fn show_key(k: &[u8]) -> String {
+    if k.iter().all(|b| b.is_ascii_graphic()) {
+        String::from_utf8_lossy(k).into_owned()
+    } else {
+        hex::encode(k)
+    }
+}
