@@ -15,19 +15,21 @@
 use pdx_audit::bundle::{BundleReader, export};
 use pdx_audit::checkpoint::{KeyEndorsement, SignedEndorsement};
 use pdx_audit::store::{AuditConfig, column_families, now_ms};
-use pdx_audit::verify::{CertificateCheck, VerifyInputs, verify};
+use pdx_audit::verify::{CertIdentity, CertificateCheck, VerifyInputs, verify};
 use pdx_audit::{AuditLog, EntryDraft, EventKind, FieldRef, LogId};
 use pdx_crypto::{Digest, SigningKey, VerifyingKey};
 use std::sync::Arc;
 use std::time::Instant;
 
-struct RawCerts;
+/// "Certificate" = the identity key; it binds the bench log (`.0`).
+struct RawCerts(String);
 impl CertificateCheck for RawCerts {
-    fn check(&self, der: &[u8]) -> Result<(String, VerifyingKey), String> {
-        Ok((
-            "440000".into(),
-            VerifyingKey::from_slice(der).map_err(|e| e.to_string())?,
-        ))
+    fn check(&self, der: &[u8]) -> Result<CertIdentity, String> {
+        Ok(CertIdentity {
+            dept: "440000".into(),
+            identity: VerifyingKey::from_slice(der).map_err(|e| e.to_string())?,
+            log_id: Some(self.0.clone()),
+        })
     }
 }
 
@@ -186,10 +188,11 @@ fn main() {
         bytes / 1_000_000,
         t.elapsed()
     );
+    let certs = RawCerts(header.log_id.clone());
     let mut vrates = Vec::new();
     for run in 0..3 {
         let inputs = VerifyInputs {
-            certificates: Some(&RawCerts),
+            certificates: Some(&certs),
             ..Default::default()
         };
         let t = Instant::now();

@@ -48,11 +48,59 @@ pub struct BundleHeader {
     /// Cosignatures peers made on this log's checkpoints.
     pub cosignatures: Vec<SignedCosignature>,
     /// Peer checkpoints this node witnessed (and its cosignatures on them).
-    pub witnessed: Vec<WitnessedCheckpoint>,
+    pub witnessed: Vec<PeerItem<WitnessedCheckpoint>>,
     /// Fork evidence this node holds against peers.
-    pub evidence: Vec<ForkEvidence>,
+    pub evidence: Vec<PeerItem<ForkEvidence>>,
     /// Number of entries that follow.
     pub entry_count: u64,
+}
+
+/// Just the format of a header, read before the rest is decoded.
+#[derive(Deserialize)]
+struct FormatOnly {
+    format: u32,
+}
+
+/// An item of peers' data in a header (`witnessed`, `evidence`): decoded
+/// when it can be; a malformed one is kept as a finding, not a failure of the
+/// whole bundle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerItem<T> {
+    /// Decoded.
+    Ok(T),
+    /// Did not decode (why).
+    Malformed(String),
+}
+
+impl<T> PeerItem<T> {
+    /// The item, if it decoded.
+    pub fn ok(&self) -> Option<&T> {
+        match self {
+            PeerItem::Ok(t) => Some(t),
+            PeerItem::Malformed(_) => None,
+        }
+    }
+}
+
+impl<T: Serialize> Serialize for PeerItem<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PeerItem::Ok(t) => t.serialize(s),
+            PeerItem::Malformed(why) => Err(serde::ser::Error::custom(format!(
+                "a malformed item is never written: {why}"
+            ))),
+        }
+    }
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for PeerItem<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = ciborium::Value::deserialize(d)?;
+        Ok(match value.deserialized::<T>() {
+            Ok(t) => PeerItem::Ok(t),
+            Err(e) => PeerItem::Malformed(e.to_string()),
+        })
+    }
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> AuditError + '_ {
@@ -91,8 +139,8 @@ pub fn export(
             .filter(|c| c.peek().map(|p| p.size <= size).unwrap_or(false))
             .collect(),
         cosignatures: log.received_cosignatures()?,
-        witnessed: log.witnessed()?,
-        evidence: log.evidence()?,
+        witnessed: log.witnessed()?.into_iter().map(PeerItem::Ok).collect(),
+        evidence: log.evidence()?.into_iter().map(PeerItem::Ok).collect(),
         entry_count: stored,
     };
     let file = std::fs::File::create(path).map_err(io(path))?;
@@ -195,18 +243,28 @@ impl<R: Read> BundleReader<R> {
                 "header of {len} bytes exceeds the {MAX_HEADER}-byte limit"
             )));
         }
-        let mut buf = vec![0u8; len as usize];
-        input
-            .read_exact(&mut buf)
-            .map_err(|e| err(format!("truncated header: {e}")))?;
-        let header: BundleHeader =
-            from_cbor(&buf, "bundle header").map_err(|e| err(e.to_string()))?;
-        if header.format != 1 {
+        // Grown with the bytes that arrive, never allocated from `len`.
+        let mut buf = Vec::new();
+        (&mut input)
+            .take(u64::from(len))
+            .read_to_end(&mut buf)
+            .map_err(|e| err(format!("header: {e}")))?;
+        if buf.len() != len as usize {
             return Err(err(format!(
-                "format {} (this build reads format 1)",
-                header.format
+                "truncated header: {} of {len} bytes",
+                buf.len()
             )));
         }
+        let format: FormatOnly =
+            from_cbor(&buf, "bundle header").map_err(|e| err(e.to_string()))?;
+        if format.format != 1 {
+            return Err(AuditError::UnknownFormat {
+                path: name.clone(),
+                format: format.format,
+            });
+        }
+        let header: BundleHeader =
+            from_cbor(&buf, "bundle header").map_err(|e| err(e.to_string()))?;
         Ok(BundleReader {
             input,
             remaining: header.entry_count,
@@ -261,10 +319,14 @@ impl<R: Read> BundleReader<R> {
                 "entry of {len} bytes exceeds the {MAX_ENTRY}-byte limit"
             )));
         }
-        buf.resize(len as usize, 0);
-        self.input
-            .read_exact(buf)
-            .map_err(|e| self.bundle_err(format!("truncated entry: {e}")))?;
+        buf.clear();
+        (&mut self.input)
+            .take(u64::from(len))
+            .read_to_end(buf)
+            .map_err(|e| self.bundle_err(format!("entry: {e}")))?;
+        if buf.len() != len as usize {
+            return Err(self.bundle_err(format!("truncated entry: {} of {len} bytes", buf.len())));
+        }
         self.remaining -= 1;
         Ok(true)
     }

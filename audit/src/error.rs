@@ -48,6 +48,14 @@ pub enum AuditError {
         /// What is wrong.
         reason: String,
     },
+    /// A bundle in a format this build does not read.
+    #[error("audit bundle {path}: format {format} (this build reads format 1)")]
+    UnknownFormat {
+        /// Bundle path or name.
+        path: String,
+        /// Its format number.
+        format: u32,
+    },
     /// File IO while exporting or reading a bundle.
     #[error("{path}: {source}")]
     Io {

@@ -1,6 +1,8 @@
-//! Cross-log reconciliation: every `send` in one log must have the matching
-//! `receive` in the recipient's log (same release id, content digest and record
-//! count) and vice versa.
+//! Cross-log reconciliation: every `send` in one log must pair with exactly
+//! one `receive` in the recipient's log (same release id, content digest and
+//! record count) and vice versa. Entries are paired one to one, in log order,
+//! per (release, sender, recipient): three sends against one receive are one
+//! pair and two unpaired sends.
 
 use crate::bundle::BundleReader;
 use crate::entry::{EntryView, EventKind};
@@ -26,9 +28,11 @@ pub struct TransferRecord {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MismatchKind {
-    /// The sender logged a send the recipient never logged receiving.
+    /// The sender logged a send the recipient never logged receiving (or
+    /// logged more sends of one release than the recipient logged receives).
     SendWithoutReceive,
-    /// The recipient logged a receive the sender never logged sending.
+    /// The recipient logged a receive the sender never logged sending (or
+    /// more receives than sends).
     ReceiveWithoutSend,
     /// Both logged it, with different content digests.
     DigestMismatch,
@@ -77,8 +81,8 @@ type Key = (String, String, String); // (release, from, to)
 pub fn reconcile<R: Read>(
     bundles: Vec<(String, BundleReader<R>)>,
 ) -> Result<Reconciliation, AuditError> {
-    let mut sends: BTreeMap<Key, TransferRecord> = BTreeMap::new();
-    let mut receives: BTreeMap<Key, TransferRecord> = BTreeMap::new();
+    let mut sends: BTreeMap<Key, Vec<TransferRecord>> = BTreeMap::new();
+    let mut receives: BTreeMap<Key, Vec<TransferRecord>> = BTreeMap::new();
     let mut depts = BTreeSet::new();
     for (name, mut reader) in bundles {
         let dept = reader.header().dept.clone();
@@ -102,9 +106,15 @@ pub fn reconcile<R: Read>(
                 dataset: v.dataset.map(str::to_string),
             };
             if v.kind == EventKind::Send {
-                sends.insert((release.to_string(), dept.clone(), peer.to_string()), rec);
+                sends
+                    .entry((release.to_string(), dept.clone(), peer.to_string()))
+                    .or_default()
+                    .push(rec);
             } else {
-                receives.insert((release.to_string(), peer.to_string(), dept.clone()), rec);
+                receives
+                    .entry((release.to_string(), peer.to_string(), dept.clone()))
+                    .or_default()
+                    .push(rec);
             }
         }
     }
@@ -112,63 +122,82 @@ pub fn reconcile<R: Read>(
         departments: depts.iter().cloned().collect(),
         ..Default::default()
     };
-    for (key, s) in &sends {
+    let none = Vec::new();
+    for (key, sent) in &sends {
         let (release, from, to) = key;
-        match receives.get(key) {
-            None if !depts.contains(to) => out.mismatches.push(Mismatch {
-                kind: MismatchKind::PeerBundleMissing,
-                release: release.clone(),
-                from: from.clone(),
-                to: to.clone(),
-                detail: format!("{from} sent release {release} (seq {}) to {to}, whose bundle was not given", s.seq),
-            }),
-            None => out.mismatches.push(Mismatch {
-                kind: MismatchKind::SendWithoutReceive,
-                release: release.clone(),
-                from: from.clone(),
-                to: to.clone(),
-                detail: format!("{from} logged sending release {release} (seq {}); {to} never logged receiving it", s.seq),
-            }),
-            Some(r) if r.digest != s.digest => out.mismatches.push(Mismatch {
-                kind: MismatchKind::DigestMismatch,
-                release: release.clone(),
-                from: from.clone(),
-                to: to.clone(),
-                detail: format!(
-                    "sent digest {} (seq {}) but received digest {} (seq {})",
-                    s.digest.as_deref().unwrap_or("-"),
-                    s.seq,
-                    r.digest.as_deref().unwrap_or("-"),
-                    r.seq
-                ),
-            }),
-            Some(r) if r.records != s.records => out.mismatches.push(Mismatch {
-                kind: MismatchKind::CountMismatch,
-                release: release.clone(),
-                from: from.clone(),
-                to: to.clone(),
-                detail: format!("sent {:?} records but received {:?}", s.records, r.records),
-            }),
-            Some(_) => out.matched += 1,
-        }
-    }
-    for (key, r) in &receives {
-        if sends.contains_key(key) {
-            continue;
-        }
-        let (release, from, to) = key;
-        let kind = if depts.contains(from) {
-            MismatchKind::ReceiveWithoutSend
-        } else {
-            MismatchKind::PeerBundleMissing
-        };
-        out.mismatches.push(Mismatch {
+        let received = receives.get(key).unwrap_or(&none);
+        let mismatch = |kind, detail| Mismatch {
             kind,
             release: release.clone(),
             from: from.clone(),
             to: to.clone(),
-            detail: format!("{to} logged receiving release {release} from {from} (seq {}) with no matching send", r.seq),
-        });
+            detail,
+        };
+        for (s, r) in sent.iter().zip(received) {
+            if r.digest != s.digest {
+                out.mismatches.push(mismatch(
+                    MismatchKind::DigestMismatch,
+                    format!(
+                        "sent digest {} (seq {}) but received digest {} (seq {})",
+                        s.digest.as_deref().unwrap_or("-"),
+                        s.seq,
+                        r.digest.as_deref().unwrap_or("-"),
+                        r.seq
+                    ),
+                ));
+            } else if r.records != s.records {
+                out.mismatches.push(mismatch(
+                    MismatchKind::CountMismatch,
+                    format!("sent {:?} records but received {:?}", s.records, r.records),
+                ));
+            } else {
+                out.matched += 1;
+            }
+        }
+        for (n, s) in sent.iter().enumerate().skip(received.len()) {
+            out.mismatches.push(if !depts.contains(to) {
+                mismatch(
+                    MismatchKind::PeerBundleMissing,
+                    format!("{from} sent release {release} (seq {}) to {to}, whose bundle was not given", s.seq),
+                )
+            } else if received.is_empty() {
+                mismatch(
+                    MismatchKind::SendWithoutReceive,
+                    format!("{from} logged sending release {release} (seq {}); {to} never logged receiving it", s.seq),
+                )
+            } else {
+                mismatch(
+                    MismatchKind::SendWithoutReceive,
+                    format!(
+                        "{from} logged send number {} of release {release} (seq {}); {to} logged only {} receive(s) of it",
+                        n + 1,
+                        s.seq,
+                        received.len()
+                    ),
+                )
+            });
+        }
+    }
+    for (key, received) in &receives {
+        let sent = sends.get(key).map_or(0, Vec::len);
+        let (release, from, to) = key;
+        for r in received.iter().skip(sent) {
+            let kind = if depts.contains(from) {
+                MismatchKind::ReceiveWithoutSend
+            } else {
+                MismatchKind::PeerBundleMissing
+            };
+            out.mismatches.push(Mismatch {
+                kind,
+                release: release.clone(),
+                from: from.clone(),
+                to: to.clone(),
+                detail: format!(
+                    "{to} logged receiving release {release} from {from} (seq {}) with no matching send ({sent} send(s) logged)",
+                    r.seq
+                ),
+            });
+        }
     }
     Ok(out)
 }

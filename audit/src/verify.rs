@@ -7,7 +7,7 @@
 //! checkpoint (own, cosigned by peers, held by witnesses, trusted) is checked
 //! under the key valid at its size and against the rebuilt roots.
 
-use crate::bundle::{BundleHeader, BundleReader};
+use crate::bundle::{BundleHeader, BundleReader, PeerItem};
 use crate::checkpoint::{Checkpoint, SignedCheckpoint};
 use crate::entry::{EntryView, LogId, rotation_message};
 use crate::error::AuditError;
@@ -19,9 +19,27 @@ use std::io::Read;
 
 /// Validates node certificates against the CA the regulator trusts.
 pub trait CertificateCheck {
-    /// Returns the certificate's department and Ed25519 identity key, or why it
-    /// cannot be trusted.
-    fn check(&self, certificate_der: &[u8]) -> Result<(String, VerifyingKey), String>;
+    /// Returns what the certificate vouches for, or why it cannot be trusted.
+    fn check(&self, certificate_der: &[u8]) -> Result<CertIdentity, String>;
+
+    /// The same, judging validity at `at_ms` (when the certificate was used to
+    /// sign), so evidence outlives the certificate. The default ignores time.
+    fn check_at(&self, certificate_der: &[u8], at_ms: u64) -> Result<CertIdentity, String> {
+        let _ = at_ms;
+        self.check(certificate_der)
+    }
+}
+
+/// What a trusted certificate vouches for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertIdentity {
+    /// The department.
+    pub dept: String,
+    /// Its Ed25519 identity key.
+    pub identity: VerifyingKey,
+    /// The department's one audit log (`dept:genesis key id`), if the
+    /// certificate binds one (`urn:pdx:log:` SAN URI).
+    pub log_id: Option<String>,
 }
 
 /// What a finding is about. Each tampering the verifier can tell apart has its own case.
@@ -57,6 +75,13 @@ pub enum Case {
     MissingKey,
     /// Data needed for a check is missing.
     MissingData,
+    /// The bundle's framing is broken: magic, lengths, entry count, end
+    /// marker, trailing bytes, or a header that does not decode.
+    BrokenFraming,
+    /// The bundle is in a format this verifier does not read.
+    UnknownFormat,
+    /// Time goes backwards between consecutive entries.
+    DecreasingTime,
 }
 
 /// How bad a finding is.
@@ -80,6 +105,19 @@ pub struct Finding {
     pub at: Option<u64>,
     /// Human-readable explanation.
     pub detail: String,
+}
+
+/// Where the trusted CA came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaTrust {
+    /// The regulator's own copy (`--ca`).
+    Pinned,
+    /// The CA certificate inside the bundle (not pinned).
+    Bundle,
+    /// No CA: certificates were not checked.
+    #[default]
+    None,
 }
 
 /// Overall result.
@@ -108,6 +146,13 @@ impl Verdict {
 /// The verifier's report on one bundle.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// Which CA the certificates were checked against: `pinned` (given by
+    /// the regulator), or `bundle` (the CA certificate inside the bundle,
+    /// so a bundle forged under its own CA would pass: pin the CA).
+    pub ca: CaTrust,
+    /// The caveat when the CA was not pinned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_note: Option<String>,
     /// Bundle name.
     pub bundle: String,
     /// Log id.
@@ -148,6 +193,8 @@ pub struct VerifyInputs<'a> {
     pub trusted: Vec<(String, SignedCheckpoint)>,
     /// Certificate validation against the regulator's CA.
     pub certificates: Option<&'a dyn CertificateCheck>,
+    /// Where that CA came from (reported).
+    pub ca: CaTrust,
 }
 
 impl std::fmt::Debug for VerifyInputs<'_> {
@@ -189,6 +236,43 @@ struct Stream {
     roots: HashMap<u64, Hash>,
     final_root: Hash,
     keys: Vec<KeyInfo>,
+}
+
+/// The report on a bundle that could not even be opened: broken framing
+/// (magic, header length or encoding) is evidence (`tampered`), an unknown
+/// format is `unverifiable`. `None` for errors that say nothing about the
+/// bundle (the file cannot be read).
+pub fn unreadable(name: &str, error: &AuditError) -> Option<Report> {
+    let (case, severity) = match error {
+        AuditError::Bundle { .. } => (Case::BrokenFraming, Severity::Tampered),
+        AuditError::UnknownFormat { .. } => (Case::UnknownFormat, Severity::Unverifiable),
+        _ => return None,
+    };
+    let verdict = match severity {
+        Severity::Tampered => Verdict::Tampered,
+        Severity::Unverifiable => Verdict::Unverifiable,
+    };
+    Some(Report {
+        ca: CaTrust::None,
+        ca_note: None,
+        bundle: name.to_string(),
+        log_id: String::new(),
+        dept: String::new(),
+        entries: 0,
+        root: String::new(),
+        checkpoints_verified: 0,
+        checkpoints_total: 0,
+        cosignatures_verified: 0,
+        external_checkpoints_checked: 0,
+        keys: Vec::new(),
+        findings: vec![Finding {
+            case,
+            severity,
+            at: None,
+            detail: error.to_string(),
+        }],
+        verdict,
+    })
 }
 
 /// Verifies a bundle read from `reader`.
@@ -235,8 +319,36 @@ pub fn verify<R: Read + Send>(
         .map(|s| (s.clone(), s.peek().ok()))
         .collect();
     let mut external: Vec<(String, SignedCheckpoint)> = inputs.trusted.clone();
+    for (i, w) in header.witnessed.iter().enumerate() {
+        if let PeerItem::Malformed(why) = w {
+            c.tampered(
+                Case::MalformedEntry,
+                None,
+                format!("witnessed item {i} of the header (peers' data) does not decode: {why}"),
+            );
+        }
+    }
+    for (i, ev) in header.evidence.iter().enumerate() {
+        if let PeerItem::Malformed(why) = ev {
+            c.tampered(
+                Case::MalformedEntry,
+                None,
+                format!("evidence item {i} of the header (peers' data) does not decode: {why}"),
+            );
+        }
+    }
     for (wname, wh) in &inputs.witnesses {
-        for w in &wh.witnessed {
+        for (i, item) in wh.witnessed.iter().enumerate() {
+            let Some(w) = item.ok() else {
+                c.unverifiable(
+                    Case::MissingData,
+                    None,
+                    format!(
+                        "witness {wname}: witnessed item {i} does not decode and cannot be checked"
+                    ),
+                );
+                continue;
+            };
             if w.log_id == header.log_id {
                 external.push((
                     format!("witness {wname} ({})", wh.dept),
@@ -244,7 +356,7 @@ pub fn verify<R: Read + Send>(
                 ));
             }
         }
-        for ev in &wh.evidence {
+        for ev in wh.evidence.iter().filter_map(PeerItem::ok) {
             if ev.log_id == header.log_id {
                 external.push((format!("fork evidence held by {wname}"), ev.earlier.clone()));
                 external.push((format!("fork evidence held by {wname}"), ev.later.clone()));
@@ -347,7 +459,7 @@ pub fn verify<R: Read + Send>(
             );
             continue;
         };
-        let witness = match certs.check(&sc.witness_endorsement.certificate) {
+        let witness = match certs.check_at(&sc.witness_endorsement.certificate, cs.time_ms) {
             Ok(w) => w,
             Err(e) => {
                 c.unverifiable(
@@ -360,24 +472,24 @@ pub fn verify<R: Read + Send>(
         };
         let ok = sc
             .witness_endorsement
-            .verify(&witness.1)
+            .verify(&witness.identity)
             .ok()
             .and_then(|en| sc.verify(&en.audit_key).ok().map(|v| (en, v)));
         let Some((en, _)) = ok else {
-            c.unverifiable(
+            c.tampered(
                 Case::BadSignature,
                 Some(cs.size),
                 format!("cosignature by {} does not verify", cs.witness),
             );
             continue;
         };
-        if !en.log_id.starts_with(&format!("{}:", witness.0)) {
-            c.unverifiable(
-                Case::MissingKey,
+        if !en.log_id.starts_with(&format!("{}:", witness.dept)) {
+            c.tampered(
+                Case::WrongKey,
                 Some(cs.size),
                 format!(
                     "cosignature key endorsed for {} by {}",
-                    en.log_id, witness.0
+                    en.log_id, witness.dept
                 ),
             );
             continue;
@@ -426,7 +538,15 @@ pub fn verify<R: Read + Send>(
     } else {
         Verdict::Unverifiable
     };
+    let ca = if inputs.certificates.is_some() {
+        inputs.ca
+    } else {
+        CaTrust::None
+    };
     Ok(Report {
+        ca,
+        ca_note: (ca == CaTrust::Bundle)
+            .then(|| "CA not pinned: trusted the CA certificate inside the bundle".to_string()),
         bundle: name.to_string(),
         log_id: header.log_id.clone(),
         dept: header.dept.clone(),
@@ -462,7 +582,19 @@ fn check_endorsements(
         return out;
     };
     for e in &header.endorsements {
-        let (dept, identity) = match certs.check(&e.certificate) {
+        // Validity is judged when the endorsement was made, so evidence
+        // outlives the certificate (its time is read before the signature
+        // is checked, and the signature then covers it).
+        let at = e
+            .signed
+            .dangerous_decode_unverified::<crate::checkpoint::KeyEndorsement>("endorsement")
+            .map(|en| en.time_ms)
+            .unwrap_or(0);
+        let CertIdentity {
+            dept,
+            identity,
+            log_id: bound,
+        } = match certs.check_at(&e.certificate, at) {
             Ok(x) => x,
             Err(why) => {
                 c.unverifiable(
@@ -483,6 +615,29 @@ fn check_endorsements(
                 ),
             );
             continue;
+        }
+        // One log per department: the certificate names it.
+        match &bound {
+            Some(b) if *b == header.log_id => {}
+            Some(b) => {
+                c.tampered(
+                    Case::ForeignEntry,
+                    None,
+                    format!(
+                        "the certificate of {dept} binds its audit log {b}; this bundle is a second log {}",
+                        header.log_id
+                    ),
+                );
+                continue;
+            }
+            None => {
+                c.unverifiable(
+                    Case::MissingKey,
+                    None,
+                    format!("the certificate of {dept} binds no audit log (urn:pdx:log:)"),
+                );
+                continue;
+            }
         }
         match e.verify(&identity) {
             Ok(en) if en.log_id == header.log_id => {
@@ -692,6 +847,9 @@ fn read_batches<R: Read>(
                 }
                 Ok(false) => break,
                 Err(e) => {
+                    if !batch.ends.is_empty() {
+                        let _ = tx.send(Ok(batch));
+                    }
                     let _ = tx.send(Err(e));
                     return;
                 }
@@ -733,7 +891,16 @@ fn stream_entries<R: Read + Send>(
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch, AuditError>>(4);
         scope.spawn(move || read_batches(reader, &tx));
         for batch in rx {
-            let batch = batch?;
+            let batch = match batch {
+                Ok(b) => b,
+                // Broken framing is evidence about the bundle: reported, and
+                // what was read before it still verified.
+                Err(AuditError::Bundle { reason, .. }) => {
+                    c.tampered(Case::BrokenFraming, Some(pos), reason);
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             for (buf, leaf) in batch.entries() {
                 let prefix = prefix_of(&leaf).max(1);
                 match EntryView::parse(buf) {
@@ -823,7 +990,7 @@ fn stream_entries<R: Read + Send>(
                         }
                         if v.time_ms < prev_time && !explained {
                             c.tampered(
-                                Case::ReorderedEntries,
+                                Case::DecreasingTime,
                                 Some(seq),
                                 format!("timestamp of seq {seq} goes backwards"),
                             );

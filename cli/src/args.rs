@@ -496,6 +496,10 @@ pub enum ReleaseCmd {
         /// Report JSON.
         #[arg(long)]
         report: PathBuf,
+        /// What-if: also report the k, l and risk the release would have with
+        /// these released columns treated as quasi-identifiers (comma-separated).
+        #[arg(long = "assume-qi", value_delimiter = ',')]
+        assume_qi: Vec<String>,
     },
 }
 

@@ -8,7 +8,7 @@ use crate::{Exit, node_error};
 use anyhow::{Result, anyhow};
 use pdx_audit::bundle::{BundleReader, read_header};
 use pdx_audit::checkpoint::SignedCheckpoint;
-use pdx_audit::verify::{Report, Severity, Verdict, VerifyInputs, verify};
+use pdx_audit::verify::{CaTrust, Report, Severity, Verdict, VerifyInputs, verify};
 use pdx_node::api::Request;
 use pdx_node::pki::{self, CertChecker};
 use rustls::pki_types::CertificateDer;
@@ -115,19 +115,33 @@ pub fn verify_bundle(
     checkpoints: &[PathBuf],
     ca: Option<&Path>,
 ) -> Result<Report> {
-    let reader = BundleReader::open(path).map_err(|e| {
-        anyhow!(Exit {
-            code: 1,
-            message: e.to_string()
-        })
-    })?;
-    let ca_certs: Vec<CertificateDer<'static>> = match ca {
-        Some(p) => pki::read_certs(p).map_err(node_error)?,
-        None => vec![CertificateDer::from(reader.header().ca_certificate.clone())],
+    let name = path.display().to_string();
+    let reader = match BundleReader::open(path) {
+        Ok(r) => r,
+        // Broken framing or an unknown format is a verdict about the bundle;
+        // an unreadable file is an error (exit 1).
+        Err(e) => {
+            return pdx_audit::verify::unreadable(&name, &e).ok_or_else(|| {
+                anyhow!(Exit {
+                    code: 1,
+                    message: e.to_string()
+                })
+            });
+        }
+    };
+    let (ca_certs, trust): (Vec<CertificateDer<'static>>, CaTrust) = match ca {
+        Some(p) => (pki::read_certs(p).map_err(node_error)?, CaTrust::Pinned),
+        None => {
+            // Not pinned: at least the CA must be a valid self-signed one.
+            let der = reader.header().ca_certificate.clone();
+            pki::cert::check_self_signed(&der).map_err(node_error)?;
+            (vec![CertificateDer::from(der)], CaTrust::Bundle)
+        }
     };
     let checker = CertChecker::new(&ca_certs, Vec::new()).map_err(node_error)?;
     let mut inputs = VerifyInputs {
         certificates: Some(&checker),
+        ca: trust,
         ..Default::default()
     };
     for w in witnesses {
@@ -144,7 +158,7 @@ pub fn verify_bundle(
             .trusted
             .push((format!("trusted checkpoint {}", c.display()), cp));
     }
-    verify(reader, &path.display().to_string(), &inputs).map_err(|e| anyhow!("{e}"))
+    verify(reader, &name, &inputs).map_err(|e| anyhow!("{e}"))
 }
 
 fn print_report(r: &Report) {
@@ -170,7 +184,19 @@ fn print_report(r: &Report) {
         Verdict::Tampered => "TAMPERED",
         Verdict::Unverifiable => "UNVERIFIABLE",
     };
-    outln!("verdict      {verdict}");
+    match r.ca {
+        CaTrust::Pinned => outln!("ca           pinned (--ca)"),
+        CaTrust::Bundle => outln!(
+            "ca           NOT PINNED: trusted the CA certificate inside the bundle (a bundle forged under its own CA would pass; give --ca)"
+        ),
+        CaTrust::None => outln!("ca           none: certificates not checked"),
+    }
+    let caveat = if r.ca == CaTrust::Bundle && r.verdict == Verdict::Valid {
+        " (against the bundle's own CA: not pinned)"
+    } else {
+        ""
+    };
+    outln!("verdict      {verdict}{caveat}");
     for f in &r.findings {
         let sev = match f.severity {
             Severity::Tampered => "TAMPERED",

@@ -182,6 +182,7 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
             agreement,
             out,
             report,
+            assume_qi,
         }) => h(
             home,
             Request::Preview(PreviewSpec {
@@ -190,6 +191,7 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
                 agreement: agreement.clone(),
                 out: absolute(out)?,
                 report: absolute(report)?,
+                assume_qi: assume_qi.clone(),
             }),
         ),
         Command::Status(home) => h(home, Request::Status),

@@ -443,6 +443,44 @@ pub fn outcome(json: bool, o: &Outcome) -> Result<()> {
                 );
             }
         }
+        Outcome::Previewed(v) => {
+            let r = &v.report;
+            outln!(
+                "preview of {} / {} written to {} (report {})",
+                r.dataset,
+                r.profile,
+                v.out,
+                v.report_path
+            );
+            outln!(
+                "  {} of {} records released, {} suppressed; k = {} (required {}), l = {} (required {}); {} classes; prosecutor risk max {:.3}, mean {:.4}",
+                r.records_out,
+                r.records_in,
+                r.records_suppressed,
+                r.k_achieved,
+                r.k_required,
+                r.l_achieved,
+                r.l_required,
+                r.classes_released,
+                r.risk_prosecutor_max,
+                r.risk_prosecutor_avg
+            );
+            outln!("  quasi-identifiers: {}", r.quasi_identifiers.join(", "));
+            if let Some(w) = &v.what_if {
+                outln!(
+                    "what if {} were quasi-identifiers too: {} classes, smallest {}, {} classes ({} records) below k = {}, l = {}, prosecutor risk max {:.3}, mean {:.4}",
+                    w.assumed_qi.join(", "),
+                    w.classes,
+                    w.k_achieved,
+                    w.classes_below_k,
+                    w.records_below_k,
+                    r.k_required,
+                    opt(&w.l_achieved),
+                    w.risk_prosecutor_max,
+                    w.risk_prosecutor_avg
+                );
+            }
+        }
         other => generic(&other.to_json().map_err(crate::node_error)?),
     }
     Ok(())

@@ -41,15 +41,21 @@ pub async fn serve(home: &Path, passphrase_file: Option<&Path>, operator: &str) 
     let socket = home.admin_socket();
     let admin = tokio::spawn(pdx_node::admin::serve(svc.clone(), socket.clone()));
     let server = tokio::spawn(svc.net.clone().serve(svc.clone()));
-    let ckpt_node = node.clone();
+    // Checkpoints every interval; summaries of aggregated refusals as their
+    // windows close.
+    let ticking = svc.clone();
     let interval =
         std::time::Duration::from_millis(node.config.audit.checkpoint_interval_ms.max(100));
     let ticker = tokio::spawn(async move {
         let mut t = tokio::time::interval(interval);
         loop {
             t.tick().await;
-            let n = ckpt_node.clone();
-            let _ = tokio::task::spawn_blocking(move || n.audit.maybe_checkpoint()).await;
+            let s = ticking.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = s.flush_refusals(false);
+                s.node.audit.maybe_checkpoint()
+            })
+            .await;
         }
     });
     outln!(
@@ -68,6 +74,10 @@ pub async fn serve(home: &Path, passphrase_file: Option<&Path>, operator: &str) 
     svc.net.shutdown().await;
     server.abort();
     let _ = std::fs::remove_file(&socket);
+    let s = svc.clone();
+    blocking(move || s.flush_refusals(true))
+        .await
+        .map_err(node_error)?;
     log_lifecycle(&svc, operator, "node stopped".into())
         .await
         .map_err(node_error)?;

@@ -71,9 +71,14 @@ fn secret32(bytes: &[u8], path: &Path) -> Result<[u8; 32]> {
 
 impl NodeKeys {
     /// Creates every key except the identity key (which comes with the certificate).
-    pub fn create(home: &Home, identity_pkcs8: &[u8], pass: Option<&[u8]>) -> Result<NodeKeys> {
+    pub fn create(
+        home: &Home,
+        identity_pkcs8: &[u8],
+        audit_pkcs8: &[u8],
+        pass: Option<&[u8]>,
+    ) -> Result<NodeKeys> {
         let identity = SigningKey::from_pkcs8(identity_pkcs8)?;
-        let audit = SigningKey::generate()?;
+        let audit = SigningKey::from_pkcs8(audit_pkcs8)?;
         let encryption = EncryptionSecret::generate()?;
         let pseudonym = PseudonymMaster::from_bytes(pdx_crypto::rng::bytes::<32>()?);
         let storage = StorageMaster::from_bytes(pdx_crypto::rng::bytes::<32>()?);

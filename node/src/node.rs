@@ -137,7 +137,29 @@ impl Node {
         let key_der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(&key_pem)
             .map_err(|e| NodeError::Pki(format!("{}: {e}", key_path.display())))?;
         let identity = SigningKey::from_pkcs8(key_der.secret_pkcs8_der())?;
+        let audit_path = cert_dir.join("audit.key");
+        let audit_pem = crate::config::read_secret(&audit_path).map_err(|e| {
+            NodeError::Pki(format!(
+                "{e}: the genesis audit key comes with the certificate (pdx ca issue writes audit.key); re-issue the certificate with this version"
+            ))
+        })?;
+        let audit_der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(&audit_pem)
+            .map_err(|e| NodeError::Pki(format!("{}: {e}", audit_path.display())))?;
+        let genesis = SigningKey::from_pkcs8(audit_der.secret_pkcs8_der())?;
         let info: CertInfo = CertChecker::new(&ca, crls)?.check(&certs[0])?;
+        let bound = LogId {
+            dept: info.dept.clone(),
+            genesis_key: genesis.key_id(),
+        };
+        if info.log_id.as_deref() != Some(bound.to_text().as_str()) {
+            return Err(NodeError::Pki(format!(
+                "{} binds the audit log {:?}, but {} is the key of log {}",
+                cert_path.display(),
+                info.log_id,
+                audit_path.display(),
+                bound.to_text()
+            )));
+        }
         if info.identity != identity.verifying_key() {
             return Err(NodeError::Pki(format!(
                 "{} does not hold the key of {}",
@@ -157,7 +179,7 @@ impl Node {
             let bytes = std::fs::read(&src).map_err(NodeError::io(&src))?;
             write_atomic(&dst, &bytes, 0o644)?;
         }
-        let keys = NodeKeys::create(home, identity.pkcs8_der(), pass)?;
+        let keys = NodeKeys::create(home, identity.pkcs8_der(), genesis.pkcs8_der(), pass)?;
         let log_id = LogId {
             dept: info.dept.clone(),
             genesis_key: keys.audit.key_id(),
@@ -226,6 +248,15 @@ impl Node {
         let checker = CertChecker::new(&ca, crls)?;
         let store = Store::open(&home.db())?;
         let log_id = read_log_id(home, &config.dept)?;
+        // One log per department: the one the certificate names.
+        if info.log_id.as_deref() != Some(log_id.to_text().as_str()) {
+            return Err(NodeError::Pki(format!(
+                "{} binds the audit log {:?}, but this home holds log {}; install the certificate issued with this log",
+                home.node_cert().display(),
+                info.log_id,
+                log_id.to_text()
+            )));
+        }
         let audit_key = SigningKey::from_pkcs8(keys.audit.pkcs8_der())?;
         let cert_der = certs[0].to_vec();
         let audit = AuditLog::open(

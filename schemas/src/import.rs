@@ -148,6 +148,45 @@ fn shorten(v: &str) -> String {
     }
 }
 
+/// Offsets of the line feeds read so far but not yet passed by a record, and
+/// how many were passed: a record starting at byte `p` (of the decoded text)
+/// is on physical line 1 + (line feeds before `p`), for LF and CRLF files and
+/// quoted fields with line breaks alike. (The csv crate's own count is one
+/// short for CRLF.) Only the read-ahead's line feeds are held.
+#[derive(Clone, Default)]
+struct LineIndex(std::rc::Rc<std::cell::RefCell<(std::collections::VecDeque<u64>, u64)>>);
+
+impl LineIndex {
+    fn line_at(&self, byte: u64) -> u64 {
+        let mut s = self.0.borrow_mut();
+        // With CRLF the csv reader places a record's start on the `\n` that
+        // ends the previous line; that line feed belongs before the record.
+        while s.0.front().is_some_and(|&o| o <= byte) {
+            s.0.pop_front();
+            s.1 += 1;
+        }
+        s.1 + 1
+    }
+}
+
+/// A reader that records where its line feeds are.
+struct CountLines<R> {
+    inner: R,
+    offset: u64,
+    index: LineIndex,
+}
+
+impl<R: Read> Read for CountLines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let data = buf.get(..n).unwrap_or_default();
+        let mut s = self.index.0.borrow_mut();
+        s.0.extend(memchr::memchr_iter(b'\n', data).map(|i| self.offset + i as u64));
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
 /// Reads CSV from `input` under `schema`. Good rows go to `accept` (in schema
 /// field order); under [`OnError::Skip`] bad rows go to `reject` with their
 /// first problem; `progress` gets the bytes consumed so far.
@@ -162,6 +201,7 @@ pub fn read_csv<R: Read>(
     mut reject: impl FnMut(&RowProblem, &csv::ByteRecord) -> Result<(), String>,
     mut progress: impl FnMut(u64),
 ) -> Result<ImportSummary, ImportError> {
+    let lines = LineIndex::default();
     let decoded: Box<dyn Read> = match encoding {
         Encoding::Utf8 => Box::new(
             encoding_rs_io::DecodeReaderBytesBuilder::new()
@@ -180,7 +220,11 @@ pub fn read_csv<R: Read>(
         .has_headers(true)
         .flexible(true)
         .buffer_capacity(1 << 20)
-        .from_reader(decoded);
+        .from_reader(CountLines {
+            inner: decoded,
+            offset: 0,
+            index: lines.clone(),
+        });
     let io = |e: csv::Error| match e.into_kind() {
         csv::ErrorKind::Io(source) => ImportError::Io {
             file: file.to_string(),
@@ -251,10 +295,10 @@ pub fn read_csv<R: Read>(
             break;
         }
         summary.rows_read += 1;
-        let line = record
-            .position()
-            .map(|p| p.line())
-            .unwrap_or(summary.rows_read + 1);
+        let line = match record.position() {
+            Some(p) => lines.line_at(p.byte()),
+            None => summary.rows_read + 1,
+        };
         if summary.rows_read % 4096 == 0 {
             progress(record.position().map(|p| p.byte()).unwrap_or(0));
         }

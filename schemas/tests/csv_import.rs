@@ -185,3 +185,31 @@ fn malformed_csv_rows_and_headers_are_reported() {
     let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(msg.contains("not nullable"), "{msg}");
 }
+
+/// The line of the first problem of `csv` (as bytes) under `encoding`.
+fn first_problem_line(bytes: &[u8], encoding: Encoding) -> u64 {
+    match import(bytes, encoding, OnError::Reject).0 {
+        Err(ImportError::Rejected { problems, .. }) => problems[0].line,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn reported_lines_are_physical_lines_for_lf_crlf_and_gb18030() {
+    // Header = line 1; the bad amount is on line 4; line 3 holds a quoted
+    // field with an embedded line break, so the bad row starts on line 5.
+    let lf = "name,certno,amount\n张三,11010519491231002X,1.00\n李四,11010519491231002X,2.00\n王五,11010519491231002X,abc\n";
+    let crlf = lf.replace('\n', "\r\n");
+    assert_eq!(first_problem_line(lf.as_bytes(), Encoding::Utf8), 4);
+    assert_eq!(first_problem_line(crlf.as_bytes(), Encoding::Utf8), 4);
+    let (gb, _, _) = encoding_rs::GB18030.encode(&crlf);
+    assert_eq!(first_problem_line(&gb, Encoding::Gb18030), 4);
+    let (gb, _, _) = encoding_rs::GB18030.encode(lf);
+    assert_eq!(first_problem_line(&gb, Encoding::Gb18030), 4);
+    let multi = "name,certno,amount\n张三,11010519491231002X,1.00\n\"李\n四\",11010519491231002X,2.00\n王五,11010519491231002X,abc\n";
+    assert_eq!(first_problem_line(multi.as_bytes(), Encoding::Utf8), 5);
+    assert_eq!(
+        first_problem_line(multi.replace('\n', "\r\n").as_bytes(), Encoding::Utf8),
+        5
+    );
+}

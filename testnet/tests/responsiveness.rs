@@ -4,12 +4,14 @@
 //! within 200 ms.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::import_settlement;
 use pdx_node::api::{Outcome, Request, execute};
 use pdx_node::config::Home;
 use pdx_node::progress::NoProgress;
 use pdx_node::service::{Services, open_node};
 use pdx_testnet::Testnet;
-use pdx_testnet::generate::{self, Options};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,37 +31,7 @@ fn a_node_answers_catalogs_within_200_ms_while_producing_a_1m_record_release() {
         net.home("100000").unwrap(),
         net.home("110000").unwrap(),
     );
-    let csv = dir.path().join("month.csv");
-    generate::settlement(
-        &Options {
-            provinces: 5,
-            records: 1_000_000,
-            seed: 7,
-            treated_in: None,
-            month: (2026, 10),
-        },
-        std::fs::File::create(&csv).unwrap(),
-    )
-    .unwrap();
-    let schema = dir.path().join("settlement.toml");
-    std::fs::write(
-        &schema,
-        include_str!("../../schemas/medical_insurance/settlement.toml"),
-    )
-    .unwrap();
-    let (schema, csv) = (schema.display().to_string(), csv.display().to_string());
-    net.pdx_ok(&[
-        "import",
-        "--home",
-        &a,
-        "--schema",
-        &schema,
-        "--csv",
-        &csv,
-        "--dataset",
-        "month",
-    ])
-    .unwrap();
+    import_settlement(&net, dir.path(), "440000", "month", 1_000_000, None);
     for to in ["100000", "110000"] {
         net.pdx_ok(&[
             "grant",

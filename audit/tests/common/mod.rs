@@ -12,27 +12,34 @@
 use pdx_audit::bundle::{BundleHeader, BundleReader, write_entry, write_header};
 use pdx_audit::checkpoint::{KeyEndorsement, SignedEndorsement};
 use pdx_audit::store::{AuditConfig, column_families, now_ms};
-use pdx_audit::verify::{CertificateCheck, Report, VerifyInputs, verify};
+use pdx_audit::verify::{CertIdentity, CertificateCheck, Report, VerifyInputs, verify};
 use pdx_audit::{AuditLog, EntryDraft, EventKind, LogId};
 use pdx_crypto::{SigningKey, VerifyingKey};
 use std::path::Path;
 use std::sync::Arc;
 
-/// "Certificate" = dept bytes || 0 || Ed25519 identity key.
+/// "Certificate" = dept bytes || 0 || Ed25519 identity key (32) || bound log id.
 pub struct RawCerts;
 
 impl CertificateCheck for RawCerts {
-    fn check(&self, der: &[u8]) -> Result<(String, VerifyingKey), String> {
+    fn check(&self, der: &[u8]) -> Result<CertIdentity, String> {
         let pos = der.iter().position(|&b| b == 0).ok_or("no separator")?;
-        let key = VerifyingKey::from_slice(&der[pos + 1..]).map_err(|e| e.to_string())?;
-        Ok((String::from_utf8_lossy(&der[..pos]).into_owned(), key))
+        let key = der.get(pos + 1..pos + 33).ok_or("short certificate")?;
+        let identity = VerifyingKey::from_slice(key).map_err(|e| e.to_string())?;
+        let log = &der[pos + 33..];
+        Ok(CertIdentity {
+            dept: String::from_utf8_lossy(&der[..pos]).into_owned(),
+            identity,
+            log_id: (!log.is_empty()).then(|| String::from_utf8_lossy(log).into_owned()),
+        })
     }
 }
 
-pub fn cert(dept: &str, identity: &SigningKey) -> Vec<u8> {
+pub fn cert(dept: &str, identity: &SigningKey, log: &LogId) -> Vec<u8> {
     let mut c = dept.as_bytes().to_vec();
     c.push(0);
     c.extend_from_slice(&identity.verifying_key().0);
+    c.extend_from_slice(log.to_text().as_bytes());
     c
 }
 
@@ -65,7 +72,7 @@ pub fn endorse(
             time_ms: now_ms(),
         },
         identity,
-        cert(dept, identity),
+        cert(dept, identity, log),
     )
     .unwrap()
 }
@@ -149,6 +156,7 @@ pub fn verify_path(path: &Path, witnesses: &[&Path]) -> Report {
             .collect(),
         trusted: Vec::new(),
         certificates: Some(&RawCerts),
+        ca: pdx_audit::verify::CaTrust::Pinned,
     };
     verify(BundleReader::open(path).unwrap(), "test", &inputs).unwrap()
 }

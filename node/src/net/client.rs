@@ -20,6 +20,7 @@ pub struct PeerConn {
     /// Peer department (from its certificate).
     pub dept: String,
     timeout: std::time::Duration,
+    pools: Vec<std::sync::Arc<super::budget::Budget>>,
 }
 
 impl PeerConn {
@@ -29,7 +30,13 @@ impl PeerConn {
             peer: self.dept.clone(),
             message: format!("cannot open a stream: {e}"),
         })?;
-        Ok(Framed::new(send, recv, &self.dept, self.timeout))
+        Ok(Framed::new(
+            send,
+            recv,
+            &self.dept,
+            self.timeout,
+            self.pools.clone(),
+        ))
     }
 
     /// Closes the connection (normal end).
@@ -87,13 +94,15 @@ impl Net {
         let peer = Peer {
             dept: dept.to_string(),
             identity: info.identity,
+            log_id: info.log_id,
             remote: addr,
         };
         let (send, recv) = conn.open_bi().await.map_err(|e| NodeError::Peer {
             peer: dept.to_string(),
             message: format!("the peer refused the connection: {e}"),
         })?;
-        let mut s = Framed::new(send, recv, dept, self.timeouts.read);
+        let pools = self.lease_pools();
+        let mut s = Framed::new(send, recv, dept, self.timeouts.read, pools.clone());
         let local = on_pool(host, |h| h.local_hello()).await??;
         let hs = Handshake::client(Instant::now(), self.timeouts.handshake, local, dept);
         if let Err(f) = handshake::run(host, &mut s, hs, &peer).await {
@@ -108,6 +117,7 @@ impl Net {
             conn,
             dept: dept.to_string(),
             timeout: self.timeouts.read,
+            pools,
         })
     }
 

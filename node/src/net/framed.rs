@@ -4,8 +4,10 @@
 //! cap before keeping more than its 6-byte header), never from a declared
 //! length.
 
+use super::budget::{Budget, Lease};
 use crate::proto::frame::{FrameDecoder, FrameError};
 use crate::proto::msg::{ErrorCode, Message, MessageError};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Most bytes read from the stream at once.
@@ -59,6 +61,7 @@ pub struct Framed {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     dec: FrameDecoder,
+    lease: Lease,
     /// Peer department (for errors).
     pub peer: String,
     /// Per-frame read timeout.
@@ -72,16 +75,20 @@ impl std::fmt::Debug for Framed {
 }
 
 impl Framed {
+    /// A stream whose incomplete frames are charged to `pools` (the
+    /// connection's budget, then the node's).
     pub(crate) fn new(
         send: quinn::SendStream,
         recv: quinn::RecvStream,
         peer: &str,
         timeout: Duration,
+        pools: Vec<Arc<Budget>>,
     ) -> Self {
         Framed {
             send,
             recv,
             dec: FrameDecoder::new(),
+            lease: Lease::new(pools),
             peer: peer.to_string(),
             timeout,
         }
@@ -113,6 +120,12 @@ impl Framed {
         &mut self,
         deadline: tokio::time::Instant,
     ) -> Result<Message, RecvError> {
+        let result = self.recv_inner(deadline).await;
+        self.lease.shrink_to(self.dec.buffered());
+        result
+    }
+
+    async fn recv_inner(&mut self, deadline: tokio::time::Instant) -> Result<Message, RecvError> {
         loop {
             match self.dec.next_frame() {
                 Ok(Some(f)) => {
@@ -121,13 +134,15 @@ impl Framed {
                 Ok(None) => {}
                 Err(e) => return Err(RecvError::Frame(e)),
             }
+            // Memory first: a spent budget stops reading (back-pressure) until
+            // other frames complete or the deadline passes.
+            if !self.lease.grow(READ_CHUNK, deadline).await {
+                return Err(RecvError::Timeout(self.timeout));
+            }
             let read =
                 tokio::time::timeout_at(deadline, self.recv.read_chunk(READ_CHUNK, true)).await;
             match read {
-                Err(_) => {
-                    let waited = self.timeout;
-                    return Err(RecvError::Timeout(waited));
-                }
+                Err(_) => return Err(RecvError::Timeout(self.timeout)),
                 Ok(Ok(Some(chunk))) => self.dec.push(&chunk.bytes),
                 Ok(Ok(None)) => {
                     self.dec.finish().map_err(RecvError::Frame)?;
@@ -135,6 +150,7 @@ impl Framed {
                 }
                 Ok(Err(e)) => return Err(RecvError::Stream(e.to_string())),
             }
+            self.lease.shrink_to(self.dec.buffered());
         }
     }
 

@@ -11,9 +11,11 @@
 //! timeout per frame, per-type frame caps in the decoder, one deadline for the
 //! whole handshake.
 
+pub mod budget;
 mod client;
 mod framed;
 mod handshake;
+pub mod limits;
 mod registry;
 mod server;
 pub mod transfer;
@@ -48,6 +50,9 @@ pub const CLOSE_WRONG_DEPT: u32 = 1;
 pub const CLOSE_REVOKED: u32 = 2;
 /// Connection close code: the handshake on stream 0 failed.
 pub const CLOSE_HANDSHAKE_FAILED: u32 = 3;
+/// Connection close code: the department already holds its maximum of
+/// concurrent connections ([`limits::MAX_CONNECTIONS_PER_PEER`]).
+pub const CLOSE_TOO_MANY: u32 = 4;
 
 /// QUIC transport settings. Windows are sized for high bandwidth-delay links
 /// and loopback (see docs/benchmarks.md for the measured effect).
@@ -59,9 +64,11 @@ pub fn transport_config() -> quinn::TransportConfig {
     // keep a connection alive while the sender de-identifies.
     t.max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(20)).ok());
     t.keep_alive_interval(Some(Duration::from_secs(5)));
-    t.stream_receive_window(quinn::VarInt::from_u32(16 << 20));
-    t.receive_window(quinn::VarInt::from_u32(64 << 20));
-    t.send_window(64 << 20);
+    // What QUIC buffers per connection before the node reads it is bounded
+    // by these windows (frames being assembled by `budget`).
+    t.stream_receive_window(quinn::VarInt::from_u32(8 << 20));
+    t.receive_window(quinn::VarInt::from_u32(16 << 20));
+    t.send_window(16 << 20);
     t
 }
 
@@ -72,6 +79,8 @@ pub struct Peer {
     pub dept: String,
     /// Its certified identity key.
     pub identity: VerifyingKey,
+    /// The one audit log its certificate binds (`dept:key id`).
+    pub log_id: Option<String>,
     /// Where the connection comes from.
     pub remote: SocketAddr,
 }
@@ -192,6 +201,8 @@ pub struct Timeouts {
 pub struct Net {
     endpoint: quinn::Endpoint,
     registry: Registry,
+    frames: Arc<budget::Budget>,
+    limits: limits::Limits,
     dept: String,
     network: String,
     timeouts: Timeouts,
@@ -253,6 +264,8 @@ impl Net {
         Ok(Arc::new(Net {
             endpoint,
             registry: Registry::default(),
+            frames: budget::Budget::new(budget::NODE_FRAME_BUDGET),
+            limits: limits::Limits::default(),
             dept: dept.to_string(),
             network: network.to_string(),
             timeouts,
@@ -264,6 +277,19 @@ impl Net {
         self.endpoint
             .local_addr()
             .map_err(|e| NodeError::Network(e.to_string()))
+    }
+
+    /// Bytes of incomplete frames buffered now, over all connections.
+    pub fn frame_bytes(&self) -> usize {
+        self.frames.used()
+    }
+
+    /// A lease on a new connection's frame budget and the node's.
+    fn lease_pools(&self) -> Vec<Arc<budget::Budget>> {
+        vec![
+            budget::Budget::new(budget::CONNECTION_FRAME_BUDGET),
+            self.frames.clone(),
+        ]
     }
 
     /// The per-frame read timeout of request streams.

@@ -23,6 +23,21 @@ impl Net {
 
     async fn handle_incoming<H: Handler>(self: Arc<Self>, host: Arc<H>, incoming: quinn::Incoming) {
         let remote = incoming.remote_address();
+        let Some(address_slot) = self.limits.addresses.take(remote.ip()) else {
+            incoming.refuse();
+            let r = Refusal {
+                stage: Stage::Tls,
+                peer: None,
+                remote: Some(remote),
+                code: None,
+                reason: format!(
+                    "more than {} concurrent connections from this address",
+                    super::limits::MAX_CONNECTIONS_PER_ADDRESS
+                ),
+            };
+            let _ = on_pool(&host, move |h| h.refused(r)).await;
+            return;
+        };
         let refuse = |stage, peer: Option<&str>, code, reason: String| Refusal {
             stage,
             peer: peer.map(str::to_string),
@@ -30,7 +45,13 @@ impl Net {
             code,
             reason,
         };
-        let conn = match incoming.await {
+        // An unauthenticated handshake gets the handshake deadline, not the
+        // 20 s idle timeout.
+        let accepted = tokio::time::timeout(self.timeouts.handshake, incoming).await;
+        let accepted = accepted.unwrap_or_else(|_| Err(quinn::ConnectionError::TimedOut));
+        // The address slot counts handshakes not yet authenticated only.
+        drop(address_slot);
+        let conn = match accepted {
             Ok(c) => c,
             Err(e) => {
                 // A refused TLS handshake: no certificate, another CA, revoked, no department.
@@ -63,10 +84,28 @@ impl Net {
             Err(_) => return,
         };
         let dept = info.dept.clone();
+        let Some(_peer_slot) = self.limits.peers.take(dept.clone()) else {
+            conn.close(
+                quinn::VarInt::from_u32(super::CLOSE_TOO_MANY),
+                b"too many connections",
+            );
+            let r = refuse(
+                Stage::Certificate,
+                Some(&dept),
+                None,
+                format!(
+                    "more than {} concurrent connections from {dept}",
+                    super::limits::MAX_CONNECTIONS_PER_PEER
+                ),
+            );
+            let _ = on_pool(&host, move |h| h.refused(r)).await;
+            return;
+        };
         self.registry.register(&dept, cert, &conn);
         let peer = Peer {
             dept: dept.clone(),
             identity: info.identity,
+            log_id: info.log_id,
             remote,
         };
         let started = Instant::now();
@@ -89,7 +128,8 @@ impl Net {
                 return;
             }
         };
-        let mut s = Framed::new(send, recv, &dept, self.timeouts.read);
+        let pools = self.lease_pools();
+        let mut s = Framed::new(send, recv, &dept, self.timeouts.read, pools.clone());
         let local = match on_pool(&host, |h| h.local_hello()).await {
             Ok(Ok(l)) => l,
             _ => return,
@@ -115,8 +155,9 @@ impl Net {
             let host = host.clone();
             let peer = peer.clone();
             let timeout = self.timeouts.read;
+            let pools = pools.clone();
             tokio::spawn(async move {
-                let mut s = Framed::new(send, recv, &peer.dept, timeout);
+                let mut s = Framed::new(send, recv, &peer.dept, timeout, pools);
                 match s.recv().await {
                     Ok(first) => host.request(peer, first, s).await,
                     Err(e) => {

@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 /// Prefix of the department SAN URI.
 pub const DEPT_URI_PREFIX: &str = "urn:pdx:dept:";
+/// Prefix of the SAN URI naming the department's audit log (`dept:key id`).
+pub const LOG_URI_PREFIX: &str = "urn:pdx:log:";
 
 /// Checks a department code: letters, digits, `-`, `.`; 1-64 characters; no
 /// leading/trailing or doubled separators (it becomes a DNS label).
@@ -113,6 +115,11 @@ pub struct CertInfo {
     pub serial: String,
     /// Subject common name.
     pub name: String,
+    /// The department's one audit log (`dept:genesis key id`), from the SAN
+    /// URI `urn:pdx:log:` — what binds a department to a single log
+    /// network-wide. `None` only in certificates not issued by `pdx ca issue`;
+    /// such a peer cannot complete a handshake.
+    pub log_id: Option<String>,
 }
 
 const OID_ED25519: &str = "1.3.101.112";
@@ -124,12 +131,15 @@ pub fn parse_node_cert(der: &[u8]) -> Result<CertInfo> {
     let (_, cert) = X509Certificate::from_der(der)
         .map_err(|e| NodeError::Pki(format!("unparsable certificate: {e}")))?;
     let mut depts = Vec::new();
+    let mut logs = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
-            if let GeneralName::URI(uri) = name
-                && let Some(code) = uri.strip_prefix(DEPT_URI_PREFIX)
-            {
-                depts.push(code.to_string());
+            if let GeneralName::URI(uri) = name {
+                if let Some(code) = uri.strip_prefix(DEPT_URI_PREFIX) {
+                    depts.push(code.to_string());
+                } else if let Some(log) = uri.strip_prefix(LOG_URI_PREFIX) {
+                    logs.push(log.to_string());
+                }
             }
         }
     }
@@ -147,6 +157,25 @@ pub fn parse_node_cert(der: &[u8]) -> Result<CertInfo> {
         }
     };
     validate_dept(&dept).map_err(|e| NodeError::Pki(format!("certificate department: {e}")))?;
+    let log_id = match logs.as_slice() {
+        [] => None,
+        [one] => {
+            let bound = one
+                .rsplit_once(':')
+                .filter(|(d, k)| *d == dept && pdx_crypto::KeyId::from_hex(k).is_some());
+            if bound.is_none() {
+                return Err(NodeError::Pki(format!(
+                    "certificate of {dept} binds the audit log {one:?}, which is not a log of {dept} (dept:16-hex-key-id)"
+                )));
+            }
+            Some(one.clone())
+        }
+        _ => {
+            return Err(NodeError::Pki(
+                "certificate binds more than one audit log".into(),
+            ));
+        }
+    };
     let spki = cert.public_key();
     if spki.algorithm.algorithm.to_id_string() != OID_ED25519 {
         return Err(NodeError::Pki(format!(
@@ -167,6 +196,7 @@ pub fn parse_node_cert(der: &[u8]) -> Result<CertInfo> {
         identity,
         serial: hex::encode(cert.raw_serial()),
         name,
+        log_id,
     })
 }
 
@@ -203,9 +233,41 @@ impl CertChecker {
 }
 
 impl pdx_audit::verify::CertificateCheck for CertChecker {
-    fn check(&self, der: &[u8]) -> std::result::Result<(String, VerifyingKey), String> {
-        CertChecker::check(self, der)
-            .map(|i| (i.dept, i.identity))
+    fn check(&self, der: &[u8]) -> std::result::Result<pdx_audit::verify::CertIdentity, String> {
+        self.check_at(der, UnixTime::now())
+            .map(identity_of)
             .map_err(|e| e.to_string())
     }
+
+    fn check_at(
+        &self,
+        der: &[u8],
+        at_ms: u64,
+    ) -> std::result::Result<pdx_audit::verify::CertIdentity, String> {
+        let at = UnixTime::since_unix_epoch(std::time::Duration::from_millis(at_ms));
+        CertChecker::check_at(self, der, at)
+            .map(identity_of)
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn identity_of(i: CertInfo) -> pdx_audit::verify::CertIdentity {
+    pdx_audit::verify::CertIdentity {
+        dept: i.dept,
+        identity: i.identity,
+        log_id: i.log_id,
+    }
+}
+
+/// Checks that a CA certificate is self-signed with a valid signature (what
+/// can be checked of a CA that is not pinned).
+pub fn check_self_signed(der: &[u8]) -> Result<()> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| NodeError::Pki(format!("unparsable CA certificate: {e}")))?;
+    cert.verify_signature(None).map_err(|e| {
+        NodeError::Pki(format!(
+            "the CA certificate's self-signature does not verify: {e}"
+        ))
+    })
 }

@@ -17,8 +17,8 @@ pub mod cert;
 pub mod tls;
 
 pub use cert::{
-    CertChecker, CertInfo, DEPT_URI_PREFIX, dns_name, parse_node_cert, validate_dept,
-    validate_network,
+    CertChecker, CertInfo, DEPT_URI_PREFIX, LOG_URI_PREFIX, dns_name, parse_node_cert,
+    validate_dept, validate_network,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
@@ -218,12 +218,19 @@ pub fn ca_issue(dir: &Path, dept: &str, name: &str, out: &Path) -> Result<Issued
     let dns = dns_name(dept, &state.network);
     let mut params =
         CertificateParams::new(vec![dns]).map_err(pki("node certificate parameters"))?;
-    let uri = format!("{DEPT_URI_PREFIX}{dept}");
-    params.subject_alt_names.push(SanType::URI(
-        uri.clone()
-            .try_into()
-            .map_err(|e| NodeError::Pki(format!("SAN URI {uri}: {e:?}")))?,
-    ));
+    // The department's one audit log is fixed now: its genesis key is made
+    // here, and its id goes into the certificate (docs/protocol.md §1).
+    let audit_pair =
+        KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(pki("generating the audit key"))?;
+    let audit = pdx_crypto::SigningKey::from_pkcs8(&audit_pair.serialize_der())?;
+    let log_uri = format!("{LOG_URI_PREFIX}{dept}:{}", audit.key_id().to_hex());
+    for uri in [format!("{DEPT_URI_PREFIX}{dept}"), log_uri] {
+        params.subject_alt_names.push(SanType::URI(
+            uri.clone()
+                .try_into()
+                .map_err(|e| NodeError::Pki(format!("SAN URI {uri}: {e:?}")))?,
+        ));
+    }
     params.distinguished_name.push(DnType::CommonName, name);
     params.distinguished_name.push(
         DnType::OrganizationName,
@@ -248,6 +255,10 @@ pub fn ca_issue(dir: &Path, dept: &str, name: &str, out: &Path) -> Result<Issued
         .map_err(pki("signing the node certificate"))?;
     create_dir(out, 0o700)?;
     write_secret(&out.join("node.key"), key.serialize_pem().as_bytes())?;
+    write_secret(
+        &out.join("audit.key"),
+        audit_pair.serialize_pem().as_bytes(),
+    )?;
     write_atomic(&out.join("node.crt"), cert.pem().as_bytes(), 0o644)?;
     let ca_pem = std::fs::read(dir.join("ca.crt")).map_err(NodeError::io(dir.join("ca.crt")))?;
     write_atomic(&out.join("ca.crt"), &ca_pem, 0o644)?;

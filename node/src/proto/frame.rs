@@ -58,6 +58,8 @@ msg_types! {
 
 /// The largest frame of any type.
 pub const MAX_FRAME: usize = 32 * 1024 * 1024;
+/// Buffer capacity an idle decoder keeps.
+const RETAINED_CAPACITY: usize = 4 << 20;
 /// Bound on the records of one chunk (config may only lower it).
 pub const MAX_CHUNK_RECORDS_BYTES: usize = 16 * 1024 * 1024 - 4096;
 
@@ -191,7 +193,12 @@ impl FrameDecoder {
         let payload = avail[6..4 + len].to_vec();
         self.pos += 4 + len;
         if self.pos == self.buf.len() {
-            self.buf.clear();
+            // Emptied: a buffer grown for one large frame is not kept.
+            if self.buf.capacity() > RETAINED_CAPACITY {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
             self.pos = 0;
         } else if self.pos > (1 << 20) {
             self.buf.drain(..self.pos);

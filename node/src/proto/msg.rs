@@ -372,7 +372,8 @@ pub enum ErrorCode {
     Timeout,
     /// Something was too large.
     TooLarge,
-    /// The sender's certificate is not acceptable.
+    /// A second audit log for a department (split view), or a certificate
+    /// binding none.
     Untrusted,
     /// The receiver failed internally.
     Internal,

@@ -22,6 +22,7 @@ pub mod directory;
 pub mod documents;
 pub mod grants;
 pub mod preview;
+pub mod refusals;
 pub mod release;
 pub mod settle;
 pub mod submissions;
@@ -30,14 +31,13 @@ pub mod witnessing;
 
 use crate::error::{NodeError, Result};
 use crate::net::{Framed, Handler, Host, Net, Peer, Refusal, Stage};
-use crate::node::{NODE_OPERATOR, Node};
+use crate::node::Node;
 use crate::pki::CertInfo;
 use crate::proto::handshake::{LocalHello, PeerHello, ProofRequest};
 use crate::proto::msg::{
     CatalogEntry, CatalogResponse, ErrorCode, KeyDirResponse, Message, ReleaseRequest,
 };
 use crate::proto::transfer::Failure;
-use pdx_audit::EventKind;
 use pdx_audit::checkpoint::{SignedCheckpoint, SignedCosignature};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -75,6 +75,7 @@ pub struct Services {
     pub node: Arc<Node>,
     /// Its endpoint.
     pub net: Arc<Net>,
+    refusals: refusals::Refusals,
 }
 
 impl std::fmt::Debug for Services {
@@ -132,7 +133,11 @@ impl Services {
             )),
         };
         let net = Net::new(&node.config.dept, &node.config.network, addr, tls, timeouts)?;
-        Ok(Arc::new(Services { node, net }))
+        Ok(Arc::new(Services {
+            node,
+            net,
+            refusals: refusals::Refusals::default(),
+        }))
     }
 
     /// Re-checks live connections after a CRL update; closes and audits
@@ -161,17 +166,38 @@ impl Services {
     }
 
     fn audit_refusal(&self, r: Refusal) -> Result<()> {
-        let mut d = self.node.draft(EventKind::RefusedRequest, NODE_OPERATOR);
-        d.counterparty = r.peer.clone();
         let from = r.remote.map(|a| format!(" from {a}")).unwrap_or_default();
-        d.detail = Some(match (r.stage, r.code) {
-            (Stage::Tls, _) => format!("connection{from} refused: {}", r.reason),
-            (Stage::Certificate, _) => format!("connection{from} refused: {}", r.reason),
+        let detail = match (r.stage, r.code) {
+            (Stage::Tls | Stage::Certificate, _) => {
+                format!("connection{from} refused: {}", r.reason)
+            }
             (_, Some(code)) => format!("{code:?}: {}", r.reason),
             (_, None) => r.reason.clone(),
-        });
-        self.node.log(d)?;
-        Ok(())
+        };
+        let source = match (&r.peer, r.remote) {
+            (Some(p), _) => p.clone(),
+            (None, Some(a)) => format!("address {}", a.ip()),
+            (None, None) => "unknown".into(),
+        };
+        self.refusals.record(
+            &self.node,
+            refusals::Refused {
+                source,
+                peer: r.peer,
+                kind: format!("{:?}/{:?}", r.stage, r.code),
+                detail,
+                request: None,
+                // Only a split-view attempt (a second audit log) is answered
+                // `untrusted`: evidence, not just a refusal.
+                alarm: r.code == Some(ErrorCode::Untrusted),
+            },
+        )
+    }
+
+    /// Writes the summaries of aggregated refusals whose window has closed
+    /// (`force`: the current window too, at shutdown). Blocks.
+    pub fn flush_refusals(&self, force: bool) -> Result<()> {
+        self.refusals.flush(&self.node, force)
     }
 
     /// Refuses a request on its stream: audited, answered with `code`.
@@ -183,20 +209,16 @@ impl Services {
         code: ErrorCode,
         why: &str,
     ) -> Result<()> {
-        let node = self.node.clone();
-        let (p, r, w) = (peer.dept.clone(), req.cloned(), why.to_string());
-        blocking(move || {
-            let mut d = node.draft(EventKind::RefusedRequest, NODE_OPERATOR);
-            d.counterparty = Some(p);
-            if let Some(r) = r {
-                d.subject.dataset = Some(r.dataset.clone());
-                d.agreement = r.agreement.clone();
-                d.purpose = Some(r.purpose.clone());
-            }
-            d.detail = Some(format!("{code:?}: {w}"));
-            node.log(d).map(|_| ())
-        })
-        .await?;
+        let svc = self.clone();
+        let refused = refusals::Refused {
+            source: peer.dept.clone(),
+            peer: Some(peer.dept.clone()),
+            kind: format!("Request/{code:?}"),
+            detail: format!("{code:?}: {why}"),
+            request: req.map(|r| (r.dataset.clone(), r.agreement.clone(), r.purpose.clone())),
+            alarm: false,
+        };
+        blocking(move || svc.refusals.record(&svc.node, refused)).await?;
         s.refuse(code, why).await;
         Err(NodeError::Refused(format!("{}: {why}", peer.dept)))
     }

@@ -25,6 +25,34 @@ pub struct PreviewSpec {
     pub out: String,
     /// Report JSON.
     pub report: String,
+    /// What-if: released columns to treat as quasi-identifiers in addition
+    /// to the schema's (`--assume-qi`).
+    #[serde(default)]
+    pub assume_qi: Vec<String>,
+}
+
+/// The k, l and risk the released records would have if more columns were
+/// quasi-identifiers (the schema's plus the assumed ones).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WhatIf {
+    /// Columns assumed quasi-identifiers in addition to the schema's.
+    pub assumed_qi: Vec<String>,
+    /// The quasi-identifiers of this what-if (schema's and assumed).
+    pub quasi_identifiers: Vec<String>,
+    /// Classes among the released records.
+    pub classes: u64,
+    /// The smallest class.
+    pub k_achieved: u64,
+    /// Classes smaller than the profile's k.
+    pub classes_below_k: u64,
+    /// Records in those classes.
+    pub records_below_k: u64,
+    /// Fewest distinct sensitive values in a class (when the profile has l).
+    pub l_achieved: Option<u64>,
+    /// Prosecutor risk: max over records of 1 / class size.
+    pub risk_prosecutor_max: f64,
+    /// Prosecutor risk averaged over records.
+    pub risk_prosecutor_avg: f64,
 }
 
 /// What a preview did.
@@ -36,6 +64,82 @@ pub struct PreviewOutcome {
     pub report_path: String,
     /// The report.
     pub report: ReleaseReport,
+    /// The what-if of `--assume-qi`, if asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub what_if: Option<WhatIf>,
+}
+
+/// Counts the released records' classes over a set of output columns.
+struct Classes {
+    /// Output positions of the quasi-identifiers.
+    qis: Vec<usize>,
+    /// Output position of the sensitive field (l), if any.
+    sensitive: Option<usize>,
+    counts: std::collections::HashMap<Vec<u8>, (u64, std::collections::HashSet<Vec<u8>>)>,
+    key: Vec<u8>,
+}
+
+impl Classes {
+    fn add(&mut self, values: &[OutValue<'_>]) {
+        self.key.clear();
+        for &q in &self.qis {
+            match values.get(q) {
+                Some(OutValue::Text(t)) => {
+                    self.key.extend_from_slice(&(t.len() as u32).to_be_bytes());
+                    self.key.extend_from_slice(t.as_bytes());
+                }
+                _ => self.key.extend_from_slice(&u32::MAX.to_be_bytes()),
+            }
+        }
+        let entry = self
+            .counts
+            .entry(self.key.clone())
+            .or_insert_with(|| (0, std::collections::HashSet::new()));
+        entry.0 += 1;
+        if let Some(s) = self.sensitive
+            && let Some(OutValue::Text(t)) = values.get(s)
+            && entry.1.len() < 64
+        {
+            entry.1.insert(t.as_bytes().to_vec());
+        }
+    }
+
+    fn what_if(&self, assumed: Vec<String>, names: Vec<String>, k: u32) -> WhatIf {
+        let records: u64 = self.counts.values().map(|(n, _)| *n).sum();
+        let k = u64::from(k);
+        let below: Vec<u64> = self
+            .counts
+            .values()
+            .map(|(n, _)| *n)
+            .filter(|&n| n < k)
+            .collect();
+        let k_achieved = self.counts.values().map(|(n, _)| *n).min().unwrap_or(0);
+        WhatIf {
+            assumed_qi: assumed,
+            quasi_identifiers: names,
+            classes: self.counts.len() as u64,
+            k_achieved,
+            classes_below_k: below.len() as u64,
+            records_below_k: below.iter().sum(),
+            l_achieved: self.sensitive.map(|_| {
+                self.counts
+                    .values()
+                    .map(|(_, s)| s.len() as u64)
+                    .min()
+                    .unwrap_or(0)
+            }),
+            risk_prosecutor_max: if k_achieved > 0 {
+                1.0 / k_achieved as f64
+            } else {
+                0.0
+            },
+            risk_prosecutor_avg: if records > 0 {
+                self.counts.len() as f64 / records as f64
+            } else {
+                0.0
+            },
+        }
+    }
 }
 
 struct NoSeal;
@@ -57,10 +161,14 @@ struct CsvSink<'a> {
     w: csv::Writer<std::io::BufWriter<std::fs::File>>,
     recipients: &'a [String],
     row: Vec<String>,
+    what_if: Option<Classes>,
 }
 
 impl RecordSink for CsvSink<'_> {
     fn record(&mut self, _index: u64, values: &[OutValue<'_>]) -> std::result::Result<(), String> {
+        if let Some(c) = &mut self.what_if {
+            c.add(values);
+        }
         self.row.clear();
         for v in values {
             self.row.push(match v {
@@ -91,8 +199,15 @@ fn create(path: &str) -> Result<std::fs::File> {
         .map_err(NodeError::io(path))
 }
 
-fn write_report(path: &str, report: &ReleaseReport) -> Result<()> {
-    let text = serde_json::to_vec_pretty(report).map_err(|e| NodeError::Invalid(e.to_string()))?;
+fn write_report(path: &str, report: &ReleaseReport, what_if: Option<&WhatIf>) -> Result<()> {
+    let mut value = serde_json::to_value(report).map_err(|e| NodeError::Invalid(e.to_string()))?;
+    if let (Some(w), Some(obj)) = (what_if, value.as_object_mut()) {
+        obj.insert(
+            "what_if".into(),
+            serde_json::to_value(w).map_err(|e| NodeError::Invalid(e.to_string()))?,
+        );
+    }
+    let text = serde_json::to_vec_pretty(&value).map_err(|e| NodeError::Invalid(e.to_string()))?;
     std::io::Write::write_all(&mut create(path)?, &text).map_err(NodeError::io(path))
 }
 
@@ -128,7 +243,7 @@ pub fn preview(
         Ok(d) => d,
         Err(RuleViolation::PrivacyModel { report, .. }) => {
             // Refused, but the steward gets the report to see why.
-            write_report(report_path, &report)?;
+            write_report(report_path, &report, None)?;
             return Err(NodeError::Refused(format!(
                 "profile {profile_name} cannot reach k={} (l={}) within {:.1}% suppression: {} of {} records would be suppressed; report written to {report_path}",
                 report.k_required,
@@ -144,10 +259,50 @@ pub fn preview(
     let mut w = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 20, create(out)?));
     w.write_record(fields.iter().map(|f| f.name.as_str()))
         .map_err(|e| NodeError::Invalid(format!("{out}: {e}")))?;
+    let what_if = if spec.assume_qi.is_empty() {
+        None
+    } else {
+        let position = |name: &str| {
+            fields.iter().position(|f| f.name == name).ok_or_else(|| {
+                NodeError::Invalid(format!(
+                    "--assume-qi {name}: not a released column of profile {profile_name} (released: {})",
+                    fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                ))
+            })
+        };
+        let mut names = decision.report.quasi_identifiers.clone();
+        for a in &spec.assume_qi {
+            if !names.contains(a) {
+                names.push(a.clone());
+            }
+        }
+        let qis = names
+            .iter()
+            .map(|n| position(n))
+            .collect::<Result<Vec<_>>>()?;
+        let sensitive = match &decision.report.l_field {
+            Some(l) => Some(position(l)?),
+            None => None,
+        };
+        Some((
+            names,
+            Classes {
+                qis,
+                sensitive,
+                counts: std::collections::HashMap::new(),
+                key: Vec::new(),
+            },
+        ))
+    };
+    let (what_if_names, what_if) = match what_if {
+        Some((n, c)) => (n, Some(c)),
+        None => (Vec::new(), None),
+    };
     let mut sink = CsvSink {
         w,
         recipients: &decision.recipients,
         row: Vec::new(),
+        what_if,
     };
     progress.stage(
         "writing the de-identified preview",
@@ -171,7 +326,14 @@ pub fn preview(
     })?;
     sink.w.flush().map_err(NodeError::io(out))?;
     progress.done();
-    write_report(report_path, &decision.report)?;
+    let what_if = sink.what_if.as_ref().map(|c| {
+        c.what_if(
+            spec.assume_qi.clone(),
+            what_if_names.clone(),
+            decision.report.k_required,
+        )
+    });
+    write_report(report_path, &decision.report, what_if.as_ref())?;
     let mut d = node.draft(EventKind::Export, operator);
     d.subject = Subject {
         dataset: Some(meta.id.clone()),
@@ -196,5 +358,6 @@ pub fn preview(
         out: out.to_string(),
         report_path: report_path.to_string(),
         report: decision.report,
+        what_if,
     })
 }

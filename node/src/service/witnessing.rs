@@ -59,6 +59,7 @@ pub fn check_peer(
         hello.checkpoint,
     )
     .map_err(|e| failure(ErrorCode::BadSignature, e))?;
+    one_log_per_department(node, peer, &checkpoint.content.origin)?;
     let witnessing =
         witness::begin(&node.audit, &checkpoint).map_err(|e| failure(ErrorCode::Internal, e))?;
     let need = match witnessing.step {
@@ -73,6 +74,52 @@ pub fn check_peer(
             need,
         },
     ))
+}
+
+/// A department has one audit log network-wide: the one its certificate
+/// binds. A second log (invented, or a certificate re-issued with another
+/// log while this node witnessed the first) is refused as a split-view
+/// attempt.
+fn one_log_per_department(
+    node: &Node,
+    peer: &Peer,
+    presented: &str,
+) -> std::result::Result<(), Failure> {
+    let refuse = |why: String| Failure {
+        code: ErrorCode::Untrusted,
+        message: format!("split view: {why}"),
+        from_peer: false,
+    };
+    match &peer.log_id {
+        None => {
+            return Err(refuse(format!(
+                "the certificate of {} binds no audit log (urn:pdx:log:), so its log {presented} cannot be told from a second one",
+                peer.dept
+            )));
+        }
+        Some(bound) if bound != presented => {
+            return Err(refuse(format!(
+                "{} presented the audit log {presented}, but its certificate binds {bound}",
+                peer.dept
+            )));
+        }
+        Some(_) => {}
+    }
+    let prefix = format!("{}:", peer.dept);
+    let held = node
+        .audit
+        .witnessed()
+        .map_err(|e| failure(ErrorCode::Internal, e))?;
+    if let Some(other) = held
+        .iter()
+        .find(|w| w.log_id.starts_with(&prefix) && w.log_id != presented)
+    {
+        return Err(refuse(format!(
+            "{} presented the audit log {presented}, but this node witnessed its log {} before",
+            peer.dept, other.log_id
+        )));
+    }
+    Ok(())
 }
 
 /// A consistency proof between `from` and `to` of this node's log, if one

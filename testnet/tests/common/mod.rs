@@ -154,3 +154,222 @@ pub fn raw_client(
     ep.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
     ep
 }
+
+/// A certified identity for department `dept` issued by the CA in `ca_dir`,
+/// binding the audit log of `audit` (or none): certificate, TLS key, and the
+/// identity key as a pdx signing key.
+pub fn certified(
+    ca_dir: &std::path::Path,
+    dept: &str,
+    audit: Option<&pdx_crypto::SigningKey>,
+) -> (
+    rustls::pki_types::CertificateDer<'static>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+    pdx_crypto::SigningKey,
+) {
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("ca.key")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(ca_dir.join("ca.crt")).unwrap(),
+        ca_key,
+    )
+    .unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![format!("{dept}.itest.pdx")]).unwrap();
+    params.subject_alt_names.push(rcgen::SanType::URI(
+        format!("urn:pdx:dept:{dept}").try_into().unwrap(),
+    ));
+    if let Some(a) = audit {
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            format!("urn:pdx:log:{dept}:{}", a.key_id().to_hex())
+                .try_into()
+                .unwrap(),
+        ));
+    }
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    ];
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let identity = pdx_crypto::SigningKey::from_pkcs8(&key.serialize_der()).unwrap();
+    (
+        cert.der().clone(),
+        rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+            key.serialize_der(),
+        )),
+        identity,
+    )
+}
+
+/// Writes one message, or raw bytes, and reads the answer (one message, or
+/// why none came) on a stream.
+pub async fn exchange(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    bytes: &[u8],
+) -> Result<pdx_node::proto::msg::Message, String> {
+    send.write_all(bytes).await.map_err(|e| e.to_string())?;
+    read_message(recv).await
+}
+
+/// Reads one message from a stream (10 s at most).
+pub async fn read_message(
+    recv: &mut quinn::RecvStream,
+) -> Result<pdx_node::proto::msg::Message, String> {
+    let mut dec = pdx_node::proto::frame::FrameDecoder::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(f) = dec.next_frame().map_err(|e| e.to_string())? {
+            return pdx_node::proto::msg::Message::decode(f.msg_type, &f.payload)
+                .map_err(|e| e.to_string());
+        }
+        match tokio::time::timeout_at(deadline, recv.read_chunk(65536, true)).await {
+            Err(_) => return Err("no answer".into()),
+            Ok(Ok(Some(c))) => dec.push(&c.bytes),
+            Ok(Ok(None)) => return Err("stream ended".into()),
+            Ok(Err(e)) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// A hand-made peer: a certified department speaking the protocol from
+/// docs/protocol.md directly, presenting the audit log of `audit` (a fresh
+/// one-entry log), and cosigning nothing.
+pub struct RawPeer {
+    pub endpoint: quinn::Endpoint,
+    pub conn: quinn::Connection,
+}
+
+/// The Hello of a fresh log of `dept` under `audit`, endorsed by `identity`.
+pub fn hello(
+    dept: &str,
+    identity: &pdx_crypto::SigningKey,
+    cert: &rustls::pki_types::CertificateDer<'static>,
+    audit: &pdx_crypto::SigningKey,
+    checkpoint_key: &pdx_crypto::SigningKey,
+) -> pdx_node::proto::msg::Message {
+    use pdx_audit::checkpoint::{Checkpoint, KeyEndorsement, SignedCheckpoint, SignedEndorsement};
+    let log_id = format!("{dept}:{}", audit.key_id().to_hex());
+    let endorsement = SignedEndorsement::sign(
+        &KeyEndorsement {
+            log_id: log_id.clone(),
+            audit_key: audit.verifying_key(),
+            from_seq: 0,
+            time_ms: pdx_audit::store::now_ms(),
+        },
+        identity,
+        cert.to_vec(),
+    )
+    .unwrap();
+    let checkpoint = SignedCheckpoint::sign(
+        &Checkpoint {
+            origin: log_id,
+            size: 1,
+            root: [9; 32],
+            time_ms: pdx_audit::store::now_ms(),
+        },
+        checkpoint_key,
+    )
+    .unwrap();
+    pdx_node::proto::msg::Message::Hello(Box::new(pdx_node::proto::msg::Hello {
+        versions: vec![pdx_node::proto::msg::PROTOCOL_VERSION],
+        dept: dept.into(),
+        software: "raw-peer".into(),
+        checkpoint,
+        endorsement,
+        key_documents: Vec::new(),
+    }))
+}
+
+impl RawPeer {
+    /// Connects to `to` and sends `hello` on stream 0; on a HelloReply
+    /// finishes the handshake. Returns the peer, or the server's answer to the
+    /// hello when it was not a HelloReply.
+    pub async fn connect(
+        net: &Testnet,
+        to: &str,
+        identity: (
+            rustls::pki_types::CertificateDer<'static>,
+            rustls::pki_types::PrivateKeyDer<'static>,
+        ),
+        hello: pdx_node::proto::msg::Message,
+    ) -> Result<RawPeer, Result<pdx_node::proto::msg::Message, String>> {
+        use pdx_node::proto::msg::{Message, Witness1, Witness3};
+        let addr: std::net::SocketAddr = net.node(to).unwrap().addr.parse().unwrap();
+        let endpoint = raw_client(net, Some(identity));
+        let conn = endpoint
+            .connect(addr, &format!("{to}.itest.pdx"))
+            .unwrap()
+            .await
+            .map_err(|e| Err(e.to_string()))?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| Err(e.to_string()))?;
+        let reply = exchange(&mut send, &mut recv, &hello.encode().unwrap()).await;
+        match reply {
+            Ok(Message::HelloReply(_)) => {}
+            other => return Err(other),
+        }
+        let w1 = Message::Witness1(Witness1 {
+            proof: None,
+            proof_request: None,
+        });
+        match exchange(&mut send, &mut recv, &w1.encode().unwrap()).await {
+            Ok(Message::Witness2(_)) => {}
+            other => return Err(other),
+        }
+        let w3 = Message::Witness3(Box::new(Witness3 {
+            cosignature: Err("a raw peer cosigns nothing".into()),
+        }));
+        send.write_all(&w3.encode().unwrap()).await.unwrap();
+        send.finish().unwrap();
+        Ok(RawPeer { endpoint, conn })
+    }
+
+    /// Sends `bytes` on a new request stream and reads the answer.
+    pub async fn request(&self, bytes: &[u8]) -> Result<pdx_node::proto::msg::Message, String> {
+        let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| e.to_string())?;
+        exchange(&mut send, &mut recv, bytes).await
+    }
+}
+
+/// Generates settlement records (`records` draws of 5 provinces, seed 11,
+/// optionally only those treated in `treated_in`) and imports them on
+/// `dept` as dataset `dataset` under the shipped settlement schema.
+pub fn import_settlement(
+    net: &Testnet,
+    dir: &Path,
+    dept: &str,
+    dataset: &str,
+    records: u64,
+    treated_in: Option<&str>,
+) {
+    let csv = dir.join(format!("{dataset}.csv"));
+    pdx_testnet::generate::settlement(
+        &pdx_testnet::generate::Options {
+            provinces: 5,
+            records,
+            seed: 11,
+            treated_in: treated_in.map(str::to_string),
+            month: (2026, 10),
+        },
+        std::fs::File::create(&csv).unwrap(),
+    )
+    .unwrap();
+    let schema = write(
+        dir,
+        "settlement.toml",
+        include_str!("../../../schemas/medical_insurance/settlement.toml"),
+    );
+    let home = net.home(dept).unwrap();
+    net.pdx_ok(&[
+        "import",
+        "--home",
+        &home,
+        "--schema",
+        &schema,
+        "--csv",
+        &s(&csv),
+        "--dataset",
+        dataset,
+    ])
+    .unwrap();
+}
