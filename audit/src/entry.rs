@@ -96,6 +96,7 @@ event_kinds! {
     PeerCheckpointWitnessed => "peer-checkpoint-witnessed", "A peer's checkpoint was checked and cosigned.";
     Confirm => "confirm", "A signed confirmation (e.g. settlement) was issued or received.";
     Alarm => "alarm", "Evidence of misbehaviour was recorded (e.g. a peer's forked log).";
+    Deliver => "deliver", "A signed document (confirmation, contribution, aggregate) was delivered: the recipient acknowledged its digest.";
 }
 
 impl fmt::Display for EventKind {

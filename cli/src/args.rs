@@ -29,6 +29,29 @@ pub struct HomeArgs {
     pub passphrase_file: Option<PathBuf>,
 }
 
+/// `pdx releases`.
+#[derive(Args, Debug)]
+pub struct ReleasesArgs {
+    #[command(flatten)]
+    pub home: HomeArgs,
+    /// Print only the release ids, one per line (for scripts:
+    /// `RELEASE_ID=$(pdx releases --home nat --ids --dataset D)`).
+    #[arg(long)]
+    pub ids: bool,
+    /// Only releases of this dataset.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Only releases received from (`in`) or made for (`out`) this department.
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// Only releases received here.
+    #[arg(long, conflicts_with = "produced")]
+    pub received: bool,
+    /// Only releases produced here.
+    #[arg(long)]
+    pub produced: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Network PKI: CA, node certificates, revocation.
@@ -54,7 +77,7 @@ pub enum Command {
     /// Forward a received release to the department its fields are sealed for.
     Forward(ForwardArgs),
     /// List releases produced and received.
-    Releases(HomeArgs),
+    Releases(ReleasesArgs),
     /// Export a received release to CSV (decrypts the fields sealed for this node).
     Export(ExportArgs),
     /// Release tools.
@@ -324,6 +347,11 @@ pub struct ServeArgs {
     /// File holding the key passphrase.
     #[arg(long, env = "PDX_PASSPHRASE_FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// Run in the background: return once the node answers on its admin
+    /// socket (output to HOME/serve.log; stop it with
+    /// `kill $(cat HOME/serve.pid)`).
+    #[arg(long)]
+    pub detach: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -365,6 +393,10 @@ pub struct ImportArgs {
     /// Where rejected rows go with --on-error skip.
     #[arg(long)]
     pub rejects: Option<PathBuf>,
+    /// Replace an existing dataset of this id (audited, naming the old and
+    /// new digests); without it an existing id is refused.
+    #[arg(long)]
+    pub replace: bool,
 }
 
 #[derive(Args, Debug)]

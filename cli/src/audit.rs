@@ -65,7 +65,22 @@ pub async fn run(cli: &Cli, operator: &str) -> Result<u8> {
                 .collect::<Result<Vec<_>>>()?;
             let rec = pdx_audit::reconcile::reconcile(readers).map_err(|e| anyhow!("{e}"))?;
             let clean = rec.is_clean() && !tampered;
-            let v = json!({"bundles": verdicts, "matched": rec.matched, "mismatches": rec.mismatches, "clean": clean});
+            // A transfer whose other side's bundle was not given is not a
+            // mismatch: it cannot be checked (3), unlike a real one (2).
+            let missing = rec
+                .mismatches
+                .iter()
+                .filter(|m| m.kind == pdx_audit::reconcile::MismatchKind::PeerBundleMissing)
+                .count();
+            let real = rec.mismatches.len() - missing;
+            let code = if tampered || real > 0 {
+                2
+            } else if missing > 0 {
+                3
+            } else {
+                0
+            };
+            let v = json!({"bundles": verdicts, "matched": rec.matched, "mismatches": rec.mismatches, "clean": clean, "unmatchable": missing});
             if cli.json {
                 output::json(&v);
             } else {
@@ -81,7 +96,9 @@ pub async fn run(cli: &Cli, operator: &str) -> Result<u8> {
                 if rec.mismatches.is_empty() {
                     outln!("no mismatches");
                 } else {
-                    outln!("{} mismatches:", rec.mismatches.len());
+                    outln!(
+                        "{real} mismatches, {missing} transfers that cannot be matched without the other side's bundle:"
+                    );
                     for m in &rec.mismatches {
                         outln!(
                             "  {:<22} {} -> {}  release {}: {}",
@@ -94,7 +111,7 @@ pub async fn run(cli: &Cli, operator: &str) -> Result<u8> {
                     }
                 }
             }
-            Ok(if clean { 0 } else { 2 })
+            Ok(code)
         }
         _ => Err(anyhow!("not an offline audit command")),
     }

@@ -39,6 +39,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Ca(c) => offline::ca(c, json),
         Command::Schema(c) => offline::schema(c, json),
         Command::Init(a) => offline::init(a, json),
+        Command::Serve(a) if a.detach => serve::detach(&a.home, a.passphrase_file.as_deref()),
         Command::Serve(a) => serve::serve(&a.home, a.passphrase_file.as_deref(), &op).await,
         Command::Audit(AuditCmd::Verify { .. } | AuditCmd::Reconcile { .. }) => {
             audit::run(&cli, &op).await
@@ -59,6 +60,44 @@ pub async fn run(cli: Cli) -> Result<u8> {
             let ok = v.verdict == SumVerdict::Ok;
             render::outcome(json, &Outcome::SumChecked(v))?;
             Ok(if ok { 0 } else { 2 })
+        }
+        Command::Releases(a) => {
+            let outcome = node_command(
+                &a.home.home,
+                a.home.passphrase_file.as_deref(),
+                Request::Releases,
+                &op,
+                json,
+            )
+            .await?;
+            let Outcome::Releases(mut list) = outcome else {
+                return Err(anyhow::anyhow!(
+                    "the node answered `releases` with another result"
+                ));
+            };
+            list.retain(|r| {
+                use pdx_node::service::release::ReleaseInfo;
+                let (dataset, peer, received) = match r {
+                    ReleaseInfo::Out(o) => (&o.dataset, &o.to, false),
+                    ReleaseInfo::In(i) => (&i.dataset, &i.from, true),
+                };
+                let direction_wanted = if received { !a.produced } else { !a.received };
+                direction_wanted
+                    && a.dataset.as_ref().is_none_or(|d| d == dataset)
+                    && a.peer.as_ref().is_none_or(|p| p == peer)
+            });
+            if a.ids {
+                for r in &list {
+                    let id = match r {
+                        pdx_node::service::release::ReleaseInfo::Out(o) => &o.release,
+                        pdx_node::service::release::ReleaseInfo::In(i) => &i.release,
+                    };
+                    crate::output::outln!("{id}");
+                }
+            } else {
+                render::outcome(json, &Outcome::Releases(list))?;
+            }
+            Ok(0)
         }
         other => {
             let (home, request) = request(other)?;
@@ -112,6 +151,7 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
                 encoding: a.encoding.parse().map_err(Exit::usage)?,
                 on_error: a.on_error.parse().map_err(Exit::usage)?,
                 rejects: opt_absolute(&a.rejects)?,
+                replace: a.replace,
             }),
         ),
         Command::Datasets(home) => h(home, Request::Datasets),
@@ -129,6 +169,11 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
                     .as_deref()
                     .map(|e| time_arg(e, "--expires", DayBound::End))
                     .transpose()?;
+                if expires_ms.is_none() {
+                    eprintln!(
+                        "pdx: warning: no --expires: this grant never expires (its audit entry says so); give --expires YYYY-MM-DD or +Nd to limit it"
+                    );
+                }
                 Ok((
                     home,
                     Request::Grant(GrantSpec {
@@ -167,7 +212,7 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
                 retries: a.retries,
             }),
         ),
-        Command::Releases(home) => h(home, Request::Releases),
+        Command::Releases(a) => h(&a.home, Request::Releases),
         Command::Export(a) => h(
             &a.home,
             Request::Export(ExportSpec {

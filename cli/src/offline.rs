@@ -137,6 +137,12 @@ pub fn schema(c: &SchemaCmd, json: bool) -> Result<u8> {
 /// `pdx init`.
 pub fn init(a: &InitArgs, json: bool) -> Result<u8> {
     let pass = read_passphrase(a.passphrase_file.as_deref(), a.passphrase_prompt)?;
+    if pass.is_none() {
+        eprintln!(
+            "pdx: warning: no passphrase: the node's keys in {}/keys are stored unencrypted (only file permissions 0600 protect them); give --passphrase-file FILE or --passphrase-prompt to encrypt them",
+            a.home.display()
+        );
+    }
     let out = Node::init(
         &Home::new(&a.home),
         &a.cert_dir,

@@ -16,6 +16,7 @@ fn text(v: &Value) -> String {
         Value::Null => "-".into(),
         Value::Bool(true) => "yes".into(),
         Value::Bool(false) => "no".into(),
+        Value::Array(a) if a.is_empty() => "-".into(),
         Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(", "),
         Value::Object(m) => m
             .iter()
@@ -69,15 +70,34 @@ fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[usize]) {
 fn generic(v: &Value) {
     match v {
         Value::Object(m) => {
-            let w = m.keys().map(|k| k.len()).max().unwrap_or(0);
-            for (k, x) in m {
-                outln!("{k:w$}  {}", text(x));
+            // Points in time (`*_ms` since the epoch) as times, under their
+            // name without the unit.
+            let shown: Vec<(String, String)> = m
+                .iter()
+                .map(|(k, x)| match (k.strip_suffix("_ms"), x.as_u64()) {
+                    (Some(name), Some(ms)) if !name.contains("age") => {
+                        (name.to_string(), time(Some(ms)))
+                    }
+                    (Some(name), None) if x.is_null() => (name.to_string(), "-".into()),
+                    _ => (k.clone(), text(x)),
+                })
+                .collect();
+            let w = shown.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+            for (k, x) in shown {
+                outln!("{k:w$}  {x}");
             }
         }
         Value::Array(a) if a.is_empty() => outln!("(none)"),
         Value::Array(a) => {
-            for x in a {
-                outln!("{}", text(x));
+            // One block of key/value lines per item, a blank line between.
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    outln!();
+                }
+                match x {
+                    Value::Object(_) => generic(x),
+                    other => outln!("{}", text(other)),
+                }
             }
         }
         other => outln!("{}", text(other)),
@@ -95,6 +115,23 @@ pub fn value<T: Serialize>(json: bool, v: &T) -> Result<()> {
     Ok(())
 }
 
+fn peers(list: &[pdx_node::service::directory::PeerInfo]) {
+    table(
+        &["DEPT", "ADDR", "LAST CONTACT", "LAST ERROR"],
+        list.iter()
+            .map(|p| {
+                vec![
+                    p.dept.clone(),
+                    p.addr.clone(),
+                    time(p.last_contact_ms),
+                    opt(&p.last_error),
+                ]
+            })
+            .collect(),
+        &[],
+    );
+}
+
 /// Prints a command's outcome.
 pub fn outcome(json: bool, o: &Outcome) -> Result<()> {
     if json {
@@ -104,10 +141,11 @@ pub fn outcome(json: bool, o: &Outcome) -> Result<()> {
     match o {
         Outcome::Imported(v) => {
             outln!(
-                "imported {} rows into dataset {} ({} rejected)\n  digest {}  audit entry {}",
-                v.rows,
+                "imported {} records into dataset {} ({} rejected, {} excluded as not cross-province)\n  digest {}  audit entry {}",
+                v.records,
                 v.dataset,
                 v.rejected,
+                v.excluded,
                 v.digest,
                 v.audit_seq
             );
@@ -121,14 +159,16 @@ pub fn outcome(json: bool, o: &Outcome) -> Result<()> {
                 );
             }
         }
+        Outcome::Peer(p) => peers(std::slice::from_ref(p)),
+        Outcome::Peers(list) => peers(list),
         Outcome::Datasets(list) => table(
-            &["DATASET", "SCHEMA", "ROWS", "IMPORTED", "DIGEST"],
+            &["DATASET", "SCHEMA", "RECORDS", "IMPORTED", "DIGEST"],
             list.iter()
                 .map(|d| {
                     vec![
                         d.dataset.clone(),
                         d.schema.clone(),
-                        d.rows.to_string(),
+                        d.records.to_string(),
                         time(Some(d.imported_ms)),
                         d.digest.clone(),
                     ]
@@ -283,21 +323,7 @@ pub fn outcome(json: bool, o: &Outcome) -> Result<()> {
             );
             outln!("datasets: {}", v.datasets);
             outln!("peers:");
-            table(
-                &["DEPT", "ADDR", "LAST CONTACT", "LAST ERROR"],
-                v.peers
-                    .iter()
-                    .map(|p| {
-                        vec![
-                            p.dept.clone(),
-                            p.addr.clone(),
-                            time(p.last_contact_ms),
-                            opt(&p.last_error),
-                        ]
-                    })
-                    .collect(),
-                &[],
-            );
+            peers(&v.peers);
             outln!("pending transfers in:");
             table(
                 &["RELEASE", "FROM", "DATASET", "STORED", "CHUNKS"],
@@ -314,6 +340,34 @@ pub fn outcome(json: bool, o: &Outcome) -> Result<()> {
                     })
                     .collect(),
                 &[3, 4],
+            );
+            outln!("releases not yet delivered:");
+            table(
+                &["RELEASE", "TO", "DATASET"],
+                v.releases_not_yet_delivered
+                    .iter()
+                    .map(|r| vec![r.release.clone(), r.to.clone(), r.dataset.clone()])
+                    .collect(),
+                &[],
+            );
+            outln!(
+                "signed documents not yet delivered (retry the command; settle confirm: --all):"
+            );
+            table(
+                &["KIND", "SUBJECT", "TO", "SIGNED", "DIGEST"],
+                v.documents_not_yet_delivered
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            d.kind.clone(),
+                            d.subject.clone(),
+                            d.to.clone(),
+                            d.signed.clone(),
+                            d.digest.clone(),
+                        ]
+                    })
+                    .collect(),
+                &[],
             );
         }
         Outcome::Decrypted(v) => {
@@ -419,7 +473,7 @@ pub fn outcome(json: bool, o: &Outcome) -> Result<()> {
                 outln!("not confirmed: {u}");
             }
             for u in &v.excluded {
-                outln!("excluded (cannot be verified now): {u}");
+                outln!("excluded: {u}");
             }
         }
         Outcome::Entries(list) => {

@@ -4,9 +4,10 @@
 use crate::node_error;
 use crate::output::outln;
 use crate::session::unlock;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use pdx_node::config::Home;
 use pdx_node::service::{Services, blocking, open_node};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -26,6 +27,15 @@ fn log_lifecycle(
 
 pub async fn serve(home: &Path, passphrase_file: Option<&Path>, operator: &str) -> Result<u8> {
     let home = Home::new(home);
+    let socket = home.admin_socket();
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        anyhow::bail!(
+            "{} is already served: its admin socket {} answers, so another `pdx serve --home {}` is running; commands reach that node through the socket (stop it with Ctrl-C or SIGTERM before starting another)",
+            home.root().display(),
+            socket.display(),
+            home.root().display()
+        );
+    }
     let pass = unlock(&home, passphrase_file)?;
     let h = home.clone();
     let node = Arc::new(
@@ -38,7 +48,6 @@ pub async fn serve(home: &Path, passphrase_file: Option<&Path>, operator: &str) 
     log_lifecycle(&svc, operator, format!("node started, listening on {addr}"))
         .await
         .map_err(node_error)?;
-    let socket = home.admin_socket();
     let admin = tokio::spawn(pdx_node::admin::serve(svc.clone(), socket.clone()));
     let server = tokio::spawn(svc.net.clone().serve(svc.clone()));
     // Checkpoints every interval; summaries of aggregated refusals as their
@@ -58,6 +67,13 @@ pub async fn serve(home: &Path, passphrase_file: Option<&Path>, operator: &str) 
             .await;
         }
     });
+    let pid_file = home.root().join("serve.pid");
+    pdx_node::config::write_atomic(
+        &pid_file,
+        format!("{}\n", std::process::id()).as_bytes(),
+        0o600,
+    )
+    .map_err(node_error)?;
     outln!(
         "pdx serve: {} ({}) listening on {addr}, admin socket {}",
         node.config.dept,
@@ -85,6 +101,75 @@ pub async fn serve(home: &Path, passphrase_file: Option<&Path>, operator: &str) 
     blocking(move || Ok(n.audit.checkpoint()?))
         .await
         .map_err(node_error)?;
+    // Last: whoever waits for the pid file to go finds the node stopped.
+    let _ = std::fs::remove_file(&pid_file);
     outln!("pdx serve: stopped");
     Ok(0)
+}
+
+/// `pdx serve --detach`: starts `pdx serve` as a background process (its
+/// output appended to HOME/serve.log) and returns once its admin socket
+/// answers, so the next command reaches the running node.
+pub fn detach(home: &Path, passphrase_file: Option<&Path>) -> Result<u8> {
+    let h = Home::new(home);
+    let socket = h.admin_socket();
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        anyhow::bail!(
+            "{} is already served: its admin socket {} answers",
+            home.display(),
+            socket.display()
+        );
+    }
+    let log_path = home.join("serve.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let start = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("serve").arg("--home").arg(home);
+    if let Some(p) = passphrase_file {
+        cmd.arg("--passphrase-file").arg(p);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting pdx serve")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            outln!(
+                "pdx serve: {} running in the background (pid {}); log {}; stop it with `kill $(cat {}/serve.pid)`",
+                home.display(),
+                child.id(),
+                log_path.display(),
+                home.display()
+            );
+            return Ok(0);
+        }
+        let tail = || {
+            let text = std::fs::read(&log_path).unwrap_or_default();
+            String::from_utf8_lossy(text.get(start as usize..).unwrap_or_default()).into_owned()
+        };
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!(
+                "pdx serve for {} exited ({status}):\n{}",
+                home.display(),
+                tail()
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!(
+                "pdx serve for {} did not answer within 60 s; see {}",
+                home.display(),
+                log_path.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

@@ -3,6 +3,7 @@
 
 use crate::{Exit, kind_code, node_error};
 use anyhow::{Context, Result, anyhow};
+use pdx_node::NodeError;
 use pdx_node::admin::{self, AdminCall};
 use pdx_node::api::{self, Outcome, Request};
 use pdx_node::config::Home;
@@ -139,21 +140,36 @@ pub async fn node_command(
         operator: operator.to_string(),
         request: request.clone(),
     };
-    match admin::call(&home.admin_socket(), &call, p.as_ref())
-        .await
-        .map_err(node_error)?
-    {
-        Some(Ok(v)) => return Ok(v),
-        Some(Err((kind, message))) => {
-            return Err(anyhow!(Exit {
-                code: kind_code(kind),
-                message
-            }));
+    // A `pdx serve` that is starting holds the store before its admin
+    // socket answers: wait for the socket rather than fail (`pdx serve &`
+    // followed by a command is the README's way).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut pass = None;
+    let node = loop {
+        match admin::call(&home.admin_socket(), &call, p.as_ref())
+            .await
+            .map_err(node_error)?
+        {
+            Some(Ok(v)) => return Ok(v),
+            Some(Err((kind, message))) => {
+                return Err(anyhow!(Exit {
+                    code: kind_code(kind),
+                    message
+                }));
+            }
+            None => {}
         }
-        None => {}
-    }
-    let pass = unlock(&home, passphrase_file)?;
-    let node = Arc::new(open_node(&home, pass).map_err(node_error)?);
+        if pass.is_none() {
+            pass = Some(unlock(&home, passphrase_file)?);
+        }
+        match open_node(&home, pass.clone().flatten()) {
+            Ok(node) => break Arc::new(node),
+            Err(NodeError::StoreInUse { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(node_error(e)),
+        }
+    };
     let svc = Services::new(node, false).map_err(node_error)?;
     let result = api::execute(&svc, request, operator, p)
         .await

@@ -53,6 +53,7 @@ pub fn error_kind(e: &NodeError) -> ErrorKind {
         | NodeError::Schema(_)
         | NodeError::Import(_)
         | NodeError::Config { .. }
+        | NodeError::StoreInUse { .. }
         | NodeError::Permissions { .. } => ErrorKind::Invalid,
         _ => ErrorKind::Failed,
     }

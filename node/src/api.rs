@@ -18,6 +18,7 @@ use crate::service::datasets::{self, DatasetInfo, ImportOutcome, ImportSpec};
 use crate::service::directory::{self, KeyInfo, PeerInfo};
 use crate::service::documents::{self, SubmissionFile};
 use crate::service::grants::{self, Grant, GrantSpec};
+use crate::service::outbox::{self, Pending};
 use crate::service::preview::{self, PreviewOutcome, PreviewSpec};
 use crate::service::release::{self, ExportOutcome, ReleaseInfo, parse_release_id};
 use crate::service::settle::{self, Clearing, ClearingSpec, ConfirmSpec, Confirmed};
@@ -296,31 +297,44 @@ outcomes! {
     Entries(Vec<EntryInfo>),
 }
 
-/// Sends a signed submission to `to`, or writes it to `out` (file mode).
+/// Sends a signed document from the outbox to `to`, or writes it to `out`
+/// (file mode; it stays pending until `pdx submit --file --to` delivers
+/// it). Delivered = the recipient acknowledged its digest (a `deliver`
+/// entry); anything short of that leaves it pending for a retry.
 async fn dispatch(
     svc: &Arc<Services>,
-    sub: SubmissionFile,
+    pending: Pending,
     to: &str,
     out: Option<String>,
+    op: &str,
+    resent: bool,
 ) -> Result<Dispatch> {
     match out {
         Some(path) => {
-            let bytes = pdx_crypto::wire::to_cbor(&sub)?;
+            let bytes = pdx_crypto::wire::to_cbor(&pending.submission)?;
             blocking(move || {
                 crate::config::write_atomic(std::path::Path::new(&path), &bytes, 0o600)?;
                 Ok(Dispatch {
                     written: Some(path),
+                    resent,
                     ..Dispatch::default()
                 })
             })
             .await
         }
         None => {
-            let a = submit(svc, to, &sub.kind, sub.document).await?;
+            let Pending {
+                submission, digest, ..
+            } = pending;
+            let a = submit(svc, to, &submission.kind, submission.document).await?;
+            let (node, t, op, acknowledged) =
+                (svc.node.clone(), to.to_string(), op.to_string(), a.digest);
+            blocking(move || outbox::delivered(&node, &digest, &t, &acknowledged, &op)).await?;
             Ok(Dispatch {
                 sent: Some(to.to_string()),
                 accepted: Some(a.digest.to_hex()),
                 note: Some(a.note),
+                resent,
                 ..Dispatch::default()
             })
         }
@@ -546,20 +560,32 @@ pub async fn execute(
         }
         Request::HeContribute(spec) => {
             let (to, out) = (spec.to.clone(), spec.out.clone());
-            let (sub, mut info) = blocking(move || {
+            let o = op.clone();
+            let (pending, mut info) = blocking(move || {
+                if spec.out.is_none() {
+                    // Nothing is signed for a peer this node cannot reach.
+                    directory::peer(&node, &spec.to)?;
+                }
                 let doc: documents::Certified =
                     documents::read_file(&spec.query, "he query document")?;
-                aggregate::contribute(&node, &doc, &spec.dataset, &spec.to, &op)
+                aggregate::contribute(&node, &doc, &spec.dataset, &spec.to, &o)
             })
             .await?;
-            info.dispatch = dispatch(svc, sub, &to, out).await?;
+            let resent = info.dispatch.resent;
+            info.dispatch = dispatch(svc, pending, &to, out, &op, resent).await?;
             Outcome::Contributed(info)
         }
         Request::HeAggregate(spec) => {
             let (to, out) = (spec.to.clone(), spec.out.clone());
-            let (sub, mut info) =
-                blocking(move || aggregate::aggregate(&node, &spec.query, &spec.to, &op)).await?;
-            info.dispatch = dispatch(svc, sub, &to, out).await?;
+            let o = op.clone();
+            let (pending, mut info) = blocking(move || {
+                if spec.out.is_none() {
+                    directory::peer(&node, &spec.to)?;
+                }
+                aggregate::aggregate(&node, &spec.query, &spec.to, &o)
+            })
+            .await?;
+            info.dispatch = dispatch(svc, pending, &to, out, &op, false).await?;
             Outcome::Aggregated(info)
         }
         Request::HeDecrypt { query } => {
@@ -579,6 +605,9 @@ pub async fn execute(
             Outcome::Submitted(match to {
                 Some(to) => {
                     let a = submit(svc, &to, &sub.kind, sub.document).await?;
+                    // A document this node signed with --out is delivered now.
+                    let (n, t, o, d) = (node.clone(), to.clone(), op.clone(), a.digest);
+                    blocking(move || outbox::delivered(&n, &d, &t, &d, &o)).await?;
                     Submitted {
                         sent: Some(to),
                         kind: Some(sub.kind),
@@ -644,41 +673,67 @@ async fn confirm(
     progress: Arc<dyn Progress>,
 ) -> Result<Outcome> {
     let node = svc.node.clone();
-    let releases = if spec.all {
-        blocking(move || settle::unconfirmed_relayed(&node, "clearing")).await?
+    // --all: releases never confirmed, and confirmations signed before but
+    // not delivered (sent again as signed).
+    let (releases, undelivered) = if spec.all {
+        blocking(move || {
+            Ok((
+                settle::unconfirmed_relayed(&node, "clearing")?,
+                settle::undelivered(&node)?,
+            ))
+        })
+        .await?
     } else {
-        spec.releases.clone()
+        (spec.releases.clone(), Vec::new())
     };
     if spec.out.is_some() && releases.len() != 1 {
         return Err(NodeError::Invalid(
             "--out writes one confirmation; give exactly one --release".into(),
         ));
     }
+    // Checked before anything is signed: an unknown clearing node or a
+    // missing registry fails the command, not each release.
+    let (node, s, need_registry) = (svc.node.clone(), spec.clone(), !releases.is_empty());
+    let registry = Arc::new(
+        blocking(move || {
+            if s.out.is_none() {
+                directory::peer(&node, &s.to)?;
+            }
+            if need_registry {
+                settle::load_registry(&s.registry)
+            } else {
+                Ok(settle::Registry::new())
+            }
+        })
+        .await?,
+    );
     let single = !spec.all && releases.len() == 1;
     let mut results = Vec::new();
     let mut failures = Vec::new();
     for release in releases {
-        let (node, s, op, progress, id) = (
+        let (node, s, op, progress, id, persons) = (
             svc.node.clone(),
             spec.clone(),
             op.to_string(),
             progress.clone(),
             release.clone(),
+            registry.clone(),
         );
         let outcome = async {
-            let (sub, mut info) = blocking(move || {
+            let o = op.clone();
+            let (pending, mut info) = blocking(move || {
                 settle::confirm(
                     &node,
                     &release,
-                    &s.registry,
+                    &persons,
                     &s.amount_field,
                     &s.to,
-                    &op,
+                    &o,
                     progress.as_ref(),
                 )
             })
             .await?;
-            info.dispatch = dispatch(svc, sub, &spec.to, spec.out.clone()).await?;
+            info.dispatch = dispatch(svc, pending, &spec.to, spec.out.clone(), &op, false).await?;
             Ok::<_, NodeError>(info)
         }
         .await;
@@ -687,7 +742,24 @@ async fn confirm(
             Err(e) if single => return Err(e),
             // One release that cannot be confirmed (e.g. its sender's
             // certificate was revoked) does not hold up the others.
-            Err(e) => failures.push(format!("release {id}: {e}")),
+            Err(e) => failures.push((format!("release {id}"), e)),
+        }
+    }
+    for (pending, mut info) in undelivered {
+        let id = info.release.clone();
+        match dispatch(svc, pending, &spec.to, None, op, true).await {
+            Ok(d) => {
+                info.dispatch = d;
+                info.to = spec.to.clone();
+                results.push(info);
+            }
+            Err(e) => failures.push((format!("release {id} (signed, not delivered)"), e)),
+        }
+    }
+    if results.is_empty() && failures.len() == 1 {
+        // One release, one failure: its own error (and exit code).
+        if let Some((_, e)) = failures.pop() {
+            return Err(e);
         }
     }
     if !failures.is_empty() {
@@ -695,7 +767,11 @@ async fn confirm(
             "{} releases confirmed; {} could not be: {}",
             results.len(),
             failures.len(),
-            failures.join("; ")
+            failures
+                .iter()
+                .map(|(what, e)| format!("{what}: {e}"))
+                .collect::<Vec<_>>()
+                .join("; ")
         )));
     }
     Ok(match (single, results.len()) {

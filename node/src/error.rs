@@ -81,6 +81,17 @@ pub enum NodeError {
     /// Invalid input from the user.
     #[error("{0}")]
     Invalid(String),
+    /// Another process holds the node's store (a running or starting
+    /// `pdx serve`, or another command).
+    #[error(
+        "{path}: the store is in use by another pdx process (a `pdx serve` that is starting or has no admin socket, or another command): {message}"
+    )]
+    StoreInUse {
+        /// The store directory.
+        path: String,
+        /// RocksDB's message.
+        message: String,
+    },
 }
 
 impl NodeError {

@@ -190,7 +190,7 @@ impl<'s> Engine<'s> {
             profile: self.profile.name.clone(),
             field: self.schema.fields[field].name.clone(),
             record,
-            value: value.to_string(),
+            value: crate::import::shown_value(value, self.schema.fields[field].pi),
             reason,
         }
     }
@@ -303,7 +303,8 @@ impl<'s> Engine<'s> {
                             Ok(v.to_string())
                         } else {
                             Err(bad(format!(
-                                "{src_name} value {v:?} is not a department code"
+                                "{src_name} value {:?} is not a department code",
+                                crate::import::shown_value(v, self.schema.fields[*src].pi)
                             )))
                         }
                     }
@@ -313,7 +314,8 @@ impl<'s> Engine<'s> {
                             Ok(format!("{}0000", &v[..2]))
                         } else {
                             Err(bad(format!(
-                                "{src_name} value {v:?} is not a 6-digit admdvs code"
+                                "{src_name} value {:?} is not a 6-digit admdvs code",
+                                crate::import::shown_value(v, self.schema.fields[*src].pi)
                             )))
                         }
                     }

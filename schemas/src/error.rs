@@ -79,9 +79,12 @@ pub enum RuleViolation {
         /// Profile.
         profile: String,
     },
-    /// An `encrypt-for` recipient has no verified key.
+    /// `encrypt-for` recipients without a verified key on the producing node.
     #[error(
-        "dataset {dataset}, profile {profile}, field {field}: rule encrypt-for-needs-key: no verified encryption key for recipient {recipient}; fetch its key document (pdx keys fetch --peer {recipient})"
+        "dataset {dataset}, profile {profile}, field {field}: rule encrypt-for-needs-key: node {node}, which produces the release, holds no verified encryption key for {} recipient(s): {}; on node {node} run `pdx keys fetch --peer DEPT` for each of them (or `pdx keys fetch --peer RELAY --of {}` through a peer that holds their key documents), then retry",
+        recipients.len(),
+        recipients.join(", "),
+        recipients.join(",")
     )]
     MissingRecipientKey {
         /// Dataset.
@@ -90,8 +93,10 @@ pub enum RuleViolation {
         profile: String,
         /// Field.
         field: String,
-        /// Recipient department.
-        recipient: String,
+        /// The producing node's department (where the keys must be fetched).
+        node: String,
+        /// Every recipient without a key.
+        recipients: Vec<String>,
     },
     /// A record's recipient could not be derived.
     #[error(
@@ -146,7 +151,7 @@ pub enum RuleViolation {
         field: String,
         /// Record index.
         record: u64,
-        /// Offending value.
+        /// Offending value (masked for personal fields).
         value: String,
         /// Why.
         reason: String,

@@ -28,6 +28,27 @@ impl std::str::FromStr for Encoding {
     }
 }
 
+/// The encoding the start of a file looks like: `Utf8` (a UTF-8 BOM, or
+/// valid UTF-8 with non-ASCII text), `Gb18030` (not UTF-8, but decodes
+/// cleanly as GB18030), or `None` (plain ASCII: either fits).
+pub fn sniff_encoding(sample: &[u8]) -> Option<Encoding> {
+    if sample.starts_with(&[0xef, 0xbb, 0xbf]) {
+        return Some(Encoding::Utf8);
+    }
+    if sample.is_ascii() {
+        return None;
+    }
+    match std::str::from_utf8(sample) {
+        Ok(_) => Some(Encoding::Utf8),
+        // A sample cut inside a character is still UTF-8.
+        Err(e) if e.error_len().is_none() => Some(Encoding::Utf8),
+        Err(_) => {
+            let (_, _, had_errors) = encoding_rs::GB18030.decode(sample);
+            (!had_errors).then_some(Encoding::Gb18030)
+        }
+    }
+}
+
 /// What to do with bad rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -61,7 +82,8 @@ pub struct RowProblem {
     pub column: usize,
     /// Field name (empty when the whole row is wrong).
     pub field: String,
-    /// The offending value (shortened).
+    /// The offending value: shortened, and masked for personal and
+    /// sensitive personal fields ([`shown_value`]).
     pub value: String,
     /// Why it is wrong.
     pub reason: String,
@@ -135,8 +157,44 @@ pub struct ImportSummary {
     pub rows_imported: u64,
     /// Rows rejected.
     pub rows_rejected: u64,
+    /// Rows left out by a dataset rule (`cross_region`: not cross-province).
+    pub rows_excluded: u64,
     /// The first problems found.
     pub problems: Vec<RowProblem>,
+}
+
+/// A value as error messages may show it: in full (shortened) for fields
+/// that are not personal information, masked for personal and sensitive
+/// personal ones (`4500**********7800`, `王*`), so terminals, CI logs and
+/// summaries never carry a resident ID number or a name.
+pub fn shown_value(v: &str, pi: crate::schema::PiClass) -> String {
+    if pi == crate::schema::PiClass::None {
+        return shorten(v);
+    }
+    mask(v)
+}
+
+/// Masks a personal value: an identifier-like value (10 or more ASCII
+/// letters and digits: resident ID, person number) keeps its first and last
+/// 4 characters (`4501**********7800`), enough to find the row; anything
+/// else (names, free text, amounts) keeps only its first character (`王*`),
+/// since a longer head of free text can be the whole name.
+pub fn mask(v: &str) -> String {
+    let chars: Vec<char> = v.chars().collect();
+    let n = chars.len();
+    let keep = |head: usize, tail: usize| {
+        let mut out: String = chars[..head].iter().collect();
+        out.extend(std::iter::repeat_n('*', n - head - tail));
+        out.extend(&chars[n - tail..]);
+        out
+    };
+    if n >= 10 && chars.iter().all(char::is_ascii_alphanumeric) {
+        keep(4, 4)
+    } else if n == 0 {
+        String::new()
+    } else {
+        keep(1, 0)
+    }
 }
 
 fn shorten(v: &str) -> String {
@@ -187,6 +245,20 @@ impl<R: Read> Read for CountLines<R> {
     }
 }
 
+/// Who imports: the department, for the schema's dataset-level rules.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ImportContext<'a> {
+    /// The importing department's code (`treatment_region` compares the
+    /// records' province with it).
+    pub dept: Option<&'a str>,
+}
+
+/// The province (`XX0000`) of a 6-digit region code.
+pub fn province_of(region: &str) -> Option<String> {
+    let b = region.as_bytes();
+    (b.len() == 6 && b.iter().all(u8::is_ascii_digit)).then(|| format!("{}0000", &region[..2]))
+}
+
 /// Reads CSV from `input` under `schema`. Good rows go to `accept` (in schema
 /// field order); under [`OnError::Skip`] bad rows go to `reject` with their
 /// first problem; `progress` gets the bytes consumed so far.
@@ -195,6 +267,7 @@ pub fn read_csv<R: Read>(
     schema: &Schema,
     input: R,
     file: &str,
+    context: ImportContext<'_>,
     encoding: Encoding,
     on_error: OnError,
     mut accept: impl FnMut(&[Option<&str>]) -> Result<(), String>,
@@ -303,7 +376,17 @@ pub fn read_csv<R: Read>(
             progress(record.position().map(|p| p.byte()).unwrap_or(0));
         }
         let mut row: Vec<Option<&str>> = vec![None; schema.fields.len()];
-        let problem = check_row(schema, &record, &mapping, line, encoding, &mut row);
+        let mut problem = check_row(schema, &record, &mapping, line, encoding, &mut row);
+        if problem.is_none() {
+            match dataset_rules(schema, context, &row, line, &mapping) {
+                RowRule::Keep => {}
+                RowRule::Exclude => {
+                    summary.rows_excluded += 1;
+                    continue;
+                }
+                RowRule::Reject(p) => problem = Some(p),
+            }
+        }
         match problem {
             None => {
                 if staging_open {
@@ -344,6 +427,54 @@ pub fn read_csv<R: Read>(
 }
 
 /// Validates one record, filling `row` in schema order; returns its first problem.
+enum RowRule {
+    Keep,
+    Exclude,
+    Reject(RowProblem),
+}
+
+/// The schema's dataset-level rules on a valid row.
+fn dataset_rules(
+    schema: &Schema,
+    context: ImportContext<'_>,
+    row: &[Option<&str>],
+    line: u64,
+    mapping: &[usize],
+) -> RowRule {
+    let province = |i: usize| row.get(i).copied().flatten().and_then(province_of);
+    let column = |i: usize| mapping.iter().position(|&m| m == i).map_or(0, |c| c + 1);
+    if let Some(t) = schema.dataset.treatment_region {
+        let own = context.dept.and_then(province_of);
+        let here = province(t);
+        if own.is_none() || here != own {
+            let field = &schema.fields[t];
+            return RowRule::Reject(RowProblem {
+                line,
+                column: column(t),
+                field: field.name.clone(),
+                value: shown_value(row[t].unwrap_or_default(), field.pi),
+                reason: match own {
+                    None => format!(
+                        "treatment_region: the importing department {:?} is not a region code, so it cannot own records treated anywhere",
+                        context.dept.unwrap_or("?")
+                    ),
+                    Some(own) => format!(
+                        "treatment_region: treated in province {}, but this extract belongs to {own} (a province imports only what it treated)",
+                        here.unwrap_or_else(|| "?".into())
+                    ),
+                },
+            });
+        }
+    }
+    if let Some((a, b)) = schema.dataset.cross_region
+        && province(a).is_some()
+        && province(a) == province(b)
+    {
+        return RowRule::Exclude;
+    }
+    RowRule::Keep
+}
+
 fn check_row<'r>(
     schema: &Schema,
     record: &'r csv::ByteRecord,
@@ -380,7 +511,7 @@ fn check_row<'r>(
                 Encoding::Gb18030 => "invalid text after GB18030 decoding",
             };
             return Some(problem(
-                String::from_utf8_lossy(raw).into_owned(),
+                shown_value(&String::from_utf8_lossy(raw), field.pi),
                 reason.into(),
             ));
         };
@@ -391,7 +522,7 @@ fn check_row<'r>(
                 }
                 Encoding::Gb18030 => "invalid GB18030 byte sequence",
             };
-            return Some(problem(shorten(v), reason.into()));
+            return Some(problem(shown_value(v, field.pi), reason.into()));
         }
         if v.is_empty() {
             if !field.nullable {
@@ -405,7 +536,7 @@ fn check_row<'r>(
         }
         if let Err(reason) = field.ty.validate(v) {
             return Some(problem(
-                shorten(v),
+                shown_value(v, field.pi),
                 format!("{reason} (type {})", field.ty.name()),
             ));
         }

@@ -309,6 +309,13 @@ pub struct DatasetInfo {
     pub description: Option<String>,
     /// Default legal basis.
     pub legal_basis: Option<String>,
+    /// Index of the field whose province must be the importing department's
+    /// (`treatment_region`): a province's extract holds only what it treated.
+    pub treatment_region: Option<usize>,
+    /// Two region fields whose provinces must differ (`cross_region`):
+    /// records within one province are not cross-province and are excluded
+    /// (counted).
+    pub cross_region: Option<(usize, usize)>,
 }
 
 /// A validated schema.
@@ -398,6 +405,8 @@ struct RawDataset {
     personal_information: bool,
     description: Option<String>,
     legal_basis: Option<String>,
+    treatment_region: Option<Spanned<String>>,
+    cross_region: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -528,7 +537,7 @@ impl Validator<'_> {
                 "not a valid department code",
             );
         }
-        let dataset = DatasetInfo {
+        let mut dataset = DatasetInfo {
             id: d.id.into_inner(),
             title: d.title,
             owner: d.owner.map(Spanned::into_inner),
@@ -537,7 +546,10 @@ impl Validator<'_> {
             personal_information: d.personal_information,
             description: d.description,
             legal_basis: d.legal_basis,
+            treatment_region: None,
+            cross_region: None,
         };
+        let region_rules = (d.treatment_region, d.cross_region);
         if raw.fields.is_empty() {
             self.err(ds_span, "field", "a schema needs at least one [[field]]");
         }
@@ -578,6 +590,35 @@ impl Validator<'_> {
                     hierarchy: f.hierarchy,
                     description: f.description,
                 });
+            }
+        }
+        let field_at = |name: &str| fields.iter().position(|f: &Field| f.name == name);
+        let (treatment, cross) = region_rules;
+        if let Some(t) = treatment {
+            match field_at(t.get_ref()) {
+                Some(i) => dataset.treatment_region = Some(i),
+                None => self.err(
+                    t.span().start,
+                    "dataset.treatment_region",
+                    format!("no field {:?}", t.get_ref()),
+                ),
+            }
+        }
+        if let Some(c) = cross {
+            match c.get_ref().as_slice() {
+                [a, b] => match (field_at(a), field_at(b)) {
+                    (Some(a), Some(b)) if a != b => dataset.cross_region = Some((a, b)),
+                    _ => self.err(
+                        c.span().start,
+                        "dataset.cross_region",
+                        "needs two different fields of the schema",
+                    ),
+                },
+                _ => self.err(
+                    c.span().start,
+                    "dataset.cross_region",
+                    "needs exactly two field names",
+                ),
             }
         }
         let mut profiles = BTreeMap::new();

@@ -54,6 +54,7 @@ fn import(
         &s,
         bytes,
         "in.csv",
+        pdx_schemas::import::ImportContext::default(),
         encoding,
         on_error,
         |row| {
@@ -130,8 +131,11 @@ fn bad_rows_reject_everything_and_list_line_column_field_value_reason() {
                     problems[1].field.as_str(),
                     problems[1].value.as_str()
                 ),
-                (4, "amount", "abc")
+                // amount is personal information: masked in every message.
+                (4, "amount", "a**")
             );
+            let all: String = problems.iter().map(|p| format!("{p}\n")).collect();
+            assert!(!all.contains("110105194912310021"), "{all}");
         }
         other => panic!("expected rejection, got {other:?}"),
     }
@@ -212,4 +216,122 @@ fn reported_lines_are_physical_lines_for_lf_crlf_and_gb18030() {
         first_problem_line(multi.replace('\n', "\r\n").as_bytes(), Encoding::Utf8),
         5
     );
+}
+
+#[test]
+fn personal_values_are_masked_in_problems_and_line_column_field_rule_stay_exact() {
+    use pdx_schemas::import::mask;
+    assert_eq!(mask("450102199001017800"), "4501**********7800");
+    assert_eq!(mask("王五"), "王*");
+    assert_eq!(mask("张三丰ab"), "张****");
+    assert_eq!(mask("王五王五王五王五王五"), "王*********");
+    assert_eq!(mask(""), "");
+    // A bad check digit on a resident id and a too-long name.
+    let csv =
+        "name,certno,amount\n太长的名字啊,11010519491231002X,1.00\n张三,110105194912310021,1.00\n";
+    let (r, _, rejected) = import(csv.as_bytes(), Encoding::Utf8, OnError::Skip);
+    assert_eq!(r.ok(), Some(0));
+    let text = rejected.join("\n");
+    assert!(
+        !text.contains("太长的名字啊") && !text.contains("110105194912310021"),
+        "{text}"
+    );
+    assert!(
+        text.contains("line 2, column 1 (name)") && text.contains("太*****"),
+        "{text}"
+    );
+    assert!(
+        text.contains("line 3, column 2 (certno)") && text.contains("1101**********0021"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_encoding_a_file_looks_like_is_detected() {
+    use pdx_schemas::import::sniff_encoding;
+    let text = "name,certno,amount\n王五,11010519491231002X,1.00\n";
+    let (gb, _, _) = encoding_rs::GB18030.encode(text);
+    assert_eq!(sniff_encoding(text.as_bytes()), Some(Encoding::Utf8));
+    assert_eq!(sniff_encoding(&gb), Some(Encoding::Gb18030));
+    assert_eq!(sniff_encoding(b"\xef\xbb\xbfname\n"), Some(Encoding::Utf8));
+    // Plain ASCII is both.
+    assert_eq!(sniff_encoding(b"name,certno\n"), None);
+    // A sample cut inside a character is still UTF-8.
+    let cut = &text.as_bytes()[..20];
+    assert_eq!(sniff_encoding(cut), Some(Encoding::Utf8));
+}
+
+const REGIONS: &str = r#"
+[dataset]
+id = "visits"
+title = "t"
+grade = "general"
+sharing = "unconditional"
+personal_information = true
+treatment_region = "treated"
+cross_region = ["insured", "treated"]
+
+[[field]]
+name = "insured"
+type = "string"
+identifier = "quasi-identifier"
+pi = "personal"
+
+[[field]]
+name = "treated"
+type = "string"
+identifier = "other"
+pi = "none"
+"#;
+
+#[test]
+fn records_treated_elsewhere_are_refused_and_same_province_records_are_excluded() {
+    let schema = Schema::parse(REGIONS, "visits.toml").unwrap_or_else(|e| panic!("{e}"));
+    let csv = "insured,treated\n110101,440106\n440305,440106\n310115,330106\n";
+    let run = |dept: Option<&str>, on_error| {
+        let mut kept = Vec::new();
+        let mut rejected = Vec::new();
+        let r = read_csv(
+            &schema,
+            csv.as_bytes(),
+            "visits.csv",
+            pdx_schemas::import::ImportContext { dept },
+            Encoding::Utf8,
+            on_error,
+            |row| {
+                kept.push(row[0].map(str::to_string));
+                Ok(())
+            },
+            |p, _| {
+                rejected.push(p.to_string());
+                Ok(())
+            },
+            |_| {},
+        );
+        (r, kept, rejected)
+    };
+    // Guangdong's extract: the Beijing patient treated in Guangdong is kept,
+    // the Guangdong patient is not cross-province (excluded, counted), the
+    // record treated in Zhejiang is not Guangdong's to import (refused).
+    let (r, kept, rejected) = run(Some("440000"), OnError::Skip);
+    let summary = r.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (
+            summary.rows_imported,
+            summary.rows_excluded,
+            summary.rows_rejected
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(kept, vec![Some("110101".to_string())]);
+    assert!(
+        rejected[0].contains("line 4") && rejected[0].contains("treated in province 330000"),
+        "{rejected:?}"
+    );
+    // Fail closed: reject mode refuses the whole file; a department that is
+    // not a region cannot import such a dataset at all.
+    let (r, _, _) = run(Some("440000"), OnError::Reject);
+    assert!(matches!(r, Err(ImportError::Rejected { bad_rows: 1, .. })));
+    let (r, _, _) = run(Some("GOV-A"), OnError::Reject);
+    assert!(matches!(r, Err(ImportError::Rejected { bad_rows: 3, .. })));
 }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod generate;
+pub mod leaks;
 pub mod scenario;
 pub mod settlement;
 
@@ -137,13 +138,34 @@ impl Testnet {
     }
 
     /// Runs pdx with `args` and returns its output.
+    ///
+    /// A failing command must not print personal data (values are masked
+    /// in every message): its output is scanned for identities of the
+    /// generated kinds, and printing one is an error of its own.
     pub fn pdx(&self, args: &[&str]) -> Result<Output> {
-        Command::new(&self.pdx)
+        let out = Command::new(&self.pdx)
             .args(args)
             .env("PDX_OPERATOR", "testnet")
             .stdin(Stdio::null())
             .output()
-            .with_context(|| format!("running pdx {}", args.join(" ")))
+            .with_context(|| format!("running pdx {}", args.join(" ")))?;
+        if !out.status.success() {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let found = leaks::personal_data_in(&text);
+            if !found.is_empty() {
+                bail!(
+                    "pdx {} failed ({}) and printed personal data (masked here): {}",
+                    args.join(" "),
+                    out.status,
+                    found.join(", ")
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// Runs pdx and fails unless it exits 0; returns stdout.

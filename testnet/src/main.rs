@@ -72,6 +72,25 @@ enum Gen {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The insured registry of one province (`psn_no,certno,psn_name,insuplc_admdvs`),
+    /// consistent with `gen settlement` of the same provinces, records and seed.
+    Registry {
+        /// Participating provinces (2..31).
+        #[arg(long, default_value_t = 5)]
+        provinces: usize,
+        /// Records drawn by `gen settlement`.
+        #[arg(long)]
+        records: u64,
+        /// Seed of `gen settlement`.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The insured province (its admdvs code, e.g. 110000).
+        #[arg(long)]
+        province: String,
+        /// Output CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,6 +191,38 @@ fn main() -> Result<()> {
             let file = std::fs::File::create(&out)?;
             let s = pdx_testnet::generate::settlement(&opts, file)?;
             println!("{} rows written to {}", s.rows, out.display());
+        }
+        Cmd::Gen(Gen::Registry {
+            provinces,
+            records,
+            seed,
+            province,
+            out,
+        }) => {
+            let p = pdx_testnet::generate::PROVINCES
+                .iter()
+                .take(provinces)
+                .position(|(code, _)| *code == province)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--province {province} is not one of the first {provinces} provinces ({})",
+                        pdx_testnet::generate::PROVINCES
+                            .iter()
+                            .take(provinces)
+                            .map(|(c, _)| *c)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?;
+            let opts = pdx_testnet::generate::Options {
+                provinces,
+                records,
+                seed,
+                treated_in: None,
+                month: (2026, 10),
+            };
+            let n = pdx_testnet::generate::registry(&opts, p, &out)?;
+            println!("{n} insured persons written to {}", out.display());
         }
         Cmd::Scenario(Scenario::Settlement {
             provinces,

@@ -160,10 +160,15 @@ fn relays_forward_what_they_cannot_read_and_recipients_open_it() {
         ])
         .unwrap();
     assert_eq!(refused.status.code(), Some(4));
+    // Every missing recipient at once, and the node where the keys must be
+    // fetched: the producing province, not the national node that asked.
+    let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("rule encrypt-for-needs-key"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
+        stderr.contains("rule encrypt-for-needs-key")
+            && stderr.contains("node 440000, which produces the release")
+            && stderr.contains("2 recipient(s): 110000, 310000")
+            && stderr.contains("--of 110000,310000"),
+        "{stderr}"
     );
 
     // The national node meets the provinces (their key documents reach its directory);

@@ -61,6 +61,7 @@ fn import(
         csv,
         "--dataset",
         "people",
+        "--replace",
     ])
     .env("PDX_OPERATOR", "crash-test")
     .stdin(Stdio::null())
@@ -130,6 +131,7 @@ fn a_killed_import_leaves_the_old_dataset_or_the_new_one_with_its_entry() {
                 &big,
                 "--dataset",
                 "people",
+                "--replace",
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -31,7 +31,15 @@ fn a_node_answers_catalogs_within_200_ms_while_producing_a_1m_record_release() {
         net.home("100000").unwrap(),
         net.home("110000").unwrap(),
     );
-    import_settlement(&net, dir.path(), "440000", "month", 1_000_000, None);
+    // 2.45M draws of 5 provinces: about 1.01M treated in 440000.
+    import_settlement(
+        &net,
+        dir.path(),
+        "440000",
+        "month",
+        2_450_000,
+        Some("440000"),
+    );
     for to in ["100000", "110000"] {
         net.pdx_ok(&[
             "grant",

@@ -24,6 +24,17 @@ fn small(dir: &std::path::Path, provinces: usize, records: u64, k: u32) -> Settl
     .unwrap()
 }
 
+/// A small month up to the relay: imported, keys exchanged, clearing
+/// releases fetched and relayed to the insured provinces.
+fn relayed(dir: &std::path::Path, provinces: usize, records: u64) -> Settlement {
+    let mut st = small(dir, provinces, records, 2);
+    st.import().unwrap();
+    st.exchange_keys().unwrap();
+    st.clearing_releases().unwrap();
+    st.relay().unwrap();
+    st
+}
+
 fn finish_and_check(st: &mut Settlement) {
     st.relay().unwrap();
     st.confirm().unwrap();
@@ -211,11 +222,7 @@ fn fewer_than_k_contributions_are_refused_by_the_aggregator() {
 #[test]
 fn a_province_revoked_mid_run_is_refused_from_then_on() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut st = small(tmp.path(), 3, 3000, 2);
-    st.import().unwrap();
-    st.exchange_keys().unwrap();
-    st.clearing_releases().unwrap();
-    st.relay().unwrap();
+    let mut st = relayed(tmp.path(), 3, 3000);
     let revoked = st.provinces[2].clone();
     st.net.revoke(&revoked).unwrap();
     let refused_before = entries(&st.net, NATIONAL, "refused-request").len();
@@ -252,11 +259,7 @@ fn a_province_revoked_mid_run_is_refused_from_then_on() {
 #[test]
 fn a_province_that_deletes_a_log_entry_is_flagged_by_the_regulator() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut st = small(tmp.path(), 2, 2000, 2);
-    st.import().unwrap();
-    st.exchange_keys().unwrap();
-    st.clearing_releases().unwrap();
-    st.relay().unwrap();
+    let mut st = relayed(tmp.path(), 2, 2000);
     st.confirm().unwrap();
     // The national node's later contacts witness the province's checkpoints.
     let regulator = st.regulator().unwrap();
@@ -318,5 +321,67 @@ fn a_province_that_deletes_a_log_entry_is_flagged_by_the_regulator() {
         }
         other => panic!("export of the damaged log should still produce a bundle: {other:?}"),
     }
+    st.net.stop_all(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_confirmation_that_was_not_delivered_is_sent_again_by_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut st = relayed(tmp.path(), 2, 2000);
+    let p = st.provinces[0].clone();
+    let home = st.net.home(&p).unwrap();
+    // The clearing node is down: the confirmation is signed and audited,
+    // but not delivered, and the command says so.
+    st.net.stop(NATIONAL, Duration::from_secs(10)).unwrap();
+    let out = st.net.pdx(&as_strs(&st.confirm_args(&p).unwrap())).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let signed = entries(&st.net, &p, "confirm");
+    assert_eq!(signed.len(), 1, "{signed:#?}");
+    assert!(entries(&st.net, &p, "deliver").is_empty());
+    let status = st.net.pdx_json(&["status", "--home", &home]).unwrap();
+    let pending = status["documents_not_yet_delivered"].as_array().unwrap();
+    assert_eq!(pending.len(), 1, "{status:#}");
+    assert_eq!(pending[0]["kind"], "settlement-confirmation");
+    assert_eq!(pending[0]["digest"], signed[0]["payload_digest"]);
+
+    // Back up: `--all` sends that same signed document, and only the
+    // acknowledgement makes it done.
+    st.net.start(NATIONAL).unwrap();
+    let sent = st
+        .net
+        .pdx_json(&as_strs(&st.confirm_args(&p).unwrap()))
+        .unwrap();
+    let sent = sent.as_array().unwrap();
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0]["resent"], true);
+    assert_eq!(sent[0]["accepted"], signed[0]["payload_digest"]);
+    assert_eq!(entries(&st.net, &p, "confirm").len(), 1, "not signed twice");
+    let delivered = entries(&st.net, &p, "deliver");
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0]["payload_digest"], signed[0]["payload_digest"]);
+    assert_eq!(delivered[0]["counterparty"], NATIONAL);
+    let received = entries(&st.net, NATIONAL, "confirm");
+    assert!(
+        received.iter().any(|e| e["counterparty"] == p.as_str()),
+        "{received:#?}"
+    );
+    // Nothing is left to do.
+    let again = st
+        .net
+        .pdx_json(&as_strs(&st.confirm_args(&p).unwrap()))
+        .unwrap();
+    assert_eq!(again.as_array().map(Vec::len), Some(0), "{again:#}");
+    let status = st.net.pdx_json(&["status", "--home", &home]).unwrap();
+    assert_eq!(
+        status["documents_not_yet_delivered"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
     st.net.stop_all(Duration::from_secs(10)).unwrap();
 }

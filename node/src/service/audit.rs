@@ -343,6 +343,10 @@ pub struct Status {
     pub pending_transfers_in: Vec<PendingIn>,
     /// Releases produced and not delivered.
     pub releases_not_yet_delivered: Vec<Undelivered>,
+    /// Signed documents (confirmations, contributions, aggregates) the
+    /// recipient has not acknowledged yet.
+    #[serde(default)]
+    pub documents_not_yet_delivered: Vec<UndeliveredDocument>,
     /// Datasets held.
     pub datasets: usize,
 }
@@ -386,6 +390,21 @@ pub struct Undelivered {
     pub dataset: String,
 }
 
+/// A signed document not delivered yet (the outbox).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UndeliveredDocument {
+    /// Submit kind.
+    pub kind: String,
+    /// Release or query it is about.
+    pub subject: String,
+    /// Addressed to.
+    pub to: String,
+    /// Digest of the signed document.
+    pub digest: String,
+    /// When it was signed (RFC 3339).
+    pub signed: String,
+}
+
 /// `pdx status` (and `pdx peer list`).
 pub fn status(node: &Node) -> Result<Status> {
     let mut pending_transfers_in = Vec::new();
@@ -423,6 +442,16 @@ pub fn status(node: &Node) -> Result<Status> {
         peers: directory::peers(node)?,
         pending_transfers_in,
         releases_not_yet_delivered,
+        documents_not_yet_delivered: super::outbox::pending(node, None)?
+            .into_iter()
+            .map(|p| UndeliveredDocument {
+                kind: p.kind,
+                subject: p.subject,
+                to: p.to,
+                digest: p.digest.to_hex(),
+                signed: crate::timearg::format_ms(p.signed_ms).unwrap_or_default(),
+            })
+            .collect(),
         datasets: datasets::list(node)?.len(),
     })
 }

@@ -85,6 +85,10 @@ pub struct ImportSpec {
     pub on_error: OnError,
     /// Where rejected rows go under `skip`.
     pub rejects: Option<String>,
+    /// Replace an existing dataset of this id (audited with both digests);
+    /// without it an existing id is refused.
+    #[serde(default)]
+    pub replace: bool,
 }
 
 /// What an import did.
@@ -92,10 +96,15 @@ pub struct ImportSpec {
 pub struct ImportOutcome {
     /// Dataset id.
     pub dataset: String,
-    /// Rows stored.
+    /// Records stored (docs/cli-output.md: `records`).
+    pub records: u64,
+    /// The same (kept for scripts written against earlier versions).
     pub rows: u64,
     /// Rows rejected (skip mode).
     pub rejected: u64,
+    /// Rows left out by the schema's `cross_region` rule (not cross-province).
+    #[serde(default)]
+    pub excluded: u64,
     /// First problems.
     pub problems: Vec<pdx_schemas::import::RowProblem>,
     /// Dataset digest.
@@ -162,6 +171,7 @@ pub fn import(
             req.dataset
         )));
     }
+    refuse_overwrite(node, req)?;
     let schema_text =
         std::fs::read_to_string(&req.schema_path).map_err(NodeError::io(&req.schema_path))?;
     let schema = Schema::parse(&schema_text, &req.schema_path)?;
@@ -173,7 +183,8 @@ pub fn import(
             req.schema_path, node.config.dept
         )));
     }
-    let file = std::fs::File::open(&req.csv_path).map_err(NodeError::io(&req.csv_path))?;
+    let mut file = std::fs::File::open(&req.csv_path).map_err(NodeError::io(&req.csv_path))?;
+    check_encoding(&mut file, &req.csv_path, req.encoding)?;
     let total = file.metadata().map(|m| m.len()).ok();
     let generation = pdx_crypto::rng::bytes::<16>()?.to_vec();
     let prefix = store::rows_prefix(&req.dataset, &generation);
@@ -207,6 +218,9 @@ pub fn import(
         &schema,
         std::io::BufReader::with_capacity(1 << 20, file),
         &req.csv_path,
+        pdx_schemas::import::ImportContext {
+            dept: Some(&node.config.dept),
+        },
         req.encoding,
         req.on_error,
         |row| w.row(row),
@@ -278,8 +292,21 @@ pub fn import(
     d.record_count = Some(meta.rows);
     d.payload_digest = Some(schema.digest);
     d.detail = Some(format!(
-        "schema {} from {}; {} rows imported, {} rejected",
-        schema.dataset.id, meta.source, summary.rows_imported, summary.rows_rejected
+        "schema {} from {}; {} rows imported, {} rejected, {} excluded by cross_region (not cross-province){}",
+        schema.dataset.id,
+        meta.source,
+        summary.rows_imported,
+        summary.rows_rejected,
+        summary.rows_excluded,
+        match &previous {
+            Some(p) => format!(
+                "; replaces the previous version (digest {}, {} rows) with digest {}",
+                p.digest.to_hex(),
+                p.rows,
+                digest.to_hex()
+            ),
+            None => String::new(),
+        }
     ));
     // Commit: switch, old generation's deletion and audit entry in one synced batch.
     let mut ops = vec![
@@ -306,12 +333,62 @@ pub fn import(
     crate::failpoint::hit("import-after-commit");
     Ok(ImportOutcome {
         dataset: meta.id,
+        records: meta.rows,
         rows: meta.rows,
         rejected: summary.rows_rejected,
+        excluded: summary.rows_excluded,
         problems: summary.problems,
         digest: digest.to_hex(),
         audit_seq: appended.seq,
     })
+}
+
+/// Refuses a file whose start looks like another encoding than the one
+/// given (a UTF-8 export imported as GB18030 decodes to garbage that may
+/// even validate), naming the encoding it looks like.
+fn check_encoding(file: &mut std::fs::File, path: &str, given: Encoding) -> Result<()> {
+    use std::io::{Read, Seek};
+    let mut sample = Vec::new();
+    (&mut *file)
+        .take(64 * 1024)
+        .read_to_end(&mut sample)
+        .map_err(NodeError::io(path))?;
+    file.rewind().map_err(NodeError::io(path))?;
+    match pdx_schemas::import::sniff_encoding(&sample) {
+        Some(found) if found != given => {
+            let (name, flag) = match found {
+                Encoding::Utf8 => ("UTF-8", "utf-8"),
+                Encoding::Gb18030 => ("GB18030", "gb18030"),
+            };
+            Err(NodeError::Invalid(format!(
+                "{path} looks like {name}, not the {} given: import it with --encoding {flag}",
+                match given {
+                    Encoding::Utf8 => "UTF-8",
+                    Encoding::Gb18030 => "GB18030",
+                }
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An existing dataset of the id is replaced only when asked (`--replace`);
+/// returns it.
+fn refuse_overwrite(node: &Node, req: &ImportSpec) -> Result<Option<DatasetMeta>> {
+    let previous: Option<DatasetMeta> = node
+        .store
+        .get(CF_DATASETS, store::dataset_key(&req.dataset))?;
+    match &previous {
+        Some(p) if !req.replace => Err(NodeError::Invalid(format!(
+            "dataset {} already exists ({} rows imported {} from {}, digest {}); give --replace to replace it (audited), or choose another --dataset id",
+            p.id,
+            p.rows,
+            crate::timearg::format_ms(p.imported_ms).unwrap_or_default(),
+            p.source,
+            p.digest.to_hex()
+        ))),
+        _ => Ok(previous),
+    }
 }
 
 struct RejectWriter {
@@ -330,8 +407,16 @@ impl RejectWriter {
             .open(path)
             .map_err(NodeError::io(path))?;
         let mut w = csv::Writer::from_writer(f);
-        w.write_record(["line", "column", "field", "problem", "row"])
-            .map_err(|e| NodeError::Invalid(format!("{path}: {e}")))?;
+        // Problems in the other columns are masked; the rows here are whole
+        // (the file is 0600 and says so in its header).
+        w.write_record([
+            "line",
+            "column",
+            "field",
+            "problem",
+            "row (full values, personal data: keep this file private)",
+        ])
+        .map_err(|e| NodeError::Invalid(format!("{path}: {e}")))?;
         Ok(RejectWriter {
             path: path.into(),
             w,
@@ -383,7 +468,9 @@ pub struct DatasetInfo {
     pub schema: String,
     /// Title.
     pub title: String,
-    /// Rows.
+    /// Records (docs/cli-output.md: `records`).
+    pub records: u64,
+    /// The same (kept for scripts written against earlier versions).
     pub rows: u64,
     /// Digest over schema and rows.
     pub digest: String,
@@ -399,6 +486,7 @@ impl From<&DatasetMeta> for DatasetInfo {
             dataset: m.id.clone(),
             schema: m.schema_id.clone(),
             title: m.title.clone(),
+            records: m.rows,
             rows: m.rows,
             digest: m.digest.to_hex(),
             imported_ms: m.imported_ms,

@@ -71,6 +71,20 @@ pub fn create(node: &Node, spec: &GrantSpec, operator: &str) -> Result<Grant> {
             "a grant to this node's own department has no effect".into(),
         ));
     }
+    // A grant that could never be served is refused now, with the numbers.
+    if profile.k > 1 || profile.l.is_some() {
+        let master =
+            pdx_crypto::pseudonym::PseudonymMaster::from_bytes(*node.keys()?.pseudonym.as_bytes());
+        let engine = pdx_schemas::engine::Engine::new(
+            &schema,
+            profile,
+            spec.agreement.as_deref().unwrap_or_default(),
+            &master,
+        );
+        let mut counter = engine.counter();
+        super::datasets::for_each_row(node, &meta, |row| Ok(counter.add(row)?))?;
+        counter.finish()?;
+    }
     let grant = Grant {
         id: hex::encode(pdx_crypto::rng::bytes::<6>()?),
         dataset: spec.dataset.clone(),
@@ -100,7 +114,7 @@ pub fn create(node: &Node, spec: &GrantSpec, operator: &str) -> Result<Grant> {
         grant
             .expires_ms
             .map(|e| e.to_string())
-            .unwrap_or_else(|| "never".into())
+            .unwrap_or_else(|| "never: no expiry was given".into())
     ));
     node.log_with(
         d,

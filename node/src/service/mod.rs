@@ -21,6 +21,7 @@ pub mod datasets;
 pub mod directory;
 pub mod documents;
 pub mod grants;
+pub mod outbox;
 pub mod preview;
 pub mod refusals;
 pub mod release;
@@ -67,6 +68,10 @@ pub struct Dispatch {
     /// The recipient's note.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// This sends the document an earlier attempt signed and audited but did
+    /// not deliver (the outbox), not a new one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resent: bool,
 }
 
 /// A node with its network endpoint: what commands and peers are served by.

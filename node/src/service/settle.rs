@@ -13,6 +13,7 @@
 //! wraps, never saturates).
 
 use super::documents::{Certified, KIND_CONFIRMATION, SubmissionFile};
+use super::outbox::Pending;
 use super::release::{self, parse_release_id, release_hex};
 use crate::error::{NodeError, Result};
 use crate::node::{NODE_OPERATOR, Node};
@@ -73,10 +74,13 @@ fn column(fields: &[String], name: &str, what: &str) -> Result<usize> {
     })
 }
 
-/// Loads an insured registry CSV: `psn_no` → `certno` (empty when the file has no certno column).
-fn load_registry(path: &str) -> Result<HashMap<String, String>> {
-    let mut r =
-        csv::Reader::from_path(path).map_err(|e| NodeError::Invalid(format!("{path}: {e}")))?;
+/// An insured registry: `psn_no` → `certno` (empty when the file has no certno column).
+pub type Registry = HashMap<String, String>;
+
+/// Loads an insured registry CSV (`psn_no` column, optional `certno`).
+pub fn load_registry(path: &str) -> Result<Registry> {
+    let file = std::fs::File::open(path).map_err(NodeError::io(path))?;
+    let mut r = csv::Reader::from_reader(std::io::BufReader::new(file));
     let header: Vec<String> = r
         .headers()
         .map_err(|e| NodeError::Invalid(format!("{path}: {e}")))?
@@ -191,16 +195,15 @@ pub struct Confirmed {
 pub fn confirm(
     node: &Node,
     release_id: &str,
-    registry: &str,
+    persons: &Registry,
     amount_field: &str,
     to: &str,
     operator: &str,
     progress: &dyn Progress,
-) -> Result<(SubmissionFile, Confirmed)> {
+) -> Result<(Pending, Confirmed)> {
     let id = parse_release_id(release_id)?;
-    let persons = load_registry(registry)?;
     let mut tally = Tally::default();
-    let (persons, counts) = (&persons, &mut tally);
+    let counts = &mut tally;
     let read = release::for_each_received_row(node, &id, progress, move |body| {
         let names: Vec<String> = body.fields.iter().map(|f| f.name.clone()).collect();
         let what = format!("release {release_id}");
@@ -279,19 +282,30 @@ pub fn confirm(
         units_to_decimal(rejected_fen.into(), AMOUNT_SCALE),
         body.treatment
     ));
+    let submission = SubmissionFile {
+        kind: KIND_CONFIRMATION.into(),
+        document: doc.to_bytes()?,
+    };
+    let pending = Pending::new(
+        KIND_CONFIRMATION,
+        &body.release,
+        to,
+        doc.digest(),
+        submission,
+    );
     node.log_with(
         d,
-        vec![node.store.put_op(
-            CF_DOCS,
-            &store::issued_confirmation_key(&body.release),
-            &doc,
-        )?],
+        vec![
+            node.store.put_op(
+                CF_DOCS,
+                &store::issued_confirmation_key(&body.release),
+                &doc,
+            )?,
+            pending.hold_op(node)?,
+        ],
     )?;
     Ok((
-        SubmissionFile {
-            kind: KIND_CONFIRMATION.into(),
-            document: doc.to_bytes()?,
-        },
+        pending,
         Confirmed {
             release: body.release,
             treatment: body.treatment,
@@ -305,6 +319,34 @@ pub fn confirm(
             dispatch: Dispatch::default(),
         },
     ))
+}
+
+/// Confirmations signed but not delivered yet, with what each says (for
+/// `--all`, which resends them as signed).
+pub fn undelivered(node: &Node) -> Result<Vec<(Pending, Confirmed)>> {
+    let checker = node.cert_checker()?;
+    let mut out = Vec::new();
+    for p in super::outbox::pending(node, Some(KIND_CONFIRMATION))? {
+        let doc = Certified::from_bytes(&p.submission.document, "settlement confirmation")?;
+        let (c, _): (ConfirmationBody, _) = doc.verify(&checker, SignatureDomain::Confirmation)?;
+        let info = Confirmed {
+            release: c.release,
+            treatment: c.treatment,
+            records: c.records,
+            confirmed: c.confirmed,
+            confirmed_amount: units_to_decimal(c.confirmed_fen.into(), AMOUNT_SCALE),
+            rejected: c.rejected,
+            rejected_amount: units_to_decimal(c.rejected_fen.into(), AMOUNT_SCALE),
+            digest: p.digest.to_hex(),
+            to: p.to.clone(),
+            dispatch: Dispatch {
+                resent: true,
+                ..Dispatch::default()
+            },
+        };
+        out.push((p, info));
+    }
+    Ok(out)
 }
 
 /// Relayed releases of `profile` this node holds complete and has not confirmed yet.
@@ -509,8 +551,13 @@ pub struct Clearing {
     pub net_positions: Vec<NetPosition>,
     /// Confirmations missing or not matching.
     pub unconfirmed: Vec<String>,
-    /// Releases and confirmations that no longer verify, left out.
+    /// Releases and confirmations that no longer verify, left out; and per
+    /// release the records that are not cross-province.
     pub excluded: Vec<String>,
+    /// Records left out because they are not cross-province (insured in
+    /// the treating province, or treated outside the sender's province).
+    #[serde(default)]
+    pub excluded_records: u64,
 }
 
 fn yuan(f: i64) -> String {
@@ -580,6 +627,7 @@ pub fn clearing(
     let mut releases = 0u64;
     let mut records = 0u64;
     let mut excluded = Vec::new();
+    let mut excluded_records = 0u64;
     for rel in release::in_releases(node)? {
         if !rel.complete || rel.profile != profile || rel.from != rel.sender {
             continue;
@@ -587,7 +635,14 @@ pub fn clearing(
         let hex = release_hex(&rel.release_id);
         let mut per_insured: HashMap<String, u64> = HashMap::new();
         let mut local: BTreeMap<(String, String), Cell> = BTreeMap::new();
-        let (sender, per, cells_of, name) = (&rel.sender, &mut per_insured, &mut local, &hex);
+        let mut not_cross = 0u64;
+        let (sender, per, cells_of, name, skipped) = (
+            &rel.sender,
+            &mut per_insured,
+            &mut local,
+            &hex,
+            &mut not_cross,
+        );
         let read = release::for_each_received_row(node, &rel.release_id, progress, move |body| {
             let names: Vec<String> = body.fields.iter().map(|f| f.name.clone()).collect();
             let what = format!("release {name}");
@@ -595,14 +650,31 @@ pub fn clearing(
                 column(&names, "insuplc_admdvs", &what).map_err(|e| e.to_string())?,
                 column(&names, amount_field, &what).map_err(|e| e.to_string())?,
             );
+            // Optional: releases that carry the treatment region are checked
+            // against their sender too.
+            let treated = names.iter().position(|n| n == "mdtrtarea_admvs");
             Ok(move |record, row: &[Option<&[u8]>]| {
-                let region = row[insured]
-                    .and_then(|b| std::str::from_utf8(b).ok())
-                    .filter(|r| r.len() == 6 && r.bytes().all(|b| b.is_ascii_digit()))
-                    .ok_or_else(|| {
-                        format!("record {record}: insuplc_admdvs is missing or not 6 digits")
-                    })?;
-                let province = format!("{}0000", &region[..2]);
+                let province_at = |i: usize, what: &str| {
+                    row[i]
+                        .and_then(|b| std::str::from_utf8(b).ok())
+                        .and_then(pdx_schemas::import::province_of)
+                        .ok_or_else(|| {
+                            format!("record {record}: {what} is missing or not 6 digits")
+                        })
+                };
+                let province = province_at(insured, "insuplc_admdvs")?;
+                let treated_in = treated
+                    .map(|t| province_at(t, "mdtrtarea_admvs"))
+                    .transpose()?;
+                // Checked again here, not only at the sender's import: a
+                // province never owes itself, and a sender clears only what
+                // it treated.
+                if province == *sender || treated_in.is_some_and(|t| t != *sender) {
+                    *skipped = skipped
+                        .checked_add(1)
+                        .ok_or_else(|| format!("record {record}: count overflow"))?;
+                    return Ok(());
+                }
                 let fen = amount_fen(row[amount], amount_field, record)?;
                 let cell = cells_of
                     .entry((province.clone(), sender.clone()))
@@ -630,8 +702,19 @@ pub fn clearing(
             add_u(&mut cell.records, c.records, "record count")?;
             add_i(&mut cell.fen, c.fen, "amount of a cell")?;
         }
+        if not_cross > 0 {
+            excluded.push(format!(
+                "release {hex} from {}: {not_cross} records are not cross-province (insured in {0}, or treated outside it) and were not cleared",
+                rel.sender
+            ));
+            add_u(&mut excluded_records, not_cross, "record count")?;
+        }
         add_u(&mut releases, 1, "release count")?;
-        add_u(&mut records, read.records, "record count")?;
+        let cleared = read
+            .records
+            .checked_sub(not_cross)
+            .ok_or_else(|| overflow("record count"))?;
+        add_u(&mut records, cleared, "record count")?;
         by_release.insert(hex, (rel.sender.clone(), per_insured));
     }
     let mut unconfirmed = Vec::new();
@@ -715,6 +798,7 @@ pub fn clearing(
         net_positions: positions,
         unconfirmed,
         excluded,
+        excluded_records,
     })
 }
 

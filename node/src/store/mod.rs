@@ -180,6 +180,20 @@ pub fn issued_confirmation_key(release: &str) -> Vec<u8> {
     format!("issued\0{release}").into_bytes()
 }
 
+/// `docs`: `outbox \0 kind \0 subject` (a document this node signed for a
+/// peer and has not delivered yet).
+pub fn outbox_key(kind: &str, subject: &str) -> Vec<u8> {
+    format!("outbox\0{kind}\0{subject}").into_bytes()
+}
+
+/// `docs`: every undelivered document.
+pub const OUTBOX_PREFIX: &[u8] = b"outbox\0";
+
+/// `docs`: `delivered \0 kind \0 subject` (its acknowledged delivery).
+pub fn delivered_key(kind: &str, subject: &str) -> Vec<u8> {
+    format!("delivered\0{kind}\0{subject}").into_bytes()
+}
+
 /// `docs`: `confirmation \0 release \0 confirmer` (one received).
 pub fn confirmation_key(release: &str, confirmer: &str) -> Vec<u8> {
     format!("confirmation\0{release}\0{confirmer}").into_bytes()
@@ -223,10 +237,10 @@ impl Store {
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
             let msg = e.to_string();
             if msg.contains("lock") || msg.contains("LOCK") {
-                NodeError::Invalid(format!(
-                    "{}: the store is in use by another pdx process (is `pdx serve` running without its admin socket?): {msg}",
-                    path.display()
-                ))
+                NodeError::StoreInUse {
+                    path: path.display().to_string(),
+                    message: msg,
+                }
             } else {
                 NodeError::Store(e)
             }

@@ -331,6 +331,30 @@ impl RawPeer {
     }
 }
 
+/// Writes `name` in `dir`: settlement records of October 2026 (`records`
+/// draws of 5 provinces, optionally only those treated in `treated_in`).
+pub fn settlement_csv(
+    dir: &Path,
+    name: &str,
+    records: u64,
+    seed: u64,
+    treated_in: Option<&str>,
+) -> String {
+    let csv = dir.join(name);
+    pdx_testnet::generate::settlement(
+        &pdx_testnet::generate::Options {
+            provinces: 5,
+            records,
+            seed,
+            treated_in: treated_in.map(str::to_string),
+            month: (2026, 10),
+        },
+        std::fs::File::create(&csv).unwrap(),
+    )
+    .unwrap();
+    s(&csv)
+}
+
 /// Generates settlement records (`records` draws of 5 provinces, seed 11,
 /// optionally only those treated in `treated_in`) and imports them on
 /// `dept` as dataset `dataset` under the shipped settlement schema.
@@ -342,18 +366,7 @@ pub fn import_settlement(
     records: u64,
     treated_in: Option<&str>,
 ) {
-    let csv = dir.join(format!("{dataset}.csv"));
-    pdx_testnet::generate::settlement(
-        &pdx_testnet::generate::Options {
-            provinces: 5,
-            records,
-            seed: 11,
-            treated_in: treated_in.map(str::to_string),
-            month: (2026, 10),
-        },
-        std::fs::File::create(&csv).unwrap(),
-    )
-    .unwrap();
+    let csv = settlement_csv(dir, &format!("{dataset}.csv"), records, 11, treated_in);
     let schema = write(
         dir,
         "settlement.toml",
@@ -367,9 +380,62 @@ pub fn import_settlement(
         "--schema",
         &schema,
         "--csv",
-        &s(&csv),
+        &csv,
         "--dataset",
         dataset,
     ])
     .unwrap();
+}
+
+/// `pdx import` arguments.
+pub fn import_args<'a>(home: &'a str, schema: &'a str, csv: &'a str, id: &'a str) -> Vec<&'a str> {
+    vec![
+        "import",
+        "--home",
+        home,
+        "--schema",
+        schema,
+        "--csv",
+        csv,
+        "--dataset",
+        id,
+    ]
+}
+
+/// `pdx grant` arguments: `dataset` to `to` under `profile` for purpose
+/// "test", then `extra` (agreement, expiry).
+pub fn grant_args<'a>(
+    home: &'a str,
+    dataset: &'a str,
+    to: &'a str,
+    profile: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut a = vec![
+        "grant",
+        "--home",
+        home,
+        "--dataset",
+        dataset,
+        "--to",
+        to,
+        "--profile",
+        profile,
+        "--purpose",
+        "test",
+    ];
+    a.extend_from_slice(extra);
+    a
+}
+
+/// One node `440000` (not served) with PEOPLE_CSV imported as `people`.
+pub fn people_node(dir: &Path) -> (Testnet, String) {
+    let mut net = Testnet::create(dir, "itest").unwrap();
+    net.add_node("440000", "广东").unwrap();
+    let home = net.home("440000").unwrap();
+    let schema = write(dir, "people.toml", PEOPLE_SCHEMA);
+    let csv = write(dir, "people.csv", PEOPLE_CSV);
+    net.pdx_ok(&import_args(&home, &schema, &csv, "people"))
+        .unwrap();
+    (net, home)
 }

@@ -81,7 +81,7 @@ pub fn aggregate(
     query_id: &str,
     to: &str,
     operator: &str,
-) -> Result<(SubmissionFile, Aggregated)> {
+) -> Result<(Pending, Aggregated)> {
     let query_doc = stored_query(node, query_id)?;
     let checker = node.cert_checker()?;
     let query = check_query(&checker, &query_doc)?;
@@ -142,11 +142,6 @@ pub fn aggregate(
         ciphertext: he::words_to_bytes(sum.words()),
     };
     let doc = Certified::sign(node, SignatureDomain::HeAggregate, &body)?;
-    node.store.put(
-        CF_HE,
-        &store::he_key(HeRecord::Aggregate, query_id, None),
-        &doc,
-    )?;
     let mut d = node.draft(EventKind::AggregateCombine, operator);
     d.counterparty = Some(query.key_holder.clone());
     d.purpose = Some(format!("homomorphic aggregate {query_id}"));
@@ -166,16 +161,34 @@ pub fn aggregate(
             format!("; excluded {}", excluded.join("; "))
         }
     ));
-    node.log(d)?;
-    let submission = AggregateSubmission {
-        query: query_doc,
-        aggregate: doc.clone(),
+    let submission = SubmissionFile {
+        kind: KIND_HE_AGGREGATE.into(),
+        document: to_cbor(&AggregateSubmission {
+            query: query_doc,
+            aggregate: doc.clone(),
+        })?,
     };
+    let pending = Pending::new(
+        KIND_HE_AGGREGATE,
+        query_id,
+        &query.key_holder,
+        doc.digest(),
+        submission,
+    );
+    // The aggregate, its entry and its place in the outbox: one write.
+    node.log_with(
+        d,
+        vec![
+            node.store.put_op(
+                CF_HE,
+                &store::he_key(HeRecord::Aggregate, query_id, None),
+                &doc,
+            )?,
+            pending.hold_op(node)?,
+        ],
+    )?;
     Ok((
-        SubmissionFile {
-            kind: KIND_HE_AGGREGATE.into(),
-            document: to_cbor(&submission)?,
-        },
+        pending,
         Aggregated {
             query: query_id.to_string(),
             contributors: body.contributions.iter().map(|c| c.dept.clone()).collect(),

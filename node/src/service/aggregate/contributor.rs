@@ -110,7 +110,7 @@ pub fn contribute(
     dataset: &str,
     to: &str,
     operator: &str,
-) -> Result<(SubmissionFile, Contributed)> {
+) -> Result<(Pending, Contributed)> {
     let query = check_query(&node.cert_checker()?, query_doc)?;
     let me = &node.config.dept;
     if !query.contributors.contains(me) {
@@ -131,7 +131,43 @@ pub fn contribute(
             query.query_id
         )));
     }
+    // Contributions are final: one signed before but not delivered is sent
+    // again as it is; one delivered is not made twice.
+    if let Some(d) = outbox::delivery(node, KIND_HE_CONTRIBUTION, &query.query_id)? {
+        return Err(NodeError::Refused(format!(
+            "this node's contribution to query {} (digest {}) was delivered to {} at {}; contributions are final",
+            query.query_id,
+            d.digest.to_hex(),
+            d.to,
+            crate::timearg::format_ms(d.delivered_ms).unwrap_or_default()
+        )));
+    }
     let meta = crate::service::datasets::meta(node, dataset)?;
+    if let Some(p) = outbox::pending_for(node, KIND_HE_CONTRIBUTION, &query.query_id)? {
+        let sub: ContributionSubmission =
+            from_cbor(&p.submission.document, "he contribution submission")?;
+        let (c, _): (ContributionBody, _) = sub
+            .contribution
+            .verify(&node.cert_checker()?, SignatureDomain::HeContribution)?;
+        // Over another dataset (or another version of it): signed anew below,
+        // replacing the undelivered one.
+        if c.dataset_digest == meta.digest {
+            let info = Contributed {
+                query: c.query_id,
+                dataset: dataset.to_string(),
+                records: c.records,
+                slots: usize::try_from(c.slots).unwrap_or(usize::MAX),
+                bytes: c.ciphertext.len(),
+                digest: p.digest.to_hex(),
+                to: p.to.clone(),
+                dispatch: Dispatch {
+                    resent: true,
+                    ..Dispatch::default()
+                },
+            };
+            return Ok((p, info));
+        }
+    }
     let plain = plain_sums(node, &query, dataset)?;
     let list = he::encrypt(&query.public_key()?, &limbs(&query, &plain))?;
     let body = ContributionBody {
@@ -171,16 +207,23 @@ pub fn contribute(
         query.categories.len() + 1,
         query.slots()
     ));
-    node.log(d)?;
-    let submission = ContributionSubmission {
-        query: query_doc.clone(),
-        contribution: doc.clone(),
+    let submission = SubmissionFile {
+        kind: KIND_HE_CONTRIBUTION.into(),
+        document: to_cbor(&ContributionSubmission {
+            query: query_doc.clone(),
+            contribution: doc.clone(),
+        })?,
     };
+    let pending = Pending::new(
+        KIND_HE_CONTRIBUTION,
+        &query.query_id,
+        &query.aggregator,
+        doc.digest(),
+        submission,
+    );
+    node.log_with(d, vec![pending.hold_op(node)?])?;
     Ok((
-        SubmissionFile {
-            kind: KIND_HE_CONTRIBUTION.into(),
-            document: to_cbor(&submission)?,
-        },
+        pending,
         Contributed {
             query: query.query_id.clone(),
             dataset: dataset.to_string(),

@@ -33,6 +33,7 @@ use crate::node::{NODE_OPERATOR, Node};
 use crate::pki::CertChecker;
 use crate::proto::msg::Accepted;
 use crate::service::Dispatch;
+use crate::service::outbox::{self, Pending};
 use crate::store::{self, CF_HE, HeRecord};
 use pdx_audit::store::now_ms;
 use pdx_audit::{EventKind, FieldRef};

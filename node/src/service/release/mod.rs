@@ -165,7 +165,9 @@ pub struct OutInfo {
     pub dataset: String,
     /// Profile.
     pub profile: String,
-    /// Recipient.
+    /// Recipient (docs/cli-output.md: `to`).
+    pub to: String,
+    /// The same (kept for scripts written against earlier versions).
     pub peer: String,
     /// Agreement.
     pub agreement: Option<String>,
@@ -203,7 +205,9 @@ pub struct InInfo {
     pub dataset: String,
     /// Profile.
     pub profile: String,
-    /// Department it arrived from.
+    /// Department it arrived from (docs/cli-output.md: `from`).
+    pub from: String,
+    /// The same (kept for scripts written against earlier versions).
     pub peer: String,
     /// Original sender.
     pub sender: String,
@@ -232,6 +236,7 @@ pub fn listing(node: &Node) -> Result<Vec<ReleaseInfo>> {
                 release: release_hex(&r.release_id),
                 dataset: r.dataset,
                 profile: r.profile,
+                to: r.recipient.clone(),
                 peer: r.recipient,
                 agreement: r.agreement,
                 purpose: r.purpose,
@@ -257,6 +262,7 @@ pub fn listing(node: &Node) -> Result<Vec<ReleaseInfo>> {
             release: release_hex(&r.release_id),
             dataset: r.dataset,
             profile: r.profile,
+            from: r.from.clone(),
             peer: r.from,
             sender: r.sender,
             agreement: r.agreement,

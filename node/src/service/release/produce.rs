@@ -187,25 +187,33 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
     progress.done();
     let decision = counter.finish()?;
     let mut recipients = Vec::with_capacity(decision.recipients.len());
+    let mut missing = Vec::new();
     for dept in &decision.recipients {
-        let field = engine
-            .output_fields()
-            .into_iter()
-            .find(|f| f.sealed)
-            .map(|f| f.name)
-            .unwrap_or_default();
-        let body = crate::service::directory::recipient_key(node, dept)?.ok_or_else(|| {
-            RuleViolation::MissingRecipientKey {
-                dataset: meta.id.clone(),
-                profile: spec.profile.clone(),
-                field,
-                recipient: dept.clone(),
-            }
-        })?;
-        recipients.push(Recipient {
-            dept: dept.clone(),
-            public: body.public,
-        });
+        match crate::service::directory::recipient_key(node, dept)? {
+            Some(body) => recipients.push(Recipient {
+                dept: dept.clone(),
+                public: body.public,
+            }),
+            None => missing.push(dept.clone()),
+        }
+    }
+    missing.sort();
+    if !missing.is_empty() {
+        // Every missing key at once, and where to act: here, not at the
+        // requester.
+        return Err(RuleViolation::MissingRecipientKey {
+            dataset: meta.id.clone(),
+            profile: spec.profile.clone(),
+            field: engine
+                .output_fields()
+                .into_iter()
+                .find(|f| f.sealed)
+                .map(|f| f.name)
+                .unwrap_or_default(),
+            node: node.config.dept.clone(),
+            recipients: missing,
+        }
+        .into());
     }
     let release_id = pdx_crypto::rng::bytes::<16>()?.to_vec();
     let ctx = ReleaseContext {

@@ -70,7 +70,9 @@ pub struct FetchOutcome {
     pub records: u64,
     /// Chunks.
     pub chunks: u32,
-    /// Transfer digest.
+    /// Transfer digest (docs/cli-output.md: `digest`).
+    pub digest: String,
+    /// The same (kept for scripts written against earlier versions).
     pub content_digest: String,
     /// The release was already complete here (nothing transferred).
     pub already_complete: bool,
@@ -89,6 +91,7 @@ impl FetchOutcome {
             profile: r.profile.clone(),
             records: r.record_count,
             chunks: u32::try_from(r.plan.len()).unwrap_or(u32::MAX),
+            digest: r.content_digest.map(|d| d.to_hex()).unwrap_or_default(),
             content_digest: r.content_digest.map(|d| d.to_hex()).unwrap_or_default(),
             already_complete: already,
             resumed_from: None,
@@ -110,7 +113,9 @@ pub struct ForwardOutcome {
     pub records: u64,
     /// The recipient already had them.
     pub already_delivered: bool,
-    /// Transfer digest.
+    /// Transfer digest (docs/cli-output.md: `digest`).
+    pub digest: String,
+    /// The same (kept for scripts written against earlier versions).
     pub content_digest: String,
 }
 
@@ -260,6 +265,16 @@ impl Services {
         .await?;
         let chunks = u32::try_from(plan.len())
             .map_err(|_| NodeError::Invalid("more than 2^32 chunks".into()))?;
+        // What the recipient holds when it answers AlreadyHave.
+        let planned_records = crate::proto::transfer::checked_records(
+            plan.iter()
+                .filter_map(|&i| body.chunks.get(i as usize).map(|c| c.records)),
+        )
+        .ok_or_else(|| NodeError::Invalid("the plan's record counts overflow".into()))?;
+        let planned_digest = crate::proto::msg::transfer_digest(
+            plan.iter()
+                .filter_map(|&i| body.chunks.get(i as usize).map(|c| (i, &c.digest))),
+        );
         let pc = self.net.connect(self, to).await?;
         let mut s = pc.stream().await?;
         s.send(&Message::Offer(Box::new(Offer {
@@ -280,9 +295,10 @@ impl Services {
                     release: release_hex(id),
                     to: to.to_string(),
                     chunks,
-                    records: 0,
+                    records: planned_records,
                     already_delivered: true,
-                    content_digest: String::new(),
+                    digest: planned_digest.to_hex(),
+                    content_digest: planned_digest.to_hex(),
                 });
             }
             Message::Error(e) => {
@@ -326,6 +342,7 @@ impl Services {
             chunks,
             records: delivery.records,
             already_delivered: false,
+            digest: delivery.content_digest.to_hex(),
             content_digest: delivery.content_digest.to_hex(),
         })
     }
