@@ -395,8 +395,12 @@ pub struct ImportArgs {
     pub rejects: Option<PathBuf>,
     /// Replace an existing dataset of this id (audited, naming the old and
     /// new digests); without it an existing id is refused.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "append")]
     pub replace: bool,
+    /// Add the file's rows to an existing dataset of this id (same schema;
+    /// audited, naming the old and new digests).
+    #[arg(long)]
+    pub append: bool,
 }
 
 #[derive(Args, Debug)]

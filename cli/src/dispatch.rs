@@ -152,6 +152,7 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
                 on_error: a.on_error.parse().map_err(Exit::usage)?,
                 rejects: opt_absolute(&a.rejects)?,
                 replace: a.replace,
+                append: a.append,
             }),
         ),
         Command::Datasets(home) => h(home, Request::Datasets),

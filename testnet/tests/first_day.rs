@@ -91,7 +91,7 @@ fn failing_imports_print_no_personal_data_and_the_rejects_file_says_it_holds_som
 }
 
 #[test]
-fn importing_under_an_existing_id_is_refused_unless_replace_is_given() {
+fn importing_under_an_existing_id_is_refused_unless_replace_or_append_is_given() {
     let dir = tempfile::tempdir().unwrap();
     let (net, home) = one_node(dir.path());
     let schema = write(dir.path(), "people.toml", PEOPLE_SCHEMA);
@@ -134,6 +134,38 @@ fn importing_under_an_existing_id_is_refused_unless_replace_is_given() {
         )),
         "{detail}"
     );
+
+    // A growing dataset: --append adds rows under the same schema.
+    let mut args = import_args(&home, &schema, &more, "people");
+    args.push("--append");
+    let v = net.pdx_json(&args).unwrap();
+    assert_eq!(v["records"], 2, "{v:#}");
+    let detail = entries(&net, "440000", "import").last().unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        detail.contains(&format!(
+            "appended to the previous version (digest {}, 1 rows)",
+            now["digest"].as_str().unwrap()
+        )) && detail.ends_with("2 rows"),
+        "{detail}"
+    );
+    // ... but not under another schema, and not to nothing.
+    let other = write(
+        dir.path(),
+        "other.toml",
+        &PEOPLE_SCHEMA.replace("residents (test)", "other"),
+    );
+    let mut args = import_args(&home, &other, &more, "people");
+    args.push("--append");
+    let out = net.pdx(&args).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--append needs the same schema"), "{err}");
+    let mut args = import_args(&home, &schema, &more, "nothing-yet");
+    args.push("--append");
+    assert_eq!(net.pdx(&args).unwrap().status.code(), Some(5));
 }
 
 #[test]

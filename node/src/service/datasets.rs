@@ -89,6 +89,10 @@ pub struct ImportSpec {
     /// without it an existing id is refused.
     #[serde(default)]
     pub replace: bool,
+    /// Add the file's rows to the existing dataset of this id (same schema;
+    /// audited with both digests).
+    #[serde(default)]
+    pub append: bool,
 }
 
 /// What an import did.
@@ -171,7 +175,7 @@ pub fn import(
             req.dataset
         )));
     }
-    refuse_overwrite(node, req)?;
+    let base = refuse_overwrite(node, req)?;
     let schema_text =
         std::fs::read_to_string(&req.schema_path).map_err(NodeError::io(&req.schema_path))?;
     let schema = Schema::parse(&schema_text, &req.schema_path)?;
@@ -203,6 +207,34 @@ pub fn import(
         batch: WriteBatch::default(),
         pending: 0,
         hasher,
+    };
+    // --append: the new generation starts with the current rows.
+    let appended_to = match (&base, req.append) {
+        (Some(p), true) => {
+            if p.schema_digest != schema.digest {
+                return Err(NodeError::Invalid(format!(
+                    "dataset {} was imported under another schema (digest {}; {} has {}); --append needs the same schema, --replace replaces the dataset",
+                    p.id,
+                    p.schema_digest.to_hex(),
+                    req.schema_path,
+                    schema.digest.to_hex()
+                )));
+            }
+            let copied = for_each_row(node, p, |row| w.row(row).map_err(NodeError::Invalid));
+            if let Err(e) = copied {
+                node.store
+                    .delete_range(CF_ROWS, &prefix, &store::rows_prefix_end(&prefix))?;
+                return Err(e);
+            }
+            Some(p.clone())
+        }
+        (None, true) => {
+            return Err(NodeError::NotFound(format!(
+                "dataset {} does not exist; import it without --append first",
+                req.dataset
+            )));
+        }
+        _ => None,
     };
     let mut rejects = match (&req.rejects, req.on_error) {
         (Some(path), OnError::Skip) => Some(RejectWriter::create(path)?),
@@ -253,9 +285,28 @@ pub fn import(
         r.finish()?;
     }
     let digest = Digest(*w.hasher.finalize().as_bytes());
-    let previous: Option<DatasetMeta> = node
-        .store
-        .get(CF_DATASETS, store::dataset_key(&req.dataset))?;
+    // Checked again: another import may have committed meanwhile.
+    let previous = match refuse_overwrite(node, req) {
+        Ok(p) => p,
+        Err(e) => {
+            cleanup(node)?;
+            return Err(e);
+        }
+    };
+    if let Some(a) = &appended_to
+        && previous.as_ref().map(|p| p.digest) != Some(a.digest)
+    {
+        cleanup(node)?;
+        return Err(NodeError::Invalid(format!(
+            "dataset {} changed while the rows were appended; run the import again",
+            req.dataset
+        )));
+    }
+    let rows = appended_to
+        .as_ref()
+        .map_or(0, |a| a.rows)
+        .checked_add(summary.rows_imported)
+        .ok_or_else(|| NodeError::Invalid("row count overflow".into()))?;
     let meta = DatasetMeta {
         id: req.dataset.clone(),
         schema_id: schema.dataset.id.clone(),
@@ -264,7 +315,7 @@ pub fn import(
         title: schema.dataset.title.clone(),
         owner: node.config.dept.clone(),
         generation,
-        rows: summary.rows_imported,
+        rows,
         blocks: w.block,
         digest,
         imported_ms: pdx_audit::store::now_ms(),
@@ -298,14 +349,21 @@ pub fn import(
         summary.rows_imported,
         summary.rows_rejected,
         summary.rows_excluded,
-        match &previous {
-            Some(p) => format!(
+        match (&previous, req.append) {
+            (Some(p), true) => format!(
+                "; appended to the previous version (digest {}, {} rows): now digest {}, {} rows",
+                p.digest.to_hex(),
+                p.rows,
+                digest.to_hex(),
+                rows
+            ),
+            (Some(p), false) => format!(
                 "; replaces the previous version (digest {}, {} rows) with digest {}",
                 p.digest.to_hex(),
                 p.rows,
                 digest.to_hex()
             ),
-            None => String::new(),
+            (None, _) => String::new(),
         }
     ));
     // Commit: switch, old generation's deletion and audit entry in one synced batch.
@@ -375,12 +433,17 @@ fn check_encoding(file: &mut std::fs::File, path: &str, given: Encoding) -> Resu
 /// An existing dataset of the id is replaced only when asked (`--replace`);
 /// returns it.
 fn refuse_overwrite(node: &Node, req: &ImportSpec) -> Result<Option<DatasetMeta>> {
+    if req.replace && req.append {
+        return Err(NodeError::Invalid(
+            "give --replace or --append, not both".into(),
+        ));
+    }
     let previous: Option<DatasetMeta> = node
         .store
         .get(CF_DATASETS, store::dataset_key(&req.dataset))?;
     match &previous {
-        Some(p) if !req.replace => Err(NodeError::Invalid(format!(
-            "dataset {} already exists ({} rows imported {} from {}, digest {}); give --replace to replace it (audited), or choose another --dataset id",
+        Some(p) if !req.replace && !req.append => Err(NodeError::Invalid(format!(
+            "dataset {} already exists ({} rows imported {} from {}, digest {}); give --replace to replace it or --append to add rows (both audited), or choose another --dataset id",
             p.id,
             p.rows,
             crate::timearg::format_ms(p.imported_ms).unwrap_or_default(),
