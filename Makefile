@@ -26,6 +26,15 @@ deps:
 	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev; \
 	  fi; \
 	fi
+	@# The README's gateway example (run by a test) uses curl.
+	@if ! command -v curl >/dev/null 2>&1; then \
+	  echo "installing curl (used by the README's gateway example)"; \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl; \
+	  else \
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl; \
+	  fi; \
+	fi
 
 build: deps
 	$(CARGO) build --release --workspace --bins

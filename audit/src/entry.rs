@@ -97,6 +97,9 @@ event_kinds! {
     Confirm => "confirm", "A signed confirmation (e.g. settlement) was issued or received.";
     Alarm => "alarm", "Evidence of misbehaviour was recorded (e.g. a peer's forked log).";
     Deliver => "deliver", "A signed document (confirmation, contribution, aggregate) was delivered: the recipient acknowledged its digest.";
+    Call => "call", "An online service call was made by this node's department (consumer side).";
+    CallRelay => "call-relay", "An online service call was relayed by this node (hub side).";
+    CallServe => "call-serve", "An online service call was answered by this node (provider side).";
 }
 
 impl fmt::Display for EventKind {

@@ -106,6 +106,17 @@ pub enum Command {
     /// Cross-province settlement: confirmations and the clearing matrix.
     #[command(subcommand)]
     Settle(SettleCmd),
+    /// Online services: publish one (provider), add one to call (consumer), list.
+    #[command(subcommand)]
+    Service(ServiceCmd),
+    /// Call another department's service (signed, sealed, audited).
+    Call(CallArgs),
+    /// Calls this node made, relayed or answered: list, show, export for a dispute.
+    #[command(subcommand)]
+    Calls(CallsCmd),
+    /// The local HTTP gateway for the department's own systems.
+    #[command(subcommand)]
+    Gateway(GatewayCmd),
     /// Accept a submission written in file mode (`--out` of he contribute/aggregate,
     /// settle confirm), or send it to a peer with --to.
     Submit {
@@ -415,13 +426,16 @@ pub struct GrantArgs {
     #[arg(long, env = "PDX_PASSPHRASE_FILE")]
     pub passphrase_file: Option<PathBuf>,
     /// Dataset.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "service", conflicts_with = "service")]
     pub dataset: Option<String>,
+    /// A published service instead of a dataset: the recipient may call it.
+    #[arg(long)]
+    pub service: Option<String>,
     /// Recipient department.
     #[arg(long, required = true)]
     pub to: Option<String>,
     /// Release profile.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "service", conflicts_with = "service")]
     pub profile: Option<String>,
     /// Purpose of use.
     #[arg(long, required = true)]
@@ -687,5 +701,140 @@ pub enum AuditCmd {
         /// Output file.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCmd {
+    /// Provider: bind a service to the department's own HTTP+JSON backend.
+    Publish {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Service definition (TOML).
+        #[arg(long)]
+        schema: PathBuf,
+        /// Service id the file defines.
+        #[arg(long)]
+        service: String,
+        /// Backend URL (http://HOST:PORT/PATH).
+        #[arg(long)]
+        backend: String,
+        /// Backend timeout in ms (default: the definition's).
+        #[arg(long)]
+        timeout: Option<u32>,
+    },
+    /// Consumer: add a service definition to call it.
+    Add {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Service definition (TOML).
+        #[arg(long)]
+        schema: PathBuf,
+        /// Service id the file defines.
+        #[arg(long)]
+        service: String,
+    },
+    /// List the services this node knows.
+    List(HomeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CallArgs {
+    #[command(flatten)]
+    pub home: HomeArgs,
+    /// Providing department.
+    #[arg(long)]
+    pub to: String,
+    /// Service id.
+    #[arg(long)]
+    pub service: String,
+    /// Request: a JSON file of fields (- for standard input).
+    #[arg(long)]
+    pub body: PathBuf,
+    /// Through this hub (default: the route table, else direct).
+    #[arg(long)]
+    pub via: Option<String>,
+    /// Idempotency key (e.g. the settlement id); random when not given.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CallsCmd {
+    /// List calls recorded here (oldest first).
+    List {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only calls with this department.
+        #[arg(long)]
+        peer: Option<String>,
+        /// Only this outcome (ok, backend-error, not-granted, ...).
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Only since: YYYY-MM-DD or RFC 3339.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most the last N.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Show one call as recorded here.
+    Show {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Call id.
+        #[arg(long)]
+        id: String,
+    },
+    /// Write the signed messages of calls to an evidence file (for a dispute).
+    Export {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Call id (repeat for several).
+        #[arg(long = "id", required = true)]
+        ids: Vec<String>,
+        /// Evidence file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GatewayCmd {
+    /// Turn the gateway on at the next `pdx serve` (writes a 0600 token file if none).
+    Enable {
+        /// Node home directory.
+        #[arg(long, env = "PDX_HOME")]
+        home: PathBuf,
+        /// Address to listen on (loopback recommended): IP:PORT.
+        #[arg(long)]
+        listen: String,
+    },
+    /// Route calls to departments matching --to through hub --via (next `pdx serve`).
+    Route {
+        /// Node home directory.
+        #[arg(long, env = "PDX_HOME")]
+        home: PathBuf,
+        /// Department pattern: a code, a prefix ending in *, or *.
+        #[arg(long)]
+        to: String,
+        /// Hub department.
+        #[arg(long)]
+        via: String,
+    },
+    /// Hub: relay calls from departments matching --from to departments matching --to.
+    Relay {
+        /// Node home directory.
+        #[arg(long, env = "PDX_HOME")]
+        home: PathBuf,
+        /// Calling department pattern.
+        #[arg(long)]
+        from: String,
+        /// Providing department pattern.
+        #[arg(long)]
+        to: String,
     },
 }

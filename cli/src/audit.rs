@@ -80,7 +80,7 @@ pub async fn run(cli: &Cli, operator: &str) -> Result<u8> {
             } else {
                 0
             };
-            let v = json!({"bundles": verdicts, "matched": rec.matched, "mismatches": rec.mismatches, "clean": clean, "unmatchable": missing});
+            let v = json!({"bundles": verdicts, "matched": rec.matched, "calls_matched": rec.calls_matched, "mismatches": rec.mismatches, "clean": clean, "unmatchable": missing});
             if cli.json {
                 output::json(&v);
             } else {
@@ -93,6 +93,9 @@ pub async fn run(cli: &Cli, operator: &str) -> Result<u8> {
                     );
                 }
                 outln!("{} transfers matched in both logs", rec.matched);
+                if rec.calls_matched > 0 {
+                    outln!("{} calls matched in every party's log", rec.calls_matched);
+                }
                 if rec.mismatches.is_empty() {
                     outln!("no mismatches");
                 } else {

@@ -3,8 +3,8 @@
 //! socket) or in-process, and their typed [`Outcome`] is rendered.
 
 use crate::args::{
-    AuditCmd, Cli, Command, CrlCmd, GrantCmd, HeCmd, HomeArgs, KeyCmd, KeysCmd, PeerCmd,
-    ReleaseCmd, SettleCmd,
+    AuditCmd, CallsCmd, Cli, Command, CrlCmd, GatewayCmd, GrantCmd, HeCmd, HomeArgs, KeyCmd,
+    KeysCmd, PeerCmd, ReleaseCmd, ServiceCmd, SettleCmd,
 };
 use crate::session::{absolute, node_command};
 use crate::{Exit, audit, node_error, offline, render, serve};
@@ -12,6 +12,8 @@ use anyhow::{Result, anyhow};
 use pdx_node::api::{ExportSpec, Outcome, Request, SubmitSpec};
 use pdx_node::service::aggregate::{AggregateSpec, ContributeSpec, QuerySpec, SumVerdict};
 use pdx_node::service::audit::EntryFilter;
+use pdx_node::service::calls::consumer::CallSpec;
+use pdx_node::service::calls::{CallFilter, ServiceSpec};
 use pdx_node::service::datasets::ImportSpec;
 use pdx_node::service::grants::GrantSpec;
 use pdx_node::service::preview::PreviewSpec;
@@ -38,6 +40,25 @@ pub async fn run(cli: Cli) -> Result<u8> {
     match &cli.command {
         Command::Ca(c) => offline::ca(c, json),
         Command::Schema(c) => offline::schema(c, json),
+        Command::Gateway(GatewayCmd::Enable { home, listen }) => {
+            offline::gateway_enable(home, listen, json)
+        }
+        Command::Gateway(GatewayCmd::Route { home, to, via }) => {
+            offline::services_config(home, json, |s| {
+                s.routes.push(pdx_node::config::Route {
+                    to: to.clone(),
+                    via: via.clone(),
+                })
+            })
+        }
+        Command::Gateway(GatewayCmd::Relay { home, from, to }) => {
+            offline::services_config(home, json, |s| {
+                s.relay.push(pdx_node::config::RelayRule {
+                    from: from.clone(),
+                    to: to.clone(),
+                })
+            })
+        }
         Command::Init(a) => offline::init(a, json),
         Command::Serve(a) if a.detach => serve::detach(&a.home, a.passphrase_file.as_deref()),
         Command::Serve(a) => serve::serve(&a.home, a.passphrase_file.as_deref(), &op).await,
@@ -175,15 +196,22 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
                         "pdx: warning: no --expires: this grant never expires (its audit entry says so); give --expires YYYY-MM-DD or +Nd to limit it"
                     );
                 }
+                let service = g.service.is_some();
+                let need = |v: &Option<String>, what: &str| match (v, service) {
+                    (Some(v), _) => Ok(v.clone()),
+                    (None, true) => Ok(String::new()),
+                    (None, false) => Err(missing(what)),
+                };
                 Ok((
                     home,
                     Request::Grant(GrantSpec {
-                        dataset: g.dataset.clone().ok_or_else(|| missing("dataset"))?,
+                        dataset: need(&g.dataset, "dataset")?,
                         to: g.to.clone().ok_or_else(|| missing("to"))?,
-                        profile: g.profile.clone().ok_or_else(|| missing("profile"))?,
+                        profile: need(&g.profile, "profile")?,
                         purpose: g.purpose.clone().ok_or_else(|| missing("purpose"))?,
                         agreement: g.agreement.clone(),
                         expires_ms,
+                        service: g.service.clone(),
                     }),
                 ))
             }
@@ -340,6 +368,85 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
                 amount_field: amount_field.clone(),
             }),
         ),
+        Command::Service(ServiceCmd::Publish {
+            home,
+            schema,
+            service,
+            backend,
+            timeout,
+        }) => h(
+            home,
+            Request::ServiceStore(ServiceSpec {
+                schema: absolute(schema)?,
+                service: service.clone(),
+                backend: Some(backend.clone()),
+                timeout_ms: *timeout,
+            }),
+        ),
+        Command::Service(ServiceCmd::Add {
+            home,
+            schema,
+            service,
+        }) => h(
+            home,
+            Request::ServiceStore(ServiceSpec {
+                schema: absolute(schema)?,
+                service: service.clone(),
+                backend: None,
+                timeout_ms: None,
+            }),
+        ),
+        Command::Service(ServiceCmd::List(home)) => h(home, Request::ServiceList),
+        Command::Call(a) => {
+            let body = if a.body.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                s
+            } else {
+                std::fs::read_to_string(&a.body)
+                    .map_err(|e| anyhow!("--body {}: {e}", a.body.display()))?
+            };
+            h(
+                &a.home,
+                Request::Call(CallSpec {
+                    to: a.to.clone(),
+                    service: a.service.clone(),
+                    body,
+                    via: a.via.clone(),
+                    idempotency_key: a.idempotency_key.clone(),
+                }),
+            )
+        }
+        Command::Calls(CallsCmd::List {
+            home,
+            service,
+            peer,
+            outcome,
+            since,
+            limit,
+        }) => h(
+            home,
+            Request::CallsList(CallFilter {
+                service: service.clone(),
+                peer: peer.clone(),
+                outcome: outcome.clone(),
+                since_ms: since
+                    .as_deref()
+                    .map(|s| time_arg(s, "--since", DayBound::Start))
+                    .transpose()?,
+                limit: *limit,
+            }),
+        ),
+        Command::Calls(CallsCmd::Show { home, id }) => {
+            h(home, Request::CallsShow { id: id.clone() })
+        }
+        Command::Calls(CallsCmd::Export { home, ids, out }) => h(
+            home,
+            Request::CallsExport {
+                ids: ids.clone(),
+                out: absolute(out)?,
+            },
+        ),
         Command::Submit { home, file, to } => h(
             home,
             Request::SubmitFile(SubmitSpec {
@@ -351,6 +458,7 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
         | Command::Init(_)
         | Command::Serve(_)
         | Command::Schema(_)
+        | Command::Gateway(_)
         | Command::Audit(AuditCmd::Verify { .. } | AuditCmd::Reconcile { .. }) => {
             Err(anyhow!("this command does not run on a node"))
         }

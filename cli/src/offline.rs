@@ -111,6 +111,9 @@ pub fn schema(c: &SchemaCmd, json: bool) -> Result<u8> {
             message: format!("{}: {e}", file.display()),
         })
     })?;
+    if pdx_schemas::service::ServiceDef::is_service_source(&text) {
+        return service_schema(c, file, &text, json);
+    }
     let schema = pdx_schemas::Schema::parse(&text, &file.display().to_string()).map_err(|e| {
         anyhow!(Exit {
             code: 1,
@@ -131,6 +134,84 @@ pub fn schema(c: &SchemaCmd, json: bool) -> Result<u8> {
         )?,
         SchemaCmd::Show { .. } => render::schema(json, &schema)?,
     }
+    Ok(0)
+}
+
+/// `pdx schema check|show` of a service definition.
+fn service_schema(c: &SchemaCmd, file: &std::path::Path, text: &str, json: bool) -> Result<u8> {
+    use pdx_schemas::service::{Direction, ServiceDef};
+    let def = ServiceDef::parse(text, &file.display().to_string()).map_err(|e| {
+        anyhow!(Exit {
+            code: 1,
+            message: e.to_string(),
+        })
+    })?;
+    let fields = |dir| -> Vec<serde_json::Value> {
+        def.fields(dir)
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "name": f.field.name,
+                    "type": f.field.ty.name(),
+                    "nullable": f.field.nullable,
+                    "class": f.field.classification(),
+                    "sealed": f.sealed,
+                })
+            })
+            .collect()
+    };
+    let checked = serde_json::json!({
+        "file": file.display().to_string(),
+        "valid": true,
+        "service": def.id,
+        "version": def.version,
+        "grade": def.grade,
+        "sharing": def.sharing,
+        "request": if matches!(c, SchemaCmd::Show { .. }) { serde_json::Value::Array(fields(Direction::Request)) } else { def.request.len().into() },
+        "response": if matches!(c, SchemaCmd::Show { .. }) { serde_json::Value::Array(fields(Direction::Response)) } else { def.response.len().into() },
+        "max_request_bytes": def.max_request_bytes,
+        "max_response_bytes": def.max_response_bytes,
+        "timeout_ms": def.timeout_ms,
+        "digest": def.digest.to_hex(),
+    });
+    render::value(json, &checked)?;
+    Ok(0)
+}
+
+/// `pdx gateway enable`.
+pub fn gateway_enable(home: &std::path::Path, listen: &str, json: bool) -> Result<u8> {
+    let home = pdx_node::config::Home::new(home);
+    let (listen, token_file) =
+        pdx_node::service::calls::gateway::enable(&home, listen).map_err(crate::node_error)?;
+    render::value(
+        json,
+        &serde_json::json!({
+            "gateway": listen,
+            "token_file": token_file,
+            "note": "takes effect at the next `pdx serve`; send Authorization: Bearer <token file contents>",
+        }),
+    )?;
+    Ok(0)
+}
+
+/// `pdx gateway route|relay`: edits `[services]` of `pdx.toml`.
+pub fn services_config(
+    home: &std::path::Path,
+    json: bool,
+    edit: impl FnOnce(&mut pdx_node::config::ServiceSettings),
+) -> Result<u8> {
+    let home = pdx_node::config::Home::new(home);
+    let mut cfg = pdx_node::config::Config::load(&home).map_err(crate::node_error)?;
+    edit(&mut cfg.services);
+    cfg.save(&home).map_err(crate::node_error)?;
+    render::value(
+        json,
+        &serde_json::json!({
+            "routes": cfg.services.routes,
+            "relay": cfg.services.relay,
+            "note": "takes effect at the next `pdx serve`",
+        }),
+    )?;
     Ok(0)
 }
 

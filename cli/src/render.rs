@@ -176,6 +176,15 @@ pub fn outcome(json: bool, o: &Outcome) -> Result<()> {
                 .collect(),
             &[2],
         ),
+        Outcome::Grant(g) if g.service.is_some() => outln!(
+            "grant {}: {} may call service {} for {:?} (agreement {}, expires {})",
+            g.id,
+            g.to,
+            opt(&g.service),
+            g.purpose,
+            opt(&g.agreement),
+            time(g.expires_ms)
+        ),
         Outcome::Grant(g) => outln!(
             "grant {}: {} may fetch {} with profile {} for {:?} (agreement {}, expires {})",
             g.id,
@@ -202,7 +211,10 @@ pub fn outcome(json: bool, o: &Outcome) -> Result<()> {
                     vec![
                         g.id.clone(),
                         g.to.clone(),
-                        g.dataset.clone(),
+                        match &g.service {
+                            Some(sv) => format!("service {sv}"),
+                            None => g.dataset.clone(),
+                        },
                         g.profile.clone(),
                         g.purpose.clone(),
                         opt(&g.agreement),
@@ -476,6 +488,31 @@ pub fn outcome(json: bool, o: &Outcome) -> Result<()> {
                 outln!("excluded: {u}");
             }
         }
+        Outcome::Calls(list) => table(
+            &[
+                "TIME", "CALL", "ROLE", "SERVICE", "CONSUMER", "PROVIDER", "VIA", "OUTCOME", "MS",
+            ],
+            list.iter()
+                .map(|c| {
+                    vec![
+                        time(Some(c.time_ms)),
+                        c.call_id.clone(),
+                        format!("{:?}", c.role).to_lowercase(),
+                        c.service.clone(),
+                        c.consumer.clone(),
+                        c.provider.clone(),
+                        opt(&c.via),
+                        if c.replayed {
+                            format!("{} (replayed)", c.outcome)
+                        } else {
+                            c.outcome.clone()
+                        },
+                        c.elapsed_ms.to_string(),
+                    ]
+                })
+                .collect(),
+            &[8],
+        ),
         Outcome::Entries(list) => {
             for e in list {
                 let o = |k: &str, v: &Option<String>| {

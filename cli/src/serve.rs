@@ -50,6 +50,26 @@ pub async fn serve(home: &Path, passphrase_file: Option<&Path>, operator: &str) 
         .map_err(node_error)?;
     let admin = tokio::spawn(pdx_node::admin::serve(svc.clone(), socket.clone()));
     let server = tokio::spawn(svc.net.clone().serve(svc.clone()));
+    let gateway = match node.config.services.gateway.clone() {
+        Some(listen) => {
+            let (gw_addr, fut) = pdx_node::service::calls::gateway::bind(svc.clone(), &listen)
+                .await
+                .map_err(node_error)?;
+            outln!("pdx serve: gateway on http://{gw_addr}/v1/services/");
+            Some(tokio::spawn(fut))
+        }
+        None => None,
+    };
+    // Kept calls and idempotency outcomes past their windows go at start and daily.
+    let sweeping = svc.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut t = tokio::time::interval(std::time::Duration::from_secs(86_400));
+        loop {
+            t.tick().await;
+            let s = sweeping.clone();
+            let _ = blocking(move || pdx_node::service::calls::sweep(&s.node)).await;
+        }
+    });
     // Checkpoints every interval; summaries of aggregated refusals as their
     // windows close.
     let ticking = svc.clone();
@@ -87,6 +107,10 @@ pub async fn serve(home: &Path, passphrase_file: Option<&Path>, operator: &str) 
         r = admin => { if let Ok(Err(e)) = r { eprintln!("pdx serve: admin socket failed: {e}"); } }
     }
     ticker.abort();
+    sweeper.abort();
+    if let Some(g) = gateway {
+        g.abort();
+    }
     svc.net.shutdown().await;
     server.abort();
     let _ = std::fs::remove_file(&socket);

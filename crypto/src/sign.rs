@@ -36,6 +36,10 @@ pub enum SignatureDomain {
     HeAggregate,
     /// A settlement confirmation signed by an insured province.
     Confirmation,
+    /// An online service call's request, signed by the consumer.
+    CallRequest,
+    /// An online service call's response, signed by the provider.
+    CallResponse,
 }
 
 impl SignatureDomain {
@@ -53,6 +57,8 @@ impl SignatureDomain {
             SignatureDomain::HeContribution => "he-contribution",
             SignatureDomain::HeAggregate => "he-aggregate",
             SignatureDomain::Confirmation => "confirmation",
+            SignatureDomain::CallRequest => "call-request",
+            SignatureDomain::CallResponse => "call-response",
         }
     }
 }

@@ -14,6 +14,8 @@ use crate::service::audit::{
     self as audit_service, BundleWritten, CheckpointSigned, ConsistencyProof, EntryFilter,
     EntryInfo, InclusionProof, Status,
 };
+use crate::service::calls::consumer::{CallResult, CallSpec};
+use crate::service::calls::{self, CallFilter, CallShown, CallSummary, ServiceInfo, ServiceSpec};
 use crate::service::datasets::{self, DatasetInfo, ImportOutcome, ImportSpec};
 use crate::service::directory::{self, KeyInfo, PeerInfo};
 use crate::service::documents::{self, SubmissionFile};
@@ -163,6 +165,35 @@ pub enum Request {
     },
     /// `pdx audit show`.
     AuditShow(EntryFilter),
+    /// `pdx service publish` (with a backend) or `pdx service add`.
+    ServiceStore(ServiceSpec),
+    /// `pdx service list`.
+    ServiceList,
+    /// `pdx call`.
+    Call(CallSpec),
+    /// `pdx calls list`.
+    CallsList(CallFilter),
+    /// `pdx calls show`.
+    CallsShow {
+        /// Call id (hex).
+        id: String,
+    },
+    /// `pdx calls export`.
+    CallsExport {
+        /// Call ids (hex).
+        ids: Vec<String>,
+        /// Evidence file.
+        out: String,
+    },
+}
+
+/// `pdx calls export`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CallsExported {
+    /// Signed call records written.
+    pub records: usize,
+    /// File.
+    pub out: String,
 }
 
 /// `pdx crl update`.
@@ -295,6 +326,18 @@ outcomes! {
     Consistency(ConsistencyProof),
     /// `pdx audit show`.
     Entries(Vec<EntryInfo>),
+    /// `pdx service publish|add`.
+    Service(ServiceInfo),
+    /// `pdx service list`.
+    Services(Vec<ServiceInfo>),
+    /// `pdx call`.
+    Called(CallResult),
+    /// `pdx calls list`.
+    Calls(Vec<CallSummary>),
+    /// `pdx calls show`.
+    CallShown(CallShown),
+    /// `pdx calls export`.
+    CallsExported(CallsExported),
 }
 
 /// Sends a signed document from the outbox to `to`, or writes it to `out`
@@ -472,10 +515,39 @@ pub async fn execute(
             })
             .await?,
         ),
+        Request::Grant(spec) if spec.service.is_some() => {
+            Outcome::Grant(blocking(move || calls::grant(&node, &spec, &op)).await?)
+        }
         Request::Grant(spec) => {
             Outcome::Grant(blocking(move || grants::create(&node, &spec, &op)).await?)
         }
         Request::GrantList => Outcome::Grants(blocking(move || grants::list(&node)).await?),
+        Request::ServiceStore(spec) => {
+            Outcome::Service(blocking(move || calls::store(&node, &spec, &op)).await?)
+        }
+        Request::ServiceList => Outcome::Services(blocking(move || calls::list(&node)).await?),
+        Request::Call(spec) => Outcome::Called(calls::consumer::call(svc, spec).await?),
+        Request::CallsList(f) => {
+            Outcome::Calls(blocking(move || calls::list_calls(&node, &f)).await?)
+        }
+        Request::CallsShow { id } => Outcome::CallShown(
+            blocking(move || {
+                Ok(CallShown {
+                    records: calls::stored(&node, &id)?
+                        .into_iter()
+                        .map(|c| c.summary)
+                        .collect(),
+                })
+            })
+            .await?,
+        ),
+        Request::CallsExport { ids, out } => Outcome::CallsExported(
+            blocking(move || {
+                let records = calls::export(&node, &ids, &out, &op)?;
+                Ok(CallsExported { records, out })
+            })
+            .await?,
+        ),
         Request::GrantRevoke { id } => {
             Outcome::Grant(blocking(move || grants::revoke(&node, &id, &op)).await?)
         }

@@ -124,6 +124,96 @@ pub struct Config {
     pub audit: AuditSettings,
     /// Transfer settings.
     pub transfer: TransferSettings,
+    /// Online services: gateway, routes, relay policy, limits.
+    #[serde(default)]
+    pub services: ServiceSettings,
+}
+
+/// Where calls to departments matching `to` go: through hub `via`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Department pattern: a code, a prefix ending in `*`, or `*`.
+    pub to: String,
+    /// Hub department that relays them.
+    pub via: String,
+}
+
+/// A hub lets departments matching `from` call departments matching `to`
+/// through it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayRule {
+    /// Calling department pattern.
+    pub from: String,
+    /// Providing department pattern.
+    pub to: String,
+}
+
+/// `[services]` in `pdx.toml`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceSettings {
+    /// Address of the local HTTP gateway (`127.0.0.1:8080`); off when absent.
+    pub gateway: Option<String>,
+    /// Bearer-token file of the gateway (0600), relative to the home.
+    pub gateway_token_file: String,
+    /// Routes: the first matching one is used; no match means direct.
+    pub routes: Vec<Route>,
+    /// Relay policy of a hub: nothing is relayed unless a rule allows it.
+    pub relay: Vec<RelayRule>,
+    /// Calls per second accepted from one calling department (provider and
+    /// hub); beyond it, `rate-limited`.
+    pub calls_per_second: u32,
+    /// Burst above the rate.
+    pub call_burst: u32,
+    /// Calls one department may have in flight here at once.
+    pub max_calls_in_flight: u32,
+    /// Days signed call messages are kept.
+    pub retention_days: u32,
+    /// Days an idempotency key's stored outcome is kept (the replay window).
+    pub idempotency_days: u32,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        ServiceSettings {
+            gateway: None,
+            gateway_token_file: "gateway.token".into(),
+            routes: Vec::new(),
+            relay: Vec::new(),
+            calls_per_second: 5_000,
+            call_burst: 1_000,
+            max_calls_in_flight: 256,
+            retention_days: 180,
+            idempotency_days: 7,
+        }
+    }
+}
+
+/// Whether department `dept` matches `pattern` (a code, `prefix*`, or `*`).
+pub fn dept_matches(pattern: &str, dept: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => dept.starts_with(prefix),
+        None => pattern == dept,
+    }
+}
+
+impl ServiceSettings {
+    /// The hub to reach `dept` through, if a route says so.
+    pub fn route(&self, dept: &str) -> Option<&str> {
+        self.routes
+            .iter()
+            .find(|r| dept_matches(&r.to, dept) && r.via != dept)
+            .map(|r| r.via.as_str())
+    }
+
+    /// Whether this hub relays calls from `from` to `to`.
+    pub fn relays(&self, from: &str, to: &str) -> bool {
+        self.relay
+            .iter()
+            .any(|r| dept_matches(&r.from, from) && dept_matches(&r.to, to))
+    }
 }
 
 impl Config {
@@ -146,6 +236,7 @@ impl Config {
                 rate_limit_chunks_per_sec: 0,
                 read_timeout_secs: 120,
             },
+            services: ServiceSettings::default(),
         }
     }
 
@@ -180,6 +271,19 @@ impl Config {
                     "transfer.chunk_bytes exceeds the protocol's chunk cap of {} bytes",
                     crate::proto::frame::MAX_CHUNK_RECORDS_BYTES
                 ),
+            });
+        }
+        let s = &cfg.services;
+        if s.calls_per_second == 0 || s.max_calls_in_flight == 0 || s.idempotency_days == 0 {
+            return Err(NodeError::Config {
+                path: path.display().to_string(),
+                message: "services.calls_per_second, max_calls_in_flight and idempotency_days must be positive".into(),
+            });
+        }
+        if s.retention_days < s.idempotency_days {
+            return Err(NodeError::Config {
+                path: path.display().to_string(),
+                message: "services.retention_days must be at least idempotency_days (a replayed response must still be kept)".into(),
             });
         }
         Ok(cfg)

@@ -29,7 +29,7 @@ pub fn message(data: &[u8]) {
     let Some((&t, payload)) = data.split_first() else {
         return;
     };
-    if let Some(mt) = MsgType::from_u8(t % 24) {
+    if let Some(mt) = MsgType::from_u8(t % 26) {
         let _ = Message::decode(mt, payload);
     }
 }
@@ -96,5 +96,72 @@ pub fn submitted_document(data: &[u8]) {
                     );
             }
         }
+    }
+}
+
+/// The online-call decoders: a `Call` or `CallResponse` payload (chosen by
+/// the first byte's low bit), then the signed bodies inside and their
+/// structural checks, as a hub or provider runs them before any signature.
+pub fn call_message(data: &[u8]) {
+    use crate::proto::call::{CallRequestBody, CallResponseBody};
+    let Some((&t, payload)) = data.split_first() else {
+        return;
+    };
+    let mt = if t & 1 == 0 {
+        MsgType::Call
+    } else {
+        MsgType::CallResponse
+    };
+    match Message::decode(mt, payload) {
+        Ok(Message::Call(c)) => {
+            if let Ok(b) = c
+                .request
+                .dangerous_decode_unverified::<CallRequestBody>("request")
+            {
+                let _ = b.check();
+            }
+        }
+        Ok(Message::CallResponse(r)) => {
+            if let Ok(b) = r
+                .response
+                .dangerous_decode_unverified::<CallResponseBody>("response")
+            {
+                let _ = b.check_answers(
+                    &CallRequestBody {
+                        call_id: b.call_id.clone(),
+                        service: b.service.clone(),
+                        version: b.version,
+                        definition: pdx_crypto::Digest([0; 32]),
+                        consumer: b.consumer.clone(),
+                        provider: b.provider.clone(),
+                        idempotency_key: b.idempotency_key.clone(),
+                        time_ms: 0,
+                        timeout_ms: 0,
+                        fields: Default::default(),
+                        sealed: Default::default(),
+                        key: None,
+                    },
+                    &b.request,
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The gateway's request mapping: JSON from a department's own system,
+/// mapped to message values and validated against the shipped settlement
+/// calculation service.
+pub fn gateway_body(data: &[u8]) {
+    use pdx_schemas::service::{Direction, ServiceDef};
+    const DEF: &str = include_str!("../../schemas/medical_insurance/settlement_calc.toml");
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    if let (Ok(values), Ok(def)) = (
+        crate::service::calls::values_from_json(Direction::Request, &json),
+        ServiceDef::parse(DEF, "settlement_calc.toml"),
+    ) {
+        let _ = def.validate(Direction::Request, &values);
     }
 }

@@ -23,6 +23,10 @@ use zeroize::Zeroizing;
 /// accepting a submission), as opposed to a local user's command.
 pub const NODE_OPERATOR: &str = "node";
 
+/// How long an accepted certificate is remembered by
+/// [`Node::check_cert_cached`] (a CRL update forgets them all at once).
+pub const CERT_CACHE_MS: u64 = 60_000;
+
 /// An open node.
 pub struct Node {
     /// Home paths.
@@ -41,6 +45,10 @@ pub struct Node {
     /// Verifiers with the current CRL.
     pub trust: Arc<Trust>,
     checker: RwLock<CertChecker>,
+    /// Certificates checked recently (by digest), for calls: each call
+    /// carries its signer's certificate. Emptied when the CRL changes;
+    /// entries older than [`CERT_CACHE_MS`] are checked again.
+    cert_cache: std::sync::Mutex<std::collections::HashMap<[u8; 32], (CertInfo, u64)>>,
     passphrase: Option<Passphrase>,
 }
 
@@ -291,6 +299,7 @@ impl Node {
             ca,
             trust,
             checker: RwLock::new(checker),
+            cert_cache: Default::default(),
             passphrase,
         };
         Ok(node)
@@ -347,6 +356,29 @@ impl Node {
             .check(der)
     }
 
+    /// [`Node::check_cert`], remembering accepted certificates for
+    /// [`CERT_CACHE_MS`] (until the CRL changes): calls carry their
+    /// signer's certificate, and its signature check would otherwise be the
+    /// biggest cost of a call.
+    pub fn check_cert_cached(&self, der: &[u8]) -> Result<CertInfo> {
+        let key = *blake3::hash(der).as_bytes();
+        let now = pdx_audit::store::now_ms();
+        if let Ok(cache) = self.cert_cache.lock()
+            && let Some((info, at)) = cache.get(&key)
+            && now.saturating_sub(*at) < CERT_CACHE_MS
+        {
+            return Ok(info.clone());
+        }
+        let info = self.check_cert(der)?;
+        if let Ok(mut cache) = self.cert_cache.lock() {
+            if cache.len() >= 4096 {
+                cache.clear();
+            }
+            cache.insert(key, (info.clone(), now));
+        }
+        Ok(info)
+    }
+
     /// A checker for the CA and the current CRL.
     pub fn cert_checker(&self) -> Result<CertChecker> {
         Ok(self
@@ -400,6 +432,9 @@ impl Node {
             .checker
             .write()
             .map_err(|_| NodeError::Invalid("checker lock poisoned".into()))? = checker;
+        if let Ok(mut cache) = self.cert_cache.lock() {
+            cache.clear();
+        }
         let bytes = std::fs::read(crl_path).map_err(NodeError::io(crl_path))?;
         write_atomic(&self.home.crl(), &bytes, 0o644)?;
         let mut d = self.draft(EventKind::ConfigChange, operator);

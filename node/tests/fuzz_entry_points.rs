@@ -53,6 +53,39 @@ fn contribution_seed() -> Vec<u8> {
     v
 }
 
+/// A valid `Call` payload (first byte 0 selects `Call`).
+fn call_seed() -> Vec<u8> {
+    use pdx_node::proto::call::{Call, CallRequestBody};
+    let k = pdx_crypto::SigningKey::generate().unwrap();
+    let body = CallRequestBody {
+        call_id: vec![1; 16],
+        service: "s".into(),
+        version: 1,
+        definition: pdx_crypto::Digest([2; 32]),
+        consumer: "440000".into(),
+        provider: "110000".into(),
+        idempotency_key: "k".into(),
+        time_ms: 5,
+        timeout_ms: 8000,
+        fields: [("a".to_string(), "1".to_string())].into_iter().collect(),
+        sealed: Default::default(),
+        key: None,
+    };
+    let call = Call {
+        request: pdx_crypto::wire::Signed::sign(
+            pdx_crypto::SignatureDomain::CallRequest,
+            &k,
+            &body,
+        )
+        .unwrap(),
+        certificate: vec![0; 40],
+        key_document: None,
+    };
+    let mut v = vec![0u8];
+    v.extend(pdx_crypto::wire::to_cbor(&call).unwrap());
+    v
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
     #[test]
@@ -63,6 +96,20 @@ proptest! {
         fuzzing::audit_entry(&data);
         fuzzing::admin_call(&data);
         fuzzing::submitted_document(&data);
+        fuzzing::call_message(&data);
+        fuzzing::gateway_body(&data);
+    }
+
+    #[test]
+    fn mutated_calls_never_panic(flips in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..8)) {
+        let mut data = call_seed();
+        for (pos, x) in flips {
+            let i = 1 + pos as usize % (data.len() - 1);
+            data[i] ^= x;
+        }
+        fuzzing::call_message(&data);
+        data[0] = 1;
+        fuzzing::call_message(&data);
     }
 
     #[test]

@@ -81,9 +81,15 @@ fn truncated_unknown_and_malformed_frames_are_errors() {
             .contains("ended inside a frame")
     );
     assert!(
-        decode_all(&[0, 0, 0, 2, 0x82, 99])
+        decode_all(&[0, 0, 0, 3, 0x82, 0x18, 99])
             .unwrap_err()
             .contains("unknown message type 99")
+    );
+    // A type byte that is not a CBOR unsigned integer of the shortest form.
+    assert!(
+        decode_all(&[0, 0, 0, 2, 0x82, 99])
+            .unwrap_err()
+            .contains("not a [type, payload]")
     );
     assert!(
         decode_all(&[0, 0, 0, 2, 0x83, 15])

@@ -20,6 +20,7 @@ pub mod resident_id;
 pub mod rowcodec;
 pub mod rules;
 pub mod schema;
+pub mod service;
 pub mod types;
 
 pub use error::{RuleViolation, SchemaError, SchemaErrors};

@@ -418,8 +418,8 @@ enum RawCodes {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawField {
-    name: Spanned<String>,
+pub(crate) struct RawField {
+    pub(crate) name: Spanned<String>,
     #[serde(rename = "type")]
     ty: Spanned<String>,
     #[serde(default)]
@@ -436,6 +436,8 @@ struct RawField {
     #[serde(default)]
     hierarchy: BTreeMap<String, BTreeMap<String, String>>,
     description: Option<String>,
+    /// Service messages only: sealed end to end for the message's recipient.
+    pub(crate) sealed: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -486,10 +488,10 @@ struct RawTreatmentTable {
     level: Option<String>,
 }
 
-struct Validator<'a> {
-    source: &'a str,
-    file: &'a str,
-    errors: Vec<SchemaError>,
+pub(crate) struct Validator<'a> {
+    pub(crate) source: &'a str,
+    pub(crate) file: &'a str,
+    pub(crate) errors: Vec<SchemaError>,
 }
 
 fn valid_name(s: &str) -> bool {
@@ -509,7 +511,12 @@ pub fn valid_id(s: &str) -> bool {
 }
 
 impl Validator<'_> {
-    fn err(&mut self, offset: usize, key: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn err(
+        &mut self,
+        offset: usize,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.errors.push(SchemaError {
             file: self.file.to_string(),
             line: line_of(self.source, offset),
@@ -558,38 +565,17 @@ impl Validator<'_> {
         for f in raw.fields {
             let span = f.span().start;
             let f = f.into_inner();
-            let name = f.name.get_ref().clone();
-            let key = format!("field.{name}");
-            if !valid_name(&name) {
-                self.err(
-                    f.name.span().start,
-                    &key,
-                    "field names use lower-case letters, digits and '_'",
-                );
-            }
-            if !seen.insert(name.clone()) {
-                self.err(f.name.span().start, &key, "declared twice");
-            }
-            if f.pi == PiClass::None && f.identifier == IdentifierClass::DirectIdentifier {
-                self.err(span, &key, "a direct identifier is personal information: set pi = \"personal\" or \"sensitive-personal\"");
-            }
-            if !dataset.personal_information && f.pi != PiClass::None {
+            if f.sealed.is_some() {
                 self.err(
                     span,
-                    &key,
-                    "the dataset declares personal_information = false but this field is personal",
+                    format!("field.{}.sealed", f.name.get_ref()),
+                    "`sealed` applies to service messages; a dataset seals fields with `encrypt_for` in a profile",
                 );
             }
-            if let Some(ty) = self.field_type(&f, &key) {
-                fields.push(Field {
-                    name,
-                    ty,
-                    nullable: f.nullable,
-                    identifier: f.identifier,
-                    pi: f.pi,
-                    hierarchy: f.hierarchy,
-                    description: f.description,
-                });
+            if let Some(field) =
+                self.field("field", span, f, &mut seen, dataset.personal_information)
+            {
+                fields.push(field);
             }
         }
         let field_at = |name: &str| fields.iter().position(|f: &Field| f.name == name);
@@ -652,6 +638,50 @@ impl Validator<'_> {
             self.err(offset, format!("profile.{profile}"), msg);
         }
         Some(schema)
+    }
+
+    /// Validates one field declaration (`table` names it in errors: `field`,
+    /// `request`, `response`).
+    pub(crate) fn field(
+        &mut self,
+        table: &str,
+        span: usize,
+        f: RawField,
+        seen: &mut HashSet<String>,
+        personal_information: bool,
+    ) -> Option<Field> {
+        let name = f.name.get_ref().clone();
+        let key = format!("{table}.{name}");
+        if !valid_name(&name) {
+            self.err(
+                f.name.span().start,
+                &key,
+                "field names use lower-case letters, digits and '_'",
+            );
+        }
+        if !seen.insert(name.clone()) {
+            self.err(f.name.span().start, &key, "declared twice");
+        }
+        if f.pi == PiClass::None && f.identifier == IdentifierClass::DirectIdentifier {
+            self.err(span, &key, "a direct identifier is personal information: set pi = \"personal\" or \"sensitive-personal\"");
+        }
+        if !personal_information && f.pi != PiClass::None {
+            self.err(
+                span,
+                &key,
+                "personal_information = false is declared but this field is personal",
+            );
+        }
+        let ty = self.field_type(&f, &key)?;
+        Some(Field {
+            name,
+            ty,
+            nullable: f.nullable,
+            identifier: f.identifier,
+            pi: f.pi,
+            hierarchy: f.hierarchy,
+            description: f.description,
+        })
     }
 
     fn field_type(&mut self, f: &RawField, key: &str) -> Option<FieldType> {

@@ -2,6 +2,8 @@
 //! `pdx-testnet`, `make demo` and every multi-process integration test.
 #![forbid(unsafe_code)]
 
+pub mod backend;
+pub mod callbench;
 pub mod generate;
 pub mod leaks;
 pub mod scenario;

@@ -44,6 +44,19 @@ enum Cmd {
     /// Run a scenario end to end on real nodes.
     #[command(subcommand)]
     Scenario(Scenario),
+    /// Serve the settlement-calculation backend (HTTP+JSON) of an insured
+    /// province, for trying and testing online services.
+    Backend {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: String,
+        /// ok | slow | error | invalid | huge (switch later: POST /mode/NAME).
+        #[arg(long, default_value = "ok")]
+        mode: String,
+    },
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(Bench),
     /// Stop every node (SIGTERM, then SIGKILL after 10 s).
     Down {
         /// Testnet directory.
@@ -90,6 +103,33 @@ enum Gen {
         /// Output CSV.
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// Online calls: gateway -> hub -> provider -> backend, against the
+    /// backend called directly; throughput (closed loop) and latency at a
+    /// fixed offered rate (open loop); then reconciles every log.
+    Calls {
+        /// Directory for the network (must not exist yet).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The service definition (settlement_calc.toml).
+        #[arg(long, default_value = "schemas/medical_insurance/settlement_calc.toml")]
+        schema: PathBuf,
+        /// Seconds of the throughput run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent callers of the throughput run.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Offered rate of the latency run (calls per second).
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Calls of the latency run.
+        #[arg(long, default_value_t = 10_000)]
+        calls: u64,
     },
 }
 
@@ -173,6 +213,29 @@ fn main() -> Result<()> {
                 dir.display()
             );
             net.detach();
+        }
+        Cmd::Bench(Bench::Calls {
+            dir,
+            schema,
+            seconds,
+            concurrency,
+            rate,
+            calls,
+        }) => {
+            let o = pdx_testnet::callbench::Options {
+                seconds,
+                concurrency,
+                rate,
+                calls,
+            };
+            let v = pdx_testnet::callbench::run(&dir, &schema, &o)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Cmd::Backend { listen, mode } => {
+            let mode = pdx_testnet::backend::Mode::parse(&mode).ok_or_else(|| {
+                anyhow::anyhow!("--mode {mode}: use ok, slow, error, invalid or huge")
+            })?;
+            pdx_testnet::backend::run(&listen, mode)?;
         }
         Cmd::Gen(Gen::Settlement {
             provinces,

@@ -29,12 +29,13 @@ fn shell_blocks(readme: &str, heading: &str) -> Vec<String> {
 /// Stops what the walk-through started, even when it failed half-way.
 struct Cleanup {
     month: PathBuf,
+    homes: &'static [&'static str],
     group: Option<u32>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for home in ["nat", "gd", "bj", "nbs"] {
+        for home in self.homes {
             let pid = std::fs::read_to_string(self.month.join(home).join("serve.pid"))
                 .ok()
                 .and_then(|p| p.trim().parse::<i32>().ok())
@@ -102,6 +103,7 @@ fn the_readme_walk_through_runs_as_written() {
         .unwrap();
     let _cleanup = Cleanup {
         month: dir.path().join("month"),
+        homes: &["nat", "gd", "bj", "nbs"],
         group: Some(child.id()),
     };
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -143,4 +145,78 @@ fn the_readme_walk_through_runs_as_written() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+#[test]
+fn the_online_services_section_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let blocks = shell_blocks(&readme, "## Online services");
+    let script = format!("set -euo pipefail\n{}", blocks.join("\n"));
+    for step in [
+        "pdx gateway enable",
+        "pdx service publish",
+        "--service medical_insurance.settlement_calc --to 440000",
+        "curl",
+        "Idempotency-Key",
+        "pdx call ",
+        "pdx audit reconcile",
+        "pdx calls export",
+    ] {
+        assert!(script.contains(step), "the section lacks {step:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(root.join("schemas"), dir.path().join("schemas")).unwrap();
+    let pdx = pdx_testnet::pdx_bin().unwrap();
+    let path = format!(
+        "{}:{}:{}",
+        bin_dir(&pdx),
+        bin_dir(Path::new(env!("CARGO_BIN_EXE_pdx-testnet"))),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let log = dir.path().join("calls.log");
+    let mut child = Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("PDX_OPERATOR", "readme")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("calls.err")).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let _cleanup = Cleanup {
+        month: dir.path().join("calls"),
+        homes: &["hub", "gd", "bj"],
+        group: Some(child.id()),
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the section ran over 5 minutes");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    let err = std::fs::read_to_string(dir.path().join("calls.err")).unwrap_or_default();
+    assert!(
+        status.success(),
+        "{status}\n--- stdout\n{out}\n--- stderr\n{err}"
+    );
+    for expected in [
+        "\"fund_pay_sumamt\":\"700.00\"",
+        "replayed",
+        "calls matched in every party's log",
+        "no mismatches",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in\n{out}");
+    }
+    assert!(
+        std::fs::metadata(dir.path().join("calls/dispute.cbor"))
+            .unwrap()
+            .len()
+            > 500
+    );
 }

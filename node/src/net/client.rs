@@ -54,7 +54,55 @@ pub(super) fn peer_cert(conn: &quinn::Connection) -> Option<CertificateDer<'stat
         .next()
 }
 
+/// Connections kept open for calls, one per peer: a call reuses the
+/// connection (and its handshake) instead of paying for a new one.
+#[derive(Default)]
+pub(super) struct Pool {
+    slots: std::sync::Mutex<
+        std::collections::HashMap<String, Arc<tokio::sync::Mutex<Option<PeerConn>>>>,
+    >,
+}
+
 impl Net {
+    /// A live pooled connection to `dept`, connecting (once, however many
+    /// callers wait) when there is none.
+    pub async fn pooled<H: Host>(&self, host: &Arc<H>, dept: &str) -> Result<PeerConn> {
+        let slot = {
+            let mut slots = self
+                .pool
+                .slots
+                .lock()
+                .map_err(|_| NodeError::Invalid("connection pool poisoned".into()))?;
+            slots.entry(dept.to_string()).or_default().clone()
+        };
+        let mut held = slot.lock().await;
+        if let Some(pc) = held.as_ref()
+            && pc.conn.close_reason().is_none()
+        {
+            return Ok(pc.clone());
+        }
+        let pc = self.connect(host, dept).await?;
+        *held = Some(pc.clone());
+        Ok(pc)
+    }
+
+    /// Closes the pooled connection to `dept` (it fell silent): the next
+    /// call connects afresh.
+    pub async fn evict(&self, dept: &str) {
+        let slot = self
+            .pool
+            .slots
+            .lock()
+            .ok()
+            .and_then(|slots| slots.get(dept).cloned());
+        if let Some(slot) = slot
+            && let Some(pc) = slot.lock().await.take()
+        {
+            pc.conn
+                .close(quinn::VarInt::from_u32(CLOSE_DONE), b"silent");
+        }
+    }
+
     /// Connects to `dept` and performs the handshake (audit witnessing both
     /// ways); the outcome is recorded as the peer's last contact.
     pub async fn connect<H: Host>(&self, host: &Arc<H>, dept: &str) -> Result<PeerConn> {

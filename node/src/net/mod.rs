@@ -206,6 +206,7 @@ pub struct Net {
     dept: String,
     network: String,
     timeouts: Timeouts,
+    pool: client::Pool,
 }
 
 impl std::fmt::Debug for Net {
@@ -269,6 +270,7 @@ impl Net {
             dept: dept.to_string(),
             network: network.to_string(),
             timeouts,
+            pool: client::Pool::default(),
         }))
     }
 

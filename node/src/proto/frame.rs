@@ -54,6 +54,8 @@ msg_types! {
     Submit = 21, cap 16 * MIB;
     Accepted = 22, cap 64 * KIB;
     Error = 23, cap 64 * KIB;
+    Call = 24, cap 2 * MIB + 64 * KIB;
+    CallResponse = 25, cap 2 * MIB + 64 * KIB;
 }
 
 /// The largest frame of any type.
@@ -169,15 +171,32 @@ impl FrameDecoder {
         if len < 2 {
             return Err(FrameError::TooShort);
         }
-        // The type decides the cap, so it is read (2 more bytes) before any
-        // length is judged: every oversize report names its message type.
+        // The type decides the cap, so it is read (2 or 3 more bytes) before
+        // any length is judged: every oversize report names its message type.
         if avail.len() < 6 {
             return Ok(None);
         }
         if avail[4] != 0x82 {
             return Err(FrameError::BadHeader);
         }
-        let t = avail[5];
+        // The type is a CBOR unsigned integer: 0..=23 in the initial byte,
+        // 24..=255 as 0x18 followed by one byte (canonical: never below 24).
+        let (t, header) = match avail[5] {
+            t @ 0..=23 => (t, 6),
+            0x18 => {
+                if avail.len() < 7 {
+                    return Ok(None);
+                }
+                match avail[6] {
+                    t @ 24..=255 => (t, 7),
+                    _ => return Err(FrameError::BadHeader),
+                }
+            }
+            _ => return Err(FrameError::BadHeader),
+        };
+        if len < header - 4 {
+            return Err(FrameError::TooShort);
+        }
         let msg_type = MsgType::from_u8(t).ok_or(FrameError::UnknownType(t))?;
         let cap = msg_type.cap();
         if len > cap {
@@ -190,7 +209,7 @@ impl FrameDecoder {
         if avail.len() < 4 + len {
             return Ok(None);
         }
-        let payload = avail[6..4 + len].to_vec();
+        let payload = avail[header..4 + len].to_vec();
         self.pos += 4 + len;
         if self.pos == self.buf.len() {
             // Emptied: a buffer grown for one large frame is not kept.
@@ -222,7 +241,9 @@ impl FrameDecoder {
 /// Encodes a frame around an already-encoded CBOR payload; refuses to build a
 /// frame the peer would reject.
 pub fn encode_frame(msg_type: MsgType, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
-    let len = payload.len() + 2;
+    let t = msg_type as u8;
+    let header: &[u8] = if t < 24 { &[0x82, t] } else { &[0x82, 0x18, t] };
+    let len = payload.len() + header.len();
     if len > msg_type.cap() {
         return Err(FrameError::TooLarge {
             msg_type: msg_type as u8,
@@ -232,8 +253,7 @@ pub fn encode_frame(msg_type: MsgType, payload: &[u8]) -> Result<Vec<u8>, FrameE
     }
     let mut out = Vec::with_capacity(4 + len);
     out.extend_from_slice(&(len as u32).to_be_bytes());
-    out.push(0x82);
-    out.push(msg_type as u8);
+    out.extend_from_slice(header);
     out.extend_from_slice(payload);
     Ok(out)
 }

@@ -343,6 +343,33 @@ pub struct Accepted {
     pub note: String,
 }
 
+/// `Call` (type 24): a signed request and its signer's certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call {
+    /// The consumer's signed `CallRequestBody` (`proto::call`).
+    pub request: Signed,
+    /// The consumer's certificate (DER).
+    #[serde(with = "serde_bytes")]
+    pub certificate: Vec<u8>,
+    /// The consumer's active encryption key document: the provider seals the
+    /// response for it (it may never have met the consumer: hubs).
+    pub key_document: Option<pdx_crypto::keydoc::KeyDocument>,
+}
+
+/// `CallResponse` (type 25).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallResponse {
+    /// The provider's signed `CallResponseBody` (`proto::call`).
+    pub response: Signed,
+    /// The provider's certificate (DER).
+    #[serde(with = "serde_bytes")]
+    pub certificate: Vec<u8>,
+    /// When the idempotency key was used before: the consumer's own earlier
+    /// signed request the stored response answers (the response is bound to
+    /// it, not to the retry).
+    pub replay_of: Option<Signed>,
+}
+
 /// Typed error codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -377,6 +404,10 @@ pub enum ErrorCode {
     Untrusted,
     /// The receiver failed internally.
     Internal,
+    /// Too many calls from this department: slow down and retry.
+    RateLimited,
+    /// A hub could not reach the provider it was asked to relay to.
+    Unreachable,
 }
 
 /// An error reply; ends the stream.
@@ -416,6 +447,8 @@ pub enum Message {
     Submit(Submit),
     Accepted(Accepted),
     Error(ErrorMsg),
+    Call(Box<Call>),
+    CallResponse(Box<CallResponse>),
 }
 
 /// Why a message could not be decoded or encoded.
@@ -472,6 +505,8 @@ impl Message {
             Message::Submit(_) => MsgType::Submit,
             Message::Accepted(_) => MsgType::Accepted,
             Message::Error(_) => MsgType::Error,
+            Message::Call(_) => MsgType::Call,
+            Message::CallResponse(_) => MsgType::CallResponse,
         }
     }
 
@@ -502,6 +537,8 @@ impl Message {
             Message::Submit(m) => to_cbor(m),
             Message::Accepted(m) => to_cbor(m),
             Message::Error(m) => to_cbor(m),
+            Message::Call(m) => to_cbor(m),
+            Message::CallResponse(m) => to_cbor(m),
         }
         .map_err(|e| MessageError::Payload {
             msg_type: t,
@@ -543,6 +580,8 @@ impl Message {
             MsgType::Submit => Message::Submit(d(t, payload)?),
             MsgType::Accepted => Message::Accepted(d(t, payload)?),
             MsgType::Error => Message::Error(d(t, payload)?),
+            MsgType::Call => Message::Call(Box::new(d(t, payload)?)),
+            MsgType::CallResponse => Message::CallResponse(Box::new(d(t, payload)?)),
         })
     }
 

@@ -70,6 +70,15 @@ pub fn own_key_documents(node: &Node) -> Result<Vec<KeyDocument>> {
         .collect())
 }
 
+/// This node's active encryption key document (what calls carry).
+pub fn own_active_key_document(node: &Node) -> Result<Option<KeyDocument>> {
+    Ok(own_key_documents(node)?.into_iter().find(|d| {
+        d.signed
+            .dangerous_decode_unverified::<KeyDocumentBody>("key document")
+            .is_ok_and(|b| b.active)
+    }))
+}
+
 /// Verifies key documents (certificate against the CA and CRL, signature,
 /// department) and stores the good ones. Returns (stored, rejected reasons).
 pub fn accept_key_documents(node: &Node, docs: &[KeyDocument]) -> Result<(usize, Vec<String>)> {
@@ -99,7 +108,7 @@ pub fn accept_key_documents(node: &Node, docs: &[KeyDocument]) -> Result<(usize,
 }
 
 fn verify_key_document(node: &Node, doc: &KeyDocument) -> Result<KeyDocumentBody> {
-    let info = node.check_cert(&doc.certificate)?;
+    let info = node.check_cert_cached(&doc.certificate)?;
     Ok(doc.verify(&info.identity, &info.dept)?)
 }
 

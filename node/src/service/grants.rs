@@ -34,6 +34,10 @@ pub struct Grant {
     pub operator: String,
     /// Revoked (ms), if revoked.
     pub revoked_ms: Option<u64>,
+    /// A service grant: the service the recipient may call (`dataset` and
+    /// `profile` are then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 /// What to grant (`pdx grant`).
@@ -51,12 +55,20 @@ pub struct GrantSpec {
     pub agreement: Option<String>,
     /// Expiry (ms).
     pub expires_ms: Option<u64>,
+    /// Grant calls of this published service instead of a dataset.
+    #[serde(default)]
+    pub service: Option<String>,
 }
 
 /// Creates a grant (audited). The dataset, profile and rules are checked now,
 /// so a grant that could never be used is refused at once.
 pub fn create(node: &Node, spec: &GrantSpec, operator: &str) -> Result<Grant> {
     crate::pki::validate_dept(&spec.to)?;
+    if spec.service.is_some() {
+        return Err(NodeError::Invalid(
+            "a service grant is made by `calls::grant` (pdx grant --service)".into(),
+        ));
+    }
     let meta = super::datasets::meta(node, &spec.dataset)?;
     let schema = meta.schema()?;
     let profile = schema.profile(&spec.profile)?;
@@ -96,6 +108,7 @@ pub fn create(node: &Node, spec: &GrantSpec, operator: &str) -> Result<Grant> {
         created_ms: now_ms(),
         operator: operator.to_string(),
         revoked_ms: None,
+        service: None,
     };
     let mut d = node.draft(EventKind::Grant, operator);
     d.subject = Subject {
@@ -111,19 +124,70 @@ pub fn create(node: &Node, spec: &GrantSpec, operator: &str) -> Result<Grant> {
         "grant {} profile {} expires {}",
         grant.id,
         grant.profile,
-        grant
-            .expires_ms
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| "never: no expiry was given".into())
+        expiry_text(grant.expires_ms)
     ));
+    store_with_entry(node, &grant, d)?;
+    Ok(grant)
+}
+
+/// The grant that lets `peer` call `service` now, or why none does.
+pub fn authorize_service(
+    node: &Node,
+    peer: &str,
+    service: &str,
+) -> std::result::Result<Grant, (ErrorCode, String)> {
+    let all = list(node).map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+    let mut candidates: Vec<&Grant> = all
+        .iter()
+        .filter(|g| g.to == peer && g.service.as_deref() == Some(service))
+        .collect();
+    candidates.sort_by(|a, b| {
+        b.created_ms
+            .cmp(&a.created_ms)
+            .then_with(|| b.id.cmp(&a.id))
+    });
+    let now = now_ms();
+    let mut reason = None;
+    for g in candidates {
+        if g.revoked_ms.is_some() {
+            reason.get_or_insert((
+                ErrorCode::GrantRevoked,
+                format!("grant {} of service {service} to {peer} was revoked", g.id),
+            ));
+        } else if g.expires_ms.is_some_and(|e| e <= now) {
+            reason.get_or_insert((
+                ErrorCode::GrantExpired,
+                format!("grant {} of service {service} to {peer} expired", g.id),
+            ));
+        } else {
+            return Ok(g.clone());
+        }
+    }
+    Err(reason.unwrap_or_else(|| {
+        (
+            ErrorCode::NotGranted,
+            format!("no grant lets {peer} call service {service}"),
+        )
+    }))
+}
+
+/// How an expiry reads in a grant's audit entry.
+pub fn expiry_text(expires_ms: Option<u64>) -> String {
+    expires_ms
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| "never: no expiry was given".into())
+}
+
+/// Stores a new grant with its audit entry, in one durable write.
+pub fn store_with_entry(node: &Node, grant: &Grant, entry: pdx_audit::EntryDraft) -> Result<()> {
     node.log_with(
-        d,
+        entry,
         vec![
             node.store
-                .put_op(CF_GRANTS, store::grant_key(&grant.id), &grant)?,
+                .put_op(CF_GRANTS, store::grant_key(&grant.id), grant)?,
         ],
     )?;
-    Ok(grant)
+    Ok(())
 }
 
 /// Every grant.
@@ -149,7 +213,7 @@ pub fn revoke(node: &Node, id: &str, operator: &str) -> Result<Grant> {
     }
     g.revoked_ms = Some(now_ms());
     let mut d = node.draft(EventKind::RevokeGrant, operator);
-    d.subject.dataset = Some(g.dataset.clone());
+    d.subject.dataset = Some(g.service.clone().unwrap_or_else(|| g.dataset.clone()));
     d.counterparty = Some(g.to.clone());
     d.agreement = g.agreement.clone();
     d.purpose = Some(g.purpose.clone());

@@ -17,6 +17,7 @@
 
 pub mod aggregate;
 pub mod audit;
+pub mod calls;
 pub mod datasets;
 pub mod directory;
 pub mod documents;
@@ -81,6 +82,14 @@ pub struct Services {
     /// Its endpoint.
     pub net: Arc<Net>,
     refusals: refusals::Refusals,
+    calls: CallState,
+}
+
+/// What online calls share across requests: limits and the backend client.
+#[derive(Debug, Default)]
+struct CallState {
+    limits: Arc<calls::limits::CallLimits>,
+    backend: calls::backend::Backend,
 }
 
 impl std::fmt::Debug for Services {
@@ -142,6 +151,7 @@ impl Services {
             node,
             net,
             refusals: refusals::Refusals::default(),
+            calls: CallState::default(),
         }))
     }
 
@@ -228,8 +238,72 @@ impl Services {
         Err(NodeError::Refused(format!("{}: {why}", peer.dept)))
     }
 
+    /// Refuses a call on its stream: audited (aggregated), answered with `code`.
+    pub(crate) async fn refuse_call(
+        self: &Arc<Self>,
+        s: &mut Framed,
+        peer: &Peer,
+        code: ErrorCode,
+        why: &str,
+    ) -> Result<()> {
+        let svc = self.clone();
+        let refused = refusals::Refused {
+            source: peer.dept.clone(),
+            peer: Some(peer.dept.clone()),
+            kind: format!("Call/{code:?}"),
+            detail: format!("call refused, {code:?}: {why}"),
+            request: None,
+            alarm: false,
+        };
+        blocking(move || svc.refusals.record(&svc.node, refused)).await?;
+        s.refuse(code, why).await;
+        Ok(())
+    }
+
+    /// Admits a call from `peer` under its department's limits, or refuses
+    /// it (`rate-limited`, audited) and returns `None`.
+    pub(crate) async fn admit_call(
+        self: &Arc<Self>,
+        s: &mut Framed,
+        peer: &Peer,
+    ) -> Result<Option<calls::limits::Admitted>> {
+        let l = &self.node.config.services;
+        match self.calls.limits.admit(
+            &peer.dept,
+            l.calls_per_second,
+            l.call_burst,
+            l.max_calls_in_flight,
+        ) {
+            Ok(a) => Ok(Some(a)),
+            Err(why) => {
+                self.refuse_call(s, peer, ErrorCode::RateLimited, &why)
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
     async fn route(self: &Arc<Self>, peer: &Peer, first: Message, s: &mut Framed) -> Result<()> {
         match first {
+            Message::Call(c) => {
+                // Routing only: both paths verify the signature before acting.
+                let provider = c
+                    .request
+                    .dangerous_decode_unverified::<crate::proto::call::CallRequestBody>(
+                        "call request",
+                    )
+                    .map(|b| b.provider);
+                match provider {
+                    Ok(p) if p == self.node.config.dept => {
+                        calls::provider::serve(self, peer, *c, s).await
+                    }
+                    Ok(_) => calls::relay::relay(self, peer, *c, s).await,
+                    Err(e) => {
+                        self.refuse_call(s, peer, ErrorCode::BadRequest, &e.to_string())
+                            .await
+                    }
+                }
+            }
             Message::CatalogRequest(_) => {
                 let node = self.node.clone();
                 let p = peer.dept.clone();

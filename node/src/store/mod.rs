@@ -43,6 +43,12 @@ pub const CF_HE: &str = "he";
 /// Settlement confirmations issued and received ([`issued_confirmation_key`],
 /// [`confirmation_key`]).
 pub const CF_DOCS: &str = "docs";
+/// Service definitions and backend bindings ([`service_key`]).
+pub const CF_SERVICES: &str = "services";
+/// Online calls: signed messages (sealed at rest), the time index and the
+/// idempotency outcomes ([`call_message_key`], [`call_index_key`],
+/// [`idempotency_key`]).
+pub const CF_CALLS: &str = "calls";
 
 const NODE_FAMILIES: &[&str] = &[
     CF_DATASETS,
@@ -58,7 +64,55 @@ const NODE_FAMILIES: &[&str] = &[
     CF_IN_CHUNKS,
     CF_HE,
     CF_DOCS,
+    CF_SERVICES,
+    CF_CALLS,
 ];
+
+/// `services`: the service id.
+pub fn service_key(id: &str) -> &[u8] {
+    id.as_bytes()
+}
+
+/// `calls`: prefix of the time index.
+pub const CALL_INDEX_PREFIX: &[u8] = b"t";
+/// `calls`: prefix of the stored messages.
+pub const CALL_MESSAGE_PREFIX: &[u8] = b"m";
+/// `calls`: prefix of the idempotency outcomes.
+pub const IDEMPOTENCY_PREFIX: &[u8] = b"i";
+
+/// `calls`: `t || time (u64 BE, ms) || call id(16) || role(1)`: one summary per
+/// call and role, in time order.
+pub fn call_index_key(time_ms: u64, call_id: &[u8], role: u8) -> Vec<u8> {
+    let mut k = Vec::with_capacity(26);
+    k.extend_from_slice(CALL_INDEX_PREFIX);
+    k.extend_from_slice(&time_ms.to_be_bytes());
+    k.extend_from_slice(call_id);
+    k.push(role);
+    k
+}
+
+/// `calls`: `m || call id(16) || role(1) || time (u64 BE)`: the signed
+/// messages of one call as this node saw them.
+pub fn call_message_key(call_id: &[u8], role: u8, time_ms: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(26);
+    k.extend_from_slice(CALL_MESSAGE_PREFIX);
+    k.extend_from_slice(call_id);
+    k.push(role);
+    k.extend_from_slice(&time_ms.to_be_bytes());
+    k
+}
+
+/// `calls`: `i || consumer \0 service \0 idempotency key`.
+pub fn idempotency_key(consumer: &str, service: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3 + consumer.len() + service.len() + key.len());
+    k.extend_from_slice(IDEMPOTENCY_PREFIX);
+    k.extend_from_slice(consumer.as_bytes());
+    k.push(0);
+    k.extend_from_slice(service.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
 
 // ---- key layouts (docs/design.md) ----
 

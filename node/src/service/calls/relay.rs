@@ -1,0 +1,275 @@
+//! A hub relays calls it cannot read: it checks the consumer's signature
+//! (the connected department must be the one that signed), its own relay
+//! policy (`services.relay`) and limits, forwards the `Call` unchanged to the
+//! provider, checks the provider's signature and the binding of the answer,
+//! keeps both signed messages (sealed fields stay sealed) and logs the hop.
+
+use super::{CallCode, Role, StoredCall, record, summary, verify_signed};
+use crate::error::Result;
+use crate::net::{Framed, Peer};
+use crate::node::Node;
+use crate::proto::call::{Call, CallRequestBody, CallResponse, CallResponseBody};
+use crate::proto::msg::{ErrorCode, Message};
+use crate::service::{Services, blocking};
+use pdx_crypto::SignatureDomain;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a hub waits for the provider: the longest backend timeout a
+/// definition may declare, plus the provider's own work.
+pub const RELAY_WAIT: Duration =
+    Duration::from_millis(pdx_schemas::service::MAX_TIMEOUT_MS as u64 + 5_000);
+
+fn check_request(
+    node: &Node,
+    from: &str,
+    call: &Call,
+) -> std::result::Result<CallRequestBody, (ErrorCode, String)> {
+    let (body, info) = verify_signed::<CallRequestBody>(
+        node,
+        &call.request,
+        &call.certificate,
+        SignatureDomain::CallRequest,
+    )
+    .map_err(|e| (ErrorCode::BadSignature, format!("request from {from}: {e}")))?;
+    if info.dept != from || body.consumer != from {
+        return Err((
+            ErrorCode::Untrusted,
+            format!(
+                "{from} relayed a request signed by {} for {}: a hub relays only its caller's own calls",
+                info.dept, body.consumer
+            ),
+        ));
+    }
+    body.check().map_err(|m| (ErrorCode::BadRequest, m.0))?;
+    if !node.config.services.relays(&body.consumer, &body.provider) {
+        return Err((
+            ErrorCode::NotGranted,
+            format!(
+                "hub {} does not relay calls from {} to {} (services.relay)",
+                node.config.dept, body.consumer, body.provider
+            ),
+        ));
+    }
+    Ok(body)
+}
+
+/// Checks the provider's answer and returns the body and the request it is
+/// bound to (the forwarded one, or for a replay the consumer's original).
+fn check_response(
+    node: &Node,
+    call: &Call,
+    body: &CallRequestBody,
+    r: &CallResponse,
+) -> std::result::Result<(CallResponseBody, CallRequestBody, pdx_crypto::wire::Signed), String> {
+    let (rbody, info) = verify_signed::<CallResponseBody>(
+        node,
+        &r.response,
+        &r.certificate,
+        SignatureDomain::CallResponse,
+    )
+    .map_err(|e| e.to_string())?;
+    if info.dept != body.provider {
+        return Err(format!(
+            "answer signed by {}, not {}",
+            info.dept, body.provider
+        ));
+    }
+    let (bound, signed) = match &r.replay_of {
+        None => (body.clone(), call.request.clone()),
+        Some(original) => {
+            let (orig, oinfo) = verify_signed::<CallRequestBody>(
+                node,
+                original,
+                &call.certificate,
+                SignatureDomain::CallRequest,
+            )
+            .map_err(|e| format!("replayed request: {e}"))?;
+            if oinfo.dept != body.consumer || orig.idempotency_key != body.idempotency_key {
+                return Err("the replayed request is not the caller's with this key".into());
+            }
+            (orig, original.clone())
+        }
+    };
+    rbody
+        .check_answers(&bound, &signed.digest())
+        .map_err(|m| m.0)?;
+    Ok((rbody, bound, signed))
+}
+
+/// Relays a call for `peer` to its provider.
+pub(crate) async fn relay(
+    svc: &Arc<Services>,
+    peer: &Peer,
+    call: Call,
+    s: &mut Framed,
+) -> Result<()> {
+    let started = Instant::now();
+    let Some(_admitted) = svc.admit_call(s, peer).await? else {
+        return Ok(());
+    };
+    let (node, from, c2) = (svc.node.clone(), peer.dept.clone(), call.clone());
+    let body = match blocking(move || Ok(check_request(&node, &from, &c2))).await? {
+        Ok(b) => b,
+        Err((code, why)) => return svc.refuse_call(s, peer, code, &why).await,
+    };
+    let provider = body.provider.clone();
+    // Answer the consumer just before it gives up, not after.
+    let wait = Duration::from_millis(u64::from(body.timeout_ms))
+        .saturating_sub(Duration::from_millis(500))
+        .clamp(Duration::from_millis(100), RELAY_WAIT);
+    let forwarded = forward(svc, &provider, &call, wait).await;
+    let hub = svc.node.config.dept.clone();
+    let node = svc.node.clone();
+    let (reply, kept) = blocking(move || {
+        Ok(match forwarded {
+            Ok(Message::CallResponse(r)) => match check_response(&node, &call, &body, &r) {
+                Ok((rbody, bound, signed)) => {
+                    let mut sm = summary(
+                        Role::Relay,
+                        &bound,
+                        &signed,
+                        Some((&rbody, &r.response)),
+                        Some(hub),
+                        rbody.outcome.label().into(),
+                        started,
+                    );
+                    sm.replayed = r.replay_of.is_some();
+                    let kept = StoredCall {
+                        summary: sm,
+                        request: signed,
+                        request_certificate: call.certificate.clone(),
+                        response: Some(r.response.clone()),
+                        response_certificate: r.certificate.clone(),
+                        retry: r.replay_of.is_some().then(|| call.request.clone()),
+                    };
+                    (Message::CallResponse(r), kept)
+                }
+                Err(why) => {
+                    let m = Message::error(
+                        ErrorCode::Untrusted,
+                        format!("{provider} answered with a response that does not verify: {why}"),
+                    );
+                    (
+                        m,
+                        unanswered(&body, &call, hub, CallCode::Untrusted.label(), started),
+                    )
+                }
+            },
+            Ok(Message::Error(e)) => {
+                let label = CallCode::of_error(e.code).label();
+                (
+                    Message::Error(e),
+                    unanswered(&body, &call, hub, label, started),
+                )
+            }
+            Ok(other) => (
+                Message::error(
+                    ErrorCode::Internal,
+                    format!("{provider} answered {:?}", other.msg_type()),
+                ),
+                unanswered(&body, &call, hub, CallCode::Internal.label(), started),
+            ),
+            Err((code, why)) => (
+                Message::error(code, why),
+                unanswered(&body, &call, hub, CallCode::of_error(code).label(), started),
+            ),
+        })
+        .and_then(|(m, kept)| {
+            record(&node, &kept, None, false, None, Vec::new())?;
+            Ok((m, kept))
+        })
+    })
+    .await?;
+    drop(kept);
+    s.send(&reply).await?;
+    s.finish().await;
+    Ok(())
+}
+
+fn unanswered(
+    body: &CallRequestBody,
+    call: &Call,
+    hub: String,
+    outcome: &str,
+    started: Instant,
+) -> StoredCall {
+    StoredCall {
+        summary: summary(
+            Role::Relay,
+            body,
+            &call.request,
+            None,
+            Some(hub),
+            outcome.to_string(),
+            started,
+        ),
+        request: call.request.clone(),
+        request_certificate: call.certificate.clone(),
+        response: None,
+        response_certificate: Vec::new(),
+        retry: None,
+    }
+}
+
+async fn forward(
+    svc: &Arc<Services>,
+    provider: &str,
+    call: &Call,
+    wait: Duration,
+) -> std::result::Result<Message, (ErrorCode, String)> {
+    let unreachable = |e: String| {
+        (
+            ErrorCode::Unreachable,
+            format!("hub cannot reach {provider}: {e}"),
+        )
+    };
+    let mut last = String::new();
+    for _ in 0..2 {
+        let pc = svc
+            .net
+            .pooled(svc, provider)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let mut st = match pc.stream().await {
+            Ok(st) => st,
+            Err(e) => {
+                pc.conn
+                    .close(quinn::VarInt::from_u32(crate::net::CLOSE_DONE), b"stale");
+                last = e.to_string();
+                continue;
+            }
+        };
+        if let Err(e) = st.send(&Message::Call(Box::new(call.clone()))).await {
+            pc.conn
+                .close(quinn::VarInt::from_u32(crate::net::CLOSE_DONE), b"stale");
+            last = e.to_string();
+            continue;
+        }
+        let got = tokio::time::timeout(wait, st.recv()).await;
+        st.finish().await;
+        return match got {
+            Err(_) => {
+                // A silent provider connection: the next call connects afresh.
+                svc.net.evict(provider).await;
+                Err((
+                    ErrorCode::Timeout,
+                    format!(
+                        "{provider} did not answer the hub within {} ms",
+                        wait.as_millis()
+                    ),
+                ))
+            }
+            Ok(Err(e)) => {
+                // The connection died under the call (a restarted provider
+                // resets it): the same signed call once more on a fresh one;
+                // its idempotency key makes a second delivery harmless.
+                svc.net.evict(provider).await;
+                last = e.to_string();
+                continue;
+            }
+            Ok(Ok(m)) => Ok(m),
+        };
+    }
+    Err(unreachable(last))
+}
