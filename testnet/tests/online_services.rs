@@ -526,6 +526,35 @@ fn calls_through_the_hub_are_sealed_signed_audited_and_happen_once() {
         .unwrap();
     let (st, v) = sv.post(body.as_bytes(), None);
     assert_eq!((st, code(&v)), (403, "not-granted"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("revoked"),
+        "{v}"
+    );
+    // An expired grant.
+    sv.net
+        .pdx_ok(&[
+            "grant",
+            "--home",
+            &sv.net.home(PROVIDER).unwrap(),
+            "--service",
+            SERVICE,
+            "--to",
+            CONSUMER,
+            "--purpose",
+            "direct settlement",
+            "--agreement",
+            "XSJS-2026",
+            "--expires",
+            "+1s",
+        ])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (st, v) = sv.post(body.as_bytes(), None);
+    assert_eq!((st, code(&v)), (403, "not-granted"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("expired"),
+        "{v}"
+    );
     let out = sv.call_cli(OTHER, &request("10.00", "MD9"), "J-1");
     assert!(
         out.status.success(),
@@ -542,6 +571,46 @@ fn calls_through_the_hub_are_sealed_signed_audited_and_happen_once() {
 fn a_deleted_provider_entry_is_found_by_reconciliation() {
     let tmp = tempfile::tempdir().unwrap();
     let mut sv = services(tmp.path(), None);
+    // A department the provider never granted the service: refused.
+    let hub = sv.net.home(HUB).unwrap();
+    sv.net
+        .pdx_ok(&[
+            "service",
+            "add",
+            "--home",
+            &hub,
+            "--schema",
+            &schema_path(),
+            "--service",
+            SERVICE,
+        ])
+        .unwrap();
+    let f = write(
+        tmp.path(),
+        "hub-req.json",
+        &request("10.00", "MDH").to_string(),
+    );
+    let out = sv
+        .net
+        .pdx(&[
+            "call",
+            "--home",
+            &hub,
+            "--to",
+            PROVIDER,
+            "--service",
+            SERVICE,
+            "--body",
+            &f,
+        ])
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no grant lets 100000 call"));
     let mut ids = Vec::new();
     for i in 0..5 {
         let (st, v) = sv.post(
