@@ -81,7 +81,7 @@ impl Net {
         {
             return Ok(pc.clone());
         }
-        let pc = self.connect(host, dept).await?;
+        let pc = self.connect_with(host, dept, true).await?;
         *held = Some(pc.clone());
         Ok(pc)
     }
@@ -106,20 +106,38 @@ impl Net {
     /// Connects to `dept` and performs the handshake (audit witnessing both
     /// ways); the outcome is recorded as the peer's last contact.
     pub async fn connect<H: Host>(&self, host: &Arc<H>, dept: &str) -> Result<PeerConn> {
-        let result = self.connect_inner(host, dept).await;
+        self.connect_with(host, dept, false).await
+    }
+
+    async fn connect_with<H: Host>(
+        &self,
+        host: &Arc<H>,
+        dept: &str,
+        pooled: bool,
+    ) -> Result<PeerConn> {
+        let result = self.connect_inner(host, dept, pooled).await;
         let note = result.as_ref().err().map(|e| e.to_string());
         let d = dept.to_string();
         on_pool(host, move |h| h.peer_contact(&d, note)).await?;
         result
     }
 
-    async fn connect_inner<H: Host>(&self, host: &Arc<H>, dept: &str) -> Result<PeerConn> {
+    async fn connect_inner<H: Host>(
+        &self,
+        host: &Arc<H>,
+        dept: &str,
+        pooled: bool,
+    ) -> Result<PeerConn> {
         let d = dept.to_string();
         let addr = on_pool(host, move |h| h.peer_address(&d)).await??;
         let name = crate::pki::dns_name(dept, &self.network);
-        let conn = self
-            .endpoint
-            .connect(addr, &name)
+        let connecting = if pooled {
+            self.endpoint
+                .connect_with(self.pooled_client.clone(), addr, &name)
+        } else {
+            self.endpoint.connect(addr, &name)
+        };
+        let conn = connecting
             .map_err(|e| NodeError::Network(format!("cannot connect to {dept} at {addr}: {e}")))?
             .await
             .map_err(|e| NodeError::Network(format!("connecting to {dept} at {addr}: {e}")))?;

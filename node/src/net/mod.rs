@@ -207,6 +207,7 @@ pub struct Net {
     network: String,
     timeouts: Timeouts,
     pool: client::Pool,
+    pooled_client: quinn::ClientConfig,
 }
 
 impl std::fmt::Debug for Net {
@@ -224,12 +225,23 @@ pub struct TlsConfigs {
     pub client: rustls::ClientConfig,
 }
 
-fn client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig> {
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| NodeError::Tls(e.to_string()))?;
-    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+fn client_config(tls: rustls::ClientConfig) -> Result<(quinn::ClientConfig, quinn::ClientConfig)> {
+    let quic = Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| NodeError::Tls(e.to_string()))?,
+    );
+    let mut cfg = quinn::ClientConfig::new(quic.clone());
     cfg.transport_config(Arc::new(transport_config()));
-    Ok(cfg)
+    // Pooled connections carry short calls, never long silent work: a peer
+    // that stops answering (crashed, restarted) is given up after 5 s, so a
+    // call on a stale connection is retried on a fresh one within its
+    // deadline (QUIC uses the smaller of both ends' idle timeouts).
+    let mut t = transport_config();
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(5)).ok());
+    t.keep_alive_interval(Some(Duration::from_secs(1)));
+    let mut pooled = quinn::ClientConfig::new(quic);
+    pooled.transport_config(Arc::new(t));
+    Ok((cfg, pooled))
 }
 
 impl Net {
@@ -261,7 +273,8 @@ impl Net {
                     .map_err(|e| NodeError::Network(format!("cannot open a UDP socket: {e}")))?
             }
         };
-        endpoint.set_default_client_config(client_config(tls.client)?);
+        let (client, pooled_client) = client_config(tls.client)?;
+        endpoint.set_default_client_config(client);
         Ok(Arc::new(Net {
             endpoint,
             registry: Registry::default(),
@@ -271,6 +284,7 @@ impl Net {
             network: network.to_string(),
             timeouts,
             pool: client::Pool::default(),
+            pooled_client,
         }))
     }
 
