@@ -789,6 +789,16 @@ pub enum CallsCmd {
         #[arg(long)]
         id: String,
     },
+    /// Check an evidence file offline: certificates (against the CA), signatures,
+    /// and each response's binding to its request (exit 2 if any fails).
+    Verify {
+        /// Evidence file (`pdx calls export`).
+        #[arg(long)]
+        file: PathBuf,
+        /// The network CA certificate.
+        #[arg(long)]
+        ca: PathBuf,
+    },
     /// Write the signed messages of calls to an evidence file (for a dispute).
     Export {
         #[command(flatten)]

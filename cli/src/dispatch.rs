@@ -40,6 +40,16 @@ pub async fn run(cli: Cli) -> Result<u8> {
     match &cli.command {
         Command::Ca(c) => offline::ca(c, json),
         Command::Schema(c) => offline::schema(c, json),
+        Command::Calls(CallsCmd::Verify { file, ca }) => {
+            let verdicts = pdx_node::service::calls::verify_evidence(
+                &file.display().to_string(),
+                &ca.display().to_string(),
+            )
+            .map_err(node_error)?;
+            let ok = verdicts.iter().all(|v| v.verdict == "valid");
+            render::value(json, &verdicts)?;
+            Ok(if ok { 0 } else { 2 })
+        }
         Command::Gateway(GatewayCmd::Enable { home, listen }) => {
             offline::gateway_enable(home, listen, json)
         }
@@ -459,6 +469,7 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
         | Command::Serve(_)
         | Command::Schema(_)
         | Command::Gateway(_)
+        | Command::Calls(CallsCmd::Verify { .. })
         | Command::Audit(AuditCmd::Verify { .. } | AuditCmd::Reconcile { .. }) => {
             Err(anyhow!("this command does not run on a node"))
         }

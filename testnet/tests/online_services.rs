@@ -495,6 +495,35 @@ fn calls_through_the_hub_are_sealed_signed_audited_and_happen_once() {
         ])
         .unwrap();
     assert!(std::fs::metadata(&evidence).unwrap().len() > 500);
+    let ca = s(&sv.net.ca_dir().join("ca.crt"));
+    let verdicts = sv
+        .net
+        .pdx_json(&["calls", "verify", "--file", &evidence, "--ca", &ca])
+        .unwrap();
+    assert!(
+        verdicts
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["verdict"] == "valid" && v["outcome"] == "ok"),
+        "{verdicts}"
+    );
+    // A flipped byte inside a signed body: refused, never valid.
+    let mut bytes = std::fs::read(&evidence).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"3800").unwrap();
+    bytes[at] = b'9';
+    let forged = s(&tmp.path().join("forged.cbor"));
+    std::fs::write(&forged, &bytes).unwrap();
+    let out = sv
+        .net
+        .pdx(&["calls", "verify", "--file", &forged, "--ca", &ca])
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let bundles = export_bundles(&sv.net, tmp.path(), &[CONSUMER, HUB, PROVIDER, OTHER]);
     let rec = reconcile(&sv.net, &bundles);
     assert_eq!(rec["clean"], true, "{rec}");

@@ -884,6 +884,126 @@ pub fn export(node: &Node, call_ids: &[String], out: &str, operator: &str) -> Re
     Ok(file.calls.len())
 }
 
+/// One call of an evidence file, as checked offline.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvidenceVerdict {
+    /// Call id the response is bound to.
+    pub call_id: String,
+    /// The role of the exporting node in it.
+    pub role: Role,
+    /// Consumer (from the request's certificate).
+    pub consumer: String,
+    /// Provider (from the response's certificate), when answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The provider's signed outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// Request digest.
+    pub request_digest: String,
+    /// Response digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_digest: Option<String>,
+    /// `valid` or what failed.
+    pub verdict: String,
+}
+
+fn check_evidence(
+    checker: &crate::pki::CertChecker,
+    c: &StoredCall,
+) -> std::result::Result<EvidenceVerdict, String> {
+    use crate::proto::call::{CallRequestBody, CallResponseBody};
+    use pdx_crypto::SignatureDomain;
+    // Certificates are judged at the time their holder signed.
+    let at = |ms: u64| {
+        rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_millis(ms))
+    };
+    let unverified: CallRequestBody = c
+        .request
+        .dangerous_decode_unverified("request")
+        .map_err(|e| format!("request: {e}"))?;
+    let info = checker
+        .check_at(&c.request_certificate, at(unverified.time_ms))
+        .map_err(|e| format!("request certificate: {e}"))?;
+    let req: CallRequestBody = c
+        .request
+        .verify(SignatureDomain::CallRequest, &info.identity)
+        .map_err(|e| format!("request signature: {e}"))?;
+    if req.consumer != info.dept {
+        return Err(format!(
+            "request names {} but {} signed it",
+            req.consumer, info.dept
+        ));
+    }
+    let mut v = EvidenceVerdict {
+        call_id: hex::encode(&req.call_id),
+        role: c.summary.role,
+        consumer: req.consumer.clone(),
+        provider: None,
+        outcome: None,
+        request_digest: c.request.digest().to_hex(),
+        response_digest: None,
+        verdict: "valid".into(),
+    };
+    if let Some(resp) = &c.response {
+        let unverified: CallResponseBody = resp
+            .dangerous_decode_unverified("response")
+            .map_err(|e| format!("response: {e}"))?;
+        let pinfo = checker
+            .check_at(&c.response_certificate, at(unverified.time_ms))
+            .map_err(|e| format!("response certificate: {e}"))?;
+        let body: CallResponseBody = resp
+            .verify(SignatureDomain::CallResponse, &pinfo.identity)
+            .map_err(|e| format!("response signature: {e}"))?;
+        if body.provider != pinfo.dept || req.provider != pinfo.dept {
+            return Err(format!(
+                "response signed by {}, not the provider {}",
+                pinfo.dept, req.provider
+            ));
+        }
+        body.check_answers(&req, &c.request.digest())
+            .map_err(|m| format!("binding: {}", m.0))?;
+        v.provider = Some(pinfo.dept);
+        v.outcome = Some(body.outcome.label().to_string());
+        v.response_digest = Some(resp.digest().to_hex());
+    }
+    Ok(v)
+}
+
+/// `pdx calls verify --file F --ca CA` (offline, e.g. for a dispute): every
+/// call's certificates (against the CA, at signing time), signatures and the
+/// binding of response to request. Returns one verdict per call.
+pub fn verify_evidence(file: &str, ca_pem: &str) -> Result<Vec<EvidenceVerdict>> {
+    let path = std::path::Path::new(file);
+    let bytes = std::fs::read(path).map_err(NodeError::io(path))?;
+    let evidence: DisputeFile = from_cbor(&bytes, "call evidence")
+        .map_err(|e| NodeError::Invalid(format!("{file}: not a call evidence file: {e}")))?;
+    if evidence.format != DISPUTE_FORMAT {
+        return Err(NodeError::Invalid(format!(
+            "{file}: format {:?}, expected {DISPUTE_FORMAT:?}",
+            evidence.format
+        )));
+    }
+    let ca = crate::pki::read_certs(std::path::Path::new(ca_pem))?;
+    let checker = crate::pki::CertChecker::new(&ca, Vec::new())?;
+    Ok(evidence
+        .calls
+        .iter()
+        .map(|c| {
+            check_evidence(&checker, c).unwrap_or_else(|why| EvidenceVerdict {
+                call_id: c.summary.call_id.clone(),
+                role: c.summary.role,
+                consumer: c.summary.consumer.clone(),
+                provider: Some(c.summary.provider.clone()),
+                outcome: None,
+                request_digest: c.summary.request_digest.clone(),
+                response_digest: c.summary.response_digest.clone(),
+                verdict: format!("invalid: {why}"),
+            })
+        })
+        .collect())
+}
+
 /// Deletes kept calls older than the retention period and idempotency
 /// outcomes older than their window. Returns (calls, outcomes) removed.
 pub fn sweep(node: &Node) -> Result<(usize, usize)> {
