@@ -57,6 +57,64 @@ fn bin_dir(path: &Path) -> String {
     path.parent().unwrap().display().to_string()
 }
 
+/// Runs `script` in bash (`set -euo pipefail` included by the caller) in a
+/// fresh directory next to a `schemas` link, with `pdx` and `pdx-testnet` on
+/// the PATH; fails the test unless it succeeds within `limit_secs`. Returns
+/// the directory, the guard that stops the nodes of `homes` (under
+/// `workdir`) and the group, and stdout.
+fn run_script(
+    root: &Path,
+    script: &str,
+    workdir: &str,
+    homes: &'static [&'static str],
+    limit_secs: u64,
+) -> (tempfile::TempDir, Cleanup, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(root.join("schemas"), dir.path().join("schemas")).unwrap();
+    let pdx = pdx_testnet::pdx_bin().unwrap();
+    let path = format!(
+        "{}:{}:{}",
+        bin_dir(&pdx),
+        bin_dir(Path::new(env!("CARGO_BIN_EXE_pdx-testnet"))),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let log = dir.path().join("run.log");
+    let mut child = Command::new("bash")
+        .args(["-c", script])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("PDX_OPERATOR", "readme")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("run.err")).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let cleanup = Cleanup {
+        month: dir.path().join(workdir),
+        homes,
+        group: Some(child.id()),
+    };
+    let deadline = Instant::now() + Duration::from_secs(limit_secs);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the README section ran over {limit_secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    let err = std::fs::read_to_string(dir.path().join("run.err")).unwrap_or_default();
+    assert!(
+        status.success(),
+        "{status}\n--- stdout\n{out}\n--- stderr\n{err}"
+    );
+    (dir, cleanup, out)
+}
+
 #[test]
 fn the_readme_walk_through_runs_as_written() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -80,49 +138,8 @@ fn the_readme_walk_through_runs_as_written() {
         assert!(script.contains(step), "the walk-through lacks {step:?}");
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(root.join("schemas"), dir.path().join("schemas")).unwrap();
-    let pdx = pdx_testnet::pdx_bin().unwrap();
-    let path = format!(
-        "{}:{}:{}",
-        bin_dir(&pdx),
-        bin_dir(Path::new(env!("CARGO_BIN_EXE_pdx-testnet"))),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let log = dir.path().join("walk.log");
-    let mut child = Command::new("bash")
-        .args(["-c", &script])
-        .current_dir(dir.path())
-        .env("PATH", path)
-        .env("PDX_OPERATOR", "readme")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("walk.err")).unwrap())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let _cleanup = Cleanup {
-        month: dir.path().join("month"),
-        homes: &["nat", "gd", "bj", "nbs"],
-        group: Some(child.id()),
-    };
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the walk-through ran over 10 minutes"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let out = std::fs::read_to_string(&log).unwrap_or_default();
-    let err = std::fs::read_to_string(dir.path().join("walk.err")).unwrap_or_default();
-    assert!(
-        status.success(),
-        "{status}\n--- stdout\n{out}\n--- stderr\n{err}"
-    );
+    let (dir, _cleanup, out) =
+        run_script(&root, &script, "month", &["nat", "gd", "bj", "nbs"], 600);
     // What the month must show: cleared, confirmed, aggregated, verified.
     for expected in [
         "clearing over 2 releases",
@@ -165,46 +182,7 @@ fn the_online_services_section_runs_as_written() {
     ] {
         assert!(script.contains(step), "the section lacks {step:?}");
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(root.join("schemas"), dir.path().join("schemas")).unwrap();
-    let pdx = pdx_testnet::pdx_bin().unwrap();
-    let path = format!(
-        "{}:{}:{}",
-        bin_dir(&pdx),
-        bin_dir(Path::new(env!("CARGO_BIN_EXE_pdx-testnet"))),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let log = dir.path().join("calls.log");
-    let mut child = Command::new("bash")
-        .args(["-c", &script])
-        .current_dir(dir.path())
-        .env("PATH", path)
-        .env("PDX_OPERATOR", "readme")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("calls.err")).unwrap())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let _cleanup = Cleanup {
-        month: dir.path().join("calls"),
-        homes: &["hub", "gd", "bj"],
-        group: Some(child.id()),
-    };
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the section ran over 5 minutes");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let out = std::fs::read_to_string(&log).unwrap_or_default();
-    let err = std::fs::read_to_string(dir.path().join("calls.err")).unwrap_or_default();
-    assert!(
-        status.success(),
-        "{status}\n--- stdout\n{out}\n--- stderr\n{err}"
-    );
+    let (dir, _cleanup, out) = run_script(&root, &script, "calls", &["hub", "gd", "bj"], 300);
     for expected in [
         "\"fund_pay_sumamt\":\"700.00\"",
         "replayed",
