@@ -352,26 +352,36 @@ impl Schema {
 
     /// Parses and validates a schema; `file` names it in errors.
     pub fn parse(source: &str, file: &str) -> Result<Schema, SchemaErrors> {
-        let raw: RawSchema = toml::from_str(source).map_err(|e| {
-            let line = e.span().map(|s| line_of(source, s.start)).unwrap_or(0);
-            SchemaErrors(vec![SchemaError {
-                file: file.to_string(),
-                line,
-                key: String::from("(syntax)"),
-                message: e.message().to_string(),
-            }])
-        })?;
-        let mut v = Validator {
-            source,
-            file,
-            errors: Vec::new(),
-        };
-        let schema = v.build(raw, source);
-        if v.errors.is_empty() {
-            schema.ok_or_else(|| SchemaErrors(Vec::new()))
-        } else {
-            Err(SchemaErrors(v.errors))
-        }
+        parse_validated(source, file, |v, raw: RawSchema| v.build(raw, source))
+    }
+}
+
+/// Parses `source` as TOML into `R` (a syntax error is one located problem),
+/// then builds the model with a [`Validator`] that collects every problem.
+pub(crate) fn parse_validated<R: serde::de::DeserializeOwned, T>(
+    source: &str,
+    file: &str,
+    build: impl FnOnce(&mut Validator<'_>, R) -> Option<T>,
+) -> Result<T, SchemaErrors> {
+    let raw: R = toml::from_str(source).map_err(|e| {
+        let line = e.span().map(|s| line_of(source, s.start)).unwrap_or(0);
+        SchemaErrors(vec![SchemaError {
+            file: file.to_string(),
+            line,
+            key: String::from("(syntax)"),
+            message: e.message().to_string(),
+        }])
+    })?;
+    let mut v = Validator {
+        source,
+        file,
+        errors: Vec::new(),
+    };
+    let built = build(&mut v, raw);
+    if v.errors.is_empty() {
+        built.ok_or_else(|| SchemaErrors(Vec::new()))
+    } else {
+        Err(SchemaErrors(v.errors))
     }
 }
 

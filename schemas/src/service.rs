@@ -5,9 +5,10 @@
 //! `docs/schema-format.md` ("Services"); `schemas/medical_insurance/
 //! settlement_calc.toml` is the worked example.
 
-use crate::error::{SchemaError, SchemaErrors};
+use crate::error::SchemaErrors;
 use crate::schema::{
-    Field, Grade, IdentifierClass, PiClass, RawField, SharingClass, Validator, line_of, valid_id,
+    Field, Grade, IdentifierClass, PiClass, RawField, SharingClass, Validator, parse_validated,
+    valid_id,
 };
 use pdx_crypto::Digest;
 use serde::Deserialize;
@@ -95,26 +96,7 @@ pub type Values = BTreeMap<String, Option<String>>;
 impl ServiceDef {
     /// Parses and validates a definition; `file` names it in errors.
     pub fn parse(source: &str, file: &str) -> Result<ServiceDef, SchemaErrors> {
-        let raw: RawServiceFile = toml::from_str(source).map_err(|e| {
-            let line = e.span().map(|s| line_of(source, s.start)).unwrap_or(0);
-            SchemaErrors(vec![SchemaError {
-                file: file.to_string(),
-                line,
-                key: String::from("(syntax)"),
-                message: e.message().to_string(),
-            }])
-        })?;
-        let mut v = Validator {
-            source,
-            file,
-            errors: Vec::new(),
-        };
-        let def = build(&mut v, raw, source);
-        if v.errors.is_empty() {
-            def.ok_or_else(|| SchemaErrors(Vec::new()))
-        } else {
-            Err(SchemaErrors(v.errors))
-        }
+        parse_validated(source, file, |v, raw: RawServiceFile| build(v, raw, source))
     }
 
     /// Whether `source` is a service definition rather than a dataset schema.

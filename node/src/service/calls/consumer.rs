@@ -4,6 +4,7 @@
 //! provider's signature and binding, open the fields sealed for us, validate
 //! the response, and keep and audit both signed messages.
 
+use super::hop::{HopError, send_call};
 use super::sealing::{open_values, seal_values};
 use super::{
     CallCode, CallFailure, CallSummary, Role, StoredCall, record, service, summary,
@@ -12,8 +13,7 @@ use super::{
 use crate::error::NodeError;
 use crate::node::Node;
 use crate::proto::call::{
-    Call, CallRequestBody, CallResponse, CallResponseBody, CallerEvent, CallerExchange,
-    CallerFailure, Outcome,
+    Call, CallRequestBody, CallResponse, CallResponseBody, CallerEvent, Outcome,
 };
 use crate::service::{Services, blocking, directory};
 use pdx_audit::store::now_ms;
@@ -84,7 +84,7 @@ pub struct CallResult {
 struct Prepared {
     call: Call,
     body: CallRequestBody,
-    def: ServiceDef,
+    def: std::sync::Arc<ServiceDef>,
     via: Option<String>,
 }
 
@@ -271,74 +271,24 @@ enum Answer {
 }
 
 async fn exchange(svc: &Arc<Services>, hop: &str, call: &Call, timeout: Duration) -> Answer {
-    // A pooled connection may have died since its last use: one fresh try.
-    let mut last = None;
-    for _ in 0..2 {
-        let pc = match svc.net.pooled(svc, hop).await {
-            Ok(pc) => pc,
-            Err(e) => {
-                return Answer::Failed(fail(
-                    CallCode::Unreachable,
-                    format!("cannot reach {hop}: {e}"),
-                ));
-            }
-        };
-        let mut s = match pc.stream().await {
-            Ok(s) => s,
-            Err(e) => {
-                pc.conn
-                    .close(quinn::VarInt::from_u32(crate::net::CLOSE_DONE), b"stale");
-                last = Some(e.to_string());
-                continue;
-            }
-        };
-        let (mut m, first) = CallerExchange::start(call.clone(), Instant::now(), timeout);
-        if let Err(e) = s.send(&first).await {
-            pc.conn
-                .close(quinn::VarInt::from_u32(crate::net::CLOSE_DONE), b"stale");
-            last = Some(e.to_string());
-            continue;
+    match send_call(svc, hop, call, timeout).await {
+        Ok(ev) => Answer::Event(ev),
+        Err(HopError::Connect(e)) => Answer::Failed(fail(
+            CallCode::Unreachable,
+            format!("cannot reach {hop}: {e}"),
+        )),
+        Err(HopError::Lost(e)) => Answer::Failed(fail(
+            CallCode::Unreachable,
+            format!("cannot open a stream to {hop}: {e}"),
+        )),
+        Err(HopError::Timeout) => Answer::Failed(fail(
+            CallCode::Timeout,
+            format!("no answer from {hop} within {} ms", timeout.as_millis()),
+        )),
+        Err(HopError::Unexpected(w)) => {
+            Answer::Failed(fail(CallCode::Untrusted, format!("{hop}: {w}")))
         }
-        let deadline = m.poll_timeout().unwrap_or_else(Instant::now);
-        let got = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), s.recv()).await;
-        s.finish().await;
-        if got.is_err() {
-            // A silent first hop: the next call connects afresh.
-            svc.net.evict(hop).await;
-        }
-        return match got {
-            Err(_) => match m.handle_timeout(Instant::now()) {
-                Err(CallerFailure::Timeout) | Ok(()) => Answer::Failed(fail(
-                    CallCode::Timeout,
-                    format!("no answer from {hop} within {} ms", timeout.as_millis()),
-                )),
-                Err(CallerFailure::Unexpected(w)) => Answer::Failed(fail(CallCode::Internal, w)),
-            },
-            Ok(Err(e)) => {
-                // The connection died under the call: the same signed call once
-                // more on a fresh one (its idempotency key makes that harmless).
-                svc.net.evict(hop).await;
-                last = Some(e.to_string());
-                continue;
-            }
-            Ok(Ok(msg)) => match m.handle(msg) {
-                Ok(ev) => Answer::Event(ev),
-                Err(CallerFailure::Unexpected(w)) => {
-                    Answer::Failed(fail(CallCode::Untrusted, format!("{hop}: {w}")))
-                }
-                Err(CallerFailure::Timeout) => {
-                    Answer::Failed(fail(CallCode::Timeout, format!("no answer from {hop}")))
-                }
-            },
-        };
     }
-    Answer::Failed(fail(
-        CallCode::Unreachable,
-        format!(
-            "cannot open a stream to {hop}: {}",
-            last.unwrap_or_default()
-        ),
-    ))
 }
 
 fn outcome_of(f: &CallFailure) -> String {

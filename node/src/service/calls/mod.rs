@@ -18,6 +18,7 @@
 pub mod backend;
 pub mod consumer;
 pub mod gateway;
+pub mod hop;
 pub mod limits;
 pub mod provider;
 pub mod relay;
@@ -58,8 +59,8 @@ pub struct ServiceRecord {
 
 impl ServiceRecord {
     /// The validated definition.
-    pub fn definition(&self) -> Result<ServiceDef> {
-        Ok((*parsed(&self.source, &self.id)?).clone())
+    pub fn definition(&self) -> Result<std::sync::Arc<ServiceDef>> {
+        parsed(&self.source, &self.id)
     }
 }
 
@@ -267,12 +268,15 @@ pub fn list(node: &Node) -> Result<Vec<ServiceInfo>> {
     node.store
         .scan::<ServiceRecord>(CF_SERVICES, b"")?
         .into_iter()
-        .map(|(_, r)| Ok(info(&r, &r.definition()?)))
+        .map(|(_, r)| Ok(info(&r, &*r.definition()?)))
         .collect()
 }
 
 /// A stored service and its definition.
-pub fn service(node: &Node, id: &str) -> Result<Option<(ServiceRecord, ServiceDef)>> {
+pub fn service(
+    node: &Node,
+    id: &str,
+) -> Result<Option<(ServiceRecord, std::sync::Arc<ServiceDef>)>> {
     match node
         .store
         .get::<ServiceRecord>(CF_SERVICES, store::service_key(id))?
@@ -431,6 +435,35 @@ pub fn verify_signed<T: serde::de::DeserializeOwned>(
 ) -> Result<(T, crate::pki::CertInfo)> {
     let info = node.check_cert_cached(certificate)?;
     let body = signed.verify(domain, &info.identity)?;
+    Ok((body, info))
+}
+
+/// What a hub and a provider check of every call before acting on it: the
+/// signer's certificate and signature, that the signer is the consumer the
+/// request names, and the request's structure. `from` is the connected
+/// department (named in the refusal).
+pub fn verified_request(
+    node: &Node,
+    from: &str,
+    call: &crate::proto::call::Call,
+) -> std::result::Result<(CallRequestBody, crate::pki::CertInfo), (ErrorCode, String)> {
+    let (body, info) = verify_signed::<CallRequestBody>(
+        node,
+        &call.request,
+        &call.certificate,
+        pdx_crypto::SignatureDomain::CallRequest,
+    )
+    .map_err(|e| (ErrorCode::BadSignature, format!("request from {from}: {e}")))?;
+    if info.dept != body.consumer {
+        return Err((
+            ErrorCode::Untrusted,
+            format!(
+                "request names consumer {} but is signed by {}",
+                body.consumer, info.dept
+            ),
+        ));
+    }
+    body.check().map_err(|m| (ErrorCode::BadRequest, m.0))?;
     Ok((body, info))
 }
 

@@ -15,7 +15,7 @@ use super::limits::KeyHeld;
 use super::sealing::{open_values, seal_values};
 use super::{
     IdempotencyRecord, Role, ServiceRecord, StoredCall, content_digest, record, service, summary,
-    values_from_json, values_to_json, verify_signed,
+    values_from_json, values_to_json, verified_request,
 };
 use crate::error::{NodeError, Result};
 use crate::net::{Framed, Peer};
@@ -57,7 +57,7 @@ type Refusal = (ErrorCode, String);
 pub(super) struct Pending {
     call: Call,
     body: CallRequestBody,
-    def: ServiceDef,
+    def: std::sync::Arc<ServiceDef>,
     record: ServiceRecord,
     values: Values,
     content: Digest,
@@ -78,23 +78,7 @@ fn internal(e: NodeError) -> Refusal {
 
 fn check(svc: &Services, from: &str, call: Call) -> std::result::Result<Step, Refusal> {
     let node = &svc.node;
-    let (body, info) = verify_signed::<CallRequestBody>(
-        node,
-        &call.request,
-        &call.certificate,
-        SignatureDomain::CallRequest,
-    )
-    .map_err(|e| (ErrorCode::BadSignature, format!("request from {from}: {e}")))?;
-    if info.dept != body.consumer {
-        return Err((
-            ErrorCode::Untrusted,
-            format!(
-                "request names consumer {} but is signed by {}",
-                body.consumer, info.dept
-            ),
-        ));
-    }
-    body.check().map_err(|m| (ErrorCode::BadRequest, m.0))?;
+    let (body, info) = verified_request(node, from, &call)?;
     let consumer = body.consumer.clone();
     let (binding, def) = service(node, &body.service)
         .map_err(internal)?

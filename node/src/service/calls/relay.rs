@@ -4,11 +4,12 @@
 //! provider, checks the provider's signature and the binding of the answer,
 //! keeps both signed messages (sealed fields stay sealed) and logs the hop.
 
-use super::{CallCode, Role, StoredCall, record, summary, verify_signed};
+use super::hop::{HopError, send_call};
+use super::{CallCode, Role, StoredCall, record, summary, verified_request, verify_signed};
 use crate::error::Result;
 use crate::net::{Framed, Peer};
 use crate::node::Node;
-use crate::proto::call::{Call, CallRequestBody, CallResponse, CallResponseBody};
+use crate::proto::call::{Call, CallRequestBody, CallResponse, CallResponseBody, CallerEvent};
 use crate::proto::msg::{ErrorCode, Message};
 use crate::service::{Services, blocking};
 use pdx_crypto::SignatureDomain;
@@ -25,14 +26,8 @@ fn check_request(
     from: &str,
     call: &Call,
 ) -> std::result::Result<CallRequestBody, (ErrorCode, String)> {
-    let (body, info) = verify_signed::<CallRequestBody>(
-        node,
-        &call.request,
-        &call.certificate,
-        SignatureDomain::CallRequest,
-    )
-    .map_err(|e| (ErrorCode::BadSignature, format!("request from {from}: {e}")))?;
-    if info.dept != from || body.consumer != from {
+    let (body, info) = verified_request(node, from, call)?;
+    if info.dept != from {
         return Err((
             ErrorCode::Untrusted,
             format!(
@@ -41,7 +36,6 @@ fn check_request(
             ),
         ));
     }
-    body.check().map_err(|m| (ErrorCode::BadRequest, m.0))?;
     if !node.config.services.relays(&body.consumer, &body.provider) {
         return Err((
             ErrorCode::NotGranted,
@@ -118,12 +112,29 @@ pub(crate) async fn relay(
     let wait = Duration::from_millis(u64::from(body.timeout_ms))
         .saturating_sub(Duration::from_millis(500))
         .clamp(Duration::from_millis(100), RELAY_WAIT);
-    let forwarded = forward(svc, &provider, &call, wait).await;
+    let unreachable = |e: String| {
+        (
+            ErrorCode::Unreachable,
+            format!("hub cannot reach {provider}: {e}"),
+        )
+    };
+    let forwarded = match send_call(svc, &provider, &call, wait).await {
+        Ok(ev) => Ok(ev),
+        Err(HopError::Connect(e) | HopError::Lost(e)) => Err(unreachable(e)),
+        Err(HopError::Timeout) => Err((
+            ErrorCode::Timeout,
+            format!(
+                "{provider} did not answer the hub within {} ms",
+                wait.as_millis()
+            ),
+        )),
+        Err(HopError::Unexpected(w)) => Err((ErrorCode::Internal, format!("{provider}: {w}"))),
+    };
     let hub = svc.node.config.dept.clone();
     let node = svc.node.clone();
-    let (reply, kept) = blocking(move || {
-        Ok(match forwarded {
-            Ok(Message::CallResponse(r)) => match check_response(&node, &call, &body, &r) {
+    let reply = blocking(move || {
+        let (m, kept) = match forwarded {
+            Ok(CallerEvent::Response(r)) => match check_response(&node, &call, &body, &r) {
                 Ok((rbody, bound, signed)) => {
                     let mut sm = summary(
                         Role::Relay,
@@ -156,32 +167,22 @@ pub(crate) async fn relay(
                     )
                 }
             },
-            Ok(Message::Error(e)) => {
+            Ok(CallerEvent::Refused(e)) => {
                 let label = CallCode::of_error(e.code).label();
                 (
                     Message::Error(e),
                     unanswered(&body, &call, hub, label, started),
                 )
             }
-            Ok(other) => (
-                Message::error(
-                    ErrorCode::Internal,
-                    format!("{provider} answered {:?}", other.msg_type()),
-                ),
-                unanswered(&body, &call, hub, CallCode::Internal.label(), started),
-            ),
             Err((code, why)) => (
                 Message::error(code, why),
                 unanswered(&body, &call, hub, CallCode::of_error(code).label(), started),
             ),
-        })
-        .and_then(|(m, kept)| {
-            record(&node, &kept, None, false, None, Vec::new())?;
-            Ok((m, kept))
-        })
+        };
+        record(&node, &kept, None, false, None, Vec::new())?;
+        Ok(m)
     })
     .await?;
-    drop(kept);
     s.send(&reply).await?;
     s.finish().await;
     Ok(())
@@ -210,66 +211,4 @@ fn unanswered(
         response_certificate: Vec::new(),
         retry: None,
     }
-}
-
-async fn forward(
-    svc: &Arc<Services>,
-    provider: &str,
-    call: &Call,
-    wait: Duration,
-) -> std::result::Result<Message, (ErrorCode, String)> {
-    let unreachable = |e: String| {
-        (
-            ErrorCode::Unreachable,
-            format!("hub cannot reach {provider}: {e}"),
-        )
-    };
-    let mut last = String::new();
-    for _ in 0..2 {
-        let pc = svc
-            .net
-            .pooled(svc, provider)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let mut st = match pc.stream().await {
-            Ok(st) => st,
-            Err(e) => {
-                pc.conn
-                    .close(quinn::VarInt::from_u32(crate::net::CLOSE_DONE), b"stale");
-                last = e.to_string();
-                continue;
-            }
-        };
-        if let Err(e) = st.send(&Message::Call(Box::new(call.clone()))).await {
-            pc.conn
-                .close(quinn::VarInt::from_u32(crate::net::CLOSE_DONE), b"stale");
-            last = e.to_string();
-            continue;
-        }
-        let got = tokio::time::timeout(wait, st.recv()).await;
-        st.finish().await;
-        return match got {
-            Err(_) => {
-                // A silent provider connection: the next call connects afresh.
-                svc.net.evict(provider).await;
-                Err((
-                    ErrorCode::Timeout,
-                    format!(
-                        "{provider} did not answer the hub within {} ms",
-                        wait.as_millis()
-                    ),
-                ))
-            }
-            Ok(Err(e)) => {
-                // The connection died under the call (a restarted provider
-                // resets it): the same signed call once more on a fresh one;
-                // its idempotency key makes a second delivery harmless.
-                svc.net.evict(provider).await;
-                last = e.to_string();
-                continue;
-            }
-            Ok(Ok(m)) => Ok(m),
-        };
-    }
-    Err(unreachable(last))
 }
