@@ -1,6 +1,7 @@
 # pdx: two set-up commands, one build profile.
 #
 #   make demo   build, then run the cross-province settlement scenario on real nodes
+#   make demo-realtime   the same month born online: calls at the counter, daily uploads, disputes
 #   make test   build, then run the whole test suite
 #
 # Everything (tests, demo, benchmarks) uses the release profile, so `make test`
@@ -12,7 +13,7 @@ BIN        := $(TARGET_DIR)/release
 DEMO_DIR   ?= $(CURDIR)/demo-net
 DEMO_ARGS  ?=
 
-.PHONY: all deps build test demo bench lint fmt fuzz-build clean
+.PHONY: all deps build test demo demo-realtime bench lint fmt fuzz-build clean
 
 all: build
 
@@ -45,6 +46,10 @@ test: build
 demo: build
 	rm -rf $(DEMO_DIR)
 	$(BIN)/pdx-testnet scenario settlement --provinces 5 --records 100000 $(DEMO_ARGS) --dir $(DEMO_DIR)
+
+demo-realtime: build
+	rm -rf $(DEMO_DIR)-realtime
+	$(BIN)/pdx-testnet scenario realtime --provinces 5 --patients 2500 --days 5 --rate 400 $(DEMO_ARGS) --dir $(DEMO_DIR)-realtime
 
 bench: build
 	bash docs/bench/run.sh

@@ -267,6 +267,18 @@ pub enum SettleCmd {
         /// Write the submission to this file instead of sending it.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The month cleared (YYYY-MM): records dated outside it are disputed.
+        #[arg(long)]
+        month: Option<String>,
+        /// Field the month is read from.
+        #[arg(long, default_value = "setl_time")]
+        date_field: String,
+    },
+    /// Clearing node: every record an insured province disputes, with its
+    /// reason and evidence digests.
+    Disputes {
+        #[command(flatten)]
+        home: HomeArgs,
     },
     /// Clearing node: the matrix of what each insured province owes each
     /// treatment province, confirmations and net positions.
@@ -493,6 +505,11 @@ pub struct FetchArgs {
     /// Retries after a lost connection (each resumes from the last stored chunk).
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
+    /// Only the rows added since the newest release of this dataset, profile
+    /// and purpose held here (one daily upload); refused for profiles with
+    /// a privacy model (k, l).
+    #[arg(long)]
+    pub incremental: bool,
 }
 
 #[derive(Args, Debug)]
@@ -736,6 +753,28 @@ pub enum ServiceCmd {
     },
     /// List the services this node knows.
     List(HomeArgs),
+    /// Consumer: append each ok call of a service to a dataset (one row per
+    /// settlement), columns mapped from the request, the response and the call.
+    Record {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Service id (added with `pdx service add`).
+        #[arg(long, required_unless_present = "flush")]
+        service: Option<String>,
+        /// Dataset the rows go to (created on the first append).
+        #[arg(long, required_unless_present = "flush")]
+        dataset: Option<String>,
+        /// Schema of the dataset (TOML).
+        #[arg(long, required_unless_present = "flush")]
+        schema: Option<PathBuf>,
+        /// Map file: [columns] COLUMN = "request.F" | "response.F" | "call.time" | "call.id" | "call.provider" | { value = "TEXT" }.
+        #[arg(long, required_unless_present = "flush")]
+        map: Option<PathBuf>,
+        /// Append the outcomes queued so far now (`pdx serve` does every minute
+        /// and before each release of the dataset).
+        #[arg(long)]
+        flush: bool,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -13,6 +13,7 @@ use pdx_node::api::{ExportSpec, Outcome, Request, SubmitSpec};
 use pdx_node::service::aggregate::{AggregateSpec, ContributeSpec, QuerySpec, SumVerdict};
 use pdx_node::service::audit::EntryFilter;
 use pdx_node::service::calls::consumer::CallSpec;
+use pdx_node::service::calls::records::RecordSpec;
 use pdx_node::service::calls::{CallFilter, ServiceSpec};
 use pdx_node::service::datasets::ImportSpec;
 use pdx_node::service::grants::GrantSpec;
@@ -241,6 +242,7 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
                 agreement: a.agreement.clone(),
                 purpose: a.purpose.clone(),
                 retries: a.retries,
+                incremental: a.incremental,
             }),
         ),
         Command::Forward(a) => h(
@@ -356,6 +358,8 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
             amount_field,
             to,
             out,
+            month,
+            date_field,
         }) => h(
             home,
             Request::SettleConfirm(ConfirmSpec {
@@ -365,8 +369,11 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
                 amount_field: amount_field.clone(),
                 to: to.clone(),
                 out: opt_absolute(out)?,
+                month: month.clone(),
+                date_field: Some(date_field.clone()),
             }),
         ),
+        Command::Settle(SettleCmd::Disputes { home }) => h(home, Request::SettleDisputes),
         Command::Settle(SettleCmd::Clearing {
             home,
             profile,
@@ -407,6 +414,28 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
             }),
         ),
         Command::Service(ServiceCmd::List(home)) => h(home, Request::ServiceList),
+        Command::Service(ServiceCmd::Record {
+            home,
+            service,
+            dataset,
+            schema,
+            map,
+            flush,
+        }) => match (service, dataset, schema, map) {
+            (Some(service), Some(dataset), Some(schema), Some(map)) => h(
+                home,
+                Request::ServiceRecord(RecordSpec {
+                    service: service.clone(),
+                    dataset: dataset.clone(),
+                    schema: absolute(schema)?,
+                    map: absolute(map)?,
+                }),
+            ),
+            _ if *flush => h(home, Request::ServiceFlush),
+            _ => Err(anyhow!(
+                "pdx service record needs --service, --dataset, --schema and --map (or --flush)"
+            )),
+        },
         Command::Call(a) => {
             let body = if a.body.as_os_str() == "-" {
                 let mut s = String::new();

@@ -454,8 +454,10 @@ pub fn outcome(json: bool, o: &Outcome) -> Result<()> {
                     "TREATMENT",
                     "RECORDS",
                     "AMOUNT",
-                    "CONFIRMED RECORDS",
-                    "CONFIRMED AMOUNT",
+                    "AGREED RECORDS",
+                    "AGREED AMOUNT",
+                    "DISPUTED RECORDS",
+                    "DISPUTED AMOUNT",
                 ],
                 v.matrix
                     .iter()
@@ -467,14 +469,16 @@ pub fn outcome(json: bool, o: &Outcome) -> Result<()> {
                             c.amount.clone(),
                             c.confirmed_records.to_string(),
                             c.confirmed_amount.clone(),
+                            c.disputed_records.to_string(),
+                            c.disputed_amount.clone(),
                         ]
                     })
                     .collect(),
-                &[2, 3, 4, 5],
+                &[2, 3, 4, 5, 6, 7],
             );
             outln!();
             table(
-                &["PROVINCE", "NET (yuan)", "CONFIRMED NET (yuan)"],
+                &["PROVINCE", "NET (yuan)", "NET ON AGREED (yuan)"],
                 v.net_positions
                     .iter()
                     .map(|p| vec![p.province.clone(), p.net.clone(), p.confirmed_net.clone()])
@@ -488,6 +492,31 @@ pub fn outcome(json: bool, o: &Outcome) -> Result<()> {
                 outln!("excluded: {u}");
             }
         }
+        Outcome::Disputes(list) => table(
+            &[
+                "INSURED",
+                "TREATMENT",
+                "SETL_ID",
+                "REASON",
+                "AMOUNT",
+                "SIGNED AMOUNT",
+                "RELEASE",
+            ],
+            list.iter()
+                .map(|d| {
+                    vec![
+                        d.insured.clone(),
+                        d.treatment.clone(),
+                        d.setl_id.clone(),
+                        d.reason.clone(),
+                        d.amount.clone(),
+                        opt(&d.signed_amount),
+                        d.release.clone(),
+                    ]
+                })
+                .collect(),
+            &[4, 5],
+        ),
         Outcome::Calls(list) => table(
             &[
                 "TIME", "CALL", "ROLE", "SERVICE", "CONSUMER", "PROVIDER", "VIA", "OUTCOME", "MS",

@@ -70,6 +70,28 @@ pub async fn serve(home: &Path, passphrase_file: Option<&Path>, operator: &str) 
             let _ = blocking(move || pdx_node::service::calls::sweep(&s.node)).await;
         }
     });
+    // Outcomes of recorded calls are appended to their datasets every minute
+    // (and before any release of them).
+    let recording = svc.clone();
+    let recorder = tokio::spawn(async move {
+        let mut t = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            t.tick().await;
+            let s = recording.clone();
+            let flushed = blocking(move || {
+                pdx_node::service::calls::records::flush_all(
+                    &s.node,
+                    &pdx_node::progress::NoProgress,
+                )
+            })
+            .await;
+            if let Err(e) = flushed {
+                eprintln!(
+                    "pdx serve: appending recorded call outcomes failed (they stay queued): {e}"
+                );
+            }
+        }
+    });
     // Checkpoints every interval; summaries of aggregated refusals as their
     // windows close.
     let ticking = svc.clone();
@@ -108,6 +130,7 @@ pub async fn serve(home: &Path, passphrase_file: Option<&Path>, operator: &str) 
     }
     ticker.abort();
     sweeper.abort();
+    recorder.abort();
     if let Some(g) = gateway {
         g.abort();
     }

@@ -15,6 +15,7 @@ use crate::service::audit::{
     EntryInfo, InclusionProof, Status,
 };
 use crate::service::calls::consumer::{CallResult, CallSpec};
+use crate::service::calls::records::{Flushed, RecordSpec, Recording};
 use crate::service::calls::{self, CallFilter, CallShown, CallSummary, ServiceInfo, ServiceSpec};
 use crate::service::datasets::{self, DatasetInfo, ImportOutcome, ImportSpec};
 use crate::service::directory::{self, KeyInfo, PeerInfo};
@@ -141,6 +142,12 @@ pub enum Request {
     SettleConfirm(ConfirmSpec),
     /// `pdx settle clearing`.
     SettleClearing(ClearingSpec),
+    /// `pdx settle disputes`.
+    SettleDisputes,
+    /// `pdx service record`.
+    ServiceRecord(RecordSpec),
+    /// `pdx service record --flush`: append what recorded calls queued.
+    ServiceFlush,
     /// `pdx audit export`.
     AuditExport {
         /// Bundle path.
@@ -338,6 +345,12 @@ outcomes! {
     CallShown(CallShown),
     /// `pdx calls export`.
     CallsExported(CallsExported),
+    /// `pdx settle disputes`.
+    Disputes(Vec<settle::DisputeRow>),
+    /// `pdx service record`.
+    Recording(Recording),
+    /// `pdx service record --flush`.
+    Flushed(Vec<Flushed>),
 }
 
 /// Sends a signed document from the outbox to `to`, or writes it to `out`
@@ -484,11 +497,22 @@ async fn release_request(svc: &Arc<Services>, f: &FetchSpec) -> Result<ReleaseRe
             }
         }
     };
+    let after = if f.incremental {
+        let node = svc.node.clone();
+        let (peer, dataset, profile) = (f.peer.clone(), f.dataset.clone(), f.profile.clone());
+        let (a, p) = (agreement.clone(), purpose.clone());
+        blocking(move || release::chain_head(&node, &peer, &dataset, &profile, a.as_deref(), &p))
+            .await?
+    } else {
+        None
+    };
     Ok(ReleaseRequest {
         dataset: f.dataset.clone(),
         profile: f.profile.clone(),
         agreement,
         purpose,
+        incremental: f.incremental,
+        after,
     })
 }
 
@@ -707,6 +731,15 @@ pub async fn execute(
             })
         }
         Request::SettleConfirm(spec) => confirm(svc, spec, &op, progress).await?,
+        Request::SettleDisputes => {
+            Outcome::Disputes(blocking(move || settle::disputes(&node)).await?)
+        }
+        Request::ServiceRecord(spec) => {
+            Outcome::Recording(blocking(move || calls::records::add_rule(&node, &spec, &op)).await?)
+        }
+        Request::ServiceFlush => Outcome::Flushed(
+            blocking(move || calls::records::flush_all(&node, progress.as_ref())).await?,
+        ),
         Request::SettleClearing(spec) => Outcome::Clearing(
             blocking(move || {
                 settle::clearing(
@@ -771,11 +804,30 @@ async fn confirm(
             if s.out.is_none() {
                 directory::peer(&node, &s.to)?;
             }
-            if need_registry {
-                settle::load_registry(&s.registry)
-            } else {
-                Ok(settle::Registry::new())
+            if let Some(m) = &s.month
+                && !(m.len() == 7
+                    && m.as_bytes()[4] == b'-'
+                    && pdx_schemas::types::parse_date(&format!("{m}-01")).is_some())
+            {
+                return Err(NodeError::Invalid(format!(
+                    "--month {m:?}: give the month as YYYY-MM"
+                )));
             }
+            Ok(settle::Checks {
+                persons: if need_registry {
+                    settle::load_registry(&s.registry)?
+                } else {
+                    settle::Registry::new()
+                },
+                online: if need_registry {
+                    settle::online_index(&node, &s.amount_field)?
+                } else {
+                    settle::OnlineIndex::new()
+                },
+                month: s.month.clone(),
+                date_field: s.date_field.clone().unwrap_or_else(|| "setl_time".into()),
+                seen: std::sync::Mutex::new(std::collections::HashSet::new()),
+            })
         })
         .await?,
     );

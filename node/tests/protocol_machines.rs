@@ -173,6 +173,7 @@ fn body(n: u32) -> ManifestBody {
         content_digest,
         recipients: Vec::new(),
         report: serde_json_report(),
+        rows: None,
     }
 }
 

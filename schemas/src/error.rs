@@ -138,6 +138,20 @@ pub enum RuleViolation {
         /// The full report, for the steward.
         report: Box<crate::report::ReleaseReport>,
     },
+    /// An incremental release was asked of a profile with a privacy model:
+    /// k-anonymity and l-diversity hold per release, not over the union of
+    /// increments a recipient holds, so pdx refuses rather than leak.
+    #[error(
+        "dataset {dataset}, profile {profile}: rule privacy-model: the profile requires k={k} or l-diversity, which an incremental release cannot guarantee over everything the recipient already holds; fetch a full release (without --incremental)"
+    )]
+    IncrementalPrivacyModel {
+        /// Dataset.
+        dataset: String,
+        /// Profile.
+        profile: String,
+        /// Required k.
+        k: u32,
+    },
     /// A value cannot be generalised as the profile says.
     #[error(
         "dataset {dataset}, profile {profile}, field {field}, record {record}: rule generalize: value {value:?} {reason}"

@@ -18,6 +18,36 @@ fn settlement() -> Schema {
 }
 
 #[test]
+fn the_online_settlement_schema_seals_identities_in_both_profiles_and_keeps_the_batch_classes() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/medical_insurance/");
+    let text = std::fs::read_to_string(format!("{dir}settlement_online.toml")).unwrap_or_default();
+    let online = Schema::parse(&text, "settlement_online.toml").unwrap_or_else(|e| panic!("{e}"));
+    let batch = settlement();
+    assert_eq!(online.fields.len(), 17);
+    for f in &online.fields {
+        // Every field the batch schema also has is classified the same way.
+        if let Some(i) = batch.field_index(&f.name) {
+            let b = &batch.fields[i];
+            assert_eq!((f.identifier, f.pi), (b.identifier, b.pi), "{}", f.name);
+        }
+    }
+    for profile in ["daily", "clearing"] {
+        let p = &online.profiles[profile];
+        assert_eq!(
+            p.k, 1,
+            "{profile} has no privacy model: it is released incrementally"
+        );
+        for name in ["psn_no", "certno", "psn_name", "diag_code"] {
+            let i = online.field_index(name).unwrap_or(usize::MAX);
+            assert!(
+                matches!(p.treatments[i], Treatment::EncryptFor(_)),
+                "{profile}.{name}"
+            );
+        }
+    }
+}
+
+#[test]
 fn settlement_schema_is_valid_and_classifies_identity_fields() {
     let s = settlement();
     assert_eq!(s.dataset.grade, Grade::Important);

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod callbench;
 pub mod generate;
 pub mod leaks;
+pub mod realtime;
 pub mod scenario;
 pub mod settlement;
 

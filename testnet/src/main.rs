@@ -53,6 +53,11 @@ enum Cmd {
         /// ok | slow | error | invalid | huge (switch later: POST /mode/NAME).
         #[arg(long, default_value = "ok")]
         mode: String,
+        /// The insured province's benefit policy (TOML: province,
+        /// deductible_fen, annual_cap_fen, inpatient_ratio, outpatient_ratio):
+        /// stateful per person, decisions kept in GET /ledger.
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
     /// Benchmarks.
     #[command(subcommand)]
@@ -158,6 +163,36 @@ enum Scenario {
         #[arg(long)]
         json: bool,
     },
+    /// Real-time direct settlement: hospitals call the insured province's
+    /// benefit calculation through the hub, each ok call becomes a record,
+    /// daily incremental uploads, month-end clearing with injected disputes;
+    /// every figure checked against the backends' own ledgers.
+    Realtime {
+        /// Provinces (2..31).
+        #[arg(long, default_value_t = 4)]
+        provinces: usize,
+        /// Insured patients (all provinces together).
+        #[arg(long, default_value_t = 2_000)]
+        patients: u64,
+        /// Simulated days of November 2026 (1..30).
+        #[arg(long, default_value_t = 3)]
+        days: u32,
+        /// Offered calls per second over all hospitals (open loop).
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        /// Settlements over the month (default: 2 per patient).
+        #[arg(long)]
+        settlements: Option<u64>,
+        /// Directory for the network (kept for inspection; must not exist yet).
+        #[arg(long, default_value = "realtime-net")]
+        dir: PathBuf,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print the summary as JSON (progress goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
     /// Two departments exchange a dataset (the walking skeleton).
     TwoNode {
         /// Directory for the network (kept for inspection).
@@ -231,11 +266,22 @@ fn main() -> Result<()> {
             let v = pdx_testnet::callbench::run(&dir, &schema, &o)?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
-        Cmd::Backend { listen, mode } => {
+        Cmd::Backend {
+            listen,
+            mode,
+            policy,
+        } => {
             let mode = pdx_testnet::backend::Mode::parse(&mode).ok_or_else(|| {
                 anyhow::anyhow!("--mode {mode}: use ok, slow, error, invalid or huge")
             })?;
-            pdx_testnet::backend::run(&listen, mode)?;
+            let policy = match policy {
+                Some(p) => Some(
+                    toml::from_str(&std::fs::read_to_string(&p)?)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+                ),
+                None => None,
+            };
+            pdx_testnet::backend::run(&listen, mode, policy)?;
         }
         Cmd::Gen(Gen::Settlement {
             provinces,
@@ -310,6 +356,47 @@ fn main() -> Result<()> {
             let summary = pdx_testnet::settlement::run(&dir, opts, json)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
+            }
+        }
+        Cmd::Scenario(Scenario::Realtime {
+            provinces,
+            patients,
+            days,
+            rate,
+            settlements,
+            dir,
+            seed,
+            json,
+        }) => {
+            if dir.join("testnet.json").exists() {
+                bail!(
+                    "{} already holds a testnet; remove it or choose another --dir",
+                    dir.display()
+                );
+            }
+            let opts = pdx_testnet::realtime::Options {
+                provinces,
+                patients,
+                settlements: settlements.unwrap_or(patients * 2),
+                days,
+                rate,
+                seed,
+            };
+            let summary = pdx_testnet::realtime::run(&dir, opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                println!(
+                    "realtime month: {} settlements at {:.0} calls/s (p50 {:.1} ms, p99 {:.1} ms), {} daily incremental rows, clearing {:.1} s, {} disputes; every figure equals the backends' ledgers ({:.1} s in all)",
+                    summary["settlements"],
+                    summary["calls_per_second"].as_f64().unwrap_or(0.0),
+                    summary["p50_ms"].as_f64().unwrap_or(0.0),
+                    summary["p99_ms"].as_f64().unwrap_or(0.0),
+                    summary["daily_rows"],
+                    summary["clearing_seconds"].as_f64().unwrap_or(0.0),
+                    summary["disputes"].as_array().map_or(0, Vec::len),
+                    summary["total_seconds"].as_f64().unwrap_or(0.0)
+                );
             }
         }
         Cmd::Scenario(Scenario::TwoNode { dir, json }) => {

@@ -119,11 +119,11 @@ pub struct Settlement {
     started: Instant,
 }
 
-fn s(p: &Path) -> String {
+pub(crate) fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-fn owned(args: &[&str]) -> Vec<String> {
+pub(crate) fn owned(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| a.to_string()).collect()
 }
 
@@ -133,7 +133,7 @@ pub fn as_strs(args: &[String]) -> Vec<&str> {
 }
 
 /// Runs `f` over `items` with at most `workers` at a time; the first error wins.
-fn parallel<T: Sync, R: Send>(
+pub(crate) fn parallel<T: Sync, R: Send>(
     items: &[T],
     workers: usize,
     f: impl Fn(&T) -> Result<R> + Sync,

@@ -133,6 +133,13 @@ pub struct ReleaseRequest {
     pub agreement: Option<String>,
     /// Purpose.
     pub purpose: String,
+    /// Only the rows added since the release named by `after` (or since
+    /// row 0 when `after` is absent): `pdx fetch --incremental`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incremental: bool,
+    /// The last release of the chain the requester holds (16 bytes).
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    pub after: Option<Vec<u8>>,
 }
 
 /// Continue a release from a chunk.
@@ -232,6 +239,23 @@ pub struct ManifestBody {
     pub recipients: Vec<pdx_crypto::envelope::WrappedKey>,
     /// The de-identification report.
     pub report: pdx_schemas::report::ReleaseReport,
+    /// The dataset rows the release covers (absent in releases of earlier
+    /// versions): rows `from..to` in import order, and the release that
+    /// covered the rows before `from` (incremental releases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<RowRange>,
+}
+
+/// The rows of a dataset a release covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowRange {
+    /// First row (0 for a full release or the first of a chain).
+    pub from: u64,
+    /// The watermark: rows the dataset had when the release was made.
+    pub to: u64,
+    /// The release (16 bytes) that ended at `from`; absent when `from` is 0.
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Vec<u8>>,
 }
 
 /// A signed manifest with the signer's certificate.

@@ -58,9 +58,51 @@ pub struct DatasetMeta {
     pub source: String,
     /// Operator who imported it.
     pub operator: String,
+    /// Rows appended after the first import (`--append`, recorded calls),
+    /// each a sealed generation of its own, oldest first. `rows` counts
+    /// them; `generation` and `blocks` describe the first part only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<Segment>,
+}
+
+/// One sealed part of a dataset: (generation, first row, rows, blocks).
+type Part<'a> = (&'a [u8], u64, u64, u64);
+
+/// Rows appended to a dataset: a generation of sealed blocks of their own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Generation (16 bytes; names the at-rest key and the block keys).
+    #[serde(with = "serde_bytes")]
+    pub generation: Vec<u8>,
+    /// Rows.
+    pub rows: u64,
+    /// Sealed blocks.
+    pub blocks: u64,
 }
 
 impl DatasetMeta {
+    /// Each sealed part: the first import, then the appended segments.
+    fn parts(&self) -> Result<Vec<Part<'_>>> {
+        let appended = self
+            .segments
+            .iter()
+            .try_fold(0u64, |a, s| a.checked_add(s.rows))
+            .ok_or_else(|| NodeError::corrupt(format!("datasets/{}", self.id), "row count"))?;
+        let first = self.rows.checked_sub(appended).ok_or_else(|| {
+            NodeError::corrupt(
+                format!("datasets/{}", self.id),
+                "segments hold more rows than the dataset",
+            )
+        })?;
+        let mut out = vec![(self.generation.as_slice(), 0, first, self.blocks)];
+        let mut start = first;
+        for s in &self.segments {
+            out.push((s.generation.as_slice(), start, s.rows, s.blocks));
+            start += s.rows;
+        }
+        Ok(out)
+    }
+
     /// The parsed schema.
     pub fn schema(&self) -> Result<Schema> {
         Ok(Schema::parse(
@@ -169,6 +211,58 @@ pub fn import(
     operator: &str,
     progress: &dyn Progress,
 ) -> Result<ImportOutcome> {
+    let schema_text =
+        std::fs::read_to_string(&req.schema_path).map_err(NodeError::io(&req.schema_path))?;
+    let mut file = std::fs::File::open(&req.csv_path).map_err(NodeError::io(&req.csv_path))?;
+    check_encoding(&mut file, &req.csv_path, req.encoding)?;
+    let total = file.metadata().map(|m| m.len()).ok();
+    let source = Path::new(&req.csv_path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    import_from(
+        node,
+        req,
+        ImportInput {
+            schema_text,
+            csv: std::io::BufReader::with_capacity(1 << 20, file),
+            total,
+            source,
+            commit_ops: Vec::new(),
+            note: None,
+        },
+        operator,
+        progress,
+    )
+}
+
+/// Where the rows of an import come from: a file, or the outcomes of
+/// recorded calls (`service::records`).
+pub(crate) struct ImportInput<R> {
+    /// The schema (TOML).
+    pub schema_text: String,
+    /// The CSV, header first.
+    pub csv: R,
+    /// Its size in bytes, for progress.
+    pub total: Option<u64>,
+    /// What `pdx datasets` shows as the source.
+    pub source: String,
+    /// Written in the commit batch (the recorded outcomes consumed).
+    pub commit_ops: Vec<StoreOp>,
+    /// Added to the entry's detail.
+    pub note: Option<String>,
+}
+
+/// Imports (or appends) rows read from `input` (audited). An append stores
+/// the new rows as a segment of their own; nothing already stored is
+/// rewritten.
+pub(crate) fn import_from<R: std::io::Read>(
+    node: &Node,
+    req: &ImportSpec,
+    input: ImportInput<R>,
+    operator: &str,
+    progress: &dyn Progress,
+) -> Result<ImportOutcome> {
     if !pdx_schemas::schema::valid_id(&req.dataset) {
         return Err(NodeError::Invalid(format!(
             "invalid dataset id {:?}: use letters, digits, '.', '-' or '_'",
@@ -176,8 +270,14 @@ pub fn import(
         )));
     }
     let base = refuse_overwrite(node, req)?;
-    let schema_text =
-        std::fs::read_to_string(&req.schema_path).map_err(NodeError::io(&req.schema_path))?;
+    let ImportInput {
+        schema_text,
+        csv,
+        total,
+        source,
+        commit_ops,
+        note,
+    } = input;
     let schema = Schema::parse(&schema_text, &req.schema_path)?;
     if let Some(owner) = &schema.dataset.owner
         && *owner != node.config.dept
@@ -187,28 +287,8 @@ pub fn import(
             req.schema_path, node.config.dept
         )));
     }
-    let mut file = std::fs::File::open(&req.csv_path).map_err(NodeError::io(&req.csv_path))?;
-    check_encoding(&mut file, &req.csv_path, req.encoding)?;
-    let total = file.metadata().map(|m| m.len()).ok();
-    let generation = pdx_crypto::rng::bytes::<16>()?.to_vec();
-    let prefix = store::rows_prefix(&req.dataset, &generation);
-    let key =
-        node.keys()?
-            .storage
-            .object_key(AT_REST_PURPOSE, req.dataset.as_bytes(), &generation)?;
-    let mut hasher = blake3::Hasher::new_derive_key("pdx/v1 dataset digest");
-    hasher.update(schema.digest.as_bytes());
-    let mut w = BlockWriter {
-        node,
-        key,
-        prefix: prefix.clone(),
-        buf: Vec::with_capacity(BLOCK_BYTES + 4096),
-        block: 0,
-        batch: WriteBatch::default(),
-        pending: 0,
-        hasher,
-    };
-    // --append: the new generation starts with the current rows.
+    // --append: the rows go to a segment of their own, chained to the
+    // current digest.
     let appended_to = match (&base, req.append) {
         (Some(p), true) => {
             if p.schema_digest != schema.digest {
@@ -220,12 +300,6 @@ pub fn import(
                     schema.digest.to_hex()
                 )));
             }
-            let copied = for_each_row(node, p, |row| w.row(row).map_err(NodeError::Invalid));
-            if let Err(e) = copied {
-                node.store
-                    .delete_range(CF_ROWS, &prefix, &store::rows_prefix_end(&prefix))?;
-                return Err(e);
-            }
             Some(p.clone())
         }
         (None, true) => {
@@ -235,6 +309,34 @@ pub fn import(
             )));
         }
         _ => None,
+    };
+    let generation = pdx_crypto::rng::bytes::<16>()?.to_vec();
+    let prefix = store::rows_prefix(&req.dataset, &generation);
+    let key =
+        node.keys()?
+            .storage
+            .object_key(AT_REST_PURPOSE, req.dataset.as_bytes(), &generation)?;
+    let hasher = match &appended_to {
+        Some(p) => {
+            let mut h = blake3::Hasher::new_derive_key("pdx/v1 dataset digest append");
+            h.update(p.digest.as_bytes());
+            h
+        }
+        None => {
+            let mut h = blake3::Hasher::new_derive_key("pdx/v1 dataset digest");
+            h.update(schema.digest.as_bytes());
+            h
+        }
+    };
+    let mut w = BlockWriter {
+        node,
+        key,
+        prefix: prefix.clone(),
+        buf: Vec::with_capacity(BLOCK_BYTES + 4096),
+        block: 0,
+        batch: WriteBatch::default(),
+        pending: 0,
+        hasher,
     };
     let mut rejects = match (&req.rejects, req.on_error) {
         (Some(path), OnError::Skip) => Some(RejectWriter::create(path)?),
@@ -248,7 +350,7 @@ pub fn import(
     progress.stage(&format!("import {}", req.dataset), total, Unit::Bytes);
     let result = read_csv(
         &schema,
-        std::io::BufReader::with_capacity(1 << 20, file),
+        csv,
         &req.csv_path,
         pdx_schemas::import::ImportContext {
             dept: Some(&node.config.dept),
@@ -302,29 +404,45 @@ pub fn import(
             req.dataset
         )));
     }
-    let rows = appended_to
-        .as_ref()
-        .map_or(0, |a| a.rows)
-        .checked_add(summary.rows_imported)
-        .ok_or_else(|| NodeError::Invalid("row count overflow".into()))?;
-    let meta = DatasetMeta {
-        id: req.dataset.clone(),
-        schema_id: schema.dataset.id.clone(),
-        schema_source: schema_text,
-        schema_digest: schema.digest,
-        title: schema.dataset.title.clone(),
-        owner: node.config.dept.clone(),
-        generation,
-        rows,
-        blocks: w.block,
-        digest,
-        imported_ms: pdx_audit::store::now_ms(),
-        source: Path::new(&req.csv_path)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        operator: operator.to_string(),
+    let meta = match &appended_to {
+        Some(a) => {
+            let mut m = a.clone();
+            m.rows = a
+                .rows
+                .checked_add(summary.rows_imported)
+                .ok_or_else(|| NodeError::Invalid("row count overflow".into()))?;
+            // An empty append changes nothing but the entry says it ran.
+            if summary.rows_imported > 0 {
+                m.segments.push(Segment {
+                    generation,
+                    rows: summary.rows_imported,
+                    blocks: w.block,
+                });
+                m.digest = digest;
+            }
+            m.imported_ms = pdx_audit::store::now_ms();
+            m.source = source;
+            m.operator = operator.to_string();
+            m
+        }
+        None => DatasetMeta {
+            id: req.dataset.clone(),
+            schema_id: schema.dataset.id.clone(),
+            schema_source: schema_text,
+            schema_digest: schema.digest,
+            title: schema.dataset.title.clone(),
+            owner: node.config.dept.clone(),
+            generation,
+            rows: summary.rows_imported,
+            blocks: w.block,
+            digest,
+            imported_ms: pdx_audit::store::now_ms(),
+            source,
+            operator: operator.to_string(),
+            segments: Vec::new(),
+        },
     };
+    let digest = meta.digest;
     let mut d = EntryDraft::new(EventKind::Import, &node.config.dept, operator);
     d.subject = Subject {
         dataset: Some(meta.id.clone()),
@@ -343,7 +461,7 @@ pub fn import(
     d.record_count = Some(meta.rows);
     d.payload_digest = Some(schema.digest);
     d.detail = Some(format!(
-        "schema {} from {}; {} rows imported, {} rejected, {} excluded by cross_region (not cross-province){}",
+        "schema {} from {}; {} rows imported, {} rejected, {} excluded by cross_region (not cross-province){}{}",
         schema.dataset.id,
         meta.source,
         summary.rows_imported,
@@ -355,7 +473,7 @@ pub fn import(
                 p.digest.to_hex(),
                 p.rows,
                 digest.to_hex(),
-                rows
+                meta.rows
             ),
             (Some(p), false) => format!(
                 "; replaces the previous version (digest {}, {} rows) with digest {}",
@@ -364,21 +482,19 @@ pub fn import(
                 digest.to_hex()
             ),
             (None, _) => String::new(),
-        }
+        },
+        note.map(|n| format!("; {n}")).unwrap_or_default()
     ));
-    // Commit: switch, old generation's deletion and audit entry in one synced batch.
+    // Commit: switch, a replaced version's deletion and the audit entry in
+    // one synced batch.
     let mut ops = vec![
         node.store
             .put_op(CF_DATASETS, store::dataset_key(&meta.id), &meta)?,
     ];
-    if let Some(p) = &previous {
-        let old = store::rows_prefix(&p.id, &p.generation);
-        ops.push(StoreOp::DeleteRange {
-            cf: CF_ROWS,
-            to: store::rows_prefix_end(&old),
-            from: old,
-        });
+    if let (Some(p), false) = (&previous, req.append) {
+        ops.extend(delete_ops(p)?);
     }
+    ops.extend(commit_ops);
     crate::failpoint::hit("import-before-commit");
     let appended = match node.log_with(d, ops) {
         Ok(a) => a,
@@ -399,6 +515,22 @@ pub fn import(
         digest: digest.to_hex(),
         audit_seq: appended.seq,
     })
+}
+
+/// Deletes every sealed part of a dataset version.
+fn delete_ops(meta: &DatasetMeta) -> Result<Vec<StoreOp>> {
+    Ok(meta
+        .parts()?
+        .into_iter()
+        .map(|(generation, ..)| {
+            let old = store::rows_prefix(&meta.id, generation);
+            StoreOp::DeleteRange {
+                cf: CF_ROWS,
+                to: store::rows_prefix_end(&old),
+                from: old,
+            }
+        })
+        .collect())
 }
 
 /// Refuses a file whose start looks like another encoding than the one
@@ -572,14 +704,61 @@ pub fn list(node: &Node) -> Result<Vec<DatasetMeta>> {
 pub fn for_each_row(
     node: &Node,
     meta: &DatasetMeta,
+    f: impl FnMut(&[Option<&str>]) -> Result<()>,
+) -> Result<u64> {
+    for_each_row_in(node, meta, 0, meta.rows, f)
+}
+
+/// Calls `f` with the rows `from..to` (row numbers in import order); parts
+/// wholly outside the range are not read.
+pub fn for_each_row_in(
+    node: &Node,
+    meta: &DatasetMeta,
+    from: u64,
+    to: u64,
     mut f: impl FnMut(&[Option<&str>]) -> Result<()>,
 ) -> Result<u64> {
-    let key =
-        node.keys()?
-            .storage
-            .object_key(AT_REST_PURPOSE, meta.id.as_bytes(), &meta.generation)?;
-    let prefix = store::rows_prefix(&meta.id, &meta.generation);
     let fields = meta.schema()?.fields.len();
+    let mut passed = 0u64;
+    for (generation, start, rows, blocks) in meta.parts()? {
+        let end = start.saturating_add(rows);
+        if end <= from || start >= to {
+            continue;
+        }
+        let mut row_no = start;
+        let found = scan_part(node, meta, generation, blocks, fields, &mut |row| {
+            let keep = row_no >= from && row_no < to;
+            row_no += 1;
+            if keep {
+                passed += 1;
+                f(row)?;
+            }
+            Ok(())
+        })?;
+        if found != rows {
+            return Err(NodeError::corrupt(
+                format!("rows/{}", meta.id),
+                format!("found {found} rows in a part, metadata says {rows}"),
+            ));
+        }
+    }
+    Ok(passed)
+}
+
+/// Decodes every row of one sealed part; checks that the blocks are there.
+fn scan_part(
+    node: &Node,
+    meta: &DatasetMeta,
+    generation: &[u8],
+    blocks: u64,
+    fields: usize,
+    f: &mut dyn FnMut(&[Option<&str>]) -> Result<()>,
+) -> Result<u64> {
+    let key = node
+        .keys()?
+        .storage
+        .object_key(AT_REST_PURPOSE, meta.id.as_bytes(), generation)?;
+    let prefix = store::rows_prefix(&meta.id, generation);
     let mut expect = 0u64;
     let mut rows = 0u64;
     node.store.scan_raw(CF_ROWS, &prefix, |k, v| {
@@ -596,18 +775,15 @@ pub fn for_each_row(
         }
         expect += 1;
         let plain = key.open_block(block, v)?;
-        rows += rowcodec::decode_rows(&plain, fields, &mut f, |e| {
+        rows += rowcodec::decode_rows(&plain, fields, &mut *f, |e| {
             NodeError::corrupt(format!("rows/{} block {block}", meta.id), e)
         })?;
         Ok(true)
     })?;
-    if expect != meta.blocks || rows != meta.rows {
+    if expect != blocks {
         return Err(NodeError::corrupt(
             format!("rows/{}", meta.id),
-            format!(
-                "found {expect} blocks and {rows} rows, metadata says {} and {}",
-                meta.blocks, meta.rows
-            ),
+            format!("found {expect} blocks, metadata says {blocks}"),
         ));
     }
     Ok(rows)

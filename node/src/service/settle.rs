@@ -67,6 +67,124 @@ pub struct ConfirmationBody {
     pub rejected_ids: Vec<String>,
     /// When (ms).
     pub created_ms: u64,
+    /// Why each refused record is disputed, with the evidence (at most
+    /// [`MAX_LISTED_REJECTIONS`]; absent in confirmations that give none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disputes: Vec<Dispute>,
+}
+
+/// Why the insured province disputes a relayed settlement record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum DisputeReason {
+    /// The person number is not in the insured registry.
+    PersonUnknown,
+    /// The person is insured here but the identity number differs.
+    IdentityMismatch,
+    /// The amount differs from the signed online response this province gave
+    /// for the settlement id.
+    AmountDiffers,
+    /// The settlement id was already in a record confirmed in this run.
+    DuplicateSettlement,
+    /// The settlement date is outside the month being cleared.
+    OutsideMonth,
+}
+
+impl DisputeReason {
+    /// The reason's name as in documents and `--json`.
+    pub fn label(self) -> &'static str {
+        match self {
+            DisputeReason::PersonUnknown => "person-unknown",
+            DisputeReason::IdentityMismatch => "identity-mismatch",
+            DisputeReason::AmountDiffers => "amount-differs",
+            DisputeReason::DuplicateSettlement => "duplicate-settlement",
+            DisputeReason::OutsideMonth => "outside-month",
+        }
+    }
+}
+
+/// One disputed record and its evidence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispute {
+    /// Settlement id.
+    pub setl_id: String,
+    /// Why.
+    pub reason: DisputeReason,
+    /// Amount of the record, in fen.
+    pub amount_fen: i64,
+    /// BLAKE3 (key context `pdx/v1 settlement record`) of the record as
+    /// received: CBOR array of its values (text or null), opened.
+    pub record_digest: Digest,
+    /// For `amount-differs`: digest of the signed online response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_digest: Option<Digest>,
+    /// For `amount-differs`: the amount that response signed, in fen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_fen: Option<i64>,
+}
+
+/// Digest of a received record's opened values (dispute evidence).
+pub fn record_digest(row: &[Option<&[u8]>]) -> Digest {
+    let values: Vec<Option<String>> = row
+        .iter()
+        .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+        .collect();
+    let bytes = pdx_crypto::wire::to_cbor(&values).unwrap_or_default();
+    Digest(
+        *blake3::Hasher::new_derive_key("pdx/v1 settlement record")
+            .update(&bytes)
+            .finalize()
+            .as_bytes(),
+    )
+}
+
+/// The signed online responses this node gave, by settlement id: amount
+/// (fen) and digest of the signed response.
+pub type OnlineIndex = HashMap<String, (i64, Digest)>;
+
+/// Indexes the `ok` responses this node served (kept `services.retention_days`)
+/// that carry `setl_id` and `amount_field`.
+pub fn online_index(node: &Node, amount_field: &str) -> Result<OnlineIndex> {
+    use crate::service::calls::{self, CallFilter, Role};
+    let mut out = OnlineIndex::new();
+    let filter = CallFilter {
+        outcome: Some("ok".into()),
+        ..CallFilter::default()
+    };
+    for s in calls::list_calls(node, &filter)? {
+        if s.role != Role::Provider || s.replayed {
+            continue;
+        }
+        for c in calls::stored(node, &s.call_id)? {
+            let (Some(values), Some(response)) = (&c.response_values, &c.response) else {
+                continue;
+            };
+            let text = |f: &str| values.get(f).cloned().flatten();
+            if let (Some(id), Some(amount)) = (text("setl_id"), text(amount_field))
+                && let Some(fen) =
+                    decimal_to_units(&amount, AMOUNT_SCALE).and_then(|u| i64::try_from(u).ok())
+            {
+                out.insert(id, (fen, response.digest()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a confirmation checks each record against.
+#[derive(Debug)]
+pub struct Checks {
+    /// The insured registry.
+    pub persons: Registry,
+    /// The signed online responses this node gave.
+    pub online: OnlineIndex,
+    /// The month cleared (`YYYY-MM`), checked on `date_field` when given.
+    pub month: Option<String>,
+    /// The date or datetime field the month is read from.
+    pub date_field: String,
+    /// Settlement ids seen so far in this run (duplicates).
+    pub seen: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn column(fields: &[String], name: &str, what: &str) -> Result<usize> {
@@ -111,24 +229,24 @@ struct Tally {
     rejected: u64,
     rejected_fen: i64,
     rejected_ids: Vec<String>,
+    disputes: Vec<Dispute>,
 }
 
 impl Tally {
-    fn add(
-        &mut self,
-        known: bool,
-        fen: i64,
-        id: impl FnOnce() -> String,
-    ) -> std::result::Result<(), String> {
+    fn add(&mut self, disputed: Option<Dispute>, fen: i64) -> std::result::Result<(), String> {
         let overflow = || "amount or count overflow".to_string();
-        if known {
-            self.confirmed = self.confirmed.checked_add(1).ok_or_else(overflow)?;
-            self.confirmed_fen = self.confirmed_fen.checked_add(fen).ok_or_else(overflow)?;
-        } else {
-            self.rejected = self.rejected.checked_add(1).ok_or_else(overflow)?;
-            self.rejected_fen = self.rejected_fen.checked_add(fen).ok_or_else(overflow)?;
-            if self.rejected_ids.len() < MAX_LISTED_REJECTIONS {
-                self.rejected_ids.push(id());
+        match disputed {
+            None => {
+                self.confirmed = self.confirmed.checked_add(1).ok_or_else(overflow)?;
+                self.confirmed_fen = self.confirmed_fen.checked_add(fen).ok_or_else(overflow)?;
+            }
+            Some(d) => {
+                self.rejected = self.rejected.checked_add(1).ok_or_else(overflow)?;
+                self.rejected_fen = self.rejected_fen.checked_add(fen).ok_or_else(overflow)?;
+                if self.rejected_ids.len() < MAX_LISTED_REJECTIONS {
+                    self.rejected_ids.push(d.setl_id.clone());
+                    self.disputes.push(d);
+                }
             }
         }
         Ok(())
@@ -157,6 +275,12 @@ pub struct ConfirmSpec {
     pub to: String,
     /// Write the submission here instead of sending it.
     pub out: Option<String>,
+    /// The month cleared (`YYYY-MM`): records dated outside it are disputed.
+    #[serde(default)]
+    pub month: Option<String>,
+    /// The field the month is read from (default `setl_time`).
+    #[serde(default)]
+    pub date_field: Option<String>,
 }
 
 /// What to clear (`pdx settle clearing`).
@@ -199,7 +323,7 @@ pub struct Confirmed {
 pub fn confirm(
     node: &Node,
     release_id: &str,
-    persons: &Registry,
+    checks: &Checks,
     amount_field: &str,
     to: &str,
     operator: &str,
@@ -217,17 +341,50 @@ pub fn confirm(
             names.iter().position(|n| n == "certno"),
             column(&names, amount_field, &what).map_err(|e| e.to_string())?,
         );
+        let date = match &checks.month {
+            Some(_) => Some(column(&names, &checks.date_field, &what).map_err(|e| e.to_string())?),
+            None => None,
+        };
         Ok(move |record, row: &[Option<&[u8]>]| {
             let fen = amount_fen(row[amount], amount_field, record)?;
             let text = |i: usize| row[i].and_then(|b| std::str::from_utf8(b).ok());
-            let known = match text(psn).and_then(|p| persons.get(p)) {
+            let setl_id = text(setl).unwrap_or("").to_string();
+            let mut response = None;
+            let reason = match text(psn).and_then(|p| checks.persons.get(p)) {
+                None => Some(DisputeReason::PersonUnknown),
                 Some(reg_cert) => match cert.and_then(text) {
-                    Some(c) if !reg_cert.is_empty() => c == reg_cert,
-                    _ => true,
+                    Some(c) if !reg_cert.is_empty() && c != reg_cert => {
+                        Some(DisputeReason::IdentityMismatch)
+                    }
+                    _ => None,
                 },
-                None => false,
-            };
-            counts.add(known, fen, || text(setl).unwrap_or("").to_string())
+            }
+            .or_else(|| {
+                let (month, d) = (checks.month.as_deref()?, date?);
+                (text(d).and_then(|t| t.get(..7)) != Some(month))
+                    .then_some(DisputeReason::OutsideMonth)
+            })
+            .or_else(|| {
+                let (signed, digest) = checks.online.get(&setl_id)?;
+                response = Some((*signed, *digest));
+                (*signed != fen).then_some(DisputeReason::AmountDiffers)
+            })
+            .or_else(|| {
+                let mut seen = checks.seen.lock().ok()?;
+                (!seen.insert(setl_id.clone())).then_some(DisputeReason::DuplicateSettlement)
+            });
+            let dispute = reason.map(|reason| {
+                let differs = reason == DisputeReason::AmountDiffers;
+                Dispute {
+                    setl_id: setl_id.clone(),
+                    reason,
+                    amount_fen: fen,
+                    record_digest: record_digest(row),
+                    response_digest: response.filter(|_| differs).map(|r| r.1),
+                    signed_fen: response.filter(|_| differs).map(|r| r.0),
+                }
+            });
+            counts.add(dispute, fen)
         })
     })?;
     let Tally {
@@ -236,6 +393,7 @@ pub fn confirm(
         rejected,
         rejected_fen,
         rejected_ids,
+        disputes,
     } = tally;
     if read.body.fields.iter().all(|f| f.name != "psn_no")
         || !read.fields_opened.iter().any(|f| f == "psn_no")
@@ -267,6 +425,7 @@ pub fn confirm(
         rejected_fen,
         rejected_ids,
         created_ms: now_ms(),
+        disputes,
     };
     let doc = Certified::sign(node, SignatureDomain::Confirmation, &body)?;
     let mut d = node.draft(EventKind::Confirm, operator);
@@ -417,6 +576,17 @@ pub fn accept_confirmation(node: &Node, peer: &str, document: &[u8]) -> Result<A
     if c.confirmed.checked_add(c.rejected) != Some(c.records) {
         return Err(refuse("confirmed and refused records do not add up".into()));
     }
+    if c.rejected_ids.len() > MAX_LISTED_REJECTIONS
+        || c.disputes.len() > MAX_LISTED_REJECTIONS
+        || c.disputes.len() as u64 > c.rejected
+    {
+        return Err(refuse(format!(
+            "lists {} refused ids and {} disputes for {} refused records (at most {MAX_LISTED_REJECTIONS} each)",
+            c.rejected_ids.len(),
+            c.disputes.len(),
+            c.rejected
+        )));
+    }
     let digest = doc.digest();
     let mut d = node.draft(EventKind::Confirm, NODE_OPERATOR);
     d.subject.release = Some(c.release.clone());
@@ -473,6 +643,8 @@ struct Cell {
     fen: i64,
     confirmed_records: u64,
     confirmed_fen: i64,
+    disputed_records: u64,
+    disputed_fen: i64,
     confirmations: u64,
 }
 
@@ -511,6 +683,12 @@ pub struct ClearingCell {
     pub confirmed_amount: String,
     /// Confirmed amount (fen).
     pub confirmed_fen: i64,
+    /// Records the insured province disputes (refused in its confirmation).
+    pub disputed_records: u64,
+    /// Disputed amount (yuan).
+    pub disputed_amount: String,
+    /// Disputed amount in fen.
+    pub disputed_fen: i64,
 }
 
 /// A province's net position.
@@ -615,6 +793,86 @@ fn net_positions(cells: &BTreeMap<(String, String), Cell>) -> Result<Vec<NetPosi
         });
     }
     Ok(positions)
+}
+
+/// One disputed record as `pdx settle disputes` lists it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DisputeRow {
+    /// Release id (hex).
+    pub release: String,
+    /// Treatment province (sender of the release).
+    pub treatment: String,
+    /// Insured province (the confirmer).
+    pub insured: String,
+    /// Settlement id.
+    pub setl_id: String,
+    /// Why (`person-unknown`, `identity-mismatch`, `amount-differs`,
+    /// `duplicate-settlement`, `outside-month`; `unspecified` for
+    /// confirmations that list ids only).
+    pub reason: String,
+    /// Amount of the record (yuan).
+    pub amount: String,
+    /// The same in fen.
+    pub amount_fen: i64,
+    /// Digest of the record as the insured province opened it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_digest: Option<String>,
+    /// Digest of the signed online response (`amount-differs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_digest: Option<String>,
+    /// The amount that response signed (yuan).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_amount: Option<String>,
+    /// Digest of the signed confirmation that raises it.
+    pub confirmation: String,
+}
+
+/// `pdx settle disputes`: every disputed record of the confirmations held
+/// (verified again now; those that no longer verify are left out).
+pub fn disputes(node: &Node) -> Result<Vec<DisputeRow>> {
+    let checker = node.cert_checker()?;
+    let mut out = Vec::new();
+    for (_, doc) in node
+        .store
+        .scan::<Certified>(CF_DOCS, store::CONFIRMATION_PREFIX)?
+    {
+        let Ok((c, _)) = doc.verify::<ConfirmationBody>(&checker, SignatureDomain::Confirmation)
+        else {
+            continue;
+        };
+        let confirmation = doc.digest().to_hex();
+        let row = |setl_id: String, reason: &str, fen: Option<i64>| DisputeRow {
+            release: c.release.clone(),
+            treatment: c.treatment.clone(),
+            insured: c.confirmer.clone(),
+            setl_id,
+            reason: reason.into(),
+            amount: fen.map(yuan).unwrap_or_default(),
+            amount_fen: fen.unwrap_or(0),
+            record_digest: None,
+            response_digest: None,
+            signed_amount: None,
+            confirmation: confirmation.clone(),
+        };
+        if c.disputes.is_empty() {
+            out.extend(
+                c.rejected_ids
+                    .iter()
+                    .map(|id| row(id.clone(), "unspecified", None)),
+            );
+        }
+        for d in &c.disputes {
+            let mut r = row(d.setl_id.clone(), d.reason.label(), Some(d.amount_fen));
+            r.record_digest = Some(d.record_digest.to_hex());
+            r.response_digest = d.response_digest.map(|x| x.to_hex());
+            r.signed_amount = d.signed_fen.map(yuan);
+            out.push(r);
+        }
+    }
+    out.sort_by(|a, b| {
+        (&a.insured, &a.treatment, &a.setl_id).cmp(&(&b.insured, &b.treatment, &b.setl_id))
+    });
+    Ok(out)
 }
 
 /// `pdx settle clearing`: the clearing matrix over every complete received
@@ -747,6 +1005,12 @@ pub fn clearing(
             "confirmed record count",
         )?;
         add_i(&mut cell.confirmed_fen, c.confirmed_fen, "confirmed amount")?;
+        add_u(
+            &mut cell.disputed_records,
+            c.rejected,
+            "disputed record count",
+        )?;
+        add_i(&mut cell.disputed_fen, c.rejected_fen, "disputed amount")?;
         add_u(&mut cell.confirmations, 1, "confirmation count")?;
     }
     for ((insured, treatment), cell) in &cells {
@@ -773,6 +1037,9 @@ pub fn clearing(
             confirmed_records: c.confirmed_records,
             confirmed_amount: yuan(c.confirmed_fen),
             confirmed_fen: c.confirmed_fen,
+            disputed_records: c.disputed_records,
+            disputed_amount: yuan(c.disputed_fen),
+            disputed_fen: c.disputed_fen,
         })
         .collect();
     let positions = net_positions(&cells)?;
@@ -834,7 +1101,15 @@ mod tests {
             let mut exact: (i128, i128) = (0, 0);
             let mut failed = false;
             for (fen, known) in &amounts {
-                if t.add(*known, *fen, || "id".into()).is_err() {
+                let dispute = (!*known).then(|| Dispute {
+                    setl_id: "id".into(),
+                    reason: DisputeReason::PersonUnknown,
+                    amount_fen: *fen,
+                    record_digest: Digest([0; 32]),
+                    response_digest: None,
+                    signed_fen: None,
+                });
+                if t.add(dispute, *fen).is_err() {
                     failed = true;
                     break;
                 }
@@ -856,7 +1131,7 @@ mod tests {
             for (i, t, fen, cfen) in &cells {
                 map.insert(
                     (names[*i].to_string(), names[*t].to_string()),
-                    Cell { records: 1, fen: *fen, confirmed_records: 1, confirmed_fen: *cfen, confirmations: 1 },
+                    Cell { records: 1, fen: *fen, confirmed_records: 1, confirmed_fen: *cfen, confirmations: 1, ..Cell::default() },
                 );
             }
             match net_positions(&map) {

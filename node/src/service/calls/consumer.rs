@@ -7,7 +7,7 @@
 use super::hop::{HopError, send_call};
 use super::sealing::{open_values, seal_values};
 use super::{
-    CallCode, CallFailure, CallSummary, Role, StoredCall, record, service, summary,
+    CallCode, CallFailure, CallSummary, Role, StoredCall, record, records, service, summary,
     values_from_json, verify_signed,
 };
 use crate::error::NodeError;
@@ -79,11 +79,17 @@ pub struct CallResult {
     pub replayed: bool,
     /// Milliseconds, request validation to recorded response.
     pub elapsed_ms: u64,
+    /// When the provider signed the response (ms since the epoch): what a
+    /// recorded row's `call.time` is.
+    #[serde(default)]
+    pub time_ms: u64,
 }
 
 struct Prepared {
     call: Call,
     body: CallRequestBody,
+    /// The request's values in the clear (recorded outcomes map from them).
+    values: Values,
     def: std::sync::Arc<ServiceDef>,
     via: Option<String>,
 }
@@ -192,6 +198,7 @@ fn prepare(node: &Node, spec: &CallSpec) -> std::result::Result<NeedKey, CallFai
             key_document: directory::own_active_key_document(node)?,
         },
         body,
+        values,
         def,
         via,
     })))
@@ -324,6 +331,7 @@ fn conclude(
             response: None,
             response_certificate: Vec::new(),
             retry: None,
+            response_values: None,
         };
         record(node, &stored, Some(&p.def), true, None, Vec::new())?;
         Err(with_id(f))
@@ -408,10 +416,31 @@ fn conclude(
         response: Some(r.response.clone()),
         response_certificate: r.certificate.clone(),
         retry: replayed.then(|| p.call.request.clone()),
+        response_values: None,
     };
-    record(node, &stored, Some(&p.def), true, None, Vec::new())?;
+    match (&opened, records::rule(node, &p.def.id)?) {
+        (Ok(values), Some(rule)) => {
+            // The row is queued with the call's entry; the response's call
+            // id (the original one for a replay) keeps it from queueing twice.
+            records::with_call_lock(&body.call_id, || {
+                let ops = records::outcome_ops(
+                    node,
+                    &rule,
+                    &body.call_id,
+                    &body.provider,
+                    &p.values,
+                    values,
+                    body.time_ms,
+                )?;
+                record(node, &stored, Some(&p.def), true, None, ops)
+            })?;
+        }
+        _ => record(node, &stored, Some(&p.def), true, None, Vec::new())?,
+    }
     let values = opened.map_err(with_id)?;
-    Ok(result(&s, values))
+    let mut r = result(&s, values);
+    r.time_ms = body.time_ms;
+    Ok(r)
 }
 
 fn result(s: &CallSummary, values: Values) -> CallResult {
@@ -428,6 +457,7 @@ fn result(s: &CallSummary, values: Values) -> CallResult {
         idempotency_key: s.idempotency_key.clone(),
         replayed: s.replayed,
         elapsed_ms: s.elapsed_ms,
+        time_ms: s.time_ms,
     }
 }
 

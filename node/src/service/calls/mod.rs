@@ -21,6 +21,7 @@ pub mod gateway;
 pub mod hop;
 pub mod limits;
 pub mod provider;
+pub mod records;
 pub mod relay;
 pub mod sealing;
 
@@ -647,6 +648,11 @@ pub struct StoredCall {
     pub response_certificate: Vec<u8>,
     /// A retry's own signed request, when the answer was a replay.
     pub retry: Option<Signed>,
+    /// The provider's `ok` response values in the clear, as its backend
+    /// answered them (provider role only; sealed at rest like the rest,
+    /// never exported): what it checks settlement records against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_values: Option<Values>,
 }
 
 fn storage_key(
@@ -897,7 +903,11 @@ pub const DISPUTE_FORMAT: &str = "pdx-call-evidence/1";
 pub fn export(node: &Node, call_ids: &[String], out: &str, operator: &str) -> Result<usize> {
     let mut calls = Vec::new();
     for id in call_ids {
-        calls.extend(stored(node, id)?);
+        // Evidence carries the signed messages only, never values in the clear.
+        calls.extend(stored(node, id)?.into_iter().map(|mut c| {
+            c.response_values = None;
+            c
+        }));
     }
     let file = DisputeFile {
         format: DISPUTE_FORMAT.into(),
@@ -1073,7 +1083,8 @@ pub fn sweep(node: &Node) -> Result<(usize, usize)> {
             }
             Ok(true)
         })?;
-    if calls + outcomes > 0 {
+    let markers = records::sweep_markers(node, keys_before, &mut batch)?;
+    if calls + outcomes + markers > 0 {
         node.store.write(batch)?;
     }
     Ok((calls, outcomes))

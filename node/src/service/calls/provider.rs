@@ -185,6 +185,7 @@ fn check(svc: &Services, from: &str, call: Call) -> std::result::Result<Step, Re
             response: Some(outcome.response),
             response_certificate: node.cert.to_vec(),
             retry: Some(call.request.clone()),
+            response_values: None,
         };
         record(node, &kept, Some(&def), true, Some(&grant), Vec::new()).map_err(internal)?;
         return Ok(Step::Replay(Box::new(response)));
@@ -326,6 +327,7 @@ fn finish(node: &Node, p: Pending, reply: BackendReply, started: Instant) -> Res
         response: Some(response.clone()),
         response_certificate: node.cert.to_vec(),
         retry: None,
+        response_values: (outcome == Outcome::Ok).then_some(values),
     };
     record(node, &kept, Some(&p.def), true, Some(&p.grant), extra)?;
     Ok(CallResponse {

@@ -153,6 +153,7 @@ pub(crate) async fn relay(
                         response: Some(r.response.clone()),
                         response_certificate: r.certificate.clone(),
                         retry: r.replay_of.is_some().then(|| call.request.clone()),
+                        response_values: None,
                     };
                     (Message::CallResponse(r), kept)
                 }
@@ -210,5 +211,6 @@ fn unanswered(
         response: None,
         response_certificate: Vec::new(),
         retry: None,
+        response_values: None,
     }
 }

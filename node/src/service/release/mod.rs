@@ -69,6 +69,12 @@ pub struct OutRelease {
     pub chunks: u32,
     /// Confirmed deliveries.
     pub deliveries: Vec<Delivery>,
+    /// Digest of the dataset version (absent in records of earlier versions).
+    #[serde(default)]
+    pub dataset_digest: Option<Digest>,
+    /// Rows covered (as in the manifest).
+    #[serde(default)]
+    pub rows: Option<crate::proto::msg::RowRange>,
 }
 
 /// A release received (from its sender or a relay): everything but its
@@ -102,6 +108,9 @@ pub struct InRelease {
     pub record_count: u64,
     /// Audit entry of the receive.
     pub receive_seq: Option<u64>,
+    /// Rows covered (as in the manifest; absent before watermarks).
+    #[serde(default)]
+    pub rows: Option<crate::proto::msg::RowRange>,
 }
 
 /// Hex id of a release.

@@ -6,7 +6,9 @@ use super::{Delivery, OutRelease, out_key, release_hex};
 use crate::error::{NodeError, Result};
 use crate::node::Node;
 use crate::progress::{Progress, Unit};
-use crate::proto::msg::{ChunkInfo, Manifest, ManifestBody, ManifestField, transfer_digest};
+use crate::proto::msg::{
+    ChunkInfo, Manifest, ManifestBody, ManifestField, RowRange, transfer_digest,
+};
 use crate::records::ChunkBuilder;
 use crate::service::datasets::{self, DatasetMeta};
 use crate::store::{self, CF_OUT_CHUNKS, CF_OUT_RELEASES, chunk_key};
@@ -37,6 +39,10 @@ pub struct ReleaseSpec {
     pub recipient: String,
     /// Operator (or `node` when serving a peer).
     pub operator: String,
+    /// Only the rows added since `after` (`pdx fetch --incremental`).
+    pub incremental: bool,
+    /// The last release of the chain the recipient holds.
+    pub after: Option<Vec<u8>>,
 }
 
 struct EnvelopeSealer<'a>(&'a Sealer);
@@ -133,11 +139,13 @@ fn rule_error(e: pdx_schemas::engine::EmitError) -> NodeError {
 }
 
 /// Finds a stored release made from the same dataset version for the same
-/// recipient, profile, agreement and purpose (re-fetch is idempotent).
+/// recipient, profile, agreement, purpose and first row (re-fetch is
+/// idempotent).
 fn existing_release(
     node: &Node,
     spec: &ReleaseSpec,
     meta: &DatasetMeta,
+    from: u64,
 ) -> Result<Option<OutRelease>> {
     Ok(node
         .store
@@ -147,6 +155,9 @@ fn existing_release(
         .find(|r| {
             r.dataset == spec.dataset
                 && r.generation == meta.generation
+                && r.dataset_digest
+                    .map_or(meta.segments.is_empty(), |d| d == meta.digest)
+                && r.rows.as_ref().map_or(0, |x| x.from) == from
                 && r.profile == spec.profile
                 && r.agreement == spec.agreement
                 && r.purpose == spec.purpose
@@ -157,13 +168,21 @@ fn existing_release(
 /// Produces (or finds) the release `spec` describes. Every rule is checked;
 /// the release is audited.
 pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Result<OutRelease> {
+    // Outcomes of recorded calls queued for this dataset are in the release.
+    crate::service::calls::records::flush(node, &spec.dataset, progress)?;
     let meta = datasets::meta(node, &spec.dataset)?;
     let schema = meta.schema()?;
     let profile = schema.profile(&spec.profile)?;
     check_external_release(&schema, profile, &spec.recipient, spec.agreement.as_deref())?;
-    if let Some(r) = existing_release(node, spec, &meta)? {
+    let (from, previous) = increment_start(node, spec, &meta, profile)?;
+    if let Some(r) = existing_release(node, spec, &meta, from)? {
         return Ok(r);
     }
+    let rows = RowRange {
+        from,
+        to: meta.rows,
+        previous,
+    };
     // Pseudonym keys derive from the agreement text; none is the empty text.
     let agreement = spec.agreement.clone().unwrap_or_default();
     let pseudonym_master =
@@ -176,7 +195,7 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
     );
     let mut counter = engine.counter();
     let mut n = 0u64;
-    datasets::for_each_row(node, &meta, |row| {
+    datasets::for_each_row_in(node, &meta, rows.from, rows.to, |row| {
         counter.add(row)?;
         n += 1;
         if n.is_multiple_of(16384) {
@@ -244,7 +263,7 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
     );
     let mut emitter = engine.emitter(&decision);
     let mut field_sealer = EnvelopeSealer(&sealer);
-    let emit_result = datasets::for_each_row(node, &meta, |row| {
+    let emit_result = datasets::for_each_row_in(node, &meta, rows.from, rows.to, |row| {
         emitter
             .emit(row, &mut field_sealer, &mut chunker)
             .map_err(rule_error)?;
@@ -312,6 +331,7 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
         content_digest,
         recipients: wrapped,
         report: decision.report.clone(),
+        rows: Some(rows.clone()),
     };
     let signed = Signed::sign(SignatureDomain::Manifest, &node.keys()?.identity, &body)?;
     let manifest = Manifest {
@@ -331,6 +351,8 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
         record_count: body.record_count,
         chunks: chunks.len() as u32,
         deliveries: Vec::new(),
+        dataset_digest: Some(meta.digest),
+        rows: Some(rows.clone()),
     };
     let mut d = node.draft(EventKind::Release, &spec.operator);
     d.subject = Subject {
@@ -347,8 +369,14 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
     d.payload_digest = Some(manifest.signed.digest());
     let r = &decision.report;
     d.detail = Some(format!(
-        "profile {}: {} of {} records, {} suppressed, k={} (required {}), l={} (required {}), {} chunks, {} recipients of sealed fields",
+        "profile {}: rows {}..{}{}: {} of {} records, {} suppressed, k={} (required {}), l={} (required {}), {} chunks, {} recipients of sealed fields",
         spec.profile,
+        rows.from,
+        rows.to,
+        rows.previous
+            .as_ref()
+            .map(|p| format!(" after release {}", release_hex(p)))
+            .unwrap_or_default(),
         r.records_out,
         r.records_in,
         r.records_suppressed,
@@ -366,6 +394,68 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
         return Err(e);
     }
     Ok(out)
+}
+
+/// Where a release starts: row 0, or for an incremental one the watermark
+/// of the release the recipient holds (which must be one made for it from
+/// this dataset version's lineage, with the same profile, agreement and
+/// purpose). Profiles with a privacy model are refused: each increment
+/// would be checked alone, not with what the recipient already holds.
+fn increment_start(
+    node: &Node,
+    spec: &ReleaseSpec,
+    meta: &DatasetMeta,
+    profile: &pdx_schemas::schema::Profile,
+) -> Result<(u64, Option<Vec<u8>>)> {
+    if !spec.incremental {
+        return Ok((0, None));
+    }
+    if profile.k > 1 || profile.l.is_some() {
+        return Err(RuleViolation::IncrementalPrivacyModel {
+            dataset: meta.id.clone(),
+            profile: spec.profile.clone(),
+            k: profile.k,
+        }
+        .into());
+    }
+    let Some(after) = &spec.after else {
+        return Ok((0, None));
+    };
+    let prev = node
+        .store
+        .get::<OutRelease>(CF_OUT_RELEASES, after)?
+        .filter(|p| {
+            p.dataset == spec.dataset
+                && p.profile == spec.profile
+                && p.agreement == spec.agreement
+                && p.purpose == spec.purpose
+                && p.recipient == spec.recipient
+        })
+        .ok_or_else(|| {
+            NodeError::NotFound(format!(
+                "release {} was not made here for {} from dataset {} with profile {} and this purpose; fetch without --incremental for a full release",
+                release_hex(after),
+                spec.recipient,
+                spec.dataset,
+                spec.profile
+            ))
+        })?;
+    let Some(range) = prev.rows.filter(|_| prev.generation == meta.generation) else {
+        return Err(NodeError::NotFound(format!(
+            "dataset {} was replaced (or release {} predates watermarks); fetch without --incremental for a full release",
+            spec.dataset,
+            release_hex(after)
+        )));
+    };
+    if range.to >= meta.rows {
+        return Err(NodeError::NotFound(format!(
+            "no rows were added to dataset {} since release {} (watermark {}); nothing new to fetch",
+            spec.dataset,
+            release_hex(after),
+            range.to
+        )));
+    }
+    Ok((range.to, Some(after.clone())))
 }
 
 /// Loads an outgoing release.

@@ -101,6 +101,112 @@ pub fn complete_in_release(
     Ok(seq)
 }
 
+/// Whether `x` is a release of the same chain as `c` (same sender,
+/// dataset, profile, agreement and purpose, received from the sender).
+fn same_chain(x: &InRelease, c: &InRelease) -> bool {
+    x.sender == c.sender
+        && x.from == x.sender
+        && x.dataset == c.dataset
+        && x.profile == c.profile
+        && x.agreement == c.agreement
+        && x.purpose == c.purpose
+        && x.release_id != c.release_id
+}
+
+/// Checks where a release made for this node sits in its chain of
+/// incremental releases, against the releases held here.
+pub fn check_chain(node: &Node, candidate: &InRelease) -> Result<()> {
+    if candidate.rows.is_none() {
+        return Ok(());
+    }
+    chain_verdict(&super::in_releases(node)?, candidate).map_err(NodeError::Refused)
+}
+
+/// The chain rule: a release that starts after row 0 must name the previous
+/// release, held complete (from the same sender, dataset, profile,
+/// agreement and purpose), ending exactly where it starts (else a gap or an
+/// overlap); no other held release may already follow that one (an
+/// overlap). A release starting at row 0 names none.
+pub fn chain_verdict(held: &[InRelease], body: &InRelease) -> std::result::Result<(), String> {
+    let Some(r) = &body.rows else {
+        return Ok(());
+    };
+    let id = release_hex(&body.release_id);
+    if r.to < r.from {
+        return Err(format!(
+            "release {id} covers rows {}..{}, which is no range",
+            r.from, r.to
+        ));
+    }
+    let Some(p) = &r.previous else {
+        if r.from != 0 {
+            return Err(format!(
+                "release {id} starts at row {} but names no previous release: a gap",
+                r.from
+            ));
+        }
+        return Ok(());
+    };
+    let ph = release_hex(p);
+    let prev = held
+        .iter()
+        .find(|x| x.release_id == *p && same_chain(x, body) && x.complete)
+        .ok_or_else(|| {
+            format!(
+                "release {id} follows release {ph}, which is not held here complete from {} for the same dataset, profile and purpose: a gap; fetch that one first",
+                body.sender
+            )
+        })?;
+    let prev_to = prev.rows.as_ref().map(|x| x.to);
+    if prev_to != Some(r.from) {
+        return Err(format!(
+            "release {id} starts at row {} but release {ph} ends at row {}: {}",
+            r.from,
+            prev_to.map_or("(unknown)".into(), |t| t.to_string()),
+            if prev_to.is_some_and(|t| t > r.from) {
+                "an overlap"
+            } else {
+                "a gap"
+            }
+        ));
+    }
+    if let Some(other) = held.iter().find(|x| {
+        same_chain(x, body) && x.rows.as_ref().and_then(|y| y.previous.as_ref()) == Some(p)
+    }) {
+        return Err(format!(
+            "release {} already follows release {ph}; release {id} would overlap it",
+            release_hex(&other.release_id)
+        ));
+    }
+    Ok(())
+}
+
+/// The newest complete release of a chain held here: what `pdx fetch
+/// --incremental` continues after.
+pub fn chain_head(
+    node: &Node,
+    sender: &str,
+    dataset: &str,
+    profile: &str,
+    agreement: Option<&str>,
+    purpose: &str,
+) -> Result<Option<Vec<u8>>> {
+    Ok(super::in_releases(node)?
+        .into_iter()
+        .filter(|x| {
+            x.complete
+                && x.sender == sender
+                && x.from == sender
+                && x.dataset == dataset
+                && x.profile == profile
+                && x.agreement.as_deref() == agreement
+                && x.purpose == purpose
+        })
+        .filter_map(|x| x.rows.as_ref().map(|r| r.to).map(|t| (t, x.release_id)))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, id)| id))
+}
+
 /// Loads chunk `index` of an incoming release.
 pub fn in_chunk(node: &Node, id: &[u8], index: u32) -> Result<Vec<u8>> {
     let sealed = node
@@ -128,4 +234,72 @@ pub fn chunk_recipients(node: &Node, id: &[u8]) -> Result<Vec<String>> {
         .filter(|r| *r != node.config.dept)
         .collect();
     Ok(set.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::proto::msg::RowRange;
+
+    fn body(id: u8, from: u64, to: u64, previous: Option<u8>) -> InRelease {
+        InRelease {
+            release_id: vec![id; 16],
+            sender: "440000".into(),
+            from: "440000".into(),
+            dataset: "d".into(),
+            profile: "daily".into(),
+            agreement: None,
+            purpose: "p".into(),
+            plan: vec![],
+            complete: true,
+            completed_ms: None,
+            content_digest: None,
+            record_count: 0,
+            receive_seq: None,
+            rows: Some(RowRange {
+                from,
+                to,
+                previous: previous.map(|p| vec![p; 16]),
+            }),
+        }
+    }
+
+    fn held(b: &InRelease) -> InRelease {
+        b.clone()
+    }
+
+    #[test]
+    fn a_chain_of_increments_is_accepted_in_order() {
+        let day1 = body(1, 0, 100, None);
+        assert!(chain_verdict(&[], &day1).is_ok());
+        let day2 = body(2, 100, 250, Some(1));
+        assert!(chain_verdict(&[held(&day1)], &day2).is_ok());
+        let day3 = body(3, 250, 260, Some(2));
+        assert!(chain_verdict(&[held(&day1), held(&day2)], &day3).is_ok());
+    }
+
+    #[test]
+    fn gaps_and_overlaps_are_refused() {
+        let day1 = body(1, 0, 100, None);
+        let h = [held(&day1)];
+        let gap = chain_verdict(&h, &body(2, 120, 200, Some(1))).unwrap_err();
+        assert!(gap.contains("a gap"), "{gap}");
+        let overlap = chain_verdict(&h, &body(2, 90, 200, Some(1))).unwrap_err();
+        assert!(overlap.contains("an overlap"), "{overlap}");
+        let unnamed = chain_verdict(&h, &body(2, 100, 200, None)).unwrap_err();
+        assert!(unnamed.contains("names no previous"), "{unnamed}");
+        let missing = chain_verdict(&[], &body(2, 100, 200, Some(1))).unwrap_err();
+        assert!(missing.contains("not held here"), "{missing}");
+        // A second increment after the same release overlaps the first.
+        let day2 = body(2, 100, 200, Some(1));
+        let twice =
+            chain_verdict(&[held(&day1), held(&day2)], &body(3, 100, 210, Some(1))).unwrap_err();
+        assert!(twice.contains("already follows"), "{twice}");
+        // Another sender's release is not this chain's predecessor.
+        let mut foreign = held(&day1);
+        foreign.sender = "110000".into();
+        foreign.from = "110000".into();
+        assert!(chain_verdict(&[foreign], &body(2, 100, 200, Some(1))).is_err());
+    }
 }

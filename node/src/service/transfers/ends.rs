@@ -234,6 +234,7 @@ impl ChunkSink for ReleaseSink {
             )));
         }
         let rel = InRelease {
+            rows: body.rows.clone(),
             release_id: body.release_id.clone(),
             sender: body.sender.clone(),
             from: self.from.clone(),
@@ -248,6 +249,9 @@ impl ChunkSink for ReleaseSink {
             record_count: 0,
             receive_seq: None,
         };
+        if body.recipient == node.config.dept {
+            release::check_chain(node, &rel)?;
+        }
         release::begin_in_release(node, &rel, manifest, stored)?;
         *self
             .state

@@ -42,6 +42,9 @@ pub struct FetchSpec {
     pub purpose: Option<String>,
     /// Retries after a lost connection.
     pub retries: u32,
+    /// Only the rows added since the newest release of this chain held here.
+    #[serde(default)]
+    pub incremental: bool,
 }
 
 /// What to forward (`pdx forward`).
@@ -80,6 +83,15 @@ pub struct FetchOutcome {
     pub resumed_from: Option<u32>,
     /// Audit entry of the receive.
     pub receive_seq: Option<u64>,
+    /// First dataset row the release covers (absent before watermarks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_from: Option<u64>,
+    /// Its watermark: the rows the dataset had when it was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_to: Option<u64>,
+    /// The release it follows (incremental releases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
 }
 
 impl FetchOutcome {
@@ -96,6 +108,13 @@ impl FetchOutcome {
             already_complete: already,
             resumed_from: None,
             receive_seq: r.receive_seq,
+            rows_from: r.rows.as_ref().map(|x| x.from),
+            rows_to: r.rows.as_ref().map(|x| x.to),
+            previous: r
+                .rows
+                .as_ref()
+                .and_then(|x| x.previous.as_deref())
+                .map(release_hex),
         }
     }
 }

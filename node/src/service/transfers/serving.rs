@@ -81,6 +81,8 @@ impl Services {
             purpose: req.purpose.clone(),
             recipient: peer.dept.clone(),
             operator: NODE_OPERATOR.into(),
+            incremental: req.incremental,
+            after: req.after.clone(),
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, u64, u64)>(16);
         let node = self.node.clone();
@@ -101,7 +103,10 @@ impl Services {
             Ok(out) => Ok(out),
             Err(NodeError::Rule(v)) => {
                 let code = match v {
-                    pdx_schemas::RuleViolation::PrivacyModel { .. } => ErrorCode::PrivacyModel,
+                    pdx_schemas::RuleViolation::PrivacyModel { .. }
+                    | pdx_schemas::RuleViolation::IncrementalPrivacyModel { .. } => {
+                        ErrorCode::PrivacyModel
+                    }
                     _ => ErrorCode::RuleRefused,
                 };
                 Err((code, v.to_string()))
@@ -128,6 +133,8 @@ impl Services {
                     profile: out.profile.clone(),
                     agreement: out.agreement.clone(),
                     purpose: out.purpose.clone(),
+                    incremental: false,
+                    after: None,
                 };
                 self.serve_release(s, peer, req, Some((out, r.next_chunk)))
                     .await
