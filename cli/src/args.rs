@@ -764,8 +764,9 @@ pub enum ServiceCmd {
         /// Dataset the rows go to (created on the first append).
         #[arg(long, required_unless_present = "flush")]
         dataset: Option<String>,
-        /// Schema of the dataset (TOML).
-        #[arg(long, required_unless_present = "flush")]
+        /// Schema of the dataset (TOML); default: the schema of the existing
+        /// dataset.
+        #[arg(long)]
         schema: Option<PathBuf>,
         /// Map file: [columns] COLUMN = "request.F" | "response.F" | "call.time" | "call.id" | "call.provider" | { value = "TEXT" }.
         #[arg(long, required_unless_present = "flush")]

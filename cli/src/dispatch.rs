@@ -421,19 +421,19 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
             schema,
             map,
             flush,
-        }) => match (service, dataset, schema, map) {
-            (Some(service), Some(dataset), Some(schema), Some(map)) => h(
+        }) => match (service, dataset, map) {
+            (Some(service), Some(dataset), Some(map)) => h(
                 home,
                 Request::ServiceRecord(RecordSpec {
                     service: service.clone(),
                     dataset: dataset.clone(),
-                    schema: absolute(schema)?,
+                    schema: opt_absolute(schema)?,
                     map: absolute(map)?,
                 }),
             ),
             _ if *flush => h(home, Request::ServiceFlush),
             _ => Err(anyhow!(
-                "pdx service record needs --service, --dataset, --schema and --map (or --flush)"
+                "pdx service record needs --service, --dataset and --map (and --schema for a dataset that does not exist yet), or --flush"
             )),
         },
         Command::Call(a) => {

@@ -260,6 +260,46 @@ fn an_interrupted_daily_fetch_resumes_and_the_chain_stays_whole() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+    // The recording rule as the issue spells it: the dataset's own schema
+    // when it exists; a new dataset needs --schema.
+    let map = s(&tmp
+        .path()
+        .join("schemas")
+        .join("settlement_online.map.toml"));
+    let home = rt.net.home(&victim).unwrap();
+    let service = pdx_testnet::realtime::SERVICE;
+    let dataset = pdx_testnet::realtime::DATASET;
+    rt.net
+        .pdx_ok(&[
+            "service",
+            "record",
+            "--home",
+            &home,
+            "--service",
+            service,
+            "--dataset",
+            dataset,
+            "--map",
+            &map,
+        ])
+        .unwrap();
+    let new = rt
+        .net
+        .pdx(&[
+            "service",
+            "record",
+            "--home",
+            &home,
+            "--service",
+            service,
+            "--dataset",
+            "elsewhere",
+            "--map",
+            &map,
+        ])
+        .unwrap();
+    assert_eq!(new.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&new.stderr).contains("give its schema with --schema"));
     rt.net.stop_all(Duration::from_secs(10)).unwrap();
 }
 

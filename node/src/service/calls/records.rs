@@ -82,8 +82,8 @@ pub struct RecordSpec {
     pub service: String,
     /// Dataset id.
     pub dataset: String,
-    /// Schema file of the dataset.
-    pub schema: String,
+    /// Schema file of the dataset (default: the existing dataset's schema).
+    pub schema: Option<String>,
     /// Map file (`[columns]`, column = source).
     pub map: String,
 }
@@ -169,19 +169,35 @@ pub fn add_rule(node: &Node, spec: &RecordSpec, operator: &str) -> Result<Record
             spec.dataset
         )));
     }
-    let schema_source =
-        std::fs::read_to_string(&spec.schema).map_err(NodeError::io(&spec.schema))?;
-    let schema = Schema::parse(&schema_source, &spec.schema)?;
-    if let Some(existing) = node.store.get::<datasets::DatasetMeta>(
+    let existing = node.store.get::<datasets::DatasetMeta>(
         crate::store::CF_DATASETS,
         crate::store::dataset_key(&spec.dataset),
-    )? && existing.schema_digest != schema.digest
+    )?;
+    let (schema_source, schema_file) = match (&spec.schema, &existing) {
+        (Some(path), _) => (
+            std::fs::read_to_string(path).map_err(NodeError::io(path))?,
+            path.clone(),
+        ),
+        (None, Some(meta)) => (
+            meta.schema_source.clone(),
+            format!("schema of dataset {}", meta.id),
+        ),
+        (None, None) => {
+            return Err(NodeError::Invalid(format!(
+                "dataset {} does not exist yet: give its schema with --schema FILE",
+                spec.dataset
+            )));
+        }
+    };
+    let schema = Schema::parse(&schema_source, &schema_file)?;
+    if let Some(existing) = &existing
+        && existing.schema_digest != schema.digest
     {
         return Err(NodeError::Invalid(format!(
             "dataset {} exists under another schema (digest {}; {} has {}): record into a new dataset id",
             spec.dataset,
             existing.schema_digest.to_hex(),
-            spec.schema,
+            schema_file,
             schema.digest.to_hex()
         )));
     }
