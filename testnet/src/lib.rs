@@ -404,6 +404,19 @@ impl Testnet {
             .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
     }
 
+    /// Lifts a (stopped) node's per-department call limits, so a benchmark's
+    /// load is carried, not shaped, by the defaults (5,000/s, burst 1,000,
+    /// 256 in flight).
+    pub fn lift_call_limits(&self, dept: &str) -> Result<()> {
+        let path = self.node(dept)?.home.join("pdx.toml");
+        let text = std::fs::read_to_string(&path)?
+            .replace("calls_per_second = 5000", "calls_per_second = 1000000")
+            .replace("call_burst = 1000", "call_burst = 1000000")
+            .replace("max_calls_in_flight = 256", "max_calls_in_flight = 100000");
+        std::fs::write(&path, text)?;
+        Ok(())
+    }
+
     /// Revokes a node's certificate and installs the new CRL on every node.
     pub fn revoke(&self, dept: &str) -> Result<()> {
         let serial = self.node(dept)?.serial.clone();
