@@ -3,7 +3,7 @@
 //! inclusion-proof latency. Usage:
 //!
 //! ```text
-//! cargo run --release -p pdx-audit --example audit_bench -- DIR [ENTRIES]
+//! cargo run --release -p pdx-audit --example audit_bench -- DIR [ENTRIES] [intl|gm]
 //! ```
 #![allow(
     clippy::unwrap_used,
@@ -17,7 +17,7 @@ use pdx_audit::checkpoint::{KeyEndorsement, SignedEndorsement};
 use pdx_audit::store::{AuditConfig, column_families, now_ms};
 use pdx_audit::verify::{CertIdentity, CertificateCheck, VerifyInputs, verify};
 use pdx_audit::{AuditLog, EntryDraft, EventKind, FieldRef, LogId};
-use pdx_crypto::{Digest, SigningKey, VerifyingKey};
+use pdx_crypto::{SigningKey, Suite, VerifyingKey};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,6 +42,7 @@ fn open(dir: &std::path::Path, identity: &SigningKey, audit: &SigningKey) -> Aud
     let log_id = LogId {
         dept: "440000".into(),
         genesis_key: audit.key_id(),
+        suite: audit.suite(),
     };
     let e = SignedEndorsement::sign(
         &KeyEndorsement {
@@ -51,7 +52,7 @@ fn open(dir: &std::path::Path, identity: &SigningKey, audit: &SigningKey) -> Aud
             time_ms: now_ms(),
         },
         identity,
-        identity.verifying_key().0.to_vec(),
+        identity.verifying_key().as_bytes().to_vec(),
     )
     .unwrap();
     AuditLog::open(
@@ -68,11 +69,11 @@ fn open(dir: &std::path::Path, identity: &SigningKey, audit: &SigningKey) -> Aud
 }
 
 /// A realistic ~300-byte `send` entry.
-fn draft(i: u64) -> EntryDraft {
+fn draft(suite: Suite, i: u64) -> EntryDraft {
     let mut d = EntryDraft::new(EventKind::Send, "440000", "steward-li");
     d.subject.dataset = Some("settlement-2026-10".into());
     d.subject.release = Some(format!("{:032x}", u128::from(i) * 0x9e37_79b9_7f4a_7c15));
-    d.subject.digest = Some(Digest::of(&i.to_le_bytes()));
+    d.subject.digest = Some(suite.digest(&i.to_le_bytes()));
     d.counterparty = Some("100000".into());
     d.agreement = Some("DSA-2026-001".into());
     d.purpose = Some("monthly clearing".into());
@@ -87,7 +88,7 @@ fn draft(i: u64) -> EntryDraft {
         },
     ];
     d.record_count = Some(4096);
-    d.payload_digest = Some(Digest::of(&i.to_be_bytes()));
+    d.payload_digest = Some(suite.digest(&i.to_be_bytes()));
     d
 }
 
@@ -109,8 +110,13 @@ fn main() {
         .unwrap_or(10_000_000);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let identity = SigningKey::generate().unwrap();
-    let audit = SigningKey::generate().unwrap();
+    let suite = args
+        .get(3)
+        .map(|s| Suite::parse(s).expect("intl or gm"))
+        .unwrap_or_default();
+    println!("suite {suite}");
+    let identity = SigningKey::generate(suite).unwrap();
+    let audit = SigningKey::generate(suite).unwrap();
 
     // 1. Durable appends, group-committed: 1M entries from 4 threads, 3 runs.
     let mut rates = Vec::new();
@@ -124,7 +130,8 @@ fn main() {
                 std::thread::spawn(move || {
                     let mut i = k;
                     while i < n {
-                        let batch: Vec<EntryDraft> = (0..256).map(|j| draft(i + j * 4)).collect();
+                        let batch: Vec<EntryDraft> =
+                            (0..256).map(|j| draft(suite, i + j * 4)).collect();
                         log.append_many(batch).unwrap();
                         i += 4 * 256;
                     }
@@ -155,7 +162,7 @@ fn main() {
             let log = log.clone();
             std::thread::spawn(move || {
                 for i in 0..2_000u64 {
-                    log.append(draft(k * 1_000_000 + i)).unwrap();
+                    log.append(draft(suite, k * 1_000_000 + i)).unwrap();
                 }
             })
         })
@@ -173,7 +180,9 @@ fn main() {
     let t = Instant::now();
     let mut i = 0;
     while i < total {
-        let batch: Vec<EntryDraft> = (i..(i + 4096).min(total)).map(draft).collect();
+        let batch: Vec<EntryDraft> = (i..(i + 4096).min(total))
+            .map(|i| draft(suite, i))
+            .collect();
         i += batch.len() as u64;
         log.append_many(batch).unwrap();
     }

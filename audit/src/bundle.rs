@@ -31,8 +31,12 @@ pub const MAX_ENTRY: u32 = 1024 * 1024;
 pub struct BundleHeader {
     /// Format version (1).
     pub format: u32,
-    /// The log (`dept:keyid`).
+    /// The log (`dept:keyid`, or `dept:keyid:gm`).
     pub log_id: String,
+    /// The log's suite, which its log id also states (`"gm"`; absent means
+    /// `intl`): it fixes the tree hash and the signature algorithm.
+    #[serde(default, skip_serializing_if = "pdx_crypto::suite::is_intl")]
+    pub suite: pdx_crypto::Suite,
     /// Department of the node.
     pub dept: String,
     /// When exported.
@@ -129,6 +133,7 @@ pub fn export(
     let header = BundleHeader {
         format: 1,
         log_id: log.log_id().to_text(),
+        suite: log.log_id().suite,
         dept: log.log_id().dept.clone(),
         exported_ms: now_ms(),
         ca_certificate,

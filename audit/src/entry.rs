@@ -8,41 +8,56 @@
 
 use crate::canon::{CanonError, Reader, Writer};
 use crate::merkle::Hash;
-use pdx_crypto::{Digest, KeyId};
+use pdx_crypto::{Digest, KeyId, Suite};
 use std::fmt;
 
-/// The log an entry belongs to: the node's department and the key id of the
-/// log's genesis audit key (stable across key rotations).
+/// The log an entry belongs to: the node's department, the key id of the
+/// log's genesis audit key (stable across key rotations) and the log's suite,
+/// fixed at genesis: BLAKE3 tree and Ed25519 checkpoints (`intl`), or SM3 tree
+/// and SM2 checkpoints (`gm`). Every entry carries the log id, so every leaf
+/// hash commits to the suite.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LogId {
     /// Department code of the node.
     pub dept: String,
     /// Key id of the first audit key of this log.
     pub genesis_key: KeyId,
+    /// The log's suite.
+    pub suite: Suite,
 }
 
 impl LogId {
-    /// `dept:keyid` text form.
+    /// Text form: `dept:keyid` for `intl` logs, `dept:keyid:gm` for `gm` logs.
     pub fn to_text(&self) -> String {
-        format!("{}:{}", self.dept, self.genesis_key)
+        self.to_string()
     }
 
-    /// Parses the `dept:keyid` form.
+    /// Parses the text form; any suffix but `:gm` is refused.
     pub fn parse(s: &str) -> Option<Self> {
-        let (dept, key) = s.rsplit_once(':')?;
-        if dept.is_empty() {
+        let mut parts = s.split(':');
+        let (dept, key) = (parts.next()?, parts.next()?);
+        let suite = match parts.next() {
+            None => Suite::Intl,
+            Some("gm") => Suite::Gm,
+            Some(_) => return None,
+        };
+        if dept.is_empty() || parts.next().is_some() {
             return None;
         }
         Some(LogId {
             dept: dept.to_string(),
             genesis_key: KeyId::from_hex(key)?,
+            suite,
         })
     }
 }
 
 impl fmt::Display for LogId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.dept, self.genesis_key)
+        match self.suite {
+            Suite::Intl => write!(f, "{}:{}", self.dept, self.genesis_key),
+            Suite::Gm => write!(f, "{}:{}:gm", self.dept, self.genesis_key),
+        }
     }
 }
 
@@ -146,14 +161,14 @@ pub struct FieldRef {
 /// A key rotation recorded in the log: the new audit key, signed by the old one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyRotation {
-    /// The new audit public key (Ed25519).
-    pub new_key: [u8; 32],
+    /// The new audit public key (Ed25519: 32 bytes; SM2: 65 bytes `04 || x || y`).
+    pub new_key: Vec<u8>,
     /// Old key's signature over `rotation_message(log, seq, new_key)`.
     pub signature: [u8; 64],
 }
 
 /// The bytes the outgoing key signs for a rotation.
-pub fn rotation_message(log: &LogId, seq: u64, new_key: &[u8; 32]) -> Vec<u8> {
+pub fn rotation_message(log: &LogId, seq: u64, new_key: &[u8]) -> Vec<u8> {
     let mut w = Writer::with_capacity(96);
     w.array(3);
     w.text(&log.to_text());
@@ -183,7 +198,7 @@ pub struct EntryDraft {
     pub fields: Vec<FieldRef>,
     /// Number of records involved.
     pub record_count: Option<u64>,
-    /// BLAKE3 of the event's payload (manifest, receipt, contribution...).
+    /// The log suite's digest of the event's payload (manifest, receipt, contribution...).
     pub payload_digest: Option<Digest>,
     /// Free text: reasons, parameters.
     pub detail: Option<String>,
@@ -367,7 +382,7 @@ fn bad<T>(msg: impl Into<String>) -> Result<T, CanonError> {
 /// optional containers, nothing trailing).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryView<'a> {
-    /// Log id text (`dept:keyid`).
+    /// Log id text (`dept:keyid`, or `dept:keyid:gm`).
     pub log_id: &'a str,
     /// Sequence number.
     pub seq: u64,
@@ -404,7 +419,7 @@ pub struct EntryView<'a> {
     /// Detail text.
     pub detail: Option<&'a str>,
     /// Key rotation: (new key, signature).
-    pub key_rotation: Option<([u8; 32], [u8; 64])>,
+    pub key_rotation: Option<(&'a [u8], [u8; 64])>,
 }
 
 impl<'a> EntryView<'a> {
@@ -507,7 +522,11 @@ impl<'a> EntryView<'a> {
                     if r.array()? != 2 {
                         return bad("key rotation must be [new key, signature]");
                     }
-                    v.key_rotation = Some((r.bytes_n::<32>()?, r.bytes_n::<64>()?));
+                    let new_key = r.bytes()?;
+                    if new_key.len() != 32 && new_key.len() != 65 {
+                        return bad("a rotated-to key is 32 (Ed25519) or 65 (SM2) bytes");
+                    }
+                    v.key_rotation = Some((new_key, r.bytes_n::<64>()?));
                 }
                 other => return bad(format!("unknown entry key {other}")),
             }
@@ -581,9 +600,10 @@ impl<'a> EntryView<'a> {
                 record_count: self.record_count,
                 payload_digest: self.payload_digest.map(Digest),
                 detail: own(self.detail),
-                key_rotation: self
-                    .key_rotation
-                    .map(|(new_key, signature)| KeyRotation { new_key, signature }),
+                key_rotation: self.key_rotation.map(|(new_key, signature)| KeyRotation {
+                    new_key: new_key.to_vec(),
+                    signature,
+                }),
             },
         })
     }
@@ -620,6 +640,7 @@ pub(crate) mod tests {
             log_id: LogId {
                 dept: "440000".into(),
                 genesis_key: KeyId([1; 8]),
+                suite: Suite::Intl,
             },
             seq,
             time_ms: 1_790_000_000_000,
@@ -636,6 +657,27 @@ pub(crate) mod tests {
         assert_eq!(back, e);
         assert_eq!(back.encode(), bytes);
         Ok(())
+    }
+
+    #[test]
+    fn log_ids_name_their_suite_and_refuse_any_other_suffix() {
+        let gm = LogId {
+            dept: "440000".into(),
+            genesis_key: KeyId([1; 8]),
+            suite: Suite::Gm,
+        };
+        assert_eq!(gm.to_text(), "440000:0101010101010101:gm");
+        assert_eq!(LogId::parse(&gm.to_text()), Some(gm.clone()));
+        let intl = LogId::parse("440000:0101010101010101");
+        assert_eq!(intl.map(|l| l.suite), Some(Suite::Intl));
+        for bad in [
+            "440000:0101010101010101:sm3",
+            "440000:0101010101010101:gm:x",
+            ":0101010101010101",
+            "440000:01",
+        ] {
+            assert_eq!(LogId::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -674,7 +716,7 @@ pub(crate) mod tests {
             d.record_count = n;
             d.fields = fields.into_iter().map(|(name, class)| FieldRef { name, class }).collect();
             d.detail = detail;
-            let e = Entry { log_id: LogId { dept: "110000".into(), genesis_key: KeyId([2; 8]) }, seq, time_ms: time, prev_hash: prev, draft: d };
+            let e = Entry { log_id: LogId { dept: "110000".into(), genesis_key: KeyId([2; 8]), suite: Suite::Intl }, seq, time_ms: time, prev_hash: prev, draft: d };
             let bytes = e.encode();
             let back = Entry::decode(&bytes);
             prop_assert_eq!(back.as_ref().map(Entry::encode).ok(), Some(bytes));

@@ -1,8 +1,10 @@
 //! RFC 9162 (RFC 6962) Merkle trees with the hash function as a parameter.
 //!
 //! `leaf = H(0x00 || data)`, `node = H(0x01 || left || right)`, empty tree `H("")`.
-//! Production uses BLAKE3 ([`Blake3`]); the RFC 6962 known-answer vectors run the
-//! same code with SHA-256 ([`Sha256`]).
+//! Logs use BLAKE3 ([`Blake3`], suite `intl`) or SM3 ([`Sm3`], suite `gm`),
+//! fixed at genesis; the RFC 6962 known-answer vectors run the same code with
+//! SHA-256 ([`Sha256`]). The `*_in` functions pick the hash of a suite at run
+//! time and call the monomorphised code.
 //!
 //! Trees are addressed by *perfect subtrees*: node `(level, index)` covers leaves
 //! `[index << level, (index + 1) << level)`. A store keeps every perfect subtree
@@ -11,6 +13,8 @@
 //! `MTH`, `PATH` and `SUBPROOF`. Verification follows the transparency-dev
 //! algorithm (decomposition into inner and border parts).
 
+use pdx_crypto::Suite;
+use sm3::Digest as _;
 use thiserror::Error;
 
 /// A 32-byte tree hash.
@@ -47,6 +51,108 @@ impl MerkleHasher for Blake3 {
         buf[33..].copy_from_slice(right);
         *blake3::hash(&buf).as_bytes()
     }
+}
+
+/// SM3 (GB/T 32905), the `gm` suite's log hash.
+#[derive(Debug, Clone, Copy)]
+pub struct Sm3;
+
+impl MerkleHasher for Sm3 {
+    fn empty() -> Hash {
+        sm3::Sm3::digest(b"").into()
+    }
+    fn leaf(data: &[u8]) -> Hash {
+        let mut h = sm3::Sm3::new();
+        h.update([0u8]);
+        h.update(data);
+        h.finalize().into()
+    }
+    fn node(left: &Hash, right: &Hash) -> Hash {
+        let mut h = sm3::Sm3::new();
+        h.update([1u8]);
+        h.update(left);
+        h.update(right);
+        h.finalize().into()
+    }
+}
+
+/// Runs `$body` with `$h` the tree hash of `$suite`.
+macro_rules! with_hasher {
+    ($suite:expr, $h:ident => $body:expr) => {
+        match $suite {
+            Suite::Intl => {
+                type $h = Blake3;
+                $body
+            }
+            Suite::Gm => {
+                type $h = Sm3;
+                $body
+            }
+        }
+    };
+}
+
+/// `leaf = H(0x00 || data)` with the tree hash of `suite`.
+pub fn leaf_in(suite: Suite, data: &[u8]) -> Hash {
+    with_hasher!(suite, H => H::leaf(data))
+}
+
+/// `node = H(0x01 || left || right)` with the tree hash of `suite`.
+pub fn node_in(suite: Suite, left: &Hash, right: &Hash) -> Hash {
+    with_hasher!(suite, H => H::node(left, right))
+}
+
+/// [`root`] with the tree hash of `suite`.
+pub fn root_in<S: NodeSource + ?Sized>(
+    suite: Suite,
+    src: &S,
+    size: u64,
+) -> Result<Hash, ProofError> {
+    with_hasher!(suite, H => root::<H, S>(src, size))
+}
+
+/// [`inclusion_proof`] with the tree hash of `suite`.
+pub fn inclusion_proof_in<S: NodeSource + ?Sized>(
+    suite: Suite,
+    src: &S,
+    index: u64,
+    size: u64,
+) -> Result<Vec<Hash>, ProofError> {
+    with_hasher!(suite, H => inclusion_proof::<H, S>(src, index, size))
+}
+
+/// [`consistency_proof`] with the tree hash of `suite`.
+pub fn consistency_proof_in<S: NodeSource + ?Sized>(
+    suite: Suite,
+    src: &S,
+    size1: u64,
+    size2: u64,
+) -> Result<Vec<Hash>, ProofError> {
+    with_hasher!(suite, H => consistency_proof::<H, S>(src, size1, size2))
+}
+
+/// [`verify_inclusion`] with the tree hash of `suite`.
+pub fn verify_inclusion_in<P: AsRef<[u8]>>(
+    suite: Suite,
+    index: u64,
+    size: u64,
+    leaf_hash: &[u8],
+    proof: &[P],
+    root: &[u8],
+) -> Result<(), ProofError> {
+    with_hasher!(suite, H => verify_inclusion::<H, P>(index, size, leaf_hash, proof, root))
+}
+
+/// [`verify_consistency`] with the tree hash of `suite`.
+pub fn verify_consistency_in<P: AsRef<[u8]>>(
+    suite: Suite,
+    size1: u64,
+    size2: u64,
+    proof: &[P],
+    root1: &[u8],
+    root2: &[u8],
+) -> Result<(), ProofError> {
+    with_hasher!(suite, H => verify_consistency::<H, P>(size1, size2, proof, root1, root2))
 }
 
 /// SHA-256 (ring), for the RFC 6962 known-answer vectors.
@@ -441,6 +547,16 @@ impl Frontier {
         }
         self.nodes.push((level, hash));
         self.size += 1;
+    }
+
+    /// [`Frontier::push`] with the tree hash of `suite`.
+    pub fn push_in(&mut self, suite: Suite, leaf: Hash, completed: impl FnMut(u8, u64, &Hash)) {
+        with_hasher!(suite, H => self.push::<H>(leaf, completed))
+    }
+
+    /// [`Frontier::root`] with the tree hash of `suite`.
+    pub fn root_in(&self, suite: Suite) -> Hash {
+        with_hasher!(suite, H => self.root::<H>())
     }
 
     /// The root hash.

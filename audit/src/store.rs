@@ -18,9 +18,9 @@ use crate::checkpoint::{
 };
 use crate::entry::{Entry, EntryDraft, EventKind, KeyRotation, LogId, rotation_message};
 use crate::error::AuditError;
-use crate::merkle::{self, Blake3, Frontier, Hash, MerkleHasher, NodeSource, ProofError};
+use crate::merkle::{self, Frontier, Hash, NodeSource, ProofError};
 use pdx_crypto::wire::{from_cbor, to_cbor};
-use pdx_crypto::{Digest, SignatureDomain, SigningKey, VerifyingKey};
+use pdx_crypto::{SignatureDomain, SigningKey, VerifyingKey};
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -200,6 +200,10 @@ impl AuditLog {
         config: AuditConfig,
     ) -> Result<Self, AuditError> {
         let log_text = log_id.to_text();
+        log_id
+            .suite
+            .expect(audit_key.suite(), "the audit key")
+            .map_err(AuditError::from)?;
         let meta = db
             .cf_handle(CF_META)
             .ok_or_else(|| corrupt("column families", "audit.meta missing"))?;
@@ -451,11 +455,11 @@ impl AuditLog {
                     meta_key("endorse", &[&seq.to_be_bytes()]),
                     to_cbor(endorsement)?,
                 );
-                let new_public = new_key.verifying_key().0;
+                let new_public = new_key.verifying_key().as_bytes().to_vec();
                 let sig = w.key.sign(
                     SignatureDomain::AuditKeyRotation,
                     &rotation_message(&self.log_id, seq, &new_public),
-                );
+                )?;
                 draft.key_rotation = Some(KeyRotation {
                     new_key: new_public,
                     signature: sig.0,
@@ -469,15 +473,16 @@ impl AuditLog {
                 draft,
             };
             let bytes = entry.encode_with_log_text(&self.log_text);
-            let leaf = Blake3::leaf(&bytes);
+            let leaf = merkle::leaf_in(self.log_id.suite, &bytes);
             batch.put_cf(cf_entries, seq.to_be_bytes(), &bytes);
             // Leaf hashes (level 0) are not stored: they are the hash of the
             // entry, recomputed when a proof needs one (one key less per entry).
-            w.frontier.push::<Blake3>(leaf, |level, index, hash| {
-                if level > 0 {
-                    batch.put_cf(cf_tree, tree_key(level, index), hash);
-                }
-            });
+            w.frontier
+                .push_in(self.log_id.suite, leaf, |level, index, hash| {
+                    if level > 0 {
+                        batch.put_cf(cf_tree, tree_key(level, index), hash);
+                    }
+                });
             w.last_leaf = leaf;
             w.last_time_ms = time_ms;
             out.push(Appended {
@@ -540,7 +545,7 @@ impl AuditLog {
         now: u64,
     ) -> Result<SignedCheckpoint, AuditError> {
         let size = w.frontier.size();
-        let root = w.frontier.root::<Blake3>();
+        let root = w.frontier.root_in(self.log_id.suite);
         if let Some(last) = &w.last_checkpoint
             && (size < last.size || (size == last.size && root != last.root))
         {
@@ -818,7 +823,8 @@ impl AuditLog {
     /// Inclusion proof of entry `seq` in the tree of `size` entries.
     pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, AuditError> {
         self.check_size(size)?;
-        Ok(merkle::inclusion_proof::<Blake3, _>(
+        Ok(merkle::inclusion_proof_in(
+            self.log_id.suite,
             &StoreNodes { log: self },
             seq,
             size,
@@ -828,7 +834,8 @@ impl AuditLog {
     /// Consistency proof between sizes.
     pub fn consistency_proof(&self, size1: u64, size2: u64) -> Result<Vec<Hash>, AuditError> {
         self.check_size(size2)?;
-        Ok(merkle::consistency_proof::<Blake3, _>(
+        Ok(merkle::consistency_proof_in(
+            self.log_id.suite,
             &StoreNodes { log: self },
             size1,
             size2,
@@ -838,7 +845,11 @@ impl AuditLog {
     /// Root of the tree of `size` entries.
     pub fn root_at(&self, size: u64) -> Result<Hash, AuditError> {
         self.check_size(size)?;
-        Ok(merkle::root::<Blake3, _>(&StoreNodes { log: self }, size)?)
+        Ok(merkle::root_in(
+            self.log_id.suite,
+            &StoreNodes { log: self },
+            size,
+        )?)
     }
 
     fn check_size(&self, size: u64) -> Result<(), AuditError> {
@@ -983,7 +994,7 @@ impl AuditLog {
             .put_cf(self.cf(CF_META)?, key, to_cbor(&evidence)?)?;
         let mut d = EntryDraft::new(EventKind::Alarm, &self.log_id.dept, "node");
         d.counterparty = Some(peer_dept.to_string());
-        d.payload_digest = Some(Digest::of(&to_cbor(&evidence)?));
+        d.payload_digest = Some(self.log_id.suite.digest(&to_cbor(&evidence)?));
         d.detail = Some(format!(
             "fork evidence for log {}: {}",
             evidence.log_id, evidence.reason
@@ -1015,7 +1026,7 @@ impl NodeSource for StoreNodes<'_> {
                 .get_pinned_cf(cf, index.to_be_bytes())
                 .map_err(|e| missing(e.to_string()))?
                 .ok_or_else(|| missing("entry not stored".into()))?;
-            return Ok(Blake3::leaf(&entry));
+            return Ok(merkle::leaf_in(self.log.log_id.suite, &entry));
         }
         let cf = self.log.cf(CF_TREE).map_err(|e| missing(e.to_string()))?;
         let v = self

@@ -11,8 +11,8 @@ use crate::bundle::{BundleHeader, BundleReader, PeerItem};
 use crate::checkpoint::{Checkpoint, SignedCheckpoint};
 use crate::entry::{EntryView, LogId, rotation_message};
 use crate::error::AuditError;
-use crate::merkle::{Blake3, Frontier, Hash, MerkleHasher};
-use pdx_crypto::{Signature, SignatureDomain, VerifyingKey};
+use crate::merkle::{self, Frontier, Hash};
+use pdx_crypto::{Signature, SignatureDomain, Suite, VerifyingKey};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
@@ -289,6 +289,15 @@ pub fn verify<R: Read + Send>(
         path: name.to_string(),
         reason: format!("header names an invalid log id {:?}", header.log_id),
     })?;
+    if log_id.suite != header.suite {
+        return Err(AuditError::Bundle {
+            path: name.to_string(),
+            reason: format!(
+                "header states suite {} but its log id {} is of suite {}",
+                header.suite, header.log_id, log_id.suite
+            ),
+        });
+    }
     if log_id.dept != header.dept {
         c.tampered(
             Case::ForeignEntry,
@@ -641,6 +650,19 @@ fn check_endorsements(
         }
         match e.verify(&identity) {
             Ok(en) if en.log_id == header.log_id => {
+                if en.audit_key.suite() != log_id.suite {
+                    c.tampered(
+                        Case::WrongKey,
+                        None,
+                        format!(
+                            "an audit key of the {} log {} is a {} key",
+                            log_id.suite,
+                            log_id,
+                            en.audit_key.suite()
+                        ),
+                    );
+                    continue;
+                }
                 if en.from_seq == 0 && en.audit_key.key_id() != log_id.genesis_key {
                     c.tampered(
                         Case::WrongKey,
@@ -829,6 +851,7 @@ impl Batch {
 /// on), or when the consumer hangs up.
 fn read_batches<R: Read>(
     reader: &mut BundleReader<R>,
+    suite: Suite,
     tx: &std::sync::mpsc::SyncSender<Result<Batch, AuditError>>,
 ) {
     let mut buf = Vec::with_capacity(512);
@@ -841,7 +864,7 @@ fn read_batches<R: Read>(
         while batch.ends.len() < Batch::ENTRIES {
             match reader.next_entry(&mut buf) {
                 Ok(true) => {
-                    batch.leaves.push(Blake3::leaf(&buf));
+                    batch.leaves.push(merkle::leaf_in(suite, &buf));
                     batch.data.extend_from_slice(&buf);
                     batch.ends.push(batch.data.len());
                 }
@@ -889,7 +912,8 @@ fn stream_entries<R: Read + Send>(
     // checks here: the two halves of the work take about the same time.
     std::thread::scope(|scope| -> Result<(), AuditError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch, AuditError>>(4);
-        scope.spawn(move || read_batches(reader, &tx));
+        let suite = log_id.suite;
+        scope.spawn(move || read_batches(reader, suite, &tx));
         for batch in rx {
             let batch = match batch {
                 Ok(b) => b,
@@ -1012,10 +1036,10 @@ fn stream_entries<R: Read + Send>(
                     }
                 }
                 prev_leaf = Some(leaf);
-                frontier.push::<Blake3>(leaf, |_, _, _| {});
+                frontier.push_in(log_id.suite, leaf, |_, _, _| {});
                 pos += 1;
                 if sizes.contains(&pos) {
-                    roots.insert(pos, frontier.root::<Blake3>());
+                    roots.insert(pos, frontier.root_in(log_id.suite));
                 }
             }
         }
@@ -1033,7 +1057,7 @@ fn stream_entries<R: Read + Send>(
         entries: pos,
         last_seq: max_seq,
         roots,
-        final_root: frontier.root::<Blake3>(),
+        final_root: frontier.root_in(log_id.suite),
         keys,
     })
 }
@@ -1045,7 +1069,7 @@ fn prefix_of(h: &Hash) -> u64 {
 fn follow_rotation(
     log_id: &LogId,
     seq: u64,
-    new_key: [u8; 32],
+    new_key: &[u8],
     sig: [u8; 64],
     endorsed: &BTreeMap<u64, VerifyingKey>,
     keys: &mut Vec<KeyInfo>,
@@ -1063,7 +1087,7 @@ fn follow_rotation(
         .key
         .verify(
             SignatureDomain::AuditKeyRotation,
-            &rotation_message(log_id, seq, &new_key),
+            &rotation_message(log_id, seq, new_key),
             &Signature(sig),
         )
         .is_ok();
@@ -1075,7 +1099,20 @@ fn follow_rotation(
         );
         return;
     }
-    let key = VerifyingKey(new_key);
+    let key = match VerifyingKey::from_slice(new_key) {
+        Ok(k) if k.suite() == log_id.suite => k,
+        _ => {
+            c.tampered(
+                Case::WrongKey,
+                Some(seq),
+                format!(
+                    "rotation at seq {seq} names a key that is not a {} key of this log",
+                    log_id.suite
+                ),
+            );
+            return;
+        }
+    };
     if let Some(e) = endorsed.get(&seq)
         && *e != key
     {

@@ -9,7 +9,7 @@ use crate::checkpoint::{
     SignedEndorsement,
 };
 use crate::error::AuditError;
-use crate::merkle::{Blake3, Hash, verify_consistency};
+use crate::merkle::{Hash, verify_consistency_in};
 use crate::store::{AuditLog, now_ms};
 use pdx_crypto::VerifyingKey;
 
@@ -24,6 +24,8 @@ pub struct PeerCheckpoint {
     pub checkpoint: SignedCheckpoint,
     /// Its verified content.
     pub content: Checkpoint,
+    /// The peer log's suite (from its log id; the same as its certificate's).
+    pub suite: pdx_crypto::Suite,
 }
 
 impl PeerCheckpoint {
@@ -36,12 +38,15 @@ impl PeerCheckpoint {
         checkpoint: SignedCheckpoint,
     ) -> Result<Self, AuditError> {
         let endorsed: KeyEndorsement = endorsement.verify(identity)?;
-        if !endorsed.log_id.starts_with(&format!("{dept}:")) {
+        let Some(log) = crate::LogId::parse(&endorsed.log_id).filter(|l| l.dept == dept) else {
             return Err(AuditError::PeerFork {
                 log_id: endorsed.log_id,
                 reason: format!("endorsed log does not belong to department {dept}"),
             });
-        }
+        };
+        identity
+            .suite()
+            .expect(log.suite, &format!("the audit log {}", endorsed.log_id))?;
         let content = checkpoint.verify(&endorsed.audit_key)?;
         if content.origin != endorsed.log_id {
             return Err(AuditError::PeerFork {
@@ -66,6 +71,7 @@ impl PeerCheckpoint {
             endorsement,
             checkpoint,
             content,
+            suite: log.suite,
         })
     }
 }
@@ -139,7 +145,8 @@ pub fn complete(
                 .then(|| format!("two different roots for size {}", held.size))
         } else if held.size < pc.content.size {
             let proof = proof.unwrap_or(&[]);
-            verify_consistency::<Blake3, _>(
+            verify_consistency_in(
+                pc.suite,
                 held.size,
                 pc.content.size,
                 proof,
@@ -155,7 +162,8 @@ pub fn complete(
             })
         } else {
             let proof = proof.unwrap_or(&[]);
-            match verify_consistency::<Blake3, _>(
+            match verify_consistency_in(
+                pc.suite,
                 pc.content.size,
                 held.size,
                 proof,

@@ -57,8 +57,8 @@ fn reopen(dir: &std::path::Path) -> TestLog {
         )
     } else {
         let (i, a) = (
-            pdx_crypto::SigningKey::generate().unwrap(),
-            pdx_crypto::SigningKey::generate().unwrap(),
+            pdx_crypto::SigningKey::generate(pdx_crypto::Suite::Intl).unwrap(),
+            pdx_crypto::SigningKey::generate(pdx_crypto::Suite::Intl).unwrap(),
         );
         let mut b = (i.pkcs8_der().len() as u32).to_be_bytes().to_vec();
         b.extend_from_slice(i.pkcs8_der());
@@ -70,6 +70,7 @@ fn reopen(dir: &std::path::Path) -> TestLog {
     let log_id = pdx_audit::LogId {
         dept: "440000".into(),
         genesis_key: audit.key_id(),
+        suite: audit.suite(),
     };
     let e = endorse(&identity, "440000", &log_id, &audit, 0);
     let log = pdx_audit::AuditLog::open(

@@ -56,7 +56,7 @@ proptest! {
 
     #[test]
     fn signed_checkpoints_fail_on_any_bit_flip(size in 1u64..1000, byte in any::<u16>(), bit in 0u8..8) {
-        let key = pdx_crypto::SigningKey::generate().unwrap();
+        let key = pdx_crypto::SigningKey::generate(pdx_crypto::Suite::Intl).unwrap();
         let cp = pdx_audit::checkpoint::Checkpoint { origin: "440000:0011223344556677".into(), size, root: [9; 32], time_ms: 5 };
         let mut signed = pdx_audit::checkpoint::SignedCheckpoint::sign(&cp, &key).unwrap();
         prop_assert!(signed.verify(&key.verifying_key()).is_ok());

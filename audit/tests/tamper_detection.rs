@@ -10,15 +10,15 @@ use pdx_audit::checkpoint::{Checkpoint, SignedCheckpoint};
 use pdx_audit::entry::Entry;
 use pdx_audit::verify::{Case, Report, Verdict};
 use pdx_audit::witness::{self, PeerCheckpoint};
-use pdx_crypto::SigningKey;
+use pdx_crypto::{SigningKey, Suite};
 
 fn has(r: &Report, case: Case) -> bool {
     r.findings.iter().any(|f| f.case == case)
 }
 
-fn setup() -> (tempfile::TempDir, TestLog, std::path::PathBuf) {
+fn setup(suite: Suite) -> (tempfile::TempDir, TestLog, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let t = new_log(&dir.path().join("db"), "440000", 8);
+    let t = new_log_in(suite, &dir.path().join("db"), "440000", 8);
     append(&t, 40, "r");
     let bundle = dir.path().join("a.bundle");
     export(&t.log, Vec::new(), &bundle).unwrap();
@@ -27,7 +27,13 @@ fn setup() -> (tempfile::TempDir, TestLog, std::path::PathBuf) {
 
 #[test]
 fn untouched_bundle_is_valid() {
-    let (_d, _t, bundle) = setup();
+    for suite in Suite::ALL {
+        untouched_bundle_is_valid_in(suite);
+    }
+}
+
+fn untouched_bundle_is_valid_in(suite: Suite) {
+    let (_d, _t, bundle) = setup(suite);
     let r = verify_path(&bundle, &[]);
     assert_eq!(r.verdict, Verdict::Valid, "{:#?}", r.findings);
     assert_eq!(r.checkpoints_verified, r.checkpoints_total);
@@ -36,7 +42,13 @@ fn untouched_bundle_is_valid() {
 
 #[test]
 fn altered_entry_is_detected() {
-    let (_d, _t, bundle) = setup();
+    for suite in Suite::ALL {
+        altered_entry_is_detected_in(suite);
+    }
+}
+
+fn altered_entry_is_detected_in(suite: Suite) {
+    let (_d, _t, bundle) = setup(suite);
     let mut p = read_parts(&bundle);
     let mut e = Entry::decode(&p.entries[10]).unwrap();
     e.draft.record_count = Some(999_999);
@@ -49,7 +61,13 @@ fn altered_entry_is_detected() {
 
 #[test]
 fn altered_last_entry_is_detected_by_the_checkpoint() {
-    let (_d, _t, bundle) = setup();
+    for suite in Suite::ALL {
+        altered_last_entry_is_detected_by_the_checkpoint_in(suite);
+    }
+}
+
+fn altered_last_entry_is_detected_by_the_checkpoint_in(suite: Suite) {
+    let (_d, _t, bundle) = setup(suite);
     let mut p = read_parts(&bundle);
     let last = p.entries.len() - 1;
     let mut e = Entry::decode(&p.entries[last]).unwrap();
@@ -63,7 +81,13 @@ fn altered_last_entry_is_detected_by_the_checkpoint() {
 
 #[test]
 fn deleted_entry_is_detected() {
-    let (_d, _t, bundle) = setup();
+    for suite in Suite::ALL {
+        deleted_entry_is_detected_in(suite);
+    }
+}
+
+fn deleted_entry_is_detected_in(suite: Suite) {
+    let (_d, _t, bundle) = setup(suite);
     let mut p = read_parts(&bundle);
     p.entries.remove(10);
     write_parts(&bundle, &p);
@@ -74,7 +98,13 @@ fn deleted_entry_is_detected() {
 
 #[test]
 fn inserted_entry_is_detected() {
-    let (_d, _t, bundle) = setup();
+    for suite in Suite::ALL {
+        inserted_entry_is_detected_in(suite);
+    }
+}
+
+fn inserted_entry_is_detected_in(suite: Suite) {
+    let (_d, _t, bundle) = setup(suite);
     let mut p = read_parts(&bundle);
     let mut forged = Entry::decode(&p.entries[10]).unwrap();
     forged.draft.counterparty = Some("999999".into());
@@ -87,7 +117,13 @@ fn inserted_entry_is_detected() {
 
 #[test]
 fn reordered_entries_are_detected() {
-    let (_d, _t, bundle) = setup();
+    for suite in Suite::ALL {
+        reordered_entries_are_detected_in(suite);
+    }
+}
+
+fn reordered_entries_are_detected_in(suite: Suite) {
+    let (_d, _t, bundle) = setup(suite);
     let mut p = read_parts(&bundle);
     p.entries.swap(10, 11);
     write_parts(&bundle, &p);
@@ -98,7 +134,13 @@ fn reordered_entries_are_detected() {
 
 #[test]
 fn replayed_entry_is_detected() {
-    let (_d, _t, bundle) = setup();
+    for suite in Suite::ALL {
+        replayed_entry_is_detected_in(suite);
+    }
+}
+
+fn replayed_entry_is_detected_in(suite: Suite) {
+    let (_d, _t, bundle) = setup(suite);
     let mut p = read_parts(&bundle);
     let copy = p.entries[10].clone();
     p.entries.insert(13, copy);
@@ -110,8 +152,14 @@ fn replayed_entry_is_detected() {
 
 #[test]
 fn entry_from_another_log_is_detected() {
-    let (d, _t, bundle) = setup();
-    let other = new_log(&d.path().join("other"), "110000", 8);
+    for suite in Suite::ALL {
+        entry_from_another_log_is_detected_in(suite);
+    }
+}
+
+fn entry_from_another_log_is_detected_in(suite: Suite) {
+    let (d, _t, bundle) = setup(suite);
+    let other = new_log_in(suite, &d.path().join("other"), "110000", 8);
     append(&other, 3, "x");
     let foreign = other.log.entry_bytes(2).unwrap();
     let mut p = read_parts(&bundle);
@@ -123,8 +171,8 @@ fn entry_from_another_log_is_detected() {
 }
 
 /// A peer that witnessed the full log (its bundle holds our checkpoint of size 41+).
-fn witness_of(t: &TestLog, dir: &std::path::Path) -> std::path::PathBuf {
-    let w = new_log(&dir.join("witness"), "100000", 8);
+fn witness_of(suite: Suite, t: &TestLog, dir: &std::path::Path) -> std::path::PathBuf {
+    let w = new_log_in(suite, &dir.join("witness"), "100000", 8);
     let endorsement = t.log.current_endorsement().unwrap();
     let cp = t.log.checkpoint().unwrap();
     let pc = PeerCheckpoint::verify(&t.dept, &t.identity.verifying_key(), endorsement, cp).unwrap();
@@ -138,8 +186,14 @@ fn witness_of(t: &TestLog, dir: &std::path::Path) -> std::path::PathBuf {
 
 #[test]
 fn truncated_tail_is_detected_against_a_witness() {
-    let (d, t, bundle) = setup();
-    let witness = witness_of(&t, d.path());
+    for suite in Suite::ALL {
+        truncated_tail_is_detected_against_a_witness_in(suite);
+    }
+}
+
+fn truncated_tail_is_detected_against_a_witness_in(suite: Suite) {
+    let (d, t, bundle) = setup(suite);
+    let witness = witness_of(suite, &t, d.path());
     let mut p = read_parts(&bundle);
     // Cut at a checkpoint and drop every later checkpoint: self-consistent.
     let cut = p
@@ -167,8 +221,14 @@ fn truncated_tail_is_detected_against_a_witness() {
 
 #[test]
 fn rewritten_log_is_exposed_as_a_fork_by_the_witness() {
-    let (d, t, bundle) = setup();
-    let witness = witness_of(&t, d.path());
+    for suite in Suite::ALL {
+        rewritten_log_is_exposed_as_a_fork_by_the_witness_in(suite);
+    }
+}
+
+fn rewritten_log_is_exposed_as_a_fork_by_the_witness_in(suite: Suite) {
+    let (d, t, bundle) = setup(suite);
+    let witness = witness_of(suite, &t, d.path());
     // The operator (who has the audit key) rewrites entry 5 and re-signs every
     // checkpoint so the bundle is self-consistent.
     let mut p = read_parts(&bundle);
@@ -177,13 +237,15 @@ fn rewritten_log_is_exposed_as_a_fork_by_the_witness() {
     p.entries[5] = e.encode();
     for i in 6..p.entries.len() {
         let mut next = Entry::decode(&p.entries[i]).unwrap();
-        next.prev_hash =
-            <pdx_audit::merkle::Blake3 as pdx_audit::merkle::MerkleHasher>::leaf(&p.entries[i - 1]);
+        next.prev_hash = pdx_audit::merkle::leaf_in(suite, &p.entries[i - 1]);
         p.entries[i] = next.encode();
     }
     let mut tree = pdx_audit::merkle::MemoryTree::new();
     for e in &p.entries {
-        tree.push_data::<pdx_audit::merkle::Blake3>(e);
+        match suite {
+            Suite::Intl => tree.push_data::<pdx_audit::merkle::Blake3>(e),
+            Suite::Gm => tree.push_data::<pdx_audit::merkle::Sm3>(e),
+        }
     }
     let log_text = t.log.log_id().to_text();
     p.header.checkpoints = p
@@ -192,8 +254,7 @@ fn rewritten_log_is_exposed_as_a_fork_by_the_witness() {
         .iter()
         .map(|c| {
             let old = c.peek().unwrap();
-            let root =
-                pdx_audit::merkle::root::<pdx_audit::merkle::Blake3, _>(&tree, old.size).unwrap();
+            let root = pdx_audit::merkle::root_in(suite, &tree, old.size).unwrap();
             SignedCheckpoint::sign(
                 &Checkpoint {
                     origin: log_text.clone(),
@@ -219,7 +280,13 @@ fn rewritten_log_is_exposed_as_a_fork_by_the_witness() {
 
 #[test]
 fn two_inconsistent_signed_checkpoints_are_a_fork() {
-    let (_d, t, bundle) = setup();
+    for suite in Suite::ALL {
+        two_inconsistent_signed_checkpoints_are_a_fork_in(suite);
+    }
+}
+
+fn two_inconsistent_signed_checkpoints_are_a_fork_in(suite: Suite) {
+    let (_d, t, bundle) = setup(suite);
     let mut p = read_parts(&bundle);
     let first = p.header.checkpoints[1].peek().unwrap();
     let other = Checkpoint {
@@ -241,10 +308,16 @@ fn two_inconsistent_signed_checkpoints_are_a_fork() {
 
 #[test]
 fn signatures_by_wrong_and_not_yet_valid_keys_are_detected() {
+    for suite in Suite::ALL {
+        signatures_by_wrong_and_not_yet_valid_keys_are_detected_in(suite);
+    }
+}
+
+fn signatures_by_wrong_and_not_yet_valid_keys_are_detected_in(suite: Suite) {
     let dir = tempfile::tempdir().unwrap();
-    let t = new_log(&dir.path().join("db"), "440000", 8);
+    let t = new_log_in(suite, &dir.path().join("db"), "440000", 8);
     append(&t, 20, "a");
-    let new_key = SigningKey::generate().unwrap();
+    let new_key = SigningKey::generate(suite).unwrap();
     let copy = SigningKey::from_pkcs8(new_key.pkcs8_der()).unwrap();
     let log_id = t.log.log_id().clone();
     let rotated_at = t
@@ -305,14 +378,20 @@ fn signatures_by_wrong_and_not_yet_valid_keys_are_detected() {
     stranger
         .header
         .checkpoints
-        .push(SignedCheckpoint::sign(&cp(10), &SigningKey::generate().unwrap()).unwrap());
+        .push(SignedCheckpoint::sign(&cp(10), &SigningKey::generate(suite).unwrap()).unwrap());
     write_parts(&bundle, &stranger);
     assert!(has(&verify_path(&bundle, &[]), Case::WrongKey));
 }
 
 #[test]
 fn missing_key_material_is_unverifiable_not_tampered() {
-    let (_d, _t, bundle) = setup();
+    for suite in Suite::ALL {
+        missing_key_material_is_unverifiable_not_tampered_in(suite);
+    }
+}
+
+fn missing_key_material_is_unverifiable_not_tampered_in(suite: Suite) {
+    let (_d, _t, bundle) = setup(suite);
     let mut p = read_parts(&bundle);
     p.header.endorsements.clear();
     write_parts(&bundle, &p);
@@ -322,9 +401,15 @@ fn missing_key_material_is_unverifiable_not_tampered() {
 
 #[test]
 fn tampering_with_the_rocksdb_store_is_detected_after_export() {
+    for suite in Suite::ALL {
+        tampering_with_the_rocksdb_store_is_detected_after_export_in(suite);
+    }
+}
+
+fn tampering_with_the_rocksdb_store_is_detected_after_export_in(suite: Suite) {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("db");
-    let t = new_log(&db_path, "440000", 8);
+    let t = new_log_in(suite, &db_path, "440000", 8);
     append(&t, 30, "s");
     let db = t.log.db().clone();
     let cf = db.cf_handle(pdx_audit::store::CF_ENTRIES).unwrap();

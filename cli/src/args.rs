@@ -296,7 +296,9 @@ pub enum SettleCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum CaCmd {
-    /// Create a network CA (ECDSA P-256).
+    /// Create a network CA and choose the network's suite, once: intl
+    /// (ECDSA P-256 CA, Ed25519, X25519, AES-256-GCM, BLAKE3) or gm (SM2 CA
+    /// and keys, SM3, SM4-GCM; the 国密 suite for the 密评 assessment).
     Init {
         /// CA directory.
         #[arg(long)]
@@ -304,6 +306,9 @@ pub enum CaCmd {
         /// Network name (lower-case letters, digits, '-').
         #[arg(long)]
         network: String,
+        /// The network's cryptographic suite: intl or gm.
+        #[arg(long, default_value = "intl", value_parser = parse_suite)]
+        suite: pdx_crypto::Suite,
     },
     /// Issue a node certificate and key.
     Issue {
@@ -625,12 +630,24 @@ pub enum SchemaCmd {
     Check {
         /// Schema file.
         file: PathBuf,
+        /// The suite whose hash the reported digest uses (a gm network names
+        /// schemas by SM3).
+        #[arg(long, default_value = "intl", value_parser = parse_suite)]
+        suite: pdx_crypto::Suite,
     },
     /// Print a schema.
     Show {
         /// Schema file.
         file: PathBuf,
+        /// The suite whose hash the reported digest uses.
+        #[arg(long, default_value = "intl", value_parser = parse_suite)]
+        suite: pdx_crypto::Suite,
     },
+}
+
+/// Parses `intl` or `gm`.
+pub fn parse_suite(s: &str) -> Result<pdx_crypto::Suite, String> {
+    pdx_crypto::Suite::parse(s).ok_or_else(|| format!("unknown suite {s:?}: use intl or gm"))
 }
 
 #[derive(Subcommand, Debug)]

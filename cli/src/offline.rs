@@ -36,9 +36,14 @@ struct Issued {
 /// `pdx ca ...`.
 pub fn ca(c: &CaCmd, json: bool) -> Result<u8> {
     match c {
-        CaCmd::Init { dir, network } => {
-            render::value(json, &pki::ca_init(dir, network).map_err(node_error)?)?
-        }
+        CaCmd::Init {
+            dir,
+            network,
+            suite,
+        } => render::value(
+            json,
+            &pki::ca_init(dir, network, *suite).map_err(node_error)?,
+        )?,
         CaCmd::Issue {
             dir,
             dept,
@@ -102,8 +107,8 @@ struct SchemaChecked {
 
 /// `pdx schema ...`.
 pub fn schema(c: &SchemaCmd, json: bool) -> Result<u8> {
-    let file = match c {
-        SchemaCmd::Check { file } | SchemaCmd::Show { file } => file,
+    let (file, suite) = match c {
+        SchemaCmd::Check { file, suite } | SchemaCmd::Show { file, suite } => (file, *suite),
     };
     let text = std::fs::read_to_string(file).map_err(|e| {
         anyhow!(Exit {
@@ -112,14 +117,15 @@ pub fn schema(c: &SchemaCmd, json: bool) -> Result<u8> {
         })
     })?;
     if pdx_schemas::service::ServiceDef::is_service_source(&text) {
-        return service_schema(c, file, &text, json);
+        return service_schema(c, file, &text, suite, json);
     }
-    let schema = pdx_schemas::Schema::parse(&text, &file.display().to_string()).map_err(|e| {
-        anyhow!(Exit {
-            code: 1,
-            message: e.to_string(),
-        })
-    })?;
+    let schema =
+        pdx_schemas::Schema::parse(&text, &file.display().to_string(), suite).map_err(|e| {
+            anyhow!(Exit {
+                code: 1,
+                message: e.to_string(),
+            })
+        })?;
     match c {
         SchemaCmd::Check { .. } => render::value(
             json,
@@ -138,9 +144,15 @@ pub fn schema(c: &SchemaCmd, json: bool) -> Result<u8> {
 }
 
 /// `pdx schema check|show` of a service definition.
-fn service_schema(c: &SchemaCmd, file: &std::path::Path, text: &str, json: bool) -> Result<u8> {
+fn service_schema(
+    c: &SchemaCmd,
+    file: &std::path::Path,
+    text: &str,
+    suite: pdx_crypto::Suite,
+    json: bool,
+) -> Result<u8> {
     use pdx_schemas::service::{Direction, ServiceDef};
-    let def = ServiceDef::parse(text, &file.display().to_string()).map_err(|e| {
+    let def = ServiceDef::parse(text, &file.display().to_string(), suite).map_err(|e| {
         anyhow!(Exit {
             code: 1,
             message: e.to_string(),

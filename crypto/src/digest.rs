@@ -1,18 +1,14 @@
-//! A 32-byte BLAKE3 digest with hex display and CBOR byte-string encoding.
+//! A 32-byte digest (BLAKE3 or SM3, by the suite that made it: [`crate::Suite::digest`])
+//! with hex display and CBOR byte-string encoding.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
-/// A 32-byte digest (BLAKE3 unless the context says otherwise).
+/// A 32-byte digest of the network's suite (BLAKE3 under `intl`, SM3 under `gm`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Digest(pub [u8; 32]);
 
 impl Digest {
-    /// BLAKE3 of `data`.
-    pub fn of(data: &[u8]) -> Self {
-        Digest(*blake3::hash(data).as_bytes())
-    }
-
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -89,7 +85,7 @@ mod tests {
 
     #[test]
     fn hex_round_trip_and_rejects_bad_input() {
-        let d = Digest::of(b"abc");
+        let d = crate::Suite::Intl.digest(b"abc");
         assert_eq!(Digest::from_hex(&d.to_hex()), Some(d));
         assert_eq!(Digest::from_hex("zz"), None);
         assert_eq!(Digest::from_hex(&"g".repeat(64)), None);

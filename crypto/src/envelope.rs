@@ -1,11 +1,19 @@
 //! Field-level envelopes: values sealed for named recipients, so relays forward
 //! records they cannot read.
 //!
-//! Per release and recipient a fresh 256-bit data key seals that recipient's
-//! field values with AES-256-GCM. The data key is wrapped for the recipient's
-//! X25519 key: a fresh ephemeral key (ring `agreement`) agrees with the
-//! recipient's static key, HKDF-SHA256 turns the shared secret into a one-time
-//! key-encryption key, and AES-256-GCM wraps the data key under it.
+//! Per release and recipient a fresh data key seals that recipient's field
+//! values with the suite's AEAD. The data key is wrapped for the recipient's
+//! public encryption key:
+//!
+//! - suite 1 (`intl`, X25519-HKDF-SHA256-AES256GCM): a fresh ephemeral X25519
+//!   key (ring `agreement`) agrees with the recipient's static key, HKDF-SHA256
+//!   turns the shared secret into a one-time key-encryption key, and
+//!   AES-256-GCM wraps the 32-byte data key under it;
+//! - suite 2 (`gm`, SM2PKE-SM3-SM4GCM): SM2 public-key encryption (GM/T
+//!   0003.4, C1 || C3 || C2, SM3 KDF) of `SM3(context) || data key` (16 bytes),
+//!   so the wrapped key is bound to its release and recipient as the intl AAD
+//!   binds it. `docs/crypto.md` says why encryption and not GM/T 0003.3 key
+//!   agreement (an interactive protocol; the recipient is not online).
 //!
 //! Nonces are counters, unique by construction: `record index (u64) || field
 //! index (u32)`. A data key is fresh for each (release, recipient) and each
@@ -16,74 +24,172 @@
 //! a ciphertext moved to another record, field, release or dataset fails to open.
 //! The byte formats are specified in `docs/crypto.md`.
 
-use crate::aead::{AeadKey, KEY_LEN, counter_nonce, push_lp};
-use crate::{CryptoError, KeyId, Result};
+use crate::aead::{AeadKey, counter_nonce, key_len, push_lp};
+use crate::sign::{SM2_PUBLIC_LEN, sm2_public};
+use crate::{CryptoError, KeyId, Result, Suite};
 use ring::{agreement, hkdf};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
-/// The only suite implemented today. Suites are named in every envelope so a
-/// GM/T suite (SM2/SM3/SM4) can be added without changing the format.
-pub const SUITE_X25519_HKDF_SHA256_AES256GCM: u16 = 1;
+/// Suite id 1: X25519 + HKDF-SHA256 + AES-256-GCM (`intl`).
+pub const SUITE_X25519_HKDF_SHA256_AES256GCM: u16 = crate::suite::ENVELOPE_INTL;
+/// Suite id 2: SM2 public-key encryption + SM3 + SM4-GCM (`gm`).
+pub const SUITE_SM2PKE_SM3_SM4GCM: u16 = crate::suite::ENVELOPE_GM;
 
 const HKDF_SALT: &[u8] = b"pdx/v1 X25519-HKDF-SHA256-AES256GCM";
 
-/// Checks that `suite` is implemented.
+/// Checks that `suite` is an implemented envelope suite id.
 pub fn check_suite(suite: u16) -> Result<()> {
-    if suite == SUITE_X25519_HKDF_SHA256_AES256GCM {
-        Ok(())
-    } else {
-        Err(CryptoError::UnknownSuite(suite))
-    }
+    Suite::from_envelope_id(suite).map(|_| ())
 }
 
-/// An X25519 public encryption key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct EncryptionPublic(#[serde(with = "serde_bytes")] pub [u8; 32]);
+/// Length of a gm wrapped key's C3 || C2: 32 (SM3) + 32 (context digest) + 16 (data key).
+const SM2_WRAPPED_LEN: usize = 32 + 32 + 16;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum PublicRepr {
+    X25519([u8; 32]),
+    Sm2([u8; SM2_PUBLIC_LEN]),
+}
+
+/// A public encryption key: X25519 (`intl`, 32 bytes) or SM2 (`gm`, 65 bytes
+/// `04 || x || y`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EncryptionPublic(PublicRepr);
 
 impl EncryptionPublic {
+    /// Parses a key by its length: 32 bytes X25519, 65 bytes an SM2 point.
+    pub fn from_slice(b: &[u8]) -> Result<Self> {
+        if let Ok(x) = <[u8; 32]>::try_from(b) {
+            return Ok(EncryptionPublic(PublicRepr::X25519(x)));
+        }
+        sm2_public(b)?;
+        let mut sm = [0u8; SM2_PUBLIC_LEN];
+        sm.copy_from_slice(b);
+        Ok(EncryptionPublic(PublicRepr::Sm2(sm)))
+    }
+
+    /// The encoded key.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            PublicRepr::X25519(b) => b,
+            PublicRepr::Sm2(b) => b,
+        }
+    }
+
+    /// The key's suite.
+    pub fn suite(&self) -> Suite {
+        match self.0 {
+            PublicRepr::X25519(_) => Suite::Intl,
+            PublicRepr::Sm2(_) => Suite::Gm,
+        }
+    }
+
     /// The key's id (named in envelopes).
     pub fn key_id(&self) -> KeyId {
-        KeyId::of_public(&self.0)
+        KeyId::of(self.suite(), self.as_bytes())
     }
 }
 
 impl std::fmt::Debug for EncryptionPublic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "EncryptionPublic({})", self.key_id())
+        write!(f, "EncryptionPublic({} {})", self.suite(), self.key_id())
     }
 }
 
-/// An X25519 private key held by a recipient. ring only offers ephemeral X25519
-/// keys, so the long-lived half uses `x25519-dalek` (zeroized on drop).
+impl Serialize for EncryptionPublic {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.as_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for EncryptionPublic {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let b: serde_bytes::ByteBuf = Deserialize::deserialize(d)?;
+        EncryptionPublic::from_slice(&b).map_err(|_| {
+            serde::de::Error::invalid_length(
+                b.len(),
+                &"32 bytes (X25519) or 65 bytes 04 || x || y on the SM2 curve",
+            )
+        })
+    }
+}
+
+enum SecretRepr {
+    X25519(x25519_dalek::StaticSecret),
+    Sm2(sm2::SecretKey),
+}
+
+/// A private encryption key held by a recipient. ring only offers ephemeral
+/// X25519 keys, so the long-lived intl key uses `x25519-dalek`; gm keys are
+/// SM2 scalars (`sm2`). Both are zeroized on drop.
 pub struct EncryptionSecret {
-    secret: x25519_dalek::StaticSecret,
+    secret: SecretRepr,
     public: EncryptionPublic,
 }
 
 impl std::fmt::Debug for EncryptionSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "EncryptionSecret({})", self.public.key_id())
+        write!(f, "EncryptionSecret({:?})", self.public)
     }
 }
 
 impl EncryptionSecret {
-    /// A fresh key from the OS CSPRNG.
-    pub fn generate() -> Result<Self> {
-        let raw = Zeroizing::new(crate::rng::bytes::<32>()?);
-        Ok(Self::from_bytes(&raw))
+    /// A fresh key of `suite` from the OS CSPRNG.
+    pub fn generate(suite: Suite) -> Result<Self> {
+        match suite {
+            Suite::Intl => {
+                let raw = Zeroizing::new(crate::rng::bytes::<32>()?);
+                Self::from_bytes(suite, &raw)
+            }
+            Suite::Gm => Ok(Self::from_sm2(crate::rng::sm2_secret()?)),
+        }
     }
 
-    /// Loads 32 raw secret bytes.
-    pub fn from_bytes(raw: &[u8; 32]) -> Self {
-        let secret = x25519_dalek::StaticSecret::from(*raw);
-        let public = EncryptionPublic(x25519_dalek::PublicKey::from(&secret).to_bytes());
-        EncryptionSecret { secret, public }
+    fn from_sm2(secret: sm2::SecretKey) -> Self {
+        use sm2::elliptic_curve::sec1::ToSec1Point;
+        let point = secret.public_key().to_sec1_point(false);
+        let mut public = [0u8; SM2_PUBLIC_LEN];
+        public.copy_from_slice(point.as_bytes());
+        EncryptionSecret {
+            secret: SecretRepr::Sm2(secret),
+            public: EncryptionPublic(PublicRepr::Sm2(public)),
+        }
+    }
+
+    /// Loads 32 raw secret bytes of `suite` (an X25519 scalar, or an SM2
+    /// scalar in `[1, n-1]`, big-endian).
+    pub fn from_bytes(suite: Suite, raw: &[u8; 32]) -> Result<Self> {
+        match suite {
+            Suite::Intl => {
+                let secret = x25519_dalek::StaticSecret::from(*raw);
+                let public = EncryptionPublic(PublicRepr::X25519(
+                    x25519_dalek::PublicKey::from(&secret).to_bytes(),
+                ));
+                Ok(EncryptionSecret {
+                    secret: SecretRepr::X25519(secret),
+                    public,
+                })
+            }
+            Suite::Gm => sm2::SecretKey::from_slice(raw)
+                .map(Self::from_sm2)
+                .map_err(|_| CryptoError::MalformedKey {
+                    what: "SM2 encryption key",
+                    reason: "not a scalar in [1, n-1]",
+                }),
+        }
     }
 
     /// The secret bytes, for writing the key file.
     pub fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
-        Zeroizing::new(self.secret.to_bytes())
+        match &self.secret {
+            SecretRepr::X25519(s) => Zeroizing::new(s.to_bytes()),
+            SecretRepr::Sm2(s) => {
+                let mut out = Zeroizing::new([0u8; 32]);
+                out.copy_from_slice(&s.to_bytes());
+                out
+            }
+        }
     }
 
     /// The public half.
@@ -94,6 +200,11 @@ impl EncryptionSecret {
     /// The key id.
     pub fn key_id(&self) -> KeyId {
         self.public.key_id()
+    }
+
+    /// The key's suite.
+    pub fn suite(&self) -> Suite {
+        self.public.suite()
     }
 }
 
@@ -109,16 +220,18 @@ pub struct Recipient {
 /// A data key wrapped for one recipient key. Travels in the signed manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WrappedKey {
-    /// Suite id ([`SUITE_X25519_HKDF_SHA256_AES256GCM`]).
+    /// Suite id ([`SUITE_X25519_HKDF_SHA256_AES256GCM`] or [`SUITE_SM2PKE_SM3_SM4GCM`]).
     pub suite: u16,
     /// Recipient department.
     pub dept: String,
     /// Recipient key id.
     pub key_id: KeyId,
-    /// Sender's ephemeral X25519 public key.
+    /// The sender's ephemeral public key: X25519 (32 bytes), or SM2's C1
+    /// (65 bytes `04 || x || y`).
     #[serde(with = "serde_bytes")]
-    pub ephemeral: [u8; 32],
-    /// AES-256-GCM(KEK, nonce 0, aad = KDF info, data key): 48 bytes.
+    pub ephemeral: Vec<u8>,
+    /// Suite 1: AES-256-GCM(KEK, nonce 0, aad = KDF info, data key), 48 bytes.
+    /// Suite 2: SM2's C3 || C2 over `SM3(info) || data key`, 80 bytes.
     #[serde(with = "serde_bytes")]
     pub wrapped: Vec<u8>,
 }
@@ -142,22 +255,26 @@ impl ReleaseContext {
         a
     }
 
+    /// The KDF info (suite 1) or bound context (suite 2) of a wrapped key;
+    /// suite 2 has no ephemeral key before encrypting, so it binds none.
     fn wrap_info(
         &self,
         suite: u16,
         dept: &str,
         key_id: &KeyId,
-        eph: &[u8; 32],
-        recipient: &[u8; 32],
+        eph: Option<&[u8]>,
+        recipient: &[u8],
     ) -> Vec<u8> {
-        let mut info = Vec::with_capacity(160);
+        let mut info = Vec::with_capacity(192);
         push_lp(&mut info, b"pdx/v1 key-wrap");
         info.extend_from_slice(&suite.to_be_bytes());
         info.extend_from_slice(&self.release_id);
         push_lp(&mut info, self.dataset_id.as_bytes());
         push_lp(&mut info, dept.as_bytes());
         info.extend_from_slice(&key_id.0);
-        info.extend_from_slice(eph);
+        if let Some(eph) = eph {
+            info.extend_from_slice(eph);
+        }
         info.extend_from_slice(recipient);
         info
     }
@@ -199,72 +316,122 @@ fn kek_from_shared(shared: &[u8], info: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
     Ok(kek)
 }
 
-fn wrap_for(
-    ctx: &ReleaseContext,
-    recipient: &Recipient,
-    data_key: &[u8; KEY_LEN],
-) -> Result<WrappedKey> {
-    let suite = SUITE_X25519_HKDF_SHA256_AES256GCM;
-    let rng = ring::rand::SystemRandom::new();
-    let eph = agreement::EphemeralPrivateKey::generate(&agreement::X25519, &rng)
-        .map_err(|_| CryptoError::Rng)?;
-    let eph_pub_bytes = eph
-        .compute_public_key()
-        .map_err(|_| CryptoError::KeyAgreement)?;
-    let eph_pub: [u8; 32] = eph_pub_bytes
-        .as_ref()
-        .try_into()
-        .map_err(|_| CryptoError::KeyAgreement)?;
+fn wrap_for(ctx: &ReleaseContext, recipient: &Recipient, data_key: &[u8]) -> Result<WrappedKey> {
     let key_id = recipient.public.key_id();
-    let info = ctx.wrap_info(
-        suite,
-        &recipient.dept,
-        &key_id,
-        &eph_pub,
-        &recipient.public.0,
-    );
-    let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, recipient.public.0);
-    let kek = agreement::agree_ephemeral(eph, &peer, |shared| kek_from_shared(shared, &info))
-        .map_err(|_| CryptoError::KeyAgreement)??;
-    let wrapped = AeadKey::new(&kek)?.seal([0u8; 12], &info, data_key)?;
-    Ok(WrappedKey {
-        suite,
-        dept: recipient.dept.clone(),
-        key_id,
-        ephemeral: eph_pub,
-        wrapped,
-    })
+    match &recipient.public.0 {
+        PublicRepr::X25519(r) => {
+            let suite = SUITE_X25519_HKDF_SHA256_AES256GCM;
+            let rng = ring::rand::SystemRandom::new();
+            let eph = agreement::EphemeralPrivateKey::generate(&agreement::X25519, &rng)
+                .map_err(|_| CryptoError::Rng)?;
+            let eph_pub = eph
+                .compute_public_key()
+                .map_err(|_| CryptoError::KeyAgreement)?
+                .as_ref()
+                .to_vec();
+            let info = ctx.wrap_info(suite, &recipient.dept, &key_id, Some(&eph_pub), r);
+            let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, r);
+            let kek =
+                agreement::agree_ephemeral(eph, &peer, |shared| kek_from_shared(shared, &info))
+                    .map_err(|_| CryptoError::KeyAgreement)??;
+            let wrapped = AeadKey::new(Suite::Intl, &kek[..])?.seal([0u8; 12], &info, data_key)?;
+            Ok(WrappedKey {
+                suite,
+                dept: recipient.dept.clone(),
+                key_id,
+                ephemeral: eph_pub,
+                wrapped,
+            })
+        }
+        PublicRepr::Sm2(r) => {
+            let suite = SUITE_SM2PKE_SM3_SM4GCM;
+            let info = ctx.wrap_info(suite, &recipient.dept, &key_id, None, r);
+            let mut plain = Zeroizing::new(Suite::Gm.digest(&info).0.to_vec());
+            plain.extend_from_slice(data_key);
+            let encrypting =
+                sm2::pke::EncryptingKey::new_with_mode(sm2_public(r)?, sm2::pke::Mode::C1C3C2);
+            let mut ct = encrypting
+                .encrypt(&mut crate::rng::OsRng, &plain)
+                .map_err(|_| CryptoError::KeyAgreement)?;
+            if ct.len() != SM2_PUBLIC_LEN + SM2_WRAPPED_LEN {
+                return Err(CryptoError::KeyAgreement);
+            }
+            let wrapped = ct.split_off(SM2_PUBLIC_LEN);
+            Ok(WrappedKey {
+                suite,
+                dept: recipient.dept.clone(),
+                key_id,
+                ephemeral: ct,
+                wrapped,
+            })
+        }
+    }
 }
 
 fn unwrap_with(
+    suite: Suite,
     ctx: &ReleaseContext,
     wk: &WrappedKey,
     secret: &EncryptionSecret,
 ) -> Result<AeadKey> {
-    check_suite(wk.suite)?;
-    let shared = secret
-        .secret
-        .diffie_hellman(&x25519_dalek::PublicKey::from(wk.ephemeral));
-    if !shared.was_contributory() {
-        return Err(CryptoError::KeyAgreement);
-    }
-    let info = ctx.wrap_info(
-        wk.suite,
-        &wk.dept,
-        &wk.key_id,
-        &wk.ephemeral,
-        &secret.public.0,
-    );
-    let kek = kek_from_shared(shared.as_bytes(), &info)?;
-    let raw = Zeroizing::new(AeadKey::new(&kek)?.open([0u8; 12], &info, &wk.wrapped, || {
-        format!("data key wrapped for {} key {}", wk.dept, wk.key_id)
-    })?);
-    let raw: Zeroizing<[u8; KEY_LEN]> = Zeroizing::new(raw.as_slice().try_into().map_err(
-        |_| CryptoError::OpenFailed {
+    suite.expect(Suite::from_envelope_id(wk.suite)?, "wrapped data key")?;
+    suite.expect(secret.suite(), "encryption key")?;
+    let refused = || CryptoError::OpenFailed {
+        what: format!("data key wrapped for {} key {}", wk.dept, wk.key_id),
+    };
+    let raw: Zeroizing<Vec<u8>> = match &secret.secret {
+        SecretRepr::X25519(s) => {
+            let eph: [u8; 32] = wk.ephemeral.as_slice().try_into().map_err(|_| refused())?;
+            let shared = s.diffie_hellman(&x25519_dalek::PublicKey::from(eph));
+            if !shared.was_contributory() {
+                return Err(CryptoError::KeyAgreement);
+            }
+            let info = ctx.wrap_info(
+                wk.suite,
+                &wk.dept,
+                &wk.key_id,
+                Some(&wk.ephemeral),
+                secret.public.as_bytes(),
+            );
+            let kek = kek_from_shared(shared.as_bytes(), &info)?;
+            Zeroizing::new(AeadKey::new(Suite::Intl, &kek[..])?.open(
+                [0u8; 12],
+                &info,
+                &wk.wrapped,
+                || format!("data key wrapped for {} key {}", wk.dept, wk.key_id),
+            )?)
+        }
+        SecretRepr::Sm2(s) => {
+            if wk.ephemeral.len() != SM2_PUBLIC_LEN || wk.wrapped.len() != SM2_WRAPPED_LEN {
+                return Err(refused());
+            }
+            let mut ct = Vec::with_capacity(SM2_PUBLIC_LEN + SM2_WRAPPED_LEN);
+            ct.extend_from_slice(&wk.ephemeral);
+            ct.extend_from_slice(&wk.wrapped);
+            let decrypting = sm2::pke::DecryptingKey::new_with_mode(
+                s.to_nonzero_scalar(),
+                sm2::pke::Mode::C1C3C2,
+            );
+            let plain = Zeroizing::new(decrypting.decrypt(&ct).map_err(|_| refused())?);
+            let info = ctx.wrap_info(
+                wk.suite,
+                &wk.dept,
+                &wk.key_id,
+                None,
+                secret.public.as_bytes(),
+            );
+            if plain.len() != 48 || plain[..32] != Suite::Gm.digest(&info).0 {
+                return Err(refused());
+            }
+            Zeroizing::new(plain[32..].to_vec())
+        }
+    };
+    if raw.len() != key_len(suite) {
+        return Err(CryptoError::OpenFailed {
             what: "wrapped data key (wrong length)".into(),
-        },
-    )?);
-    AeadKey::new(&raw)
+        });
+    }
+    AeadKey::new(suite, &raw)
 }
 
 fn field_nonce(record: u64, field_index: u32) -> [u8; 12] {
@@ -287,19 +454,28 @@ pub struct Sealer {
 }
 
 impl Sealer {
-    /// Draws one fresh data key per recipient and wraps each. Recipient `i` of
+    /// Draws one fresh data key of `suite` per recipient and wraps each; a
+    /// recipient key of the other suite is refused. Recipient `i` of
     /// `recipients` is recipient index `i` in [`Sealer::seal_field`].
-    pub fn new(ctx: &ReleaseContext, recipients: &[Recipient]) -> Result<(Self, Vec<WrappedKey>)> {
+    pub fn new(
+        suite: Suite,
+        ctx: &ReleaseContext,
+        recipients: &[Recipient],
+    ) -> Result<(Self, Vec<WrappedKey>)> {
         let mut keys = Vec::with_capacity(recipients.len());
         let mut wrapped = Vec::with_capacity(recipients.len());
         for r in recipients {
-            let (key, raw) = AeadKey::generate()?;
+            suite.expect(
+                r.public.suite(),
+                &format!("the encryption key of {}", r.dept),
+            )?;
+            let (key, raw) = AeadKey::generate(suite)?;
             wrapped.push(wrap_for(ctx, r, &raw)?);
             keys.push(key);
         }
         Ok((
             Sealer {
-                aad_prefix: ctx.aad_prefix(SUITE_X25519_HKDF_SHA256_AES256GCM),
+                aad_prefix: ctx.aad_prefix(suite.envelope_id()),
                 keys,
             },
             wrapped,
@@ -338,8 +514,10 @@ pub struct Opener {
 
 impl Opener {
     /// Unwraps every data key addressed to `my_dept` under a key `lookup` knows.
-    /// Fails with [`CryptoError::NotARecipient`] if there is none.
+    /// Fails with [`CryptoError::NotARecipient`] if there is none, and refuses
+    /// a wrapped key of another suite than `suite`.
     pub fn new<'a>(
+        suite: Suite,
         ctx: &ReleaseContext,
         wrapped: &[WrappedKey],
         my_dept: &str,
@@ -348,9 +526,10 @@ impl Opener {
         let mut keys = Vec::with_capacity(wrapped.len());
         let mut any = false;
         for wk in wrapped {
+            suite.expect(Suite::from_envelope_id(wk.suite)?, "wrapped data key")?;
             let key = if wk.dept == my_dept {
                 match lookup(&wk.key_id) {
-                    Some(secret) => Some(unwrap_with(ctx, wk, secret)?),
+                    Some(secret) => Some(unwrap_with(suite, ctx, wk, secret)?),
                     None => None,
                 }
             } else {
@@ -366,7 +545,7 @@ impl Opener {
             });
         }
         Ok(Opener {
-            aad_prefix: ctx.aad_prefix(SUITE_X25519_HKDF_SHA256_AES256GCM),
+            aad_prefix: ctx.aad_prefix(suite.envelope_id()),
             keys,
         })
     }
@@ -415,9 +594,11 @@ mod tests {
         }
     }
 
-    fn setup() -> Result<(EncryptionSecret, EncryptionSecret, Sealer, Vec<WrappedKey>)> {
-        let a = EncryptionSecret::generate()?;
-        let b = EncryptionSecret::generate()?;
+    fn setup(
+        suite: Suite,
+    ) -> Result<(EncryptionSecret, EncryptionSecret, Sealer, Vec<WrappedKey>)> {
+        let a = EncryptionSecret::generate(suite)?;
+        let b = EncryptionSecret::generate(suite)?;
         let recipients = [
             Recipient {
                 dept: "440000".into(),
@@ -428,18 +609,25 @@ mod tests {
                 public: b.public(),
             },
         ];
-        let (sealer, wrapped) = Sealer::new(&ctx(), &recipients)?;
+        let (sealer, wrapped) = Sealer::new(suite, &ctx(), &recipients)?;
         Ok((a, b, sealer, wrapped))
     }
 
     #[test]
     fn each_recipient_opens_only_its_own_fields() -> Result<()> {
-        let (a, b, sealer, wrapped) = setup()?;
+        for suite in Suite::ALL {
+            each_recipient_opens_only_its_own_fields_in(suite)?;
+        }
+        Ok(())
+    }
+
+    fn each_recipient_opens_only_its_own_fields_in(suite: Suite) -> Result<()> {
+        let (a, b, sealer, wrapped) = setup(suite)?;
         let mut ct_a = Vec::new();
         sealer.seal_field(0, 7, 2, "certno", b"110101199003074514", &mut ct_a)?;
         let mut ct_b = Vec::new();
         sealer.seal_field(1, 8, 2, "certno", b"440101198001010018", &mut ct_b)?;
-        let opener_a = Opener::new(&ctx(), &wrapped, "440000", |id| {
+        let opener_a = Opener::new(suite, &ctx(), &wrapped, "440000", |id| {
             (*id == a.key_id()).then_some(&a)
         })?;
         assert_eq!(
@@ -448,7 +636,7 @@ mod tests {
         );
         assert!(!opener_a.can_open(1));
         assert!(opener_a.open_field(1, 8, 2, "certno", &ct_b).is_err());
-        let opener_b = Opener::new(&ctx(), &wrapped, "110000", |id| {
+        let opener_b = Opener::new(suite, &ctx(), &wrapped, "110000", |id| {
             (*id == b.key_id()).then_some(&b)
         })?;
         assert_eq!(
@@ -460,27 +648,78 @@ mod tests {
 
     #[test]
     fn wrong_recipient_key_and_wrong_dept_are_refused() -> Result<()> {
-        let (a, _b, _sealer, wrapped) = setup()?;
-        let stranger = EncryptionSecret::generate()?;
-        // A node claiming dept 440000 but holding another key cannot unwrap.
+        for suite in Suite::ALL {
+            let (a, _b, _sealer, wrapped) = setup(suite)?;
+            let stranger = EncryptionSecret::generate(suite)?;
+            // A node claiming dept 440000 but holding another key cannot unwrap.
+            assert!(matches!(
+                Opener::new(suite, &ctx(), &wrapped, "440000", |_| Some(&stranger)),
+                Err(CryptoError::OpenFailed { .. })
+            ));
+            // A relay (another dept) is not a recipient at all.
+            assert!(matches!(
+                Opener::new(suite, &ctx(), &wrapped, "100000", |_| Some(&a)),
+                Err(CryptoError::NotARecipient { .. })
+            ));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_wrapped_key_of_the_other_suite_is_refused_naming_both() -> Result<()> {
+        let (a, _b, _sealer, wrapped) = setup(Suite::Gm)?;
+        let e = Opener::new(Suite::Intl, &ctx(), &wrapped, "440000", |_| Some(&a))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("gm") && e.contains("intl"), "{e}");
+        let intl_key = EncryptionSecret::generate(Suite::Intl)?;
+        let r = Recipient {
+            dept: "440000".into(),
+            public: intl_key.public(),
+        };
         assert!(matches!(
-            Opener::new(&ctx(), &wrapped, "440000", |_| Some(&stranger)),
-            Err(CryptoError::OpenFailed { .. })
+            Sealer::new(Suite::Gm, &ctx(), &[r]),
+            Err(CryptoError::SuiteMismatch { .. })
         ));
-        // A relay (another dept) is not a recipient at all.
-        assert!(matches!(
-            Opener::new(&ctx(), &wrapped, "100000", |_| Some(&a)),
-            Err(CryptoError::NotARecipient { .. })
-        ));
+        Ok(())
+    }
+
+    // Every byte of a gm wrapped key matters: C1, C3 and C2 are checked by
+    // SM2 decryption, and the context digest binds release and recipient.
+    #[test]
+    fn every_flipped_byte_of_a_gm_wrapped_key_is_refused() -> Result<()> {
+        let (a, _b, _sealer, wrapped) = setup(Suite::Gm)?;
+        assert_eq!(wrapped[0].ephemeral.len(), 65);
+        assert_eq!(wrapped[0].wrapped.len(), 80);
+        for i in 0..(65 + 80) {
+            let mut w = wrapped.clone();
+            if i < 65 {
+                w[0].ephemeral[i] ^= 0x01;
+            } else {
+                w[0].wrapped[i - 65] ^= 0x01;
+            }
+            assert!(
+                Opener::new(Suite::Gm, &ctx(), &w[..1], "440000", |_| Some(&a)).is_err(),
+                "byte {i}"
+            );
+        }
         Ok(())
     }
 
     #[test]
     fn moved_truncated_or_flipped_ciphertexts_fail() -> Result<()> {
-        let (a, _b, sealer, wrapped) = setup()?;
+        for suite in Suite::ALL {
+            moved_truncated_or_flipped_ciphertexts_fail_in(suite)?;
+        }
+        Ok(())
+    }
+
+    fn moved_truncated_or_flipped_ciphertexts_fail_in(suite: Suite) -> Result<()> {
+        let (a, _b, sealer, wrapped) = setup(suite)?;
         let mut ct = Vec::new();
         sealer.seal_field(0, 7, 2, "certno", b"110101199003074514", &mut ct)?;
-        let opener = Opener::new(&ctx(), &wrapped, "440000", |_| Some(&a))?;
+        let opener = Opener::new(suite, &ctx(), &wrapped, "440000", |_| Some(&a))?;
         assert!(
             opener.open_field(0, 8, 2, "certno", &ct).is_err(),
             "moved to another record"
@@ -511,7 +750,7 @@ mod tests {
             ..ctx()
         };
         assert!(
-            Opener::new(&other_release, &wrapped, "440000", |_| Some(&a)).is_err(),
+            Opener::new(suite, &other_release, &wrapped, "440000", |_| Some(&a)).is_err(),
             "other release"
         );
         Ok(())
@@ -519,11 +758,11 @@ mod tests {
 
     #[test]
     fn unknown_suite_is_refused() -> Result<()> {
-        let (a, _b, _sealer, mut wrapped) = setup()?;
-        wrapped[0].suite = 2;
+        let (a, _b, _sealer, mut wrapped) = setup(Suite::Intl)?;
+        wrapped[0].suite = 3;
         assert!(matches!(
-            Opener::new(&ctx(), &wrapped, "440000", |_| Some(&a)),
-            Err(CryptoError::UnknownSuite(2))
+            Opener::new(Suite::Intl, &ctx(), &wrapped, "440000", |_| Some(&a)),
+            Err(CryptoError::UnknownSuite(3))
         ));
         Ok(())
     }

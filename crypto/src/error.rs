@@ -32,9 +32,24 @@ pub enum CryptoError {
     },
     /// An envelope or key file names a suite this build does not implement.
     #[error(
-        "unknown cryptographic suite {0}; this build supports suite 1 (X25519 + HKDF-SHA256 + AES-256-GCM)"
+        "unknown cryptographic suite {0}; this build supports suite 1 (intl: X25519 + HKDF-SHA256 + AES-256-GCM) and suite 2 (gm: SM2 + SM3 + SM4-GCM)"
     )]
     UnknownSuite(u16),
+    /// An object of one suite met a key, log or network of the other: a
+    /// network uses one suite for everything (`pdx ca init --suite`).
+    #[error(
+        "{what} is of the {found} suite ({}), but this network uses the {expected} suite ({}); objects of one suite are never accepted by the other",
+        found.algorithms(),
+        expected.algorithms()
+    )]
+    SuiteMismatch {
+        /// What was refused.
+        what: String,
+        /// The suite the network (or key) uses.
+        expected: crate::Suite,
+        /// The suite of the refused object.
+        found: crate::Suite,
+    },
     /// No wrapped data key in the release is addressed to this node and one of its keys.
     #[error(
         "no data key in release {release} is wrapped for department {dept} with a key this node holds"
@@ -45,8 +60,9 @@ pub enum CryptoError {
         /// This node's department code.
         dept: String,
     },
-    /// Key agreement produced an all-zero or otherwise unusable shared secret.
-    #[error("X25519 key agreement failed (low-order or malformed public key)")]
+    /// Key agreement (X25519) or SM2 encryption of a data key failed: a
+    /// low-order or malformed public key.
+    #[error("key wrapping failed (low-order or malformed recipient or ephemeral public key)")]
     KeyAgreement,
     /// A key file is protected by a passphrase but none (or a wrong one) was given.
     #[error("cannot unlock {what}: wrong passphrase or corrupted key file")]
@@ -62,8 +78,8 @@ pub enum CryptoError {
         /// Why.
         reason: String,
     },
-    /// A passphrase-hashing parameter was rejected by argon2.
-    #[error("argon2id failed: {0}")]
+    /// A passphrase-hashing parameter was rejected by argon2 or PBKDF2.
+    #[error("passphrase key derivation failed: {0}")]
     Argon2(String),
     /// Homomorphic aggregation input was rejected.
     #[error("homomorphic aggregate: {0}")]

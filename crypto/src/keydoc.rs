@@ -1,5 +1,6 @@
-//! Encryption-key documents: a node's X25519 public key, signed by the node's
-//! identity key (the key in its network certificate).
+//! Encryption-key documents: a node's public encryption key (X25519 under
+//! `intl`, SM2 under `gm`), signed by the node's identity key (the key in its
+//! network certificate, of the same suite).
 //!
 //! The signature and the certificate, not the channel a document came through,
 //! make it trusted: a sender may fetch key documents from any directory node and
@@ -7,9 +8,9 @@
 //! checking needs the PKI and lives in `pdx-node`; this module checks the
 //! signature and the document's internal consistency.
 
-use crate::envelope::{EncryptionPublic, check_suite};
+use crate::envelope::EncryptionPublic;
 use crate::wire::Signed;
-use crate::{CryptoError, KeyId, Result, SignatureDomain, SigningKey, VerifyingKey};
+use crate::{CryptoError, KeyId, Result, SignatureDomain, SigningKey, Suite, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 /// The signed content of a key document.
@@ -19,9 +20,9 @@ pub struct KeyDocumentBody {
     pub version: u8,
     /// Department code of the key's owner (must match its certificate).
     pub dept: String,
-    /// Envelope suite the key is for.
+    /// Envelope suite the key is for (1 `intl`, 2 `gm`).
     pub suite: u16,
-    /// The X25519 public key.
+    /// The public key (X25519 or SM2, as `suite` says).
     pub public: EncryptionPublic,
     /// When the key was created (ms since the Unix epoch).
     pub created_ms: u64,
@@ -33,6 +34,13 @@ impl KeyDocumentBody {
     /// The key id envelopes name.
     pub fn key_id(&self) -> KeyId {
         self.public.key_id()
+    }
+
+    /// The suite the body names, checked against its key's own suite.
+    pub fn checked_suite(&self) -> Result<Suite> {
+        let named = Suite::from_envelope_id(self.suite)?;
+        named.expect(self.public.suite(), "the key of a key document")?;
+        Ok(named)
     }
 }
 
@@ -53,6 +61,9 @@ impl KeyDocument {
         identity: &SigningKey,
         certificate: Vec<u8>,
     ) -> Result<Self> {
+        identity
+            .suite()
+            .expect(body.checked_suite()?, "key document")?;
         Ok(KeyDocument {
             signed: Signed::sign(SignatureDomain::KeyDocument, identity, body)?,
             certificate,
@@ -69,7 +80,9 @@ impl KeyDocument {
                 reason: format!("version {} (this build reads version 1)", body.version),
             });
         }
-        check_suite(body.suite)?;
+        identity
+            .suite()
+            .expect(body.checked_suite()?, "key document")?;
         if body.dept != cert_dept {
             return Err(CryptoError::Malformed {
                 what: "key document",
@@ -90,12 +103,40 @@ mod tests {
 
     #[test]
     fn key_document_binds_department_and_signer() -> Result<()> {
-        let identity = SigningKey::generate()?;
-        let enc = EncryptionSecret::generate()?;
-        let body = KeyDocumentBody {
+        for suite in Suite::ALL {
+            key_document_binds_department_and_signer_in(suite)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn key_documents_refuse_a_mixed_suite() -> Result<()> {
+        let gm_identity = SigningKey::generate(Suite::Gm)?;
+        let intl_enc = EncryptionSecret::generate(Suite::Intl)?;
+        let mut body = KeyDocumentBody {
             version: 1,
             dept: "440000".into(),
             suite: 1,
+            public: intl_enc.public(),
+            created_ms: 1,
+            active: true,
+        };
+        assert!(KeyDocument::sign(&body, &gm_identity, vec![]).is_err());
+        body.suite = 2;
+        assert!(
+            body.checked_suite().is_err(),
+            "names gm, holds an X25519 key"
+        );
+        Ok(())
+    }
+
+    fn key_document_binds_department_and_signer_in(suite: Suite) -> Result<()> {
+        let identity = SigningKey::generate(suite)?;
+        let enc = EncryptionSecret::generate(suite)?;
+        let body = KeyDocumentBody {
+            version: 1,
+            dept: "440000".into(),
+            suite: suite.envelope_id(),
             public: enc.public(),
             created_ms: 1,
             active: true,
@@ -106,7 +147,7 @@ mod tests {
             doc.verify(&identity.verifying_key(), "110000").is_err(),
             "wrong department"
         );
-        let other = SigningKey::generate()?;
+        let other = SigningKey::generate(suite)?;
         assert!(
             doc.verify(&other.verifying_key(), "440000").is_err(),
             "wrong signer"

@@ -1,21 +1,33 @@
 //! The node's secret key files: encoding only (the node writes them with 0600).
 //!
 //! ```text
-//! file = "PDXKEY1\n" || CBOR map {kind, protection, data, [m_kib, t, p, salt, nonce]}
+//! file = "PDXKEY1\n" || CBOR map {kind, protection, data, [m_kib, t, p, iterations, salt, nonce]}
 //! ```
-//! Without a passphrase `data` is the secret itself (PKCS#8 for Ed25519, raw 32
-//! bytes otherwise). With one, `data` = AES-256-GCM(KEK, nonce, aad, secret) where
-//! KEK = argon2id(passphrase, salt, m_kib, t, p) and aad = "pdx/v1 key-file" || kind.
+//! Without a passphrase `data` is the secret itself (PKCS#8 for Ed25519 and
+//! SM2 signing keys, raw 32 bytes otherwise). With one, under `intl`,
+//! `data` = AES-256-GCM(KEK, nonce, aad, secret) where KEK = argon2id(passphrase,
+//! salt, m_kib, t, p); under `gm`, `data` = SM4-GCM(KEK, nonce, aad, secret)
+//! where KEK = PBKDF2-HMAC-SM3(passphrase, salt, iterations, 16 bytes) (GM/T
+//! 0091-2020's password-based KDF). `aad = "pdx/v1 key-file" 0x00 || kind`.
 
-use crate::aead::AeadKey;
+use crate::aead::{AeadKey, key_len};
 use crate::wire::{from_cbor, to_cbor};
-use crate::{CryptoError, Result};
+use crate::{CryptoError, Result, Suite};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 const MAGIC: &[u8; 8] = b"PDXKEY1\n";
 const PROTECTION_NONE: &str = "none";
 const PROTECTION_ARGON2: &str = "argon2id-aes256gcm";
+const PROTECTION_PBKDF2_SM3: &str = "pbkdf2-sm3-sm4gcm";
+
+/// PBKDF2-HMAC-SM3 iterations for new gm key files: about the time of the
+/// intl argon2id cost on these machines (`docs/benchmarks.md`), far above
+/// GM/T 0091's minimum of 1,000.
+pub const PBKDF2_SM3_ITERATIONS: u32 = 300_000;
+/// The most iterations a key file may ask for (a tampered file must not make
+/// the node spin for hours).
+pub const PBKDF2_SM3_MAX_ITERATIONS: u32 = 20_000_000;
 
 /// Argon2id cost used for new key files (RFC 9106's second recommendation, p = 1
 /// for these 2-core machines): 64 MiB, 3 passes.
@@ -30,8 +42,12 @@ pub const ARGON2_P: u32 = 1;
 pub enum KeyKind {
     /// Ed25519 private key, PKCS#8.
     Ed25519Pkcs8,
+    /// SM2 signing key, PKCS#8 (id-ecPublicKey with the sm2p256v1 curve).
+    Sm2Pkcs8,
     /// X25519 private key, 32 raw bytes.
     X25519,
+    /// SM2 encryption key, the 32-byte big-endian scalar.
+    Sm2Encryption,
     /// A 32-byte symmetric master key.
     Secret32,
     /// A homomorphic-aggregate LWE secret key, bits packed (`pdx_crypto::he`).
@@ -42,7 +58,9 @@ impl KeyKind {
     fn label(self) -> &'static str {
         match self {
             KeyKind::Ed25519Pkcs8 => "ed25519-pkcs8",
+            KeyKind::Sm2Pkcs8 => "sm2-pkcs8",
             KeyKind::X25519 => "x25519-raw",
+            KeyKind::Sm2Encryption => "sm2-enc-raw",
             KeyKind::Secret32 => "secret-32",
             KeyKind::HeLweSecret => "he-lwe-secret",
         }
@@ -51,11 +69,37 @@ impl KeyKind {
     fn from_label(s: &str) -> Option<Self> {
         match s {
             "ed25519-pkcs8" => Some(KeyKind::Ed25519Pkcs8),
+            "sm2-pkcs8" => Some(KeyKind::Sm2Pkcs8),
             "x25519-raw" => Some(KeyKind::X25519),
+            "sm2-enc-raw" => Some(KeyKind::Sm2Encryption),
             "secret-32" => Some(KeyKind::Secret32),
             "he-lwe-secret" => Some(KeyKind::HeLweSecret),
             _ => None,
         }
+    }
+
+    /// The kind of a signing key of `suite`.
+    pub fn signing(suite: Suite) -> Self {
+        match suite {
+            Suite::Intl => KeyKind::Ed25519Pkcs8,
+            Suite::Gm => KeyKind::Sm2Pkcs8,
+        }
+    }
+
+    /// The kind of an encryption key of `suite`.
+    pub fn encryption(suite: Suite) -> Self {
+        match suite {
+            Suite::Intl => KeyKind::X25519,
+            Suite::Gm => KeyKind::Sm2Encryption,
+        }
+    }
+}
+
+/// The passphrase protection of `suite`.
+fn protection_of(suite: Suite) -> &'static str {
+    match suite {
+        Suite::Intl => PROTECTION_ARGON2,
+        Suite::Gm => PROTECTION_PBKDF2_SM3,
     }
 }
 
@@ -71,6 +115,8 @@ struct KeyFileBody {
     t: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     p: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iterations: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
     salt: Option<Vec<u8>>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
@@ -100,50 +146,77 @@ fn aad(kind: KeyKind) -> Vec<u8> {
     a
 }
 
-/// Encodes a key file, protected by `passphrase` when given.
-pub fn encode(
-    kind: KeyKind,
-    secret: &[u8],
-    passphrase: Option<&[u8]>,
-) -> Result<Zeroizing<Vec<u8>>> {
-    encode_with_cost(kind, secret, passphrase, (ARGON2_M_KIB, ARGON2_T, ARGON2_P))
+fn pbkdf2_sm3(passphrase: &[u8], salt: &[u8], iterations: u32) -> Zeroizing<[u8; 16]> {
+    let mut out = Zeroizing::new([0u8; 16]);
+    pbkdf2::pbkdf2_hmac::<sm3::Sm3>(passphrase, salt, iterations, &mut out[..]);
+    out
 }
 
-/// [`encode`] with explicit argon2id cost (m_kib, t, p); tests use small costs.
-pub fn encode_with_cost(
+/// The cost of a passphrase KDF: argon2id (m_kib, t, p) for `intl`, PBKDF2
+/// iterations for `gm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KdfCost {
+    /// argon2id memory (KiB), passes, lanes.
+    pub argon2: (u32, u32, u32),
+    /// PBKDF2-HMAC-SM3 iterations.
+    pub pbkdf2_iterations: u32,
+}
+
+/// The cost new key files get.
+pub const DEFAULT_COST: KdfCost = KdfCost {
+    argon2: (ARGON2_M_KIB, ARGON2_T, ARGON2_P),
+    pbkdf2_iterations: PBKDF2_SM3_ITERATIONS,
+};
+
+/// Encodes a key file of `suite`, protected by `passphrase` when given.
+pub fn encode(
+    suite: Suite,
     kind: KeyKind,
     secret: &[u8],
     passphrase: Option<&[u8]>,
-    (m_kib, t, p): (u32, u32, u32),
 ) -> Result<Zeroizing<Vec<u8>>> {
-    let body = match passphrase {
-        None => KeyFileBody {
-            kind: kind.label().into(),
-            protection: PROTECTION_NONE.into(),
-            data: secret.to_vec(),
-            m_kib: None,
-            t: None,
-            p: None,
-            salt: None,
-            nonce: None,
-        },
-        Some(pass) => {
-            let salt = crate::rng::bytes::<16>()?;
-            let nonce = crate::rng::bytes::<12>()?;
-            let kek_bytes = kek(pass, &salt, m_kib, t, p)?;
-            let key = AeadKey::new(&kek_bytes)?;
-            KeyFileBody {
-                kind: kind.label().into(),
-                protection: PROTECTION_ARGON2.into(),
-                data: key.seal(nonce, &aad(kind), secret)?,
-                m_kib: Some(m_kib),
-                t: Some(t),
-                p: Some(p),
-                salt: Some(salt.to_vec()),
-                nonce: Some(nonce.to_vec()),
-            }
-        }
+    encode_with_cost(suite, kind, secret, passphrase, DEFAULT_COST)
+}
+
+/// [`encode`] with an explicit KDF cost; tests use small costs.
+pub fn encode_with_cost(
+    suite: Suite,
+    kind: KeyKind,
+    secret: &[u8],
+    passphrase: Option<&[u8]>,
+    cost: KdfCost,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let mut body = KeyFileBody {
+        kind: kind.label().into(),
+        protection: PROTECTION_NONE.into(),
+        data: secret.to_vec(),
+        m_kib: None,
+        t: None,
+        p: None,
+        iterations: None,
+        salt: None,
+        nonce: None,
     };
+    if let Some(pass) = passphrase {
+        let salt = crate::rng::bytes::<16>()?;
+        let nonce = crate::rng::bytes::<12>()?;
+        let key = match suite {
+            Suite::Intl => {
+                let (m_kib, t, p) = cost.argon2;
+                (body.m_kib, body.t, body.p) = (Some(m_kib), Some(t), Some(p));
+                AeadKey::new(suite, &kek(pass, &salt, m_kib, t, p)?[..])?
+            }
+            Suite::Gm => {
+                body.iterations = Some(cost.pbkdf2_iterations);
+                AeadKey::new(suite, &pbkdf2_sm3(pass, &salt, cost.pbkdf2_iterations)[..])?
+            }
+        };
+        zeroize::Zeroize::zeroize(&mut body.data);
+        body.data = key.seal(nonce, &aad(kind), secret)?;
+        body.protection = protection_of(suite).into();
+        body.salt = Some(salt.to_vec());
+        body.nonce = Some(nonce.to_vec());
+    }
     let mut out = Zeroizing::new(MAGIC.to_vec());
     out.extend_from_slice(&to_cbor(&body)?);
     Ok(out)
@@ -152,7 +225,7 @@ pub fn encode_with_cost(
 /// Whether the key file needs a passphrase.
 pub fn is_protected(file: &[u8]) -> Result<bool> {
     let body = parse(file, "key file")?;
-    Ok(body.protection == PROTECTION_ARGON2)
+    Ok(body.protection != PROTECTION_NONE)
 }
 
 fn parse(file: &[u8], what: &str) -> Result<KeyFileBody> {
@@ -165,8 +238,10 @@ fn parse(file: &[u8], what: &str) -> Result<KeyFileBody> {
     from_cbor(rest, "key file")
 }
 
-/// Decodes a key file of the expected `kind`; `what` names it in errors.
+/// Decodes a key file of the expected `kind` and `suite`; `what` names it in
+/// errors. A file protected by the other suite's KDF is refused.
 pub fn decode(
+    suite: Suite,
     file: &[u8],
     kind: KeyKind,
     what: &str,
@@ -187,16 +262,60 @@ pub fn decode(
             ),
         });
     }
-    match body.protection.as_str() {
+    let protection = body.protection.as_str();
+    for found in Suite::ALL {
+        if protection == protection_of(found) && found != suite {
+            return Err(CryptoError::SuiteMismatch {
+                what: format!("{what} (protected by {protection})"),
+                expected: suite,
+                found,
+            });
+        }
+    }
+    let missing = || CryptoError::Malformed {
+        what: "key file",
+        reason: format!("{what} lacks its {protection} parameters"),
+    };
+    let salt_nonce = || -> Result<(&[u8], [u8; 12])> {
+        let salt = body.salt.as_deref().ok_or_else(missing)?;
+        let nonce: [u8; 12] = body
+            .nonce
+            .as_deref()
+            .and_then(|n| n.try_into().ok())
+            .ok_or_else(missing)?;
+        Ok((salt, nonce))
+    };
+    let unlock = |key: AeadKey, nonce: [u8; 12]| {
+        key.open(nonce, &aad(kind), &body.data, || what.to_string())
+            .map(Zeroizing::new)
+            .map_err(|_| CryptoError::Unlock {
+                what: what.to_string(),
+            })
+    };
+    let pass = || {
+        passphrase.ok_or_else(|| CryptoError::Unlock {
+            what: format!("{what} (it is passphrase-protected; give --passphrase-file)"),
+        })
+    };
+    match protection {
         PROTECTION_NONE => Ok(Zeroizing::new(body.data.clone())),
+        PROTECTION_PBKDF2_SM3 => {
+            let pass = pass()?;
+            let iterations = body.iterations.ok_or_else(missing)?;
+            if iterations == 0 || iterations > PBKDF2_SM3_MAX_ITERATIONS {
+                return Err(CryptoError::Malformed {
+                    what: "key file",
+                    reason: format!(
+                        "{what} asks for {iterations} PBKDF2 iterations (1 to {PBKDF2_SM3_MAX_ITERATIONS} are accepted)"
+                    ),
+                });
+            }
+            let (salt, nonce) = salt_nonce()?;
+            let kek = pbkdf2_sm3(pass, salt, iterations);
+            unlock(AeadKey::new(Suite::Gm, &kek[..key_len(Suite::Gm)])?, nonce)
+        }
         PROTECTION_ARGON2 => {
-            let pass = passphrase.ok_or_else(|| CryptoError::Unlock {
-                what: format!("{what} (it is passphrase-protected; give --passphrase-file)"),
-            })?;
-            let missing = || CryptoError::Malformed {
-                what: "key file",
-                reason: format!("{what} lacks its argon2id parameters"),
-            };
+            let pass = pass()?;
             let (m, t, p) = (
                 body.m_kib.ok_or_else(missing)?,
                 body.t.ok_or_else(missing)?,
@@ -209,19 +328,9 @@ pub fn decode(
                     reason: format!("{what} asks for an argon2id cost above the supported maximum"),
                 });
             }
-            let salt = body.salt.as_deref().ok_or_else(missing)?;
-            let nonce: [u8; 12] = body
-                .nonce
-                .as_deref()
-                .and_then(|n| n.try_into().ok())
-                .ok_or_else(missing)?;
+            let (salt, nonce) = salt_nonce()?;
             let kek_bytes = kek(pass, salt, m, t, p)?;
-            let key = AeadKey::new(&kek_bytes)?;
-            key.open(nonce, &aad(kind), &body.data, || what.to_string())
-                .map(Zeroizing::new)
-                .map_err(|_| CryptoError::Unlock {
-                    what: what.to_string(),
-                })
+            unlock(AeadKey::new(Suite::Intl, &kek_bytes[..])?, nonce)
         }
         other => Err(CryptoError::Malformed {
             what: "key file",
@@ -234,43 +343,95 @@ pub fn decode(
 mod tests {
     use super::*;
 
-    const CHEAP: (u32, u32, u32) = (256, 1, 1);
+    const CHEAP: KdfCost = KdfCost {
+        argon2: (256, 1, 1),
+        pbkdf2_iterations: 1000,
+    };
 
     #[test]
     fn plain_and_protected_round_trip() -> Result<()> {
-        let plain = encode(KeyKind::Secret32, &[7u8; 32], None)?;
-        assert!(!is_protected(&plain)?);
-        assert_eq!(
-            &decode(&plain, KeyKind::Secret32, "k", None)?[..],
-            &[7u8; 32]
-        );
-        let locked = encode_with_cost(KeyKind::X25519, &[9u8; 32], Some(b"correct horse"), CHEAP)?;
-        assert!(is_protected(&locked)?);
-        assert!(
-            !locked.windows(32).any(|w| w == [9u8; 32]),
-            "secret must not appear in clear"
-        );
-        assert_eq!(
-            &decode(&locked, KeyKind::X25519, "k", Some(b"correct horse"))?[..],
-            &[9u8; 32]
-        );
-        assert!(matches!(
-            decode(&locked, KeyKind::X25519, "k", Some(b"wrong")),
-            Err(CryptoError::Unlock { .. })
-        ));
-        assert!(matches!(
-            decode(&locked, KeyKind::X25519, "k", None),
-            Err(CryptoError::Unlock { .. })
-        ));
+        for suite in Suite::ALL {
+            let kind = KeyKind::encryption(suite);
+            let plain = encode(suite, KeyKind::Secret32, &[7u8; 32], None)?;
+            assert!(!is_protected(&plain)?);
+            assert_eq!(
+                &decode(suite, &plain, KeyKind::Secret32, "k", None)?[..],
+                &[7u8; 32]
+            );
+            let locked = encode_with_cost(suite, kind, &[9u8; 32], Some(b"correct horse"), CHEAP)?;
+            assert!(is_protected(&locked)?);
+            assert!(
+                !locked.windows(32).any(|w| w == [9u8; 32]),
+                "secret must not appear in clear"
+            );
+            assert_eq!(
+                &decode(suite, &locked, kind, "k", Some(b"correct horse"))?[..],
+                &[9u8; 32]
+            );
+            assert!(matches!(
+                decode(suite, &locked, kind, "k", Some(b"wrong")),
+                Err(CryptoError::Unlock { .. })
+            ));
+            assert!(matches!(
+                decode(suite, &locked, kind, "k", None),
+                Err(CryptoError::Unlock { .. })
+            ));
+        }
         Ok(())
     }
 
     #[test]
+    fn a_key_file_protected_by_the_other_suite_is_refused() -> Result<()> {
+        let gm = encode_with_cost(Suite::Gm, KeyKind::Secret32, &[1u8; 32], Some(b"pw"), CHEAP)?;
+        assert!(matches!(
+            decode(Suite::Intl, &gm, KeyKind::Secret32, "k", Some(b"pw")),
+            Err(CryptoError::SuiteMismatch { .. })
+        ));
+        let intl = encode_with_cost(
+            Suite::Intl,
+            KeyKind::Secret32,
+            &[1u8; 32],
+            Some(b"pw"),
+            CHEAP,
+        )?;
+        assert!(matches!(
+            decode(Suite::Gm, &intl, KeyKind::Secret32, "k", Some(b"pw")),
+            Err(CryptoError::SuiteMismatch { .. })
+        ));
+        Ok(())
+    }
+
+    // PBKDF2 (RFC 8018 §5.2) over HMAC-SM3, checked against the definition:
+    // one block, U1 = HMAC(P, S || INT(1)), Ui = HMAC(P, Ui-1), T = xor of all.
+    #[test]
+    fn pbkdf2_sm3_follows_its_definition() {
+        use hmac::Mac;
+        let (pass, salt, c) = (b"passphrase", b"0123456789abcdef", 5u32);
+        let mut u = {
+            let mut m = crate::suite::hmac_sm3(pass);
+            m.update(salt);
+            m.update(&1u32.to_be_bytes());
+            let u: [u8; 32] = m.finalize().into_bytes().into();
+            u
+        };
+        let mut t = u;
+        for _ in 1..c {
+            let mut m = crate::suite::hmac_sm3(pass);
+            m.update(&u);
+            u = m.finalize().into_bytes().into();
+            for (a, b) in t.iter_mut().zip(u) {
+                *a ^= b;
+            }
+        }
+        assert_eq!(&pbkdf2_sm3(pass, salt, c)[..], &t[..16]);
+    }
+
+    #[test]
     fn wrong_kind_and_garbage_are_refused() -> Result<()> {
-        let plain = encode(KeyKind::Secret32, &[7u8; 32], None)?;
-        assert!(decode(&plain, KeyKind::X25519, "k", None).is_err());
-        assert!(decode(b"PDXKEY1\n\xff", KeyKind::Secret32, "k", None).is_err());
-        assert!(decode(b"-----BEGIN", KeyKind::Secret32, "k", None).is_err());
+        let plain = encode(Suite::Intl, KeyKind::Secret32, &[7u8; 32], None)?;
+        assert!(decode(Suite::Intl, &plain, KeyKind::X25519, "k", None).is_err());
+        assert!(decode(Suite::Intl, b"PDXKEY1\n\xff", KeyKind::Secret32, "k", None).is_err());
+        assert!(decode(Suite::Intl, b"-----BEGIN", KeyKind::Secret32, "k", None).is_err());
         Ok(())
     }
 }

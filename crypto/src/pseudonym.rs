@@ -1,14 +1,16 @@
-//! Keyed pseudonyms: BLAKE3 in keyed mode under a key derived per data-sharing
-//! agreement and field, so pseudonyms link records inside one agreement and are
-//! unlinkable across agreements (and across fields).
+//! Keyed pseudonyms: the suite's MAC (keyed BLAKE3, or HMAC-SM3 under `gm`)
+//! under a key derived per data-sharing agreement and field, so pseudonyms
+//! link records inside one agreement and are unlinkable across agreements (and
+//! across fields).
 
+use crate::Suite;
 use zeroize::Zeroizing;
 
-/// Context string for `blake3::derive_key`; fixed forever (changing it changes every pseudonym).
+/// Context string of the key derivation; fixed forever (changing it changes every pseudonym).
 pub const PSEUDONYM_KEY_CONTEXT: &str = "pdx 2026-11 pseudonym key v1 (agreement, field)";
 
-/// The node's pseudonym master key (32 secret bytes).
-pub struct PseudonymMaster(Zeroizing<[u8; 32]>);
+/// The node's pseudonym master key (32 secret bytes) and its suite.
+pub struct PseudonymMaster(Zeroizing<[u8; 32]>, Suite);
 
 impl std::fmt::Debug for PseudonymMaster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -17,9 +19,9 @@ impl std::fmt::Debug for PseudonymMaster {
 }
 
 impl PseudonymMaster {
-    /// Wraps 32 secret bytes.
-    pub fn from_bytes(raw: [u8; 32]) -> Self {
-        PseudonymMaster(Zeroizing::new(raw))
+    /// Wraps 32 secret bytes; pseudonyms follow `suite`.
+    pub fn from_bytes(suite: Suite, raw: [u8; 32]) -> Self {
+        PseudonymMaster(Zeroizing::new(raw), suite)
     }
 
     /// The secret bytes (for the key file).
@@ -28,22 +30,30 @@ impl PseudonymMaster {
     }
 
     /// Derives the key for `field` under `agreement`:
-    /// `derive_key(CONTEXT, master || lp(agreement) || lp(field))`.
+    /// `suite.derive_key(CONTEXT, master || lp(agreement) || lp(field))`.
     pub fn key_for(&self, agreement: &str, field: &str) -> PseudonymKey {
         let mut material =
             Zeroizing::new(Vec::with_capacity(32 + 16 + agreement.len() + field.len()));
         material.extend_from_slice(&self.0[..]);
         crate::aead::push_lp(&mut material, agreement.as_bytes());
         crate::aead::push_lp(&mut material, field.as_bytes());
-        PseudonymKey(Zeroizing::new(blake3::derive_key(
-            PSEUDONYM_KEY_CONTEXT,
-            &material,
-        )))
+        let key = self.1.derive_key(PSEUDONYM_KEY_CONTEXT, &material);
+        let mac = match self.1 {
+            Suite::Intl => Mac::Blake3(key),
+            Suite::Gm => Mac::Sm3(Box::new(crate::suite::hmac_sm3(&key[..]))),
+        };
+        PseudonymKey(mac)
     }
 }
 
+enum Mac {
+    Blake3(Zeroizing<[u8; 32]>),
+    // The keyed HMAC state (inner and outer pads absorbed once), cloned per value.
+    Sm3(Box<hmac::Hmac<sm3::Sm3>>),
+}
+
 /// A per-(agreement, field) pseudonym key.
-pub struct PseudonymKey(Zeroizing<[u8; 32]>);
+pub struct PseudonymKey(Mac);
 
 impl std::fmt::Debug for PseudonymKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,12 +62,20 @@ impl std::fmt::Debug for PseudonymKey {
 }
 
 impl PseudonymKey {
-    /// The pseudonym of `value`: the first 16 bytes of keyed BLAKE3, as 32 hex
-    /// characters (128 bits: collisions are negligible below 2^60 values).
+    /// The pseudonym of `value`: the first 16 bytes of the keyed hash, as 32
+    /// hex characters (128 bits: collisions are negligible below 2^60 values).
     pub fn pseudonymize(&self, value: &[u8], out: &mut String) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let h = blake3::keyed_hash(&self.0, value);
-        for b in &h.as_bytes()[..16] {
+        let h: [u8; 32] = match &self.0 {
+            Mac::Blake3(key) => *blake3::keyed_hash(key, value).as_bytes(),
+            Mac::Sm3(mac) => {
+                use hmac::Mac as _;
+                let mut m = (**mac).clone();
+                m.update(value);
+                m.finalize().into_bytes().into()
+            }
+        };
+        for b in &h[..16] {
             out.push(char::from(HEX[usize::from(b >> 4)]));
             out.push(char::from(HEX[usize::from(b & 15)]));
         }
@@ -76,7 +94,26 @@ mod tests {
 
     #[test]
     fn stable_within_an_agreement_unlinkable_across() {
-        let master = PseudonymMaster::from_bytes([3u8; 32]);
+        for suite in Suite::ALL {
+            stable_within_an_agreement_unlinkable_across_in(suite);
+        }
+    }
+
+    #[test]
+    fn gm_pseudonyms_are_hmac_sm3_under_the_derived_key() {
+        let master = PseudonymMaster::from_bytes(Suite::Gm, [3u8; 32]);
+        let mut material = [3u8; 32].to_vec();
+        crate::aead::push_lp(&mut material, b"A");
+        crate::aead::push_lp(&mut material, b"f");
+        let key = Suite::Gm.derive_key(PSEUDONYM_KEY_CONTEXT, &material);
+        let want = hex::encode(&Suite::Gm.keyed_hash(&key, b"v")[..16]);
+        assert_eq!(p(&master.key_for("A", "f"), "v"), want);
+        let intl = PseudonymMaster::from_bytes(Suite::Intl, [3u8; 32]);
+        assert_ne!(p(&intl.key_for("A", "f"), "v"), want);
+    }
+
+    fn stable_within_an_agreement_unlinkable_across_in(suite: Suite) {
+        let master = PseudonymMaster::from_bytes(suite, [3u8; 32]);
         let a1 = master.key_for("DSA-2026-001", "psn_no");
         let a1_again = master.key_for("DSA-2026-001", "psn_no");
         let a2 = master.key_for("DSA-2026-002", "psn_no");
@@ -85,7 +122,7 @@ mod tests {
         assert_ne!(p(&a1, "P123"), p(&a1, "P124"));
         assert_ne!(p(&a1, "P123"), p(&a2, "P123"));
         assert_ne!(p(&a1, "P123"), p(&other_field, "P123"));
-        let other_master = PseudonymMaster::from_bytes([4u8; 32]);
+        let other_master = PseudonymMaster::from_bytes(suite, [4u8; 32]);
         assert_ne!(
             p(&a1, "P123"),
             p(&other_master.key_for("DSA-2026-001", "psn_no"), "P123")
@@ -95,7 +132,7 @@ mod tests {
 
     #[test]
     fn agreement_and_field_boundaries_are_unambiguous() {
-        let master = PseudonymMaster::from_bytes([3u8; 32]);
+        let master = PseudonymMaster::from_bytes(Suite::Intl, [3u8; 32]);
         assert_ne!(
             p(&master.key_for("ab", "c"), "v"),
             p(&master.key_for("a", "bc"), "v")

@@ -1,14 +1,23 @@
-//! Ed25519 signatures (ring) with mandatory domain separation.
+//! Signatures with mandatory domain separation: Ed25519 (ring) under the
+//! `intl` suite, SM2 with SM3 (RustCrypto `sm2`, GM/T 0003.2, distinguishing ID
+//! `1234567812345678` as GM/T 0009 specifies) under `gm`.
 //!
 //! Every signature covers `"pdx/v1 " || domain || 0x00 || message`, so a signature
 //! made for one purpose (say a checkpoint) can never be replayed as another (say a
-//! receipt), even if the message bytes happened to coincide.
+//! receipt), even if the message bytes happened to coincide. Both algorithms
+//! produce 64 bytes (Ed25519's `R || S`, SM2's `r || s`); which one a signature
+//! is follows from the key, whose encoding says its suite (32 bytes Ed25519, 65
+//! bytes `04 || x || y` SM2).
 
-use crate::{CryptoError, Result};
+use crate::{CryptoError, Result, Suite};
 use ring::signature::{self, Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use zeroize::Zeroizing;
+
+/// The distinguishing ID of every SM2 signature pdx makes or checks outside
+/// TLS (GM/T 0009-2012 §10's default user ID).
+pub const SM2_DIST_ID: &str = "1234567812345678";
 
 /// What a signature is for. Part of the signed bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,17 +82,19 @@ fn signed_bytes(domain: SignatureDomain, message: &[u8]) -> Vec<u8> {
     v
 }
 
-/// An 8-byte key identifier: the first 8 bytes of BLAKE3("pdx/v1 key-id" || public key).
+/// An 8-byte key identifier: the first 8 bytes of the key's suite's domain
+/// hash `"pdx/v1 key-id"` over the public key bytes (BLAKE3 derive-key mode
+/// under `intl`, SM3 with the length-prefixed context under `gm`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId(pub [u8; 8]);
 
 impl KeyId {
-    /// Key id of a 32-byte public key (Ed25519 or X25519).
-    pub fn of_public(public: &[u8; 32]) -> Self {
-        let mut h = blake3::Hasher::new_derive_key("pdx/v1 key-id");
+    /// Key id of a public key of `suite` (its encoded bytes).
+    pub fn of(suite: Suite, public: &[u8]) -> Self {
+        let mut h = suite.hasher("pdx/v1 key-id");
         h.update(public);
         let mut id = [0u8; 8];
-        id.copy_from_slice(&h.finalize().as_bytes()[..8]);
+        id.copy_from_slice(&h.finalize().0[..8]);
         KeyId(id)
     }
 
@@ -138,58 +149,119 @@ impl<'de> Deserialize<'de> for KeyId {
     }
 }
 
-/// An Ed25519 public key.
+/// Length of an encoded SM2 public key (`04 || x || y`).
+pub const SM2_PUBLIC_LEN: usize = 65;
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct VerifyingKey(pub [u8; 32]);
+enum PublicRepr {
+    Ed25519([u8; 32]),
+    Sm2([u8; SM2_PUBLIC_LEN]),
+}
+
+/// A signature public key: Ed25519 (`intl`) or SM2 (`gm`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VerifyingKey(PublicRepr);
+
+/// Parses and validates an uncompressed SM2 point (on the curve, not the identity).
+pub(crate) fn sm2_public(b: &[u8]) -> Result<sm2::PublicKey> {
+    if b.len() != SM2_PUBLIC_LEN || b[0] != 4 {
+        return Err(CryptoError::MalformedKey {
+            what: "SM2 public key",
+            reason: "expected 65 bytes, 04 || x || y",
+        });
+    }
+    sm2::PublicKey::from_sec1_bytes(b).map_err(|_| CryptoError::MalformedKey {
+        what: "SM2 public key",
+        reason: "not a point of the SM2 curve",
+    })
+}
 
 impl VerifyingKey {
-    /// Parses a 32-byte Ed25519 public key.
+    /// Parses a public key: 32 bytes are Ed25519, 65 bytes `04 || x || y` are
+    /// an SM2 point (checked to lie on the curve).
     pub fn from_slice(b: &[u8]) -> Result<Self> {
-        <[u8; 32]>::try_from(b)
-            .map(VerifyingKey)
-            .map_err(|_| CryptoError::MalformedKey {
-                what: "Ed25519 public key",
-                reason: "expected 32 bytes",
-            })
+        if let Ok(ed) = <[u8; 32]>::try_from(b) {
+            return Ok(VerifyingKey(PublicRepr::Ed25519(ed)));
+        }
+        sm2_public(b)?;
+        let mut sm = [0u8; SM2_PUBLIC_LEN];
+        sm.copy_from_slice(b);
+        Ok(VerifyingKey(PublicRepr::Sm2(sm)))
+    }
+
+    /// An Ed25519 key from its 32 bytes.
+    pub fn ed25519(b: [u8; 32]) -> Self {
+        VerifyingKey(PublicRepr::Ed25519(b))
+    }
+
+    /// The encoded key (32 or 65 bytes).
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            PublicRepr::Ed25519(b) => b,
+            PublicRepr::Sm2(b) => b,
+        }
+    }
+
+    /// The key's suite.
+    pub fn suite(&self) -> Suite {
+        match self.0 {
+            PublicRepr::Ed25519(_) => Suite::Intl,
+            PublicRepr::Sm2(_) => Suite::Gm,
+        }
     }
 
     /// This key's id.
     pub fn key_id(&self) -> KeyId {
-        KeyId::of_public(&self.0)
+        KeyId::of(self.suite(), self.as_bytes())
     }
 
     /// Verifies `sig` over `message` in `domain`.
     pub fn verify(&self, domain: SignatureDomain, message: &[u8], sig: &Signature) -> Result<()> {
-        signature::UnparsedPublicKey::new(&signature::ED25519, &self.0)
-            .verify(&signed_bytes(domain, message), &sig.0)
-            .map_err(|_| CryptoError::BadSignature {
-                what: domain.label(),
-                key_id: self.key_id().to_hex(),
-            })
+        let bad = || CryptoError::BadSignature {
+            what: domain.label(),
+            key_id: self.key_id().to_hex(),
+        };
+        let bytes = signed_bytes(domain, message);
+        match &self.0 {
+            PublicRepr::Ed25519(k) => signature::UnparsedPublicKey::new(&signature::ED25519, k)
+                .verify(&bytes, &sig.0)
+                .map_err(|_| bad()),
+            PublicRepr::Sm2(k) => {
+                use sm2::dsa::signature::Verifier;
+                let key =
+                    sm2::dsa::VerifyingKey::new(SM2_DIST_ID, sm2_public(k)?).map_err(|_| bad())?;
+                let sig = sm2::dsa::Signature::from_slice(&sig.0).map_err(|_| bad())?;
+                key.verify(&bytes, &sig).map_err(|_| bad())
+            }
+        }
     }
 }
 
 impl fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "VerifyingKey({})", self.key_id())
+        write!(f, "VerifyingKey({} {})", self.suite(), self.key_id())
     }
 }
 
 impl Serialize for VerifyingKey {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
+        s.serialize_bytes(self.as_bytes())
     }
 }
 
 impl<'de> Deserialize<'de> for VerifyingKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let b: serde_bytes::ByteBuf = Deserialize::deserialize(d)?;
-        VerifyingKey::from_slice(&b)
-            .map_err(|_| serde::de::Error::invalid_length(b.len(), &"32 bytes"))
+        VerifyingKey::from_slice(&b).map_err(|_| {
+            serde::de::Error::invalid_length(
+                b.len(),
+                &"32 bytes (Ed25519) or 65 bytes 04 || x || y on the SM2 curve",
+            )
+        })
     }
 }
 
-/// A 64-byte Ed25519 signature.
+/// A 64-byte signature: Ed25519 `R || S` or SM2 `r || s` (big-endian).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Signature(pub [u8; 64]);
 
@@ -220,39 +292,72 @@ impl<'de> Deserialize<'de> for Signature {
     }
 }
 
-/// An Ed25519 private key. The PKCS#8 bytes are zeroized on drop.
+enum SecretRepr {
+    Ed25519(Ed25519KeyPair),
+    Sm2(Box<sm2::dsa::SigningKey>),
+}
+
+/// A signature private key (Ed25519 or SM2). The PKCS#8 bytes are zeroized on
+/// drop; the SM2 scalar is zeroized by `sm2` itself.
 pub struct SigningKey {
     pkcs8: Zeroizing<Vec<u8>>,
-    pair: Ed25519KeyPair,
+    secret: SecretRepr,
     public: VerifyingKey,
 }
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SigningKey({})", self.public.key_id())
+        write!(
+            f,
+            "SigningKey({} {})",
+            self.public.suite(),
+            self.public.key_id()
+        )
     }
 }
 
+const SM2_PKCS8: CryptoError = CryptoError::MalformedKey {
+    what: "PKCS#8 private key",
+    reason: "neither an Ed25519 nor an SM2 (id-ecPublicKey, sm2p256v1) PKCS#8 document",
+};
+
 impl SigningKey {
-    /// Generates a fresh key from the OS CSPRNG.
-    pub fn generate() -> Result<Self> {
-        let rng = ring::rand::SystemRandom::new();
-        let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| CryptoError::Rng)?;
-        Self::from_pkcs8(doc.as_ref())
+    /// Generates a fresh key of `suite` from the OS CSPRNG.
+    pub fn generate(suite: Suite) -> Result<Self> {
+        match suite {
+            Suite::Intl => {
+                let rng = ring::rand::SystemRandom::new();
+                let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| CryptoError::Rng)?;
+                Self::from_pkcs8(doc.as_ref())
+            }
+            Suite::Gm => {
+                use sm2::pkcs8::EncodePrivateKey;
+                let secret = crate::rng::sm2_secret()?;
+                let der = secret.to_pkcs8_der().map_err(|_| SM2_PKCS8)?;
+                Self::from_pkcs8(der.as_bytes())
+            }
+        }
     }
 
-    /// Loads a PKCS#8 (v1 or v2) Ed25519 private key.
+    /// Loads a PKCS#8 private key: Ed25519 (v1 or v2) or SM2.
     pub fn from_pkcs8(der: &[u8]) -> Result<Self> {
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|_| {
-            CryptoError::MalformedKey {
-                what: "Ed25519 PKCS#8 private key",
-                reason: "not a valid Ed25519 PKCS#8 document",
-            }
-        })?;
-        let public = VerifyingKey::from_slice(pair.public_key().as_ref())?;
+        if let Ok(pair) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
+            let public = VerifyingKey::from_slice(pair.public_key().as_ref())?;
+            return Ok(SigningKey {
+                pkcs8: Zeroizing::new(der.to_vec()),
+                secret: SecretRepr::Ed25519(pair),
+                public,
+            });
+        }
+        use sm2::elliptic_curve::sec1::ToSec1Point;
+        use sm2::pkcs8::DecodePrivateKey;
+        let secret = sm2::SecretKey::from_pkcs8_der(der).map_err(|_| SM2_PKCS8)?;
+        let key = sm2::dsa::SigningKey::new(SM2_DIST_ID, &secret).map_err(|_| SM2_PKCS8)?;
+        let point = secret.public_key().to_sec1_point(false);
+        let public = VerifyingKey::from_slice(point.as_bytes())?;
         Ok(SigningKey {
             pkcs8: Zeroizing::new(der.to_vec()),
-            pair,
+            secret: SecretRepr::Sm2(Box::new(key)),
             public,
         })
     }
@@ -272,13 +377,79 @@ impl SigningKey {
         self.public.key_id()
     }
 
-    /// Signs `message` in `domain`.
-    pub fn sign(&self, domain: SignatureDomain, message: &[u8]) -> Signature {
-        let sig = self.pair.sign(&signed_bytes(domain, message));
-        let mut out = [0u8; 64];
-        out.copy_from_slice(sig.as_ref());
-        Signature(out)
+    /// The key's suite.
+    pub fn suite(&self) -> Suite {
+        self.public.suite()
     }
+
+    /// Signs `message` in `domain`. SM2 signatures take their nonce from
+    /// RFC 6979 hedged with 32 fresh bytes of the OS CSPRNG (so neither a
+    /// broken RNG nor a fault repeats a nonce); the one failure is the RNG.
+    pub fn sign(&self, domain: SignatureDomain, message: &[u8]) -> Result<Signature> {
+        let bytes = signed_bytes(domain, message);
+        let mut out = [0u8; 64];
+        match &self.secret {
+            SecretRepr::Ed25519(pair) => out.copy_from_slice(pair.sign(&bytes).as_ref()),
+            SecretRepr::Sm2(key) => {
+                use sm2::dsa::signature::RandomizedSigner;
+                let sig = key
+                    .try_sign_with_rng(&mut crate::rng::OsRng, &bytes)
+                    .map_err(|_| CryptoError::Rng)?;
+                out.copy_from_slice(&sig.to_bytes());
+            }
+        }
+        Ok(Signature(out))
+    }
+
+    /// The RustCrypto SM2 key, for what builds X.509 structures around an SM2
+    /// key (its algorithm identifier); `None` for Ed25519 keys.
+    pub fn sm2_dsa(&self) -> Option<&sm2::dsa::SigningKey> {
+        match &self.secret {
+            SecretRepr::Sm2(k) => Some(k),
+            SecretRepr::Ed25519(_) => None,
+        }
+    }
+
+    /// Signs raw `message` bytes without pdx's domain prefix, with the SM2
+    /// distinguishing ID `dist_id` (TLS 1.3 uses RFC 8998's
+    /// `TLSv1.3+GM+Cipher+Suite`). Returns the DER `SEQUENCE {r, s}` that X.509
+    /// and TLS carry. Only for SM2 keys.
+    pub fn sign_sm2_der(&self, dist_id: &str, message: &[u8]) -> Result<Vec<u8>> {
+        let SecretRepr::Sm2(key) = &self.secret else {
+            return Err(CryptoError::SuiteMismatch {
+                what: "DER signature".into(),
+                expected: Suite::Gm,
+                found: self.suite(),
+            });
+        };
+        use sm2::dsa::signature::RandomizedSigner;
+        let key = if dist_id == SM2_DIST_ID {
+            std::borrow::Cow::Borrowed(key.as_ref())
+        } else {
+            std::borrow::Cow::Owned(
+                sm2::dsa::SigningKey::from_nonzero_scalar(dist_id, *key.as_nonzero_scalar())
+                    .map_err(|_| SM2_PKCS8)?,
+            )
+        };
+        let sig = key
+            .try_sign_with_rng(&mut crate::rng::OsRng, message)
+            .map_err(|_| CryptoError::Rng)?;
+        Ok(sig.to_der().as_bytes().to_vec())
+    }
+}
+
+/// Verifies a DER `SEQUENCE {r, s}` SM2 signature over raw `message` (no
+/// domain prefix) under the SEC1-encoded `public` key with `dist_id`: X.509
+/// certificates and CRLs (ID `1234567812345678`) and TLS 1.3 (RFC 8998's ID).
+pub fn verify_sm2_der(dist_id: &str, public: &[u8], message: &[u8], der: &[u8]) -> Result<()> {
+    use sm2::dsa::signature::Verifier;
+    let bad = || CryptoError::BadSignature {
+        what: "SM2 (DER) signature",
+        key_id: KeyId::of(Suite::Gm, public).to_hex(),
+    };
+    let key = sm2::dsa::VerifyingKey::new(dist_id, sm2_public(public)?).map_err(|_| bad())?;
+    let sig = sm2::dsa::Signature::from_der(der).map_err(|_| bad())?;
+    key.verify(message, &sig).map_err(|_| bad())
 }
 
 #[cfg(test)]
@@ -287,43 +458,117 @@ mod tests {
 
     #[test]
     fn signature_verifies_only_in_its_domain_and_for_its_message() -> Result<()> {
-        let key = SigningKey::generate()?;
-        let sig = key.sign(SignatureDomain::Checkpoint, b"tree 5");
-        let public = key.verifying_key();
-        public.verify(SignatureDomain::Checkpoint, b"tree 5", &sig)?;
-        assert!(
-            public
-                .verify(SignatureDomain::Receipt, b"tree 5", &sig)
-                .is_err()
-        );
-        assert!(
-            public
-                .verify(SignatureDomain::Checkpoint, b"tree 6", &sig)
-                .is_err()
-        );
-        let other = SigningKey::generate()?;
-        assert!(
-            other
-                .verifying_key()
-                .verify(SignatureDomain::Checkpoint, b"tree 5", &sig)
-                .is_err()
-        );
+        for suite in Suite::ALL {
+            let key = SigningKey::generate(suite)?;
+            assert_eq!(key.suite(), suite);
+            let sig = key.sign(SignatureDomain::Checkpoint, b"tree 5")?;
+            let public = key.verifying_key();
+            public.verify(SignatureDomain::Checkpoint, b"tree 5", &sig)?;
+            assert!(
+                public
+                    .verify(SignatureDomain::Receipt, b"tree 5", &sig)
+                    .is_err()
+            );
+            assert!(
+                public
+                    .verify(SignatureDomain::Checkpoint, b"tree 6", &sig)
+                    .is_err()
+            );
+            for other_suite in Suite::ALL {
+                let other = SigningKey::generate(other_suite)?;
+                assert!(
+                    other
+                        .verifying_key()
+                        .verify(SignatureDomain::Checkpoint, b"tree 5", &sig)
+                        .is_err()
+                );
+            }
+        }
         Ok(())
     }
 
     #[test]
-    fn pkcs8_round_trip_keeps_the_key() -> Result<()> {
-        let key = SigningKey::generate()?;
-        let again = SigningKey::from_pkcs8(key.pkcs8_der())?;
-        assert_eq!(key.verifying_key(), again.verifying_key());
+    fn pkcs8_round_trip_keeps_the_key_and_its_suite() -> Result<()> {
+        for suite in Suite::ALL {
+            let key = SigningKey::generate(suite)?;
+            let again = SigningKey::from_pkcs8(key.pkcs8_der())?;
+            assert_eq!(key.verifying_key(), again.verifying_key());
+            assert_eq!(again.suite(), suite);
+            let back = VerifyingKey::from_slice(key.verifying_key().as_bytes())?;
+            assert_eq!(back, key.verifying_key());
+        }
         assert!(SigningKey::from_pkcs8(b"not a key").is_err());
         Ok(())
     }
 
     #[test]
     fn key_id_hex_round_trip() {
-        let id = KeyId::of_public(&[7u8; 32]);
+        let id = KeyId::of(Suite::Intl, &[7u8; 32]);
         assert_eq!(KeyId::from_hex(&id.to_hex()), Some(id));
         assert_eq!(KeyId::from_hex("xyz"), None);
+        assert_ne!(KeyId::of(Suite::Gm, &[7u8; 32]), id);
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        hex::decode(s).unwrap_or_default()
+    }
+
+    // GB/T 32918.5-2016 / GM/T 0003.5-2012 annex A: the signature example on
+    // the recommended curve (d, P, message "message digest", ID
+    // 1234567812345678, r, s). The published (r, s) verifies; one bit off fails.
+    #[test]
+    fn sm2_verifies_the_published_signature_example() -> Result<()> {
+        let public = unhex(concat!(
+            "04",
+            "09F9DF311E5421A150DD7D161E4BC5C672179FAD1833FC076BB08FF356F35020",
+            "CCEA490CE26775A52DC6EA718CC1AA600AED05FBF35E084A6632F6072DA9AD13"
+        ));
+        let rs = unhex(concat!(
+            "F5A03B0648D2C4630EEAC513E1BB81A15944DA3827D5B74143AC7EACEEE720B3",
+            "B1B6AA29DF212FD8763182BC0D421CA1BB9038FD1F7F42D4840B69C485BBC1AA"
+        ));
+        let sig = sm2::dsa::Signature::from_slice(&rs).map_err(|_| SM2_PKCS8)?;
+        let der = sig.to_der().as_bytes().to_vec();
+        verify_sm2_der(SM2_DIST_ID, &public, b"message digest", &der)?;
+        assert!(verify_sm2_der(SM2_DIST_ID, &public, b"message digesT", &der).is_err());
+        assert!(verify_sm2_der("other id", &public, b"message digest", &der).is_err());
+        // The secret key of the example gives the example's public key.
+        let d = unhex("3945208F7B2144B13F36E38AC6D39F95889393692860B51A42FB81EF4DF7C5B8");
+        let secret = sm2::SecretKey::from_slice(&d).map_err(|_| SM2_PKCS8)?;
+        use sm2::elliptic_curve::sec1::ToSec1Point;
+        assert_eq!(
+            secret.public_key().to_sec1_point(false).as_bytes(),
+            &public[..]
+        );
+        // Z_A of the example (GM/T 0003.5 A.2) equals what sm2 hashes in front.
+        let za = unhex("B2E14C5C79C6DF5B85F4FE7ED8DB7A262B9DA7E07CCB0EA9F4747B8CCDA8A4F3");
+        let mut z = vec![0x00, 0x80];
+        z.extend_from_slice(SM2_DIST_ID.as_bytes());
+        z.extend_from_slice(&unhex(concat!(
+            "FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFC",
+            "28E9FA9E9D9F5E344D5A9E4BCF6509A7F39789F515AB8F92DDBCBD414D940E93",
+            "32C4AE2C1F1981195F9904466A39C9948FE30BBFF2660BE1715A4589334C74C7",
+            "BC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0"
+        )));
+        z.extend_from_slice(&public[1..]);
+        assert_eq!(Suite::Gm.digest(&z).0.to_vec(), za);
+        Ok(())
+    }
+
+    #[test]
+    fn sm2_der_signatures_round_trip_with_their_id() -> Result<()> {
+        let key = SigningKey::generate(Suite::Gm)?;
+        let public = key.verifying_key();
+        let der = key.sign_sm2_der("TLSv1.3+GM+Cipher+Suite", b"transcript")?;
+        verify_sm2_der(
+            "TLSv1.3+GM+Cipher+Suite",
+            public.as_bytes(),
+            b"transcript",
+            &der,
+        )?;
+        assert!(verify_sm2_der(SM2_DIST_ID, public.as_bytes(), b"transcript", &der).is_err());
+        let ed = SigningKey::generate(Suite::Intl)?;
+        assert!(ed.sign_sm2_der(SM2_DIST_ID, b"x").is_err());
+        Ok(())
     }
 }

@@ -2,8 +2,9 @@
 //! container: a signature covers the exact body bytes, which are decoded only
 //! after the signature verifies ("verify, then parse").
 
+use crate::suite::is_intl;
 use crate::{
-    CryptoError, Digest, KeyId, Result, Signature, SignatureDomain, SigningKey, VerifyingKey,
+    CryptoError, Digest, KeyId, Result, Signature, SignatureDomain, SigningKey, Suite, VerifyingKey,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -38,7 +39,10 @@ pub fn from_cbor<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Resul
     Ok(value)
 }
 
-/// A body plus a detached Ed25519 signature over it.
+/// A body plus a detached signature over it (Ed25519 under `intl`, SM2 under
+/// `gm`). The suite is named in the container (absent for `intl`, so intl
+/// documents keep their bytes) and fixes the signature algorithm and the
+/// hash of [`Signed::digest`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signed {
     /// The exact signed bytes (a CBOR-encoded document).
@@ -48,17 +52,21 @@ pub struct Signed {
     pub key_id: KeyId,
     /// Signature over `body` in the document's domain.
     pub signature: Signature,
+    /// The document's suite (`"gm"`; absent means `intl`).
+    #[serde(default, skip_serializing_if = "is_intl")]
+    pub suite: Suite,
 }
 
 impl Signed {
     /// Encodes `body` and signs it.
     pub fn sign<T: Serialize>(domain: SignatureDomain, key: &SigningKey, body: &T) -> Result<Self> {
         let body = to_cbor(body)?;
-        let signature = key.sign(domain, &body);
+        let signature = key.sign(domain, &body)?;
         Ok(Signed {
             body,
             key_id: key.key_id(),
             signature,
+            suite: key.suite(),
         })
     }
 
@@ -68,6 +76,7 @@ impl Signed {
         domain: SignatureDomain,
         key: &VerifyingKey,
     ) -> Result<T> {
+        key.suite().expect(self.suite, domain.label())?;
         if key.key_id() != self.key_id {
             return Err(CryptoError::BadSignature {
                 what: domain.label(),
@@ -87,14 +96,15 @@ impl Signed {
         from_cbor(&self.body, what)
     }
 
-    /// BLAKE3 over body and signature: names this exact signed document.
+    /// The suite's domain hash `"pdx/v1 signed-document digest"` over body
+    /// length, body, key id and signature: names this exact signed document.
     pub fn digest(&self) -> Digest {
-        let mut h = blake3::Hasher::new_derive_key("pdx/v1 signed-document digest");
+        let mut h = self.suite.hasher("pdx/v1 signed-document digest");
         h.update(&(self.body.len() as u64).to_be_bytes());
         h.update(&self.body);
         h.update(&self.key_id.0);
         h.update(&self.signature.0);
-        Digest(*h.finalize().as_bytes())
+        h.finalize()
     }
 }
 
@@ -110,7 +120,45 @@ mod tests {
 
     #[test]
     fn signed_document_verifies_and_rejects_tampering() -> Result<()> {
-        let key = SigningKey::generate()?;
+        for suite in Suite::ALL {
+            signed_document_verifies_and_rejects_tampering_in(suite)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_intl_container_keeps_its_bytes_and_a_gm_one_names_its_suite() -> Result<()> {
+        let doc = Doc {
+            name: "x".into(),
+            n: 3,
+        };
+        let intl = Signed::sign(
+            SignatureDomain::Receipt,
+            &SigningKey::generate(Suite::Intl)?,
+            &doc,
+        )?;
+        let value: ciborium::Value = from_cbor(&to_cbor(&intl)?, "signed")?;
+        let keys = value.as_map().map(|m| m.len()).unwrap_or_default();
+        assert_eq!(keys, 3, "body, key_id, signature");
+        let gm_key = SigningKey::generate(Suite::Gm)?;
+        let gm = Signed::sign(SignatureDomain::Receipt, &gm_key, &doc)?;
+        let back: Signed = from_cbor(&to_cbor(&gm)?, "signed")?;
+        assert_eq!(back.suite, Suite::Gm);
+        assert_eq!(back.digest(), gm.digest());
+        // The same container claiming intl: refused before any key is tried.
+        let mut relabelled = gm.clone();
+        relabelled.suite = Suite::Intl;
+        let e = relabelled
+            .verify::<Doc>(SignatureDomain::Receipt, &gm_key.verifying_key())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("gm") && e.contains("intl"), "{e}");
+        Ok(())
+    }
+
+    fn signed_document_verifies_and_rejects_tampering_in(suite: Suite) -> Result<()> {
+        let key = SigningKey::generate(suite)?;
         let doc = Doc {
             name: "x".into(),
             n: 3,

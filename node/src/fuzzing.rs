@@ -160,7 +160,7 @@ pub fn gateway_body(data: &[u8]) {
     };
     if let (Ok(values), Ok(def)) = (
         crate::service::calls::values_from_json(Direction::Request, &json),
-        ServiceDef::parse(DEF, "settlement_calc.toml"),
+        ServiceDef::parse(DEF, "settlement_calc.toml", pdx_crypto::Suite::Intl),
     ) {
         let _ = def.validate(Direction::Request, &values);
     }

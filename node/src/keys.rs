@@ -4,10 +4,10 @@
 //!
 //! | file                         | what                                               |
 //! |------------------------------|----------------------------------------------------|
-//! | `identity.key`               | Ed25519 identity key, certified by the network CA |
-//! | `audit.key`                  | current Ed25519 audit-log signing key              |
+//! | `identity.key`               | identity key (Ed25519 or SM2), certified by the CA |
+//! | `audit.key`                  | current audit-log signing key (Ed25519 or SM2)     |
 //! | `audit-<keyid>.key`          | retired audit keys (kept for reference)            |
-//! | `encryption.key`             | current X25519 field-encryption key                |
+//! | `encryption.key`             | current field-encryption key (X25519 or SM2)       |
 //! | `encryption-<keyid>.key`     | older encryption keys, kept to open old releases   |
 //! | `pseudonym.key`              | pseudonym master key (32 bytes)                    |
 //! | `pseudonym-<n>.key`          | older pseudonym master keys                        |
@@ -19,16 +19,18 @@ use pdx_crypto::atrest::StorageMaster;
 use pdx_crypto::envelope::EncryptionSecret;
 use pdx_crypto::keyfile::{self, KeyKind};
 use pdx_crypto::pseudonym::PseudonymMaster;
-use pdx_crypto::{KeyId, SigningKey};
+use pdx_crypto::{KeyId, SigningKey, Suite};
 use std::path::Path;
 use zeroize::Zeroizing;
 
 /// A passphrase held in memory only as long as needed.
 pub type Passphrase = Zeroizing<Vec<u8>>;
 
-/// Every secret key of a node.
+/// Every secret key of a node, all of the network's suite.
 #[derive(Debug)]
 pub struct NodeKeys {
+    /// The suite of every key here.
+    pub suite: Suite,
     /// Identity key (the certificate's key).
     pub identity: SigningKey,
     /// Current audit key.
@@ -47,9 +49,15 @@ fn staged_audit_path(home: &Home) -> std::path::PathBuf {
     home.keys().join("audit.key.new")
 }
 
-fn load(path: &Path, kind: KeyKind, pass: Option<&[u8]>) -> Result<Zeroizing<Vec<u8>>> {
+fn load(
+    suite: Suite,
+    path: &Path,
+    kind: KeyKind,
+    pass: Option<&[u8]>,
+) -> Result<Zeroizing<Vec<u8>>> {
     let bytes = read_secret(path)?;
     Ok(keyfile::decode(
+        suite,
         &bytes,
         kind,
         &path.display().to_string(),
@@ -57,9 +65,27 @@ fn load(path: &Path, kind: KeyKind, pass: Option<&[u8]>) -> Result<Zeroizing<Vec
     )?)
 }
 
-fn save(path: &Path, kind: KeyKind, secret: &[u8], pass: Option<&[u8]>) -> Result<()> {
-    let bytes = keyfile::encode(kind, secret, pass)?;
+fn save(
+    suite: Suite,
+    path: &Path,
+    kind: KeyKind,
+    secret: &[u8],
+    pass: Option<&[u8]>,
+) -> Result<()> {
+    let bytes = keyfile::encode(suite, kind, secret, pass)?;
     write_secret(path, &bytes)
+}
+
+/// A signing key of `suite` from its key file.
+fn load_signing(suite: Suite, path: &Path, pass: Option<&[u8]>) -> Result<SigningKey> {
+    let key = SigningKey::from_pkcs8(&load(suite, path, KeyKind::signing(suite), pass)?)?;
+    suite.expect(key.suite(), &path.display().to_string())?;
+    Ok(key)
+}
+
+fn load_encryption(suite: Suite, path: &Path, pass: Option<&[u8]>) -> Result<EncryptionSecret> {
+    let raw = load(suite, path, KeyKind::encryption(suite), pass)?;
+    Ok(EncryptionSecret::from_bytes(suite, &secret32(&raw, path)?)?)
 }
 
 fn secret32(bytes: &[u8], path: &Path) -> Result<[u8; 32]> {
@@ -70,49 +96,54 @@ fn secret32(bytes: &[u8], path: &Path) -> Result<[u8; 32]> {
 }
 
 impl NodeKeys {
-    /// Creates every key except the identity key (which comes with the certificate).
+    /// Creates every key except the identity key (which comes with the
+    /// certificate), all of `suite`.
     pub fn create(
         home: &Home,
+        suite: Suite,
         identity_pkcs8: &[u8],
         audit_pkcs8: &[u8],
         pass: Option<&[u8]>,
     ) -> Result<NodeKeys> {
         let identity = SigningKey::from_pkcs8(identity_pkcs8)?;
         let audit = SigningKey::from_pkcs8(audit_pkcs8)?;
-        let encryption = EncryptionSecret::generate()?;
-        let pseudonym = PseudonymMaster::from_bytes(pdx_crypto::rng::bytes::<32>()?);
-        let storage = StorageMaster::from_bytes(pdx_crypto::rng::bytes::<32>()?);
+        suite.expect(identity.suite(), "the node key")?;
+        suite.expect(audit.suite(), "the genesis audit key")?;
+        let encryption = EncryptionSecret::generate(suite)?;
+        let pseudonym = PseudonymMaster::from_bytes(suite, pdx_crypto::rng::bytes::<32>()?);
+        let storage = StorageMaster::from_bytes(suite, pdx_crypto::rng::bytes::<32>()?);
+        let signing = KeyKind::signing(suite);
         save(
+            suite,
             &home.key("identity"),
-            KeyKind::Ed25519Pkcs8,
+            signing,
             identity.pkcs8_der(),
             pass,
         )?;
+        save(suite, &home.key("audit"), signing, audit.pkcs8_der(), pass)?;
         save(
-            &home.key("audit"),
-            KeyKind::Ed25519Pkcs8,
-            audit.pkcs8_der(),
-            pass,
-        )?;
-        save(
+            suite,
             &home.key("encryption"),
-            KeyKind::X25519,
+            KeyKind::encryption(suite),
             &encryption.to_bytes()[..],
             pass,
         )?;
         save(
+            suite,
             &home.key("pseudonym"),
             KeyKind::Secret32,
             pseudonym.as_bytes(),
             pass,
         )?;
         save(
+            suite,
             &home.key("storage"),
             KeyKind::Secret32,
             storage.as_bytes(),
             pass,
         )?;
         Ok(NodeKeys {
+            suite,
             identity,
             audit,
             encryption: vec![encryption],
@@ -122,40 +153,32 @@ impl NodeKeys {
         })
     }
 
-    /// Loads every key, checking file permissions.
-    pub fn load(home: &Home, pass: Option<&[u8]>) -> Result<NodeKeys> {
-        let identity =
-            SigningKey::from_pkcs8(&load(&home.key("identity"), KeyKind::Ed25519Pkcs8, pass)?)?;
-        let audit =
-            SigningKey::from_pkcs8(&load(&home.key("audit"), KeyKind::Ed25519Pkcs8, pass)?)?;
-        let path = home.key("encryption");
-        let mut encryption = vec![EncryptionSecret::from_bytes(&secret32(
-            &load(&path, KeyKind::X25519, pass)?,
-            &path,
-        )?)];
+    /// Loads every key of `suite`, checking file permissions.
+    pub fn load(home: &Home, suite: Suite, pass: Option<&[u8]>) -> Result<NodeKeys> {
+        let identity = load_signing(suite, &home.key("identity"), pass)?;
+        let audit = load_signing(suite, &home.key("audit"), pass)?;
+        let mut encryption = vec![load_encryption(suite, &home.key("encryption"), pass)?];
         for old in old_keys(home, "encryption-")? {
-            encryption.push(EncryptionSecret::from_bytes(&secret32(
-                &load(&old, KeyKind::X25519, pass)?,
-                &old,
-            )?));
+            encryption.push(load_encryption(suite, &old, pass)?);
         }
         let path = home.key("pseudonym");
-        let pseudonym =
-            PseudonymMaster::from_bytes(secret32(&load(&path, KeyKind::Secret32, pass)?, &path)?);
+        let pseudonym = PseudonymMaster::from_bytes(
+            suite,
+            secret32(&load(suite, &path, KeyKind::Secret32, pass)?, &path)?,
+        );
         let path = home.key("storage");
-        let storage =
-            StorageMaster::from_bytes(secret32(&load(&path, KeyKind::Secret32, pass)?, &path)?);
+        let storage = StorageMaster::from_bytes(
+            suite,
+            secret32(&load(suite, &path, KeyKind::Secret32, pass)?, &path)?,
+        );
         let staged = staged_audit_path(home);
         let pending_audit = if staged.exists() {
-            Some(SigningKey::from_pkcs8(&load(
-                &staged,
-                KeyKind::Ed25519Pkcs8,
-                pass,
-            )?)?)
+            Some(load_signing(suite, &staged, pass)?)
         } else {
             None
         };
         Ok(NodeKeys {
+            suite,
             identity,
             audit,
             encryption,
@@ -177,17 +200,20 @@ impl NodeKeys {
 
     /// Rotates the encryption key: the current one is kept as `encryption-<id>.key`.
     pub fn rotate_encryption(&mut self, home: &Home, pass: Option<&[u8]>) -> Result<KeyId> {
-        let new = EncryptionSecret::generate()?;
+        let suite = self.suite;
+        let new = EncryptionSecret::generate(suite)?;
         let old = &self.encryption[0];
         save(
+            suite,
             &home.key(&format!("encryption-{}", old.key_id())),
-            KeyKind::X25519,
+            KeyKind::encryption(suite),
             &old.to_bytes()[..],
             pass,
         )?;
         save(
+            suite,
             &home.key("encryption"),
-            KeyKind::X25519,
+            KeyKind::encryption(suite),
             &new.to_bytes()[..],
             pass,
         )?;
@@ -220,9 +246,11 @@ impl NodeKeys {
     /// `audit.key.new` before the log records the rotation, so a crash between
     /// the two never loses the key the log now expects.
     pub fn stage_audit(home: &Home, new: &SigningKey, pass: Option<&[u8]>) -> Result<()> {
+        let suite = new.suite();
         save(
+            suite,
             &staged_audit_path(home),
-            KeyKind::Ed25519Pkcs8,
+            KeyKind::signing(suite),
             new.pkcs8_der(),
             pass,
         )
@@ -232,10 +260,12 @@ impl NodeKeys {
     /// `audit-<id>.key` and make the staged key current.
     pub fn commit_audit(&mut self, home: &Home, pass: Option<&[u8]>) -> Result<()> {
         let staged = staged_audit_path(home);
-        let new = SigningKey::from_pkcs8(&load(&staged, KeyKind::Ed25519Pkcs8, pass)?)?;
+        let suite = self.suite;
+        let new = load_signing(suite, &staged, pass)?;
         save(
+            suite,
             &home.key(&format!("audit-{}", self.audit.key_id())),
-            KeyKind::Ed25519Pkcs8,
+            KeyKind::signing(suite),
             self.audit.pkcs8_der(),
             pass,
         )?;
@@ -259,14 +289,17 @@ impl NodeKeys {
     /// New releases use the new key: pseudonyms change for every agreement.
     pub fn rotate_pseudonym(&mut self, home: &Home, pass: Option<&[u8]>) -> Result<String> {
         let n = old_keys(home, "pseudonym-")?.len() + 1;
+        let suite = self.suite;
         save(
+            suite,
             &home.key(&format!("pseudonym-{n}")),
             KeyKind::Secret32,
             self.pseudonym.as_bytes(),
             pass,
         )?;
-        let new = PseudonymMaster::from_bytes(pdx_crypto::rng::bytes::<32>()?);
+        let new = PseudonymMaster::from_bytes(suite, pdx_crypto::rng::bytes::<32>()?);
         save(
+            suite,
             &home.key("pseudonym"),
             KeyKind::Secret32,
             new.as_bytes(),

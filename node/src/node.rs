@@ -11,7 +11,7 @@ use pdx_audit::checkpoint::{KeyEndorsement, SignedEndorsement};
 use pdx_audit::store::{AuditConfig, StoreOp, now_ms};
 use pdx_audit::{AuditLog, EntryDraft, EventKind, LogId};
 use pdx_crypto::keyfile::{self, KeyKind};
-use pdx_crypto::{KeyId, SigningKey};
+use pdx_crypto::{KeyId, SigningKey, Suite};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::Serialize;
@@ -29,6 +29,9 @@ pub const CERT_CACHE_MS: u64 = 60_000;
 
 /// An open node.
 pub struct Node {
+    /// The network's suite (its CA's): every object this node signs, hashes
+    /// or seals is of it, and objects of the other suite are refused.
+    pub suite: Suite,
     /// Home paths.
     pub home: Home,
     /// Configuration.
@@ -77,6 +80,8 @@ pub struct InitOutcome {
     pub log_id: String,
     /// Encryption key id.
     pub encryption_key: String,
+    /// The network's suite.
+    pub suite: Suite,
 }
 
 pub(crate) fn endorse(
@@ -105,8 +110,9 @@ fn audit_config(c: &Config) -> AuditConfig {
     }
 }
 
-/// The audit log id of a node: its department and its genesis audit key id.
-fn read_log_id(home: &Home, dept: &str) -> Result<LogId> {
+/// The audit log id of a node: its department, its genesis audit key id and
+/// the network's suite.
+fn read_log_id(home: &Home, dept: &str, suite: Suite) -> Result<LogId> {
     let path = home.root().join("log-id");
     let text = std::fs::read_to_string(&path).map_err(NodeError::io(&path))?;
     let key = KeyId::from_hex(text.trim())
@@ -114,6 +120,7 @@ fn read_log_id(home: &Home, dept: &str) -> Result<LogId> {
     Ok(LogId {
         dept: dept.to_string(),
         genesis_key: key,
+        suite,
     })
 }
 
@@ -154,10 +161,16 @@ impl Node {
         let audit_der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(&audit_pem)
             .map_err(|e| NodeError::Pki(format!("{}: {e}", audit_path.display())))?;
         let genesis = SigningKey::from_pkcs8(audit_der.secret_pkcs8_der())?;
+        let suite = pki::suite_of_ca(&ca[0])?;
         let info: CertInfo = CertChecker::new(&ca, crls)?.check(&certs[0])?;
+        suite.expect(
+            info.suite,
+            &format!("the certificate {}", cert_path.display()),
+        )?;
         let bound = LogId {
             dept: info.dept.clone(),
             genesis_key: genesis.key_id(),
+            suite,
         };
         if info.log_id.as_deref() != Some(bound.to_text().as_str()) {
             return Err(NodeError::Pki(format!(
@@ -187,10 +200,11 @@ impl Node {
             let bytes = std::fs::read(&src).map_err(NodeError::io(&src))?;
             write_atomic(&dst, &bytes, 0o644)?;
         }
-        let keys = NodeKeys::create(home, identity.pkcs8_der(), genesis.pkcs8_der(), pass)?;
+        let keys = NodeKeys::create(home, suite, identity.pkcs8_der(), genesis.pkcs8_der(), pass)?;
         let log_id = LogId {
             dept: info.dept.clone(),
             genesis_key: keys.audit.key_id(),
+            suite,
         };
         write_atomic(
             &home.root().join("log-id"),
@@ -222,6 +236,7 @@ impl Node {
             listen: listen.to_string(),
             log_id: log_id.to_text(),
             encryption_key,
+            suite,
         })
     }
 
@@ -233,11 +248,13 @@ impl Node {
                 "this node's keys are passphrase-protected: give --passphrase-file FILE (or run on a terminal to be asked)".into(),
             ));
         }
-        let keys = NodeKeys::load(home, passphrase.as_deref().map(|p| p.as_slice()))?;
         let certs = pki::read_certs(&home.node_cert())?;
         let ca = pki::read_certs(&home.ca_cert())?;
         let crls = pki::read_crls(&home.crl())?;
+        let suite = pki::suite_of_ca(&ca[0])?;
+        let keys = NodeKeys::load(home, suite, passphrase.as_deref().map(|p| p.as_slice()))?;
         let info = pki::parse_node_cert(&certs[0])?;
+        suite.expect(info.suite, &home.node_cert().display().to_string())?;
         if info.dept != config.dept {
             return Err(NodeError::Config {
                 path: home.config().display().to_string(),
@@ -255,7 +272,7 @@ impl Node {
         let trust = Trust::new(ca.clone(), crls.clone())?;
         let checker = CertChecker::new(&ca, crls)?;
         let store = Store::open(&home.db())?;
-        let log_id = read_log_id(home, &config.dept)?;
+        let log_id = read_log_id(home, &config.dept, suite)?;
         // One log per department: the one the certificate names.
         if info.log_id.as_deref() != Some(log_id.to_text().as_str()) {
             return Err(NodeError::Pki(format!(
@@ -290,6 +307,7 @@ impl Node {
             }
         }
         let node = Node {
+            suite,
             home: home.clone(),
             config,
             store,
@@ -326,7 +344,7 @@ impl Node {
     /// Stores an extra secret (e.g. a homomorphic-aggregate key) as a key file in
     /// `HOME/keys/` (0600, under the node passphrase when there is one).
     pub fn save_secret(&self, name: &str, kind: KeyKind, secret: &[u8]) -> Result<()> {
-        let bytes = keyfile::encode(kind, secret, self.pass())?;
+        let bytes = keyfile::encode(self.suite, kind, secret, self.pass())?;
         write_secret(&self.home.key(name), &bytes)
     }
 
@@ -341,6 +359,7 @@ impl Node {
         }
         let bytes = read_secret(&path)?;
         Ok(keyfile::decode(
+            self.suite,
             &bytes,
             kind,
             &path.display().to_string(),
@@ -361,7 +380,7 @@ impl Node {
     /// signer's certificate, and its signature check would otherwise be the
     /// biggest cost of a call.
     pub fn check_cert_cached(&self, der: &[u8]) -> Result<CertInfo> {
-        let key = *blake3::hash(der).as_bytes();
+        let key = self.suite.digest(der).0;
         let now = pdx_audit::store::now_ms();
         if let Ok(cache) = self.cert_cache.lock()
             && let Some((info, at)) = cache.get(&key)
@@ -438,7 +457,7 @@ impl Node {
         let bytes = std::fs::read(crl_path).map_err(NodeError::io(crl_path))?;
         write_atomic(&self.home.crl(), &bytes, 0o644)?;
         let mut d = self.draft(EventKind::ConfigChange, operator);
-        d.payload_digest = Some(pdx_crypto::Digest::of(&bytes));
+        d.payload_digest = Some(self.suite.digest(&bytes));
         d.detail = Some(format!("CRL updated from {}", crl_path.display()));
         self.log(d)?;
         Ok(crls.len())

@@ -41,6 +41,7 @@ fn contribution_seed() -> Vec<u8> {
             body,
             key_id: pdx_crypto::KeyId([1; 8]),
             signature: pdx_crypto::Signature([2; 64]),
+            suite: pdx_crypto::Suite::Intl,
         },
         certificate: vec![3; 40],
     };
@@ -56,7 +57,7 @@ fn contribution_seed() -> Vec<u8> {
 /// A valid `Call` payload (first byte 0 selects `Call`).
 fn call_seed() -> Vec<u8> {
     use pdx_node::proto::call::{Call, CallRequestBody};
-    let k = pdx_crypto::SigningKey::generate().unwrap();
+    let k = pdx_crypto::SigningKey::generate(pdx_crypto::Suite::Intl).unwrap();
     let body = CallRequestBody {
         call_id: vec![1; 16],
         service: "s".into(),

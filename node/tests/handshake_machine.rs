@@ -12,8 +12,8 @@ use serde_bytes::ByteBuf;
 use std::time::{Duration, Instant};
 
 fn local(dept: &str, size: u64) -> LocalHello {
-    let identity = SigningKey::generate().unwrap();
-    let audit = SigningKey::generate().unwrap();
+    let identity = SigningKey::generate(pdx_crypto::Suite::Intl).unwrap();
+    let audit = SigningKey::generate(pdx_crypto::Suite::Intl).unwrap();
     let log_id = format!("{dept}:{}", audit.key_id().to_hex());
     let endorsement = SignedEndorsement::sign(
         &KeyEndorsement {
@@ -46,7 +46,7 @@ fn local(dept: &str, size: u64) -> LocalHello {
 }
 
 fn cosignature(of: &LocalHello) -> SignedCosignature {
-    let key = SigningKey::generate().unwrap();
+    let key = SigningKey::generate(pdx_crypto::Suite::Intl).unwrap();
     let cp = of.checkpoint.peek().unwrap();
     SignedCosignature::sign(
         &Cosignature {

@@ -6,7 +6,11 @@ use pdx_node::{Node, NodeError, pki};
 use std::os::unix::fs::PermissionsExt;
 
 fn certs(dir: &std::path::Path) -> std::path::PathBuf {
-    pki::ca_init(&dir.join("ca"), "keytest").unwrap();
+    certs_in(pdx_crypto::Suite::Intl, dir)
+}
+
+fn certs_in(suite: pdx_crypto::Suite, dir: &std::path::Path) -> std::path::PathBuf {
+    pki::ca_init(&dir.join("ca"), "keytest", suite).unwrap();
     pki::ca_issue(&dir.join("ca"), "440000", "Guangdong", &dir.join("certs")).unwrap();
     dir.join("certs")
 }
@@ -33,17 +37,29 @@ fn the_node_refuses_key_files_others_can_read() {
 
 #[test]
 fn passphrase_protected_keys_need_the_passphrase() {
+    passphrase_protected_keys_need_the_passphrase_in(
+        pdx_crypto::Suite::Intl,
+        b"argon2id-aes256gcm",
+    );
+}
+
+#[test]
+fn gm_key_files_are_protected_by_pbkdf2_sm3_and_sm4_gcm() {
+    passphrase_protected_keys_need_the_passphrase_in(pdx_crypto::Suite::Gm, b"pbkdf2-sm3-sm4gcm");
+}
+
+fn passphrase_protected_keys_need_the_passphrase_in(suite: pdx_crypto::Suite, protection: &[u8]) {
     let tmp = tempfile::tempdir().unwrap();
     let home = Home::new(tmp.path().join("home"));
     Node::init(
         &home,
-        &certs(tmp.path()),
+        &certs_in(suite, tmp.path()),
         "127.0.0.1:17998",
         Some(b"correct horse battery"),
     )
     .unwrap();
     let storage = std::fs::read(home.key("storage")).unwrap();
-    assert!(storage.windows(18).any(|w| w == b"argon2id-aes256gcm"));
+    assert!(storage.windows(protection.len()).any(|w| w == protection));
     assert!(matches!(
         Node::open(&home, None),
         Err(NodeError::Invalid(_))

@@ -142,12 +142,13 @@ fn chunk_bytes(i: u32) -> Vec<u8> {
 fn body(n: u32) -> ManifestBody {
     let chunks: Vec<ChunkInfo> = (0..n)
         .map(|i| ChunkInfo {
-            digest: Digest::of(&chunk_bytes(i)),
+            digest: pdx_crypto::Suite::Intl.digest(&chunk_bytes(i)),
             records: 10,
             recipient: None,
         })
         .collect();
     let content_digest = transfer_digest(
+        pdx_crypto::Suite::Intl,
         chunks
             .iter()
             .enumerate()
@@ -250,8 +251,8 @@ fn receipt(k: &Keys, b: &ManifestBody, digest: Digest, records: u64) -> Receipt 
 
 fn keys() -> Keys {
     Keys {
-        sender: SigningKey::generate().unwrap(),
-        receiver: SigningKey::generate().unwrap(),
+        sender: SigningKey::generate(pdx_crypto::Suite::Intl).unwrap(),
+        receiver: SigningKey::generate(pdx_crypto::Suite::Intl).unwrap(),
     }
 }
 
@@ -263,7 +264,17 @@ fn a_clean_transfer_completes_with_a_matching_receipt_and_bounded_window() {
     let b = body(10);
     let now = Instant::now();
     let t = Duration::from_secs(5);
-    let mut tx = Sender::new(now, t, 3, &b, (0..10).collect(), 0, "100000").unwrap();
+    let mut tx = Sender::new(
+        now,
+        t,
+        3,
+        pdx_crypto::Suite::Intl,
+        &b,
+        (0..10).collect(),
+        0,
+        "100000",
+    )
+    .unwrap();
     let mut rx = Receiver::new(now, t, None, None);
     let mut to_rx: Vec<Message> = vec![Message::Manifest(Box::new(manifest(&k, &b)))];
     let mut stored = Vec::new();
@@ -355,7 +366,7 @@ fn wrong_digest_and_out_of_order_chunks_are_refused() {
     let bad = Chunk {
         index: 0,
         records: b"tampered".to_vec(),
-        digest: Digest::of(b"tampered"),
+        digest: pdx_crypto::Suite::Intl.digest(b"tampered"),
     };
     assert_eq!(
         rx.handle(Message::Chunk(bad), now, &Check(&k.sender))
@@ -367,7 +378,7 @@ fn wrong_digest_and_out_of_order_chunks_are_refused() {
     let skip = Chunk {
         index: 1,
         records: chunk_bytes(1),
-        digest: Digest::of(&chunk_bytes(1)),
+        digest: pdx_crypto::Suite::Intl.digest(&chunk_bytes(1)),
     };
     let e = rx
         .handle(Message::Chunk(skip), now, &Check(&k.sender))
@@ -390,7 +401,7 @@ fn forged_manifest_signature_is_refused() {
             .code,
         ErrorCode::BadSignature
     );
-    let other = SigningKey::generate().unwrap();
+    let other = SigningKey::generate(pdx_crypto::Suite::Intl).unwrap();
     let forged = Manifest {
         signed: Signed::sign(SignatureDomain::Manifest, &other, &b).unwrap(),
         certificate: Vec::new(),
@@ -407,7 +418,17 @@ fn replayed_or_mismatched_receipts_are_refused() {
     let k = keys();
     let b = body(1);
     let now = Instant::now();
-    let mut tx = Sender::new(now, Duration::from_secs(5), 4, &b, vec![0], 0, "100000").unwrap();
+    let mut tx = Sender::new(
+        now,
+        Duration::from_secs(5),
+        4,
+        pdx_crypto::Suite::Intl,
+        &b,
+        vec![0],
+        0,
+        "100000",
+    )
+    .unwrap();
     let _ = tx.poll();
     tx.handle(Message::Ack(Ack { stored: 1 }), now, &RCheck(&k.receiver))
         .unwrap();
@@ -425,7 +446,17 @@ fn replayed_or_mismatched_receipts_are_refused() {
         .code,
         ErrorCode::BadSignature
     );
-    let mut tx = Sender::new(now, Duration::from_secs(5), 4, &b, vec![0], 0, "100000").unwrap();
+    let mut tx = Sender::new(
+        now,
+        Duration::from_secs(5),
+        4,
+        pdx_crypto::Suite::Intl,
+        &b,
+        vec![0],
+        0,
+        "100000",
+    )
+    .unwrap();
     let _ = tx.poll();
     tx.handle(Message::Ack(Ack { stored: 1 }), now, &RCheck(&k.receiver))
         .unwrap();
@@ -435,7 +466,17 @@ fn replayed_or_mismatched_receipts_are_refused() {
             .is_err(),
         "wrong record count"
     );
-    let mut tx = Sender::new(now, Duration::from_secs(5), 4, &b, vec![0], 0, "100000").unwrap();
+    let mut tx = Sender::new(
+        now,
+        Duration::from_secs(5),
+        4,
+        pdx_crypto::Suite::Intl,
+        &b,
+        vec![0],
+        0,
+        "100000",
+    )
+    .unwrap();
     let _ = tx.poll();
     assert!(
         tx.handle(Message::Ack(Ack { stored: 5 }), now, &RCheck(&k.receiver))
@@ -461,6 +502,7 @@ fn silent_peers_time_out() {
         start,
         Duration::from_secs(2),
         4,
+        pdx_crypto::Suite::Intl,
         &b,
         vec![0, 1],
         0,
@@ -497,7 +539,7 @@ fn resume_continues_after_the_stored_chunks() {
     let c3 = Chunk {
         index: 3,
         records: chunk_bytes(3),
-        digest: Digest::of(&chunk_bytes(3)),
+        digest: pdx_crypto::Suite::Intl.digest(&chunk_bytes(3)),
     };
     let acts = rx
         .handle(Message::Chunk(c3), now, &Check(&k.sender))
@@ -514,6 +556,7 @@ fn resume_continues_after_the_stored_chunks() {
         now,
         Duration::from_secs(5),
         2,
+        pdx_crypto::Suite::Intl,
         &b,
         (0..5).collect(),
         3,
@@ -575,7 +618,7 @@ proptest! {
             }
         }
         // The sending side refuses a plan whose counts overflow, too.
-        let sent = Sender::new(Instant::now(), Duration::from_secs(5), 4, &b, (0..counts.len() as u32).collect(), 0, "100000");
+        let sent = Sender::new(Instant::now(), Duration::from_secs(5), 4, pdx_crypto::Suite::Intl, &b, (0..counts.len() as u32).collect(), 0, "100000");
         prop_assert_eq!(sent.is_ok(), exact <= u128::from(u64::MAX));
     }
 }

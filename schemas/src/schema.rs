@@ -9,7 +9,7 @@
 
 use crate::error::{SchemaError, SchemaErrors};
 use crate::types::FieldType;
-use pdx_crypto::Digest;
+use pdx_crypto::{Digest, Suite};
 use regex::Regex;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -327,7 +327,7 @@ pub struct Schema {
     pub fields: Vec<Field>,
     /// Profiles by name.
     pub profiles: BTreeMap<String, Profile>,
-    /// BLAKE3 of the schema source.
+    /// The network suite's hash (BLAKE3 or SM3) of the schema source.
     pub digest: Digest,
     /// The schema source text (travels with releases so receivers can check it).
     pub source: String,
@@ -351,8 +351,10 @@ impl Schema {
     }
 
     /// Parses and validates a schema; `file` names it in errors.
-    pub fn parse(source: &str, file: &str) -> Result<Schema, SchemaErrors> {
-        parse_validated(source, file, |v, raw: RawSchema| v.build(raw, source))
+    pub fn parse(source: &str, file: &str, suite: Suite) -> Result<Schema, SchemaErrors> {
+        parse_validated(source, file, |v, raw: RawSchema| {
+            v.build(raw, source, suite)
+        })
     }
 }
 
@@ -535,7 +537,7 @@ impl Validator<'_> {
         });
     }
 
-    fn build(&mut self, raw: RawSchema, source: &str) -> Option<Schema> {
+    fn build(&mut self, raw: RawSchema, source: &str, suite: Suite) -> Option<Schema> {
         let ds_span = raw.dataset.span().start;
         let d = raw.dataset.into_inner();
         if !valid_id(d.id.get_ref()) {
@@ -628,7 +630,7 @@ impl Validator<'_> {
             dataset,
             fields,
             profiles,
-            digest: Digest::of(source.as_bytes()),
+            digest: suite.digest(source.as_bytes()),
             source: source.to_string(),
         };
         // Static rule check of every external profile, so `schema check` reports

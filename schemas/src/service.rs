@@ -10,7 +10,7 @@ use crate::schema::{
     Field, Grade, IdentifierClass, PiClass, RawField, SharingClass, Validator, parse_validated,
     valid_id,
 };
-use pdx_crypto::Digest;
+use pdx_crypto::{Digest, Suite};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use toml::Spanned;
@@ -82,7 +82,7 @@ pub struct ServiceDef {
     pub max_response_bytes: u32,
     /// How long the provider waits for its backend (ms).
     pub timeout_ms: u32,
-    /// BLAKE3 of the source: both ends must hold the same definition.
+    /// The network suite's hash of the source: both ends must hold the same definition.
     pub digest: Digest,
     /// The source text.
     pub source: String,
@@ -95,8 +95,10 @@ pub type Values = BTreeMap<String, Option<String>>;
 
 impl ServiceDef {
     /// Parses and validates a definition; `file` names it in errors.
-    pub fn parse(source: &str, file: &str) -> Result<ServiceDef, SchemaErrors> {
-        parse_validated(source, file, |v, raw: RawServiceFile| build(v, raw, source))
+    pub fn parse(source: &str, file: &str, suite: Suite) -> Result<ServiceDef, SchemaErrors> {
+        parse_validated(source, file, |v, raw: RawServiceFile| {
+            build(v, raw, source, suite)
+        })
     }
 
     /// Whether `source` is a service definition rather than a dataset schema.
@@ -213,7 +215,12 @@ fn limit(
     }
 }
 
-fn build(v: &mut Validator<'_>, raw: RawServiceFile, source: &str) -> Option<ServiceDef> {
+fn build(
+    v: &mut Validator<'_>,
+    raw: RawServiceFile,
+    source: &str,
+    suite: Suite,
+) -> Option<ServiceDef> {
     let span = raw.service.span().start;
     let s = raw.service.into_inner();
     if !valid_id(s.id.get_ref()) {
@@ -325,7 +332,7 @@ fn build(v: &mut Validator<'_>, raw: RawServiceFile, source: &str) -> Option<Ser
         max_request_bytes,
         max_response_bytes,
         timeout_ms,
-        digest: Digest::of(source.as_bytes()),
+        digest: suite.digest(source.as_bytes()),
         source: source.to_string(),
     })
 }
@@ -345,7 +352,7 @@ mod tests {
 
     #[test]
     fn shipped_settlement_calc_definition_is_valid() -> Result<(), SchemaErrors> {
-        let d = ServiceDef::parse(EXAMPLE, "settlement_calc.toml")?;
+        let d = ServiceDef::parse(EXAMPLE, "settlement_calc.toml", pdx_crypto::Suite::Intl)?;
         assert_eq!(d.id, "medical_insurance.settlement_calc");
         assert!(ServiceDef::is_service_source(EXAMPLE));
         for name in ["psn_no", "certno", "psn_name"] {
@@ -356,7 +363,7 @@ mod tests {
     }
 
     fn errors_of(src: &str) -> Vec<String> {
-        match ServiceDef::parse(src, "t.toml") {
+        match ServiceDef::parse(src, "t.toml", pdx_crypto::Suite::Intl) {
             Ok(_) => Vec::new(),
             Err(e) => {
                 e.0.into_iter()
@@ -421,7 +428,7 @@ pi = "personal"
 
     #[test]
     fn messages_are_validated_field_by_field_without_quoting_values() -> Result<(), SchemaErrors> {
-        let d = ServiceDef::parse(BASE, "t.toml")?;
+        let d = ServiceDef::parse(BASE, "t.toml", pdx_crypto::Suite::Intl)?;
         assert!(
             d.validate(
                 Direction::Request,
@@ -464,7 +471,7 @@ identifier = "other"
 pi = "none"
 sealed = true
 "#;
-        let e = crate::Schema::parse(src, "d.toml")
+        let e = crate::Schema::parse(src, "d.toml", pdx_crypto::Suite::Intl)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();

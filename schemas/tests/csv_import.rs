@@ -37,7 +37,7 @@ pi = "personal"
 "#;
 
 fn schema() -> Schema {
-    Schema::parse(SCHEMA, "people.toml").unwrap_or_else(|e| panic!("{e}"))
+    Schema::parse(SCHEMA, "people.toml", pdx_crypto::Suite::Intl).unwrap_or_else(|e| panic!("{e}"))
 }
 
 type Rows = Vec<Vec<Option<String>>>;
@@ -286,7 +286,8 @@ pi = "none"
 
 #[test]
 fn records_treated_elsewhere_are_refused_and_same_province_records_are_excluded() {
-    let schema = Schema::parse(REGIONS, "visits.toml").unwrap_or_else(|e| panic!("{e}"));
+    let schema = Schema::parse(REGIONS, "visits.toml", pdx_crypto::Suite::Intl)
+        .unwrap_or_else(|e| panic!("{e}"));
     let csv = "insured,treated\n110101,440106\n440305,440106\n310115,330106\n";
     let run = |dept: Option<&str>, on_error| {
         let mut kept = Vec::new();

@@ -56,7 +56,7 @@ fn run(
     rows: &[Vec<Option<&str>>],
 ) -> Result<(Rows, pdx_schemas::report::ReleaseReport), RuleViolation> {
     let profile = schema.profile(profile)?;
-    let master = PseudonymMaster::from_bytes([1; 32]);
+    let master = PseudonymMaster::from_bytes(pdx_crypto::Suite::Intl, [1; 32]);
     let engine = Engine::new(schema, profile, agreement, &master);
     let mut counter = engine.counter();
     for r in rows {
@@ -188,7 +188,7 @@ insured = "aggregate-only"
 "#;
 
 fn schema() -> Schema {
-    match Schema::parse(SCHEMA, "visits.toml") {
+    match Schema::parse(SCHEMA, "visits.toml", pdx_crypto::Suite::Intl) {
         Ok(s) => s,
         Err(e) => panic!("{e}"),
     }
@@ -276,6 +276,7 @@ fn dataset_rules_refuse_core_not_shareable_internal_and_missing_agreement() {
     let core = Schema::parse(
         &SCHEMA.replace("grade = \"important\"", "grade = \"core\""),
         "c.toml",
+        pdx_crypto::Suite::Intl,
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let err = check_external_release(&core, &core.profiles["stats"], "110000", Some("A1"));
@@ -289,6 +290,7 @@ fn dataset_rules_refuse_core_not_shareable_internal_and_missing_agreement() {
     let closed = Schema::parse(
         &SCHEMA.replace("sharing = \"conditional\"", "sharing = \"not-shareable\""),
         "n.toml",
+        pdx_crypto::Suite::Intl,
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(matches!(

@@ -11,7 +11,7 @@ fn settlement() -> Schema {
         "/medical_insurance/settlement.toml"
     );
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    match Schema::parse(&text, "settlement.toml") {
+    match Schema::parse(&text, "settlement.toml", pdx_crypto::Suite::Intl) {
         Ok(s) => s,
         Err(e) => panic!("{e}"),
     }
@@ -21,7 +21,8 @@ fn settlement() -> Schema {
 fn the_online_settlement_schema_seals_identities_in_both_profiles_and_keeps_the_batch_classes() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/medical_insurance/");
     let text = std::fs::read_to_string(format!("{dir}settlement_online.toml")).unwrap_or_default();
-    let online = Schema::parse(&text, "settlement_online.toml").unwrap_or_else(|e| panic!("{e}"));
+    let online = Schema::parse(&text, "settlement_online.toml", pdx_crypto::Suite::Intl)
+        .unwrap_or_else(|e| panic!("{e}"));
     let batch = settlement();
     assert_eq!(online.fields.len(), 17);
     for f in &online.fields {
@@ -70,7 +71,7 @@ fn settlement_schema_is_valid_and_classifies_identity_fields() {
 }
 
 fn errors(toml: &str) -> Vec<String> {
-    match Schema::parse(toml, "t.toml") {
+    match Schema::parse(toml, "t.toml", pdx_crypto::Suite::Intl) {
         Ok(_) => Vec::new(),
         Err(e) => e.0.iter().map(ToString::to_string).collect(),
     }

@@ -71,6 +71,9 @@ pub struct Testnet {
     pub dir: PathBuf,
     /// Network name.
     pub network: String,
+    /// The network's suite (`pdx ca init --suite`).
+    #[serde(default)]
+    pub suite: pdx_crypto::Suite,
     /// Nodes.
     pub nodes: Vec<NodeInfo>,
     #[serde(skip)]
@@ -93,12 +96,18 @@ fn state_path(dir: &Path) -> PathBuf {
 }
 
 impl Testnet {
-    /// Creates a network CA in `dir`.
+    /// Creates an intl network CA in `dir`.
     pub fn create(dir: &Path, network: &str) -> Result<Testnet> {
+        Self::create_in(pdx_crypto::Suite::Intl, dir, network)
+    }
+
+    /// Creates a network CA of `suite` in `dir`.
+    pub fn create_in(suite: pdx_crypto::Suite, dir: &Path, network: &str) -> Result<Testnet> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let net = Testnet {
             dir: dir.to_path_buf(),
             network: network.to_string(),
+            suite,
             nodes: Vec::new(),
             children: Vec::new(),
             pdx: pdx_bin()?,
@@ -110,6 +119,8 @@ impl Testnet {
             &net.ca_dir().display().to_string(),
             "--network",
             network,
+            "--suite",
+            suite.name(),
         ])?;
         net.save()?;
         Ok(net)

@@ -159,6 +159,9 @@ enum Scenario {
         /// Minimum contributors of the homomorphic aggregate.
         #[arg(long, default_value_t = 3)]
         k: u32,
+        /// The network's cryptographic suite: intl or gm (SM2/SM3/SM4).
+        #[arg(long, default_value = "intl", value_parser = parse_suite)]
+        suite: pdx_crypto::Suite,
         /// Print the summary as JSON (progress goes to stderr).
         #[arg(long)]
         json: bool,
@@ -339,6 +342,7 @@ fn main() -> Result<()> {
             dir,
             seed,
             k,
+            suite,
             json,
         }) => {
             if dir.join("testnet.json").exists() {
@@ -352,6 +356,7 @@ fn main() -> Result<()> {
                 records,
                 seed,
                 k,
+                suite,
             };
             let summary = pdx_testnet::settlement::run(&dir, opts, json)?;
             if json {
@@ -432,4 +437,8 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn parse_suite(s: &str) -> Result<pdx_crypto::Suite, String> {
+    pdx_crypto::Suite::parse(s).ok_or_else(|| format!("unknown suite {s:?}: use intl or gm"))
 }

@@ -58,6 +58,8 @@ pub struct Options {
     pub seed: u64,
     /// Minimum contributors of the aggregate.
     pub k: u32,
+    /// The network's cryptographic suite.
+    pub suite: pdx_crypto::Suite,
 }
 
 /// Reference figures computed directly from the generated CSVs.
@@ -193,7 +195,7 @@ impl Settlement {
             );
         }
         let started = Instant::now();
-        let mut net = Testnet::create(dir, "settlement")?;
+        let mut net = Testnet::create_in(opts.suite, dir, "settlement")?;
         net.add_node(NATIONAL, "国家医疗保障局 national clearing platform")?;
         net.add_node(BUREAU, "国家统计局 statistics bureau")?;
         let provinces: Vec<String> = PROVINCES[..opts.provinces]
@@ -909,6 +911,7 @@ pub fn run(dir: &Path, opts: Options, quiet_tables: bool) -> Result<Value> {
         && regulator["reconcile_exit"] == 0;
     let summary = json!({
         "provinces": st.provinces, "records": st.opts.records, "seed": st.opts.seed,
+        "suite": st.opts.suite,
         "stages": st.stages, "total_seconds": st.elapsed(),
         "clearing": clearing, "aggregate": aggregate, "regulator": regulator,
         "peak_memory_kib": memory, "reference_problems": problems,

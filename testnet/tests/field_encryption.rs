@@ -98,8 +98,18 @@ fn find_bytes(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
 
 #[test]
 fn relays_forward_what_they_cannot_read_and_recipients_open_it() {
+    relays_forward_what_they_cannot_read_and_recipients_open_it_in(pdx_crypto::Suite::Intl);
+}
+
+#[test]
+fn relays_forward_what_they_cannot_read_and_recipients_open_it_under_gm() {
+    relays_forward_what_they_cannot_read_and_recipients_open_it_in(pdx_crypto::Suite::Gm);
+}
+
+fn relays_forward_what_they_cannot_read_and_recipients_open_it_in(suite: pdx_crypto::Suite) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut net = network(
+    let mut net = network_in(
+        suite,
         tmp.path(),
         &[
             ("440000", "Guangdong"),

@@ -39,7 +39,7 @@ fn large_declared_frames_that_stall_do_not_grow_memory() {
     assert!(catalog_ok(&net, "100000"));
     let before = rss_kib(pid);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let audit = SigningKey::generate().unwrap();
+    let audit = SigningKey::generate(pdx_crypto::Suite::Intl).unwrap();
     let mut peak = before;
     rt.block_on(async {
         let mut held = Vec::new();

@@ -155,7 +155,11 @@ fn set_config(net: &Testnet, dept: &str, from: &str, to: &str) {
 /// 320000; the hub relays everything; 440000 routes 11* via the hub and runs
 /// the gateway. `hub_rate`: the hub's calls_per_second and burst.
 fn services(dir: &Path, hub_rate: Option<u32>) -> Services {
-    let mut net = Testnet::create(dir, "svc").unwrap();
+    services_in(pdx_crypto::Suite::Intl, dir, hub_rate)
+}
+
+fn services_in(suite: pdx_crypto::Suite, dir: &Path, hub_rate: Option<u32>) -> Services {
+    let mut net = Testnet::create_in(suite, dir, "svc").unwrap();
     for (d, n) in [
         (HUB, "national platform"),
         (CONSUMER, "Guangdong"),
@@ -320,8 +324,17 @@ fn code(v: &Value) -> &str {
 
 #[test]
 fn calls_through_the_hub_are_sealed_signed_audited_and_happen_once() {
+    calls_through_the_hub_are_sealed_signed_audited_and_happen_once_in(pdx_crypto::Suite::Intl);
+}
+
+#[test]
+fn calls_through_the_hub_are_sealed_signed_audited_and_happen_once_under_gm() {
+    calls_through_the_hub_are_sealed_signed_audited_and_happen_once_in(pdx_crypto::Suite::Gm);
+}
+
+fn calls_through_the_hub_are_sealed_signed_audited_and_happen_once_in(suite: pdx_crypto::Suite) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut sv = services(tmp.path(), None);
+    let mut sv = services_in(suite, tmp.path(), None);
 
     // The CLI: relayed through the route table, answered by the backend.
     let out = sv.call_cli(CONSUMER, &request("1800.00", "MD1"), "SETL-1");

@@ -37,7 +37,7 @@ fn malformed_oversized_and_silent_requests_get_their_codes_and_are_audited() {
     std::fs::write(&cfg, text).unwrap();
     net.start_all().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let audit = SigningKey::generate().unwrap();
+    let audit = SigningKey::generate(pdx_crypto::Suite::Intl).unwrap();
     let (cert, key, identity) = certified(&net.ca_dir(), "130000", Some(&audit));
     let h = hello("130000", &identity, &cert, &audit, &audit);
     rt.block_on(async {
@@ -100,8 +100,8 @@ fn handshake_errors_have_their_codes_and_a_second_log_is_refused_as_evidence() {
     net.add_node("440000", "Guangdong").unwrap();
     net.start_all().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let real = SigningKey::generate().unwrap();
-    let invented = SigningKey::generate().unwrap();
+    let real = SigningKey::generate(pdx_crypto::Suite::Intl).unwrap();
+    let invented = SigningKey::generate(pdx_crypto::Suite::Intl).unwrap();
     rt.block_on(async {
         // A checkpoint signed by a key the endorsement does not name: bad-signature.
         let (cert, key, identity) = certified(&net.ca_dir(), "130000", Some(&real));

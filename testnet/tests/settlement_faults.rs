@@ -19,6 +19,7 @@ fn small(dir: &std::path::Path, provinces: usize, records: u64, k: u32) -> Settl
             records,
             seed: 11,
             k,
+            suite: pdx_crypto::Suite::Intl,
         },
     )
     .unwrap()

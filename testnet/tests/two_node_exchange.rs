@@ -9,8 +9,18 @@ use common::*;
 
 #[test]
 fn two_nodes_exchange_a_dataset_and_the_logs_agree() {
+    two_nodes_exchange_a_dataset_and_the_logs_agree_in(pdx_crypto::Suite::Intl);
+}
+
+#[test]
+fn two_nodes_exchange_a_dataset_and_the_logs_agree_under_gm() {
+    two_nodes_exchange_a_dataset_and_the_logs_agree_in(pdx_crypto::Suite::Gm);
+}
+
+fn two_nodes_exchange_a_dataset_and_the_logs_agree_in(suite: pdx_crypto::Suite) {
     let tmp = tempfile::tempdir().unwrap();
-    let net = network(
+    let net = network_in(
+        suite,
         tmp.path(),
         &[
             ("440000", "Guangdong"),

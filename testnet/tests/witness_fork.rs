@@ -25,8 +25,18 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn a_rolled_back_log_is_caught_by_its_witness_and_by_the_regulator() {
+    a_rolled_back_log_is_caught_by_its_witness_and_by_the_regulator_in(pdx_crypto::Suite::Intl);
+}
+
+#[test]
+fn a_rolled_back_log_is_caught_by_its_witness_and_by_the_regulator_under_gm() {
+    a_rolled_back_log_is_caught_by_its_witness_and_by_the_regulator_in(pdx_crypto::Suite::Gm);
+}
+
+fn a_rolled_back_log_is_caught_by_its_witness_and_by_the_regulator_in(suite: pdx_crypto::Suite) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut net = network(
+    let mut net = network_in(
+        suite,
         tmp.path(),
         &[("440000", "Guangdong"), ("100000", "National")],
     );

@@ -14,19 +14,21 @@ use pdx_audit::checkpoint::{KeyEndorsement, SignedEndorsement};
 use pdx_audit::store::{AuditConfig, column_families, now_ms};
 use pdx_audit::verify::{CertIdentity, CertificateCheck, Report, VerifyInputs, verify};
 use pdx_audit::{AuditLog, EntryDraft, EventKind, LogId};
-use pdx_crypto::{SigningKey, VerifyingKey};
+use pdx_crypto::{SigningKey, Suite, VerifyingKey};
 use std::path::Path;
 use std::sync::Arc;
 
-/// "Certificate" = dept bytes || 0 || Ed25519 identity key (32) || bound log id.
+/// "Certificate" = dept bytes || 0 || u8 key length || identity key (Ed25519
+/// or SM2) || bound log id.
 pub struct RawCerts;
 
 impl CertificateCheck for RawCerts {
     fn check(&self, der: &[u8]) -> Result<CertIdentity, String> {
         let pos = der.iter().position(|&b| b == 0).ok_or("no separator")?;
-        let key = der.get(pos + 1..pos + 33).ok_or("short certificate")?;
+        let len = usize::from(*der.get(pos + 1).ok_or("short certificate")?);
+        let key = der.get(pos + 2..pos + 2 + len).ok_or("short certificate")?;
         let identity = VerifyingKey::from_slice(key).map_err(|e| e.to_string())?;
-        let log = &der[pos + 33..];
+        let log = &der[pos + 2 + len..];
         Ok(CertIdentity {
             dept: String::from_utf8_lossy(&der[..pos]).into_owned(),
             identity,
@@ -38,7 +40,9 @@ impl CertificateCheck for RawCerts {
 pub fn cert(dept: &str, identity: &SigningKey, log: &LogId) -> Vec<u8> {
     let mut c = dept.as_bytes().to_vec();
     c.push(0);
-    c.extend_from_slice(&identity.verifying_key().0);
+    let key = identity.verifying_key();
+    c.push(key.as_bytes().len() as u8);
+    c.extend_from_slice(key.as_bytes());
     c.extend_from_slice(log.to_text().as_bytes());
     c
 }
@@ -77,12 +81,19 @@ pub fn endorse(
     .unwrap()
 }
 
+/// An intl log (most properties are suite-independent).
 pub fn new_log(dir: &Path, dept: &str, every: u64) -> TestLog {
-    let identity = SigningKey::generate().unwrap();
-    let audit_key = SigningKey::generate().unwrap();
+    new_log_in(Suite::Intl, dir, dept, every)
+}
+
+/// A log of `suite` with keys of that suite.
+pub fn new_log_in(suite: Suite, dir: &Path, dept: &str, every: u64) -> TestLog {
+    let identity = SigningKey::generate(suite).unwrap();
+    let audit_key = SigningKey::generate(suite).unwrap();
     let log_id = LogId {
         dept: dept.into(),
         genesis_key: audit_key.key_id(),
+        suite,
     };
     let e = endorse(&identity, dept, &log_id, &audit_key, 0);
     let log = AuditLog::open(

@@ -140,7 +140,12 @@ impl Net {
         let conn = connecting
             .map_err(|e| NodeError::Network(format!("cannot connect to {dept} at {addr}: {e}")))?
             .await
-            .map_err(|e| NodeError::Network(format!("connecting to {dept} at {addr}: {e}")))?;
+            .map_err(|e| {
+                NodeError::Network(format!(
+                    "connecting to {dept} at {addr}: {e}{}",
+                    suite_hint(&e.to_string())
+                ))
+            })?;
         let cert = peer_cert(&conn).ok_or_else(|| NodeError::Peer {
             peer: dept.to_string(),
             message: "no certificate".into(),
@@ -204,5 +209,15 @@ impl Net {
         s.finish().await;
         pc.close();
         reply
+    }
+}
+
+/// What a handshake without a common signature scheme means in pdx: the peer
+/// belongs to a network of the other suite.
+fn suite_hint(error: &str) -> &'static str {
+    if error.contains("NoSignatureSchemesInCommon") {
+        "; the peer signs with no scheme of this network's suite: intl networks sign with Ed25519, gm networks with SM2 (sm2sig_sm3), and a node of one suite never talks to a node of the other (check which network the peer belongs to)"
+    } else {
+        ""
     }
 }

@@ -4,7 +4,7 @@
 //! judged alike).
 
 use crate::error::{NodeError, Result};
-use pdx_crypto::VerifyingKey;
+use pdx_crypto::{Suite, VerifyingKey};
 use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
@@ -62,8 +62,35 @@ pub fn dns_name(dept: &str, network: &str) -> String {
     format!("{}.{network}.pdx", dept.to_ascii_lowercase())
 }
 
-pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// rustls's ring provider, with SM2 as the only signature algorithm under `gm`.
+pub(crate) fn provider(suite: Suite) -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(match suite {
+        Suite::Intl => rustls::crypto::ring::default_provider(),
+        Suite::Gm => super::sm2::gm_provider(),
+    })
+}
+
+/// The suite of a CA certificate, from its key: SM2 is `gm`, anything else
+/// `intl` (whose CA is ECDSA P-256).
+pub fn suite_of_ca(der: &[u8]) -> Result<Suite> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| NodeError::Pki(format!("unparsable CA certificate: {e}")))?;
+    Ok(spki_suite(cert.public_key()))
+}
+
+fn spki_suite(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Suite {
+    let params = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|o| o.to_id_string());
+    if super::sm2::is_sm2_spki(&spki.algorithm.algorithm.to_id_string(), params.as_deref()) {
+        Suite::Gm
+    } else {
+        Suite::Intl
+    }
 }
 
 fn roots(ca: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>> {
@@ -76,13 +103,19 @@ fn roots(ca: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>> {
     Ok(Arc::new(roots))
 }
 
-/// webpki client-certificate verifier for `ca` with `crls` (fail closed).
+/// webpki client-certificate verifier for `ca` with `crls` (fail closed),
+/// with the signature algorithms of the CA's suite only.
 pub fn webpki_client_verifier(
     ca: &[CertificateDer<'static>],
     crls: Vec<CertificateRevocationListDer<'static>>,
 ) -> Result<Arc<dyn ClientCertVerifier>> {
     let check_crls = !crls.is_empty();
-    let mut b = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider()).with_crls(crls);
+    let suite = match ca.first() {
+        Some(c) => suite_of_ca(c)?,
+        None => Suite::Intl,
+    };
+    let mut b =
+        WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider(suite)).with_crls(crls);
     if check_crls {
         b = b.enforce_revocation_expiration();
     } else {
@@ -97,7 +130,11 @@ pub(crate) fn webpki_server_verifier(
     ca: &[CertificateDer<'static>],
     crls: Vec<CertificateRevocationListDer<'static>>,
 ) -> Result<Arc<WebPkiServerVerifier>> {
-    WebPkiServerVerifier::builder_with_provider(roots(ca)?, provider())
+    let suite = match ca.first() {
+        Some(c) => suite_of_ca(c)?,
+        None => Suite::Intl,
+    };
+    WebPkiServerVerifier::builder_with_provider(roots(ca)?, provider(suite))
         .with_crls(crls)
         .enforce_revocation_expiration()
         .build()
@@ -109,8 +146,10 @@ pub(crate) fn webpki_server_verifier(
 pub struct CertInfo {
     /// Department from the SAN URI.
     pub dept: String,
-    /// The Ed25519 identity key.
+    /// The identity key (Ed25519 under `intl`, SM2 under `gm`).
     pub identity: VerifyingKey,
+    /// The certificate's suite (its key's).
+    pub suite: Suite,
     /// Serial (hex).
     pub serial: String,
     /// Subject common name.
@@ -125,7 +164,9 @@ pub struct CertInfo {
 const OID_ED25519: &str = "1.3.101.112";
 
 /// Parses a node certificate: exactly one `urn:pdx:dept:` SAN URI with a valid
-/// code, and an Ed25519 key. Does not check the chain (see [`CertChecker`]).
+/// code, and an Ed25519 (`intl`) or SM2 (`gm`) key; its audit log, when it
+/// binds one, of the key's suite. Does not check the chain (see
+/// [`CertChecker`]).
 pub fn parse_node_cert(der: &[u8]) -> Result<CertInfo> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(der)
@@ -157,17 +198,21 @@ pub fn parse_node_cert(der: &[u8]) -> Result<CertInfo> {
         }
     };
     validate_dept(&dept).map_err(|e| NodeError::Pki(format!("certificate department: {e}")))?;
+    let spki = cert.public_key();
+    let suite = spki_suite(spki);
     let log_id = match logs.as_slice() {
         [] => None,
         [one] => {
-            let bound = one
-                .rsplit_once(':')
-                .filter(|(d, k)| *d == dept && pdx_crypto::KeyId::from_hex(k).is_some());
-            if bound.is_none() {
+            let bound = pdx_audit::LogId::parse(one).filter(|l| l.dept == dept);
+            let Some(bound) = bound else {
                 return Err(NodeError::Pki(format!(
-                    "certificate of {dept} binds the audit log {one:?}, which is not a log of {dept} (dept:16-hex-key-id)"
+                    "certificate of {dept} binds the audit log {one:?}, which is not a log of {dept} (dept:16-hex-key-id, :gm for a gm log)"
                 )));
-            }
+            };
+            suite.expect(
+                bound.suite,
+                &format!("the audit log {one} of {dept}'s certificate"),
+            )?;
             Some(one.clone())
         }
         _ => {
@@ -176,14 +221,23 @@ pub fn parse_node_cert(der: &[u8]) -> Result<CertInfo> {
             ));
         }
     };
-    let spki = cert.public_key();
-    if spki.algorithm.algorithm.to_id_string() != OID_ED25519 {
+    let identity = match suite {
+        Suite::Gm => VerifyingKey::from_slice(&spki.subject_public_key.data)?,
+        Suite::Intl if spki.algorithm.algorithm.to_id_string() == OID_ED25519 => {
+            VerifyingKey::from_slice(&spki.subject_public_key.data)?
+        }
+        Suite::Intl => {
+            return Err(NodeError::Pki(format!(
+                "certificate key algorithm {} is neither Ed25519 (intl) nor SM2 (gm)",
+                spki.algorithm.algorithm.to_id_string()
+            )));
+        }
+    };
+    if identity.suite() != suite {
         return Err(NodeError::Pki(format!(
-            "certificate key algorithm {} is not Ed25519",
-            spki.algorithm.algorithm.to_id_string()
+            "certificate of {dept}: its key does not match its algorithm"
         )));
     }
-    let identity = VerifyingKey::from_slice(&spki.subject_public_key.data)?;
     let name = cert
         .subject()
         .iter_common_name()
@@ -194,16 +248,27 @@ pub fn parse_node_cert(der: &[u8]) -> Result<CertInfo> {
     Ok(CertInfo {
         dept,
         identity,
+        suite,
         serial: hex::encode(cert.raw_serial()),
         name,
         log_id,
     })
 }
 
+/// Refuses a certificate whose key is of another suite than `suite`, with an
+/// error naming both (webpki alone would only say the algorithm is unknown).
+pub fn check_suite_of_cert(suite: Suite, der: &[u8]) -> Result<()> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| NodeError::Pki(format!("unparsable certificate: {e}")))?;
+    Ok(suite.expect(spki_suite(cert.public_key()), "the peer's certificate")?)
+}
+
 /// Validates node certificates against the network CA (and, when given, a CRL).
 #[derive(Debug, Clone)]
 pub struct CertChecker {
     verifier: Arc<dyn ClientCertVerifier>,
+    suite: Suite,
 }
 
 impl CertChecker {
@@ -212,13 +277,25 @@ impl CertChecker {
         ca: &[CertificateDer<'static>],
         crls: Vec<CertificateRevocationListDer<'static>>,
     ) -> Result<Self> {
+        let suite = match ca.first() {
+            Some(c) => suite_of_ca(c)?,
+            None => Suite::Intl,
+        };
         Ok(CertChecker {
             verifier: webpki_client_verifier(ca, crls)?,
+            suite,
         })
     }
 
-    /// Validates `der` (chain, validity at `at`, revocation) and parses it.
+    /// The network's suite.
+    pub fn suite(&self) -> Suite {
+        self.suite
+    }
+
+    /// Validates `der` (chain, validity at `at`, revocation) and parses it. A
+    /// certificate of the other suite is refused naming both.
     pub fn check_at(&self, der: &[u8], at: UnixTime) -> Result<CertInfo> {
+        check_suite_of_cert(self.suite, der)?;
         let cert = CertificateDer::from(der.to_vec());
         self.verifier
             .verify_client_cert(&cert, &[], at)
@@ -252,6 +329,7 @@ impl pdx_audit::verify::CertificateCheck for CertChecker {
 }
 
 fn identity_of(i: CertInfo) -> pdx_audit::verify::CertIdentity {
+    // The suite travels in the identity key itself.
     pdx_audit::verify::CertIdentity {
         dept: i.dept,
         identity: i.identity,
@@ -265,6 +343,23 @@ pub fn check_self_signed(der: &[u8]) -> Result<()> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(der)
         .map_err(|e| NodeError::Pki(format!("unparsable CA certificate: {e}")))?;
+    if spki_suite(cert.public_key()) == Suite::Gm {
+        if cert.signature_algorithm.algorithm.to_id_string() != "1.2.156.10197.1.501" {
+            return Err(NodeError::Pki(
+                "the SM2 CA certificate is not signed SM2-with-SM3".into(),
+            ));
+        }
+        return super::sm2::verify_signed(
+            &cert.public_key().subject_public_key.data,
+            cert.tbs_certificate.as_ref(),
+            &cert.signature_value.data,
+        )
+        .map_err(|e| {
+            NodeError::Pki(format!(
+                "the CA certificate's self-signature does not verify: {e}"
+            ))
+        });
+    }
     cert.verify_signature(None).map_err(|e| {
         NodeError::Pki(format!(
             "the CA certificate's self-signature does not verify: {e}"

@@ -1,6 +1,9 @@
-//! The network PKI: a CA (ECDSA P-256, rcgen) that issues node certificates
-//! carrying the department as SAN URI `urn:pdx:dept:CODE`, revokes them into a
-//! CRL, and the certificate checks every other part of the node relies on.
+//! The network PKI: a CA that issues node certificates carrying the
+//! department as SAN URI `urn:pdx:dept:CODE`, revokes them into a CRL, and the
+//! certificate checks every other part of the node relies on. The network's
+//! suite is chosen here, once (`pdx ca init --suite`): `intl` is an ECDSA
+//! P-256 CA with Ed25519 node keys (rcgen); `gm` is an SM2 CA with SM2 node
+//! keys, certificates and CRLs signed SM2-with-SM3 ([`sm2`]).
 //!
 //! CA directory:
 //! ```text
@@ -14,19 +17,21 @@ use crate::config::{create_dir, write_atomic, write_secret};
 use crate::error::{NodeError, Result};
 
 pub mod cert;
+pub mod sm2;
 pub mod tls;
 
 pub use cert::{
-    CertChecker, CertInfo, DEPT_URI_PREFIX, LOG_URI_PREFIX, dns_name, parse_node_cert,
+    CertChecker, CertInfo, DEPT_URI_PREFIX, LOG_URI_PREFIX, dns_name, parse_node_cert, suite_of_ca,
     validate_dept, validate_network,
 };
+use pdx_crypto::Suite;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
     RevokedCertParams, SanType, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
@@ -43,6 +48,9 @@ fn pki(what: &str) -> impl FnOnce(rcgen::Error) -> NodeError + '_ {
 #[derive(Serialize, Deserialize, Default)]
 struct CaState {
     network: String,
+    /// The network's suite (absent in CAs made before suites were named: intl).
+    #[serde(default)]
+    suite: Suite,
     crl_number: u64,
     issued: Vec<IssuedCert>,
     revoked: Vec<RevokedCert>,
@@ -89,11 +97,50 @@ fn save_state(dir: &Path, s: &CaState) -> Result<()> {
     write_atomic(&state_path(dir), &text, 0o644)
 }
 
-fn random_serial() -> Result<SerialNumber> {
+fn random_serial_bytes() -> Result<[u8; 16]> {
     let mut b = pdx_crypto::rng::bytes::<16>()?;
     b[0] &= 0x7f; // positive
     b[0] |= 0x01; // no leading zero byte, fixed length
-    Ok(SerialNumber::from_slice(&b))
+    Ok(b)
+}
+
+fn random_serial() -> Result<SerialNumber> {
+    Ok(SerialNumber::from_slice(&random_serial_bytes()?))
+}
+
+fn pem(label: &str, der: &[u8]) -> Result<String> {
+    der::pem::encode_string(label, der::pem::LineEnding::LF, der)
+        .map_err(|e| NodeError::Pki(format!("PEM encoding of {label}: {e}")))
+}
+
+fn system_time(t: OffsetDateTime) -> std::time::SystemTime {
+    t.into()
+}
+
+/// A gm CA's signing key and name.
+struct Sm2Issuer {
+    key: pdx_crypto::SigningKey,
+    name: x509_cert::name::Name,
+}
+
+fn load_sm2_issuer(dir: &Path) -> Result<Sm2Issuer> {
+    let key_path = dir.join("ca.key");
+    let key_pem = crate::config::read_secret(&key_path)?;
+    let der = PrivatePkcs8KeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| NodeError::Pki(format!("{}: {e}", key_path.display())))?;
+    let key = pdx_crypto::SigningKey::from_pkcs8(der.secret_pkcs8_der())?;
+    Suite::Gm.expect(key.suite(), &format!("the CA key {}", key_path.display()))?;
+    let cert_path = dir.join("ca.crt");
+    let ca = read_certs(&cert_path)?;
+    let (name, public) = sm2::ca_subject(&ca[0])?;
+    if public != key.verifying_key() {
+        return Err(NodeError::Pki(format!(
+            "{} does not hold the key of {}",
+            key_path.display(),
+            cert_path.display()
+        )));
+    }
+    Ok(Sm2Issuer { key, name })
 }
 
 fn load_issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>> {
@@ -118,10 +165,14 @@ pub struct CaCreated {
     pub serial: String,
     /// SHA-256 fingerprint of the CA certificate (hex), to pin out of band.
     pub fingerprint_sha256: String,
+    /// The network's suite: `intl` or `gm`.
+    pub suite: Suite,
+    /// The CA's algorithms.
+    pub algorithms: String,
 }
 
-/// `pdx ca init`: creates the network CA.
-pub fn ca_init(dir: &Path, network: &str) -> Result<CaCreated> {
+/// `pdx ca init`: creates the network CA of `suite`.
+pub fn ca_init(dir: &Path, network: &str, suite: Suite) -> Result<CaCreated> {
     validate_network(network)?;
     if dir.join("ca.key").exists() {
         return Err(NodeError::Invalid(format!(
@@ -130,6 +181,62 @@ pub fn ca_init(dir: &Path, network: &str) -> Result<CaCreated> {
         )));
     }
     create_dir(dir, 0o700)?;
+    let now = OffsetDateTime::now_utc();
+    let (serial, cert_der) = match suite {
+        Suite::Intl => rcgen_ca(dir, network, now)?,
+        Suite::Gm => {
+            let key = pdx_crypto::SigningKey::generate(Suite::Gm)?;
+            let name = sm2::ca_name(network)?;
+            let serial = random_serial_bytes()?;
+            let der = sm2::certificate(
+                sm2::CertSpec {
+                    subject: name.clone(),
+                    subject_key: key.verifying_key(),
+                    serial: &serial,
+                    not_before: system_time(now - Duration::hours(1)),
+                    not_after: system_time(now + Duration::days(3650)),
+                    ca: true,
+                    dns: Vec::new(),
+                    uris: Vec::new(),
+                },
+                &name,
+                &key,
+            )?;
+            write_secret(
+                &dir.join("ca.key"),
+                pem("PRIVATE KEY", key.pkcs8_der())?.as_bytes(),
+            )?;
+            write_atomic(
+                &dir.join("ca.crt"),
+                pem("CERTIFICATE", &der)?.as_bytes(),
+                0o644,
+            )?;
+            (serial.to_vec(), der)
+        }
+    };
+    let state = CaState {
+        network: network.to_string(),
+        suite,
+        crl_number: 0,
+        issued: Vec::new(),
+        revoked: Vec::new(),
+    };
+    save_state(dir, &state)?;
+    write_crl(dir)?;
+    Ok(CaCreated {
+        dir: dir.display().to_string(),
+        network: network.to_string(),
+        serial: hex::encode(serial),
+        fingerprint_sha256: hex::encode(
+            ring::digest::digest(&ring::digest::SHA256, &cert_der).as_ref(),
+        ),
+        suite,
+        algorithms: suite.algorithms().to_string(),
+    })
+}
+
+/// The intl CA: ECDSA P-256 with rcgen. Returns (serial, DER).
+fn rcgen_ca(dir: &Path, network: &str, now: OffsetDateTime) -> Result<(Vec<u8>, Vec<u8>)> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(pki("generating the CA key"))?;
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(pki("CA parameters"))?;
@@ -145,7 +252,6 @@ pub fn ca_init(dir: &Path, network: &str) -> Result<CaCreated> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::hours(1);
     params.not_after = now + Duration::days(3650);
     let serial = random_serial()?;
@@ -155,30 +261,37 @@ pub fn ca_init(dir: &Path, network: &str) -> Result<CaCreated> {
         .map_err(pki("signing the CA certificate"))?;
     write_secret(&dir.join("ca.key"), key.serialize_pem().as_bytes())?;
     write_atomic(&dir.join("ca.crt"), cert.pem().as_bytes(), 0o644)?;
-    let state = CaState {
-        network: network.to_string(),
-        crl_number: 0,
-        issued: Vec::new(),
-        revoked: Vec::new(),
-    };
-    save_state(dir, &state)?;
-    write_crl(dir)?;
-    Ok(CaCreated {
-        dir: dir.display().to_string(),
-        network: network.to_string(),
-        serial: hex::encode(serial.to_bytes()),
-        fingerprint_sha256: hex::encode(
-            ring::digest::digest(&ring::digest::SHA256, cert.der()).as_ref(),
-        ),
-    })
+    Ok((serial.to_bytes(), cert.der().to_vec()))
 }
 
 /// Re-signs the CRL from the CA state (new number, fresh validity).
 pub fn write_crl(dir: &Path) -> Result<PathBuf> {
     let mut state = load_state(dir)?;
-    let issuer = load_issuer(dir)?;
     state.crl_number += 1;
     let now = OffsetDateTime::now_utc();
+    let path = dir.join("crl.pem");
+    if state.suite == Suite::Gm {
+        let issuer = load_sm2_issuer(dir)?;
+        let mut revoked = Vec::new();
+        for r in &state.revoked {
+            let serial =
+                hex::decode(&r.serial).map_err(|e| NodeError::corrupt("ca-state.json", e))?;
+            let at = OffsetDateTime::from_unix_timestamp(r.time_unix).unwrap_or(now);
+            revoked.push((serial, system_time(at)));
+        }
+        let der = sm2::crl(
+            &issuer.name,
+            &issuer.key,
+            state.crl_number,
+            system_time(now - Duration::minutes(5)),
+            system_time(now + Duration::days(CRL_DAYS)),
+            &revoked,
+        )?;
+        write_atomic(&path, pem("X509 CRL", &der)?.as_bytes(), 0o644)?;
+        save_state(dir, &state)?;
+        return Ok(path);
+    }
+    let issuer = load_issuer(dir)?;
     let mut revoked = Vec::new();
     for r in &state.revoked {
         let serial = hex::decode(&r.serial).map_err(|e| NodeError::corrupt("ca-state.json", e))?;
@@ -198,7 +311,6 @@ pub fn write_crl(dir: &Path) -> Result<PathBuf> {
         key_identifier_method: KeyIdMethod::Sha256,
     };
     let crl = params.signed_by(&issuer).map_err(pki("signing the CRL"))?;
-    let path = dir.join("crl.pem");
     write_atomic(
         &path,
         crl.pem().map_err(pki("encoding the CRL"))?.as_bytes(),
@@ -208,10 +320,14 @@ pub fn write_crl(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// `pdx ca issue`: a node certificate and its Ed25519 key into `out`.
+/// `pdx ca issue`: a node certificate, its identity key and the genesis key
+/// of its audit log (Ed25519 under `intl`, SM2 under `gm`) into `out`.
 pub fn ca_issue(dir: &Path, dept: &str, name: &str, out: &Path) -> Result<IssuedCert> {
     validate_dept(dept)?;
     let mut state = load_state(dir)?;
+    if state.suite == Suite::Gm {
+        return sm2_issue(dir, &mut state, dept, name, out);
+    }
     let issuer = load_issuer(dir)?;
     let key =
         KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(pki("generating the node key"))?;
@@ -223,7 +339,14 @@ pub fn ca_issue(dir: &Path, dept: &str, name: &str, out: &Path) -> Result<Issued
     let audit_pair =
         KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(pki("generating the audit key"))?;
     let audit = pdx_crypto::SigningKey::from_pkcs8(&audit_pair.serialize_der())?;
-    let log_uri = format!("{LOG_URI_PREFIX}{dept}:{}", audit.key_id().to_hex());
+    let log_uri = format!(
+        "{LOG_URI_PREFIX}{}",
+        pdx_audit::LogId {
+            dept: dept.to_string(),
+            genesis_key: audit.key_id(),
+            suite: Suite::Intl,
+        }
+    );
     for uri in [format!("{DEPT_URI_PREFIX}{dept}"), log_uri] {
         params.subject_alt_names.push(SanType::URI(
             uri.clone()
@@ -253,29 +376,113 @@ pub fn ca_issue(dir: &Path, dept: &str, name: &str, out: &Path) -> Result<Issued
     let cert = params
         .signed_by(&key, &issuer)
         .map_err(pki("signing the node certificate"))?;
-    create_dir(out, 0o700)?;
-    write_secret(&out.join("node.key"), key.serialize_pem().as_bytes())?;
-    write_secret(
-        &out.join("audit.key"),
-        audit_pair.serialize_pem().as_bytes(),
+    write_issued(
+        dir,
+        out,
+        &key.serialize_pem(),
+        &audit_pair.serialize_pem(),
+        &cert.pem(),
     )?;
-    write_atomic(&out.join("node.crt"), cert.pem().as_bytes(), 0o644)?;
+    record_issued(
+        dir,
+        &mut state,
+        serial.to_bytes(),
+        dept,
+        name,
+        params.not_after,
+    )
+}
+
+/// Writes what `ca issue` hands a department: keys (0600), its certificate,
+/// the CA certificate and the current CRL.
+fn write_issued(
+    dir: &Path,
+    out: &Path,
+    key_pem: &str,
+    audit_pem: &str,
+    cert_pem: &str,
+) -> Result<()> {
+    create_dir(out, 0o700)?;
+    write_secret(&out.join("node.key"), key_pem.as_bytes())?;
+    write_secret(&out.join("audit.key"), audit_pem.as_bytes())?;
+    write_atomic(&out.join("node.crt"), cert_pem.as_bytes(), 0o644)?;
     let ca_pem = std::fs::read(dir.join("ca.crt")).map_err(NodeError::io(dir.join("ca.crt")))?;
     write_atomic(&out.join("ca.crt"), &ca_pem, 0o644)?;
     let crl = std::fs::read(dir.join("crl.pem")).map_err(NodeError::io(dir.join("crl.pem")))?;
-    write_atomic(&out.join("crl.pem"), &crl, 0o644)?;
+    write_atomic(&out.join("crl.pem"), &crl, 0o644)
+}
+
+fn record_issued(
+    dir: &Path,
+    state: &mut CaState,
+    serial: Vec<u8>,
+    dept: &str,
+    name: &str,
+    not_after: OffsetDateTime,
+) -> Result<IssuedCert> {
     let issued = IssuedCert {
-        serial: hex::encode(serial.to_bytes()),
+        serial: hex::encode(serial),
         dept: dept.to_string(),
         name: name.to_string(),
-        not_after: params
-            .not_after
+        not_after: not_after
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
     };
     state.issued.push(issued.clone());
-    save_state(dir, &state)?;
+    save_state(dir, state)?;
     Ok(issued)
+}
+
+/// `ca issue` on a gm network: SM2 identity and audit keys, an SM2 certificate
+/// with the same names and extensions as an intl one.
+fn sm2_issue(
+    dir: &Path,
+    state: &mut CaState,
+    dept: &str,
+    name: &str,
+    out: &Path,
+) -> Result<IssuedCert> {
+    let issuer = load_sm2_issuer(dir)?;
+    let key = pdx_crypto::SigningKey::generate(Suite::Gm)?;
+    let audit = pdx_crypto::SigningKey::generate(Suite::Gm)?;
+    let log_uri = format!(
+        "{LOG_URI_PREFIX}{}",
+        pdx_audit::LogId {
+            dept: dept.to_string(),
+            genesis_key: audit.key_id(),
+            suite: Suite::Gm,
+        }
+    );
+    let now = OffsetDateTime::now_utc();
+    let not_after = now + Duration::days(NODE_CERT_DAYS);
+    let serial = random_serial_bytes()?;
+    let der = sm2::certificate(
+        sm2::CertSpec {
+            subject: sm2::node_name(name, &state.network, dept)?,
+            subject_key: key.verifying_key(),
+            serial: &serial,
+            not_before: system_time(now - Duration::hours(1)),
+            not_after: system_time(not_after),
+            ca: false,
+            dns: vec![dns_name(dept, &state.network)],
+            uris: vec![format!("{DEPT_URI_PREFIX}{dept}"), log_uri],
+        },
+        &issuer.name,
+        &issuer.key,
+    )?;
+    write_issued(
+        dir,
+        out,
+        &pem("PRIVATE KEY", key.pkcs8_der())?,
+        &pem("PRIVATE KEY", audit.pkcs8_der())?,
+        &pem("CERTIFICATE", &der)?,
+    )?;
+    record_issued(dir, state, serial.to_vec(), dept, name, not_after)
+}
+
+/// The suite of the CA in `dir`.
+pub fn ca_suite(dir: &Path) -> Result<Suite> {
+    Ok(load_state(dir)?.suite)
 }
 
 /// `pdx ca revoke`: adds a serial to the CRL and re-signs it.

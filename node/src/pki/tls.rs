@@ -33,6 +33,20 @@ impl std::fmt::Display for DeptSanError {
 }
 impl std::error::Error for DeptSanError {}
 
+fn other_error(e: impl std::fmt::Display) -> TlsError {
+    TlsError::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+        DeptSanError(e.to_string()),
+    ))))
+}
+
+/// A certificate of the other suite is refused before webpki, naming both.
+fn same_suite(
+    suite: pdx_crypto::Suite,
+    cert: &CertificateDer<'_>,
+) -> std::result::Result<(), TlsError> {
+    cert::check_suite_of_cert(suite, cert).map_err(other_error)
+}
+
 fn dept_of(cert: &CertificateDer<'_>) -> std::result::Result<String, TlsError> {
     cert::parse_node_cert(cert).map(|i| i.dept).map_err(|e| {
         TlsError::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
@@ -44,6 +58,8 @@ fn dept_of(cert: &CertificateDer<'_>) -> std::result::Result<String, TlsError> {
 /// The trust material a node verifies peers with; the CRL can be swapped.
 #[derive(Debug)]
 pub struct Trust {
+    /// The network's suite (the CA's).
+    pub suite: pdx_crypto::Suite,
     ca: Vec<CertificateDer<'static>>,
     hints: Vec<DistinguishedName>,
     client: RwLock<Arc<dyn ClientCertVerifier>>,
@@ -61,10 +77,15 @@ impl Trust {
                 "no CRL: the node refuses to run without one (copy the CA's crl.pem)".into(),
             ));
         }
+        let suite = match ca.first() {
+            Some(c) => cert::suite_of_ca(c)?,
+            None => return Err(NodeError::Tls("no CA certificate".into())),
+        };
         let client = webpki_client_verifier(&ca, crls.clone())?;
         let hints = client.root_hint_subjects().to_vec();
         let server = webpki_server_verifier(&ca, crls)?;
         Ok(Arc::new(Trust {
+            suite,
             ca,
             hints,
             client: RwLock::new(client),
@@ -134,6 +155,7 @@ impl ClientCertVerifier for PeerClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> std::result::Result<ClientCertVerified, TlsError> {
+        same_suite(self.trust.suite, end_entity)?;
         let verified = self
             .trust
             .client()?
@@ -192,6 +214,7 @@ impl ServerCertVerifier for PeerServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, TlsError> {
+        same_suite(self.trust.suite, end_entity)?;
         let v = self.trust.server()?.verify_server_cert(
             end_entity,
             intermediates,
@@ -243,7 +266,7 @@ pub fn server_config(
     cert: Vec<CertificateDer<'static>>,
     identity_pkcs8: &[u8],
 ) -> Result<rustls::ServerConfig> {
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider(trust.suite))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| NodeError::Tls(e.to_string()))?
         .with_client_cert_verifier(Arc::new(PeerClientVerifier {
@@ -265,7 +288,7 @@ pub fn client_config(
     cert: Vec<CertificateDer<'static>>,
     identity_pkcs8: &[u8],
 ) -> Result<rustls::ClientConfig> {
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider(trust.suite))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| NodeError::Tls(e.to_string()))?
         // Not a weaker check: the custom verifier runs webpki with the CRL and

@@ -317,7 +317,7 @@ mod tests {
     }
 
     fn call() -> Result<Call, Box<dyn std::error::Error>> {
-        let k = SigningKey::generate()?;
+        let k = SigningKey::generate(pdx_crypto::Suite::Intl)?;
         Ok(Call {
             request: Signed::sign(SignatureDomain::CallRequest, &k, &body())?,
             certificate: vec![1, 2, 3],

@@ -89,6 +89,8 @@ pub enum Action {
     Done(Result<(), String>),
 }
 
+// One state per handshake: the cosignature held inline is cheaper than a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
     /// Client: Hello sent.

@@ -619,12 +619,16 @@ impl Message {
 }
 
 /// The transfer digest over `(index, chunk digest)` pairs, in transfer order:
-/// what receipts, `send` and `receive` entries and reconciliation compare.
-pub fn transfer_digest<'a>(chunks: impl IntoIterator<Item = (u32, &'a Digest)>) -> Digest {
-    let mut h = blake3::Hasher::new_derive_key("pdx/v1 transfer digest");
+/// what receipts, `send` and `receive` entries and reconciliation compare
+/// (the suite's domain hash `"pdx/v1 transfer digest"`).
+pub fn transfer_digest<'a>(
+    suite: pdx_crypto::Suite,
+    chunks: impl IntoIterator<Item = (u32, &'a Digest)>,
+) -> Digest {
+    let mut h = suite.hasher("pdx/v1 transfer digest");
     for (i, d) in chunks {
         h.update(&i.to_be_bytes());
         h.update(d.as_bytes());
     }
-    Digest(*h.finalize().as_bytes())
+    h.finalize()
 }

@@ -116,6 +116,8 @@ enum RxState {
 pub struct Receiver {
     state: RxState,
     body: Option<ManifestBody>,
+    /// The manifest's suite: chunk and transfer digests use its hash.
+    suite: pdx_crypto::Suite,
     plan: Vec<u32>,
     plan_records: u64,
     offered: Option<Vec<u32>>,
@@ -142,6 +144,7 @@ impl Receiver {
         Receiver {
             state: RxState::AwaitManifest,
             body: None,
+            suite: pdx_crypto::Suite::Intl,
             plan: Vec::new(),
             plan_records: 0,
             offered,
@@ -176,6 +179,8 @@ impl Receiver {
         let body = check
             .check(&manifest)
             .map_err(|e| fail(ErrorCode::BadSignature, e))?;
+        // The check verified the signature under a key of this suite.
+        self.suite = manifest.signed.suite;
         if body.release_id.len() != 16 {
             return Err(fail(ErrorCode::BadRequest, "release id is not 16 bytes"));
         }
@@ -200,7 +205,7 @@ impl Receiver {
         }
         let digests: Vec<(u32, &Digest)> =
             (0..n).zip(body.chunks.iter().map(|c| &c.digest)).collect();
-        if transfer_digest(digests) != body.content_digest {
+        if transfer_digest(self.suite, digests) != body.content_digest {
             return Err(fail(
                 ErrorCode::BadRequest,
                 "manifest content digest does not match its chunk table",
@@ -246,8 +251,10 @@ impl Receiver {
             .as_ref()
             .map(|b| b.chunks.as_slice())
             .unwrap_or_default();
-        let content_digest =
-            transfer_digest(self.plan.iter().map(|&i| (i, &chunks[i as usize].digest)));
+        let content_digest = transfer_digest(
+            self.suite,
+            self.plan.iter().map(|&i| (i, &chunks[i as usize].digest)),
+        );
         let record_count = self.plan_records;
         RxAction::Complete {
             content_digest,
@@ -296,7 +303,7 @@ impl Receiver {
                 format!("chunk {} out of order (expected {want})", c.index),
             ));
         }
-        let actual = Digest::of(&c.records);
+        let actual = self.suite.digest(&c.records);
         let signed = self.body.as_ref().map(|b| b.chunks[want as usize].digest);
         if actual != c.digest || Some(actual) != signed {
             return Err(fail(
@@ -402,6 +409,8 @@ enum TxState {
 #[derive(Debug)]
 pub struct Sender {
     state: TxState,
+    /// The release's suite (its manifest's).
+    suite: pdx_crypto::Suite,
     release_id: Vec<u8>,
     receiver: String,
     plan: Vec<u32>,
@@ -417,11 +426,13 @@ pub struct Sender {
 impl Sender {
     /// A sender of `plan` (chunk indices in order, from the release's chunk
     /// table), starting at position `start` (resume). `receiver` is the
-    /// department from the peer's certificate.
+    /// department from the peer's certificate; `suite` the manifest's.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         now: Instant,
         read_timeout: Duration,
         window: u32,
+        suite: pdx_crypto::Suite,
         body: &ManifestBody,
         plan: Vec<u32>,
         start: u32,
@@ -440,13 +451,16 @@ impl Sender {
                 format!("resume from {start} beyond {} chunks", plan.len()),
             ));
         }
-        let content_digest =
-            transfer_digest(plan.iter().map(|&i| (i, &body.chunks[i as usize].digest)));
+        let content_digest = transfer_digest(
+            suite,
+            plan.iter().map(|&i| (i, &body.chunks[i as usize].digest)),
+        );
         let record_count =
             checked_records(plan.iter().map(|&i| body.chunks[i as usize].records))
                 .ok_or_else(|| fail(ErrorCode::BadRequest, "the plan's record counts overflow"))?;
         Ok(Sender {
             state: TxState::Streaming,
+            suite,
             release_id: body.release_id.clone(),
             receiver: receiver.to_string(),
             plan,
@@ -481,7 +495,7 @@ impl Sender {
 
     /// The driver loaded a chunk.
     pub fn chunk_loaded(&mut self, index: u32, records: Vec<u8>) -> TxAction {
-        let digest = Digest::of(&records);
+        let digest = self.suite.digest(&records);
         TxAction::Send(Message::Chunk(Chunk {
             index,
             records,

@@ -103,11 +103,12 @@ impl DatasetMeta {
         Ok(out)
     }
 
-    /// The parsed schema.
-    pub fn schema(&self) -> Result<Schema> {
+    /// The parsed schema (its digest in the network's `suite`).
+    pub fn schema(&self, suite: pdx_crypto::Suite) -> Result<Schema> {
         Ok(Schema::parse(
             &self.schema_source,
             &format!("schema of dataset {}", self.id),
+            suite,
         )?)
     }
 }
@@ -167,7 +168,7 @@ struct BlockWriter<'n> {
     block: u64,
     batch: WriteBatch,
     pending: usize,
-    hasher: blake3::Hasher,
+    hasher: pdx_crypto::suite::DomainHasher,
 }
 
 impl BlockWriter<'_> {
@@ -278,7 +279,7 @@ pub(crate) fn import_from<R: std::io::Read>(
         commit_ops,
         note,
     } = input;
-    let schema = Schema::parse(&schema_text, &req.schema_path)?;
+    let schema = Schema::parse(&schema_text, &req.schema_path, node.suite)?;
     if let Some(owner) = &schema.dataset.owner
         && *owner != node.config.dept
     {
@@ -318,12 +319,12 @@ pub(crate) fn import_from<R: std::io::Read>(
             .object_key(AT_REST_PURPOSE, req.dataset.as_bytes(), &generation)?;
     let hasher = match &appended_to {
         Some(p) => {
-            let mut h = blake3::Hasher::new_derive_key("pdx/v1 dataset digest append");
+            let mut h = node.suite.hasher("pdx/v1 dataset digest append");
             h.update(p.digest.as_bytes());
             h
         }
         None => {
-            let mut h = blake3::Hasher::new_derive_key("pdx/v1 dataset digest");
+            let mut h = node.suite.hasher("pdx/v1 dataset digest");
             h.update(schema.digest.as_bytes());
             h
         }
@@ -386,7 +387,7 @@ pub(crate) fn import_from<R: std::io::Read>(
     if let Some(r) = rejects {
         r.finish()?;
     }
-    let digest = Digest(*w.hasher.finalize().as_bytes());
+    let digest = w.hasher.finalize();
     // Checked again: another import may have committed meanwhile.
     let previous = match refuse_overwrite(node, req) {
         Ok(p) => p,
@@ -718,7 +719,7 @@ pub fn for_each_row_in(
     to: u64,
     mut f: impl FnMut(&[Option<&str>]) -> Result<()>,
 ) -> Result<u64> {
-    let fields = meta.schema()?.fields.len();
+    let fields = meta.schema(node.suite)?.fields.len();
     let mut passed = 0u64;
     for (generation, start, rows, blocks) in meta.parts()? {
         let end = start.saturating_add(rows);

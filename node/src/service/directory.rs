@@ -49,7 +49,7 @@ pub fn publish_own_key_documents(node: &Node) -> Result<()> {
         let body = KeyDocumentBody {
             version: 1,
             dept: node.config.dept.clone(),
-            suite: pdx_crypto::envelope::SUITE_X25519_HKDF_SHA256_AES256GCM,
+            suite: node.suite.envelope_id(),
             public: k.public(),
             created_ms: now_ms(),
             active,
@@ -220,7 +220,7 @@ pub fn rotate_key(node: &Node, kind: &str, operator: &str) -> Result<String> {
             )
         }
         "signing" | "audit" => {
-            let new = SigningKey::generate()?;
+            let new = SigningKey::generate(node.suite)?;
             let new_id = new.key_id();
             let (identity, cert) = {
                 let k = node.keys()?;

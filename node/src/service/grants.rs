@@ -70,7 +70,7 @@ pub fn create(node: &Node, spec: &GrantSpec, operator: &str) -> Result<Grant> {
         ));
     }
     let meta = super::datasets::meta(node, &spec.dataset)?;
-    let schema = meta.schema()?;
+    let schema = meta.schema(node.suite)?;
     let profile = schema.profile(&spec.profile)?;
     pdx_schemas::rules::check_external_release(
         &schema,
@@ -85,8 +85,10 @@ pub fn create(node: &Node, spec: &GrantSpec, operator: &str) -> Result<Grant> {
     }
     // A grant that could never be served is refused now, with the numbers.
     if profile.k > 1 || profile.l.is_some() {
-        let master =
-            pdx_crypto::pseudonym::PseudonymMaster::from_bytes(*node.keys()?.pseudonym.as_bytes());
+        let master = pdx_crypto::pseudonym::PseudonymMaster::from_bytes(
+            node.suite,
+            *node.keys()?.pseudonym.as_bytes(),
+        );
         let engine = pdx_schemas::engine::Engine::new(
             &schema,
             profile,

@@ -365,7 +365,7 @@ pub fn catalog_for(node: &Node, peer: &str) -> Result<Vec<CatalogEntry>> {
         let Ok(meta) = datasets::meta(node, &g.dataset) else {
             continue;
         };
-        let schema = meta.schema()?;
+        let schema = meta.schema(node.suite)?;
         out.push(CatalogEntry {
             dataset: g.dataset.clone(),
             title: meta.title.clone(),

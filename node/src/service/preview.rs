@@ -225,11 +225,13 @@ pub fn preview(
         spec.report.as_str(),
     );
     let meta = dataset::meta(node, dataset_id)?;
-    let schema = meta.schema()?;
+    let schema = meta.schema(node.suite)?;
     let profile = schema.profile(profile_name)?;
     let agreement = spec.agreement.as_deref().unwrap_or("preview");
-    let master =
-        pdx_crypto::pseudonym::PseudonymMaster::from_bytes(*node.keys()?.pseudonym.as_bytes());
+    let master = pdx_crypto::pseudonym::PseudonymMaster::from_bytes(
+        node.suite,
+        *node.keys()?.pseudonym.as_bytes(),
+    );
     let engine = Engine::new(&schema, profile, agreement, &master);
     progress.stage(
         "counting equivalence classes",

@@ -124,19 +124,18 @@ pub struct Dispute {
     pub signed_fen: Option<i64>,
 }
 
-/// Digest of a received record's opened values (dispute evidence).
-pub fn record_digest(row: &[Option<&[u8]>]) -> Digest {
+/// Digest of a received record's opened values (dispute evidence), in the
+/// network's suite.
+pub fn record_digest(suite: pdx_crypto::Suite, row: &[Option<&[u8]>]) -> Digest {
     let values: Vec<Option<String>> = row
         .iter()
         .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
         .collect();
     let bytes = pdx_crypto::wire::to_cbor(&values).unwrap_or_default();
-    Digest(
-        *blake3::Hasher::new_derive_key("pdx/v1 settlement record")
-            .update(&bytes)
-            .finalize()
-            .as_bytes(),
-    )
+    suite
+        .hasher("pdx/v1 settlement record")
+        .update(&bytes)
+        .finalize()
 }
 
 /// The signed online responses this node gave, by settlement id: amount
@@ -379,7 +378,7 @@ pub fn confirm(
                     setl_id: setl_id.clone(),
                     reason,
                     amount_fen: fen,
-                    record_digest: record_digest(row),
+                    record_digest: record_digest(node.suite, row),
                     response_digest: response.filter(|_| differs).map(|r| r.1),
                     signed_fen: response.filter(|_| differs).map(|r| r.0),
                 }

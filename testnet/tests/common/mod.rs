@@ -59,9 +59,14 @@ P001,张三,11010519491231002X,广州,12.50\n\
 P002,李四,440524188001010014,深圳,7.00\n\
 P003,王五,11010519491231002X,广州,100.99\n";
 
-/// A network with the given nodes, peers configured, all started.
+/// An intl network with the given nodes, peers configured, all started.
 pub fn network(dir: &Path, nodes: &[(&str, &str)]) -> Testnet {
-    let mut net = Testnet::create(dir, "itest").unwrap();
+    network_in(pdx_crypto::Suite::Intl, dir, nodes)
+}
+
+/// [`network`] of `suite`.
+pub fn network_in(suite: pdx_crypto::Suite, dir: &Path, nodes: &[(&str, &str)]) -> Testnet {
+    let mut net = Testnet::create_in(suite, dir, "itest").unwrap();
     for (dept, name) in nodes {
         net.add_node(dept, name).unwrap();
     }

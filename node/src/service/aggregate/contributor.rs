@@ -11,7 +11,7 @@ pub fn plain_sums(node: &Node, query: &QueryBody, dataset: &str) -> Result<Plain
             meta.schema_id, query.query_id, query.schema
         )));
     }
-    let schema = meta.schema()?;
+    let schema = meta.schema(node.suite)?;
     let mut value_idx = Vec::new();
     for (v, &scale) in query.values.iter().zip(&query.scales) {
         let (i, field_scale) = value_field(&schema, v)?;
@@ -182,7 +182,7 @@ pub fn contribute(
         ciphertext: he::words_to_bytes(list.words()),
     };
     let doc = Certified::sign(node, SignatureDomain::HeContribution, &body)?;
-    let schema = meta.schema()?;
+    let schema = meta.schema(node.suite)?;
     let mut d = node.draft(EventKind::AggregateContribute, operator);
     d.subject.dataset = Some(dataset.to_string());
     d.counterparty = Some(query.aggregator.clone());

@@ -39,7 +39,7 @@ pub fn keygen(node: &Node, spec: &QuerySpec, operator: &str) -> Result<QueryCrea
     }
     let source =
         std::fs::read_to_string(&spec.schema_path).map_err(NodeError::io(&spec.schema_path))?;
-    let schema = Schema::parse(&source, &spec.schema_path)?;
+    let schema = Schema::parse(&source, &spec.schema_path, node.suite)?;
     let mut scales = Vec::new();
     for v in &spec.values {
         scales.push(value_field(&schema, v)?.1);

@@ -37,10 +37,10 @@ use crate::service::outbox::{self, Pending};
 use crate::store::{self, CF_HE, HeRecord};
 use pdx_audit::store::now_ms;
 use pdx_audit::{EventKind, FieldRef};
+use pdx_crypto::SignatureDomain;
 use pdx_crypto::he::{self, HeList, HeSecretKey};
 use pdx_crypto::keyfile::KeyKind;
 use pdx_crypto::wire::{from_cbor, to_cbor};
-use pdx_crypto::{Digest, SignatureDomain};
 use pdx_schemas::Schema;
 use pdx_schemas::types::{FieldType, decimal_to_units};
 use serde::{Deserialize, Serialize};
@@ -289,7 +289,7 @@ pub fn export(node: &Node, query_id: &str, out: &str, operator: &str) -> Result<
     crate::config::write_atomic(std::path::Path::new(out), &bytes, 0o644)?;
     let mut d = node.draft(EventKind::Export, operator);
     d.purpose = Some(format!("homomorphic aggregate {query_id}"));
-    d.payload_digest = Some(Digest(*blake3::hash(&bytes).as_bytes()));
+    d.payload_digest = Some(node.suite.digest(&bytes));
     d.detail = Some(format!(
         "query, aggregate and {} encrypted contributions exported to {out}",
         bundle.contributions.len()

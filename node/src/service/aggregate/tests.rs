@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use super::*;
 use crate::pki;
-use pdx_crypto::SigningKey;
+use pdx_crypto::{Digest, SigningKey};
 use pdx_schemas::types::units_to_decimal;
 use rustls::pki_types::pem::PemObject;
 use std::path::Path;
@@ -37,9 +37,13 @@ struct World {
 }
 
 fn world(k: u32) -> World {
+    world_in(pdx_crypto::Suite::Intl, k)
+}
+
+fn world_in(suite: pdx_crypto::Suite, k: u32) -> World {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca");
-    pki::ca_init(&ca, "unit").unwrap();
+    pki::ca_init(&ca, "unit", suite).unwrap();
     let checker = CertChecker::new(&pki::read_certs(&ca.join("ca.crt")).unwrap(), vec![]).unwrap();
     let holder = party(&ca, "100200");
     let agg = party(&ca, "100000");
@@ -163,7 +167,16 @@ fn sum_of(w: &World, docs: &[&Certified]) -> HeList {
 
 #[test]
 fn maximal_sums_and_counts_decrypt_exactly_through_the_documents() {
-    let w = world(3);
+    maximal_sums_and_counts_decrypt_exactly_in(pdx_crypto::Suite::Intl);
+}
+
+#[test]
+fn gm_documents_carry_the_aggregate_like_intl_ones() {
+    maximal_sums_and_counts_decrypt_exactly_in(pdx_crypto::Suite::Gm);
+}
+
+fn maximal_sums_and_counts_decrypt_exactly_in(suite: pdx_crypto::Suite) {
+    let w = world_in(suite, 3);
     assert_eq!(check_query(&w.checker, &w.query_doc).unwrap(), w.query);
     let plains: Vec<PlainSums> = (0..4).map(|i| plain(&w, i)).collect();
     let docs: Vec<Certified> = w
@@ -216,7 +229,13 @@ fn an_aggregate_of_fewer_than_k_contributors_is_refused() {
 
 #[test]
 fn forged_tampered_and_misaddressed_contributions_are_refused() {
-    let w = world(3);
+    for suite in pdx_crypto::Suite::ALL {
+        forged_tampered_and_misaddressed_contributions_are_refused_in(suite);
+    }
+}
+
+fn forged_tampered_and_misaddressed_contributions_are_refused_in(suite: pdx_crypto::Suite) {
+    let w = world_in(suite, 3);
     let good = contribution(&w, &w.provinces[0], &plain(&w, 1));
     let qd = w.query_doc.digest();
     assert!(check_contribution(&w.checker, &w.query, &qd, &good).is_ok());

@@ -171,8 +171,14 @@ fn prepare(node: &Node, spec: &CallSpec) -> std::result::Result<NeedKey, CallFai
         Some(k) => k.clone(),
         None => hex::encode(pdx_crypto::rng::bytes::<16>().map_err(NodeError::from)?),
     };
-    let (fields, sealed, key) =
-        seal_values(&def, Direction::Request, &call_id, &values, recipient)?;
+    let (fields, sealed, key) = seal_values(
+        node.suite,
+        &def,
+        Direction::Request,
+        &call_id,
+        &values,
+        recipient,
+    )?;
     let body = CallRequestBody {
         call_id,
         service: def.id.clone(),

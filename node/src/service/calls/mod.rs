@@ -59,9 +59,9 @@ pub struct ServiceRecord {
 }
 
 impl ServiceRecord {
-    /// The validated definition.
-    pub fn definition(&self) -> Result<std::sync::Arc<ServiceDef>> {
-        parsed(&self.source, &self.id)
+    /// The validated definition (its digest in the network's `suite`).
+    pub fn definition(&self, suite: pdx_crypto::Suite) -> Result<std::sync::Arc<ServiceDef>> {
+        parsed(suite, &self.source, &self.id)
     }
 }
 
@@ -145,7 +145,7 @@ fn check_backend(url: &str) -> Result<()> {
 pub fn store(node: &Node, spec: &ServiceSpec, operator: &str) -> Result<ServiceInfo> {
     let path = std::path::Path::new(&spec.schema);
     let source = std::fs::read_to_string(path).map_err(NodeError::io(path))?;
-    let def = ServiceDef::parse(&source, &spec.schema)?;
+    let def = ServiceDef::parse(&source, &spec.schema, node.suite)?;
     if def.id != spec.service {
         return Err(NodeError::Invalid(format!(
             "{} defines service {}, not {}",
@@ -269,7 +269,7 @@ pub fn list(node: &Node) -> Result<Vec<ServiceInfo>> {
     node.store
         .scan::<ServiceRecord>(CF_SERVICES, b"")?
         .into_iter()
-        .map(|(_, r)| Ok(info(&r, &*r.definition()?)))
+        .map(|(_, r)| Ok(info(&r, &*r.definition(node.suite)?)))
         .collect()
 }
 
@@ -284,7 +284,7 @@ pub fn service(
     {
         None => Ok(None),
         Some(r) => {
-            let d = r.definition()?;
+            let d = r.definition(node.suite)?;
             Ok(Some((r, d)))
         }
     }
@@ -470,16 +470,20 @@ pub fn verified_request(
 
 /// Parsed definitions by source digest: a definition is parsed (regexes
 /// compiled) once, not per call.
-fn parsed(source: &str, id: &str) -> Result<std::sync::Arc<ServiceDef>> {
+fn parsed(suite: pdx_crypto::Suite, source: &str, id: &str) -> Result<std::sync::Arc<ServiceDef>> {
     use std::collections::HashMap;
     use std::sync::{Arc, LazyLock, Mutex};
-    static DEFS: LazyLock<Mutex<HashMap<Digest, Arc<ServiceDef>>>> =
-        LazyLock::new(Default::default);
-    let key = Digest::of(source.as_bytes());
+    type Cache = HashMap<(pdx_crypto::Suite, Digest), Arc<ServiceDef>>;
+    static DEFS: LazyLock<Mutex<Cache>> = LazyLock::new(Default::default);
+    let key = (suite, suite.digest(source.as_bytes()));
     if let Some(d) = DEFS.lock().ok().and_then(|m| m.get(&key).cloned()) {
         return Ok(d);
     }
-    let d = Arc::new(ServiceDef::parse(source, &format!("stored service {id}"))?);
+    let d = Arc::new(ServiceDef::parse(
+        source,
+        &format!("stored service {id}"),
+        suite,
+    )?);
     if let Ok(mut m) = DEFS.lock() {
         m.insert(key, d.clone());
     }
@@ -540,13 +544,19 @@ pub fn values_to_json(def: &ServiceDef, dir: Direction, values: &Values) -> serd
     serde_json::Value::Object(m)
 }
 
-/// BLAKE3 (keyed by context) of a message's values: what "the same request"
-/// means for an idempotency key. Never leaves the provider.
-pub fn content_digest(service: &str, version: u32, values: &Values) -> Result<Digest> {
+/// The suite's domain hash `"pdx/v1 call content"` of a message's values:
+/// what "the same request" means for an idempotency key. Never leaves the
+/// provider.
+pub fn content_digest(
+    suite: pdx_crypto::Suite,
+    service: &str,
+    version: u32,
+    values: &Values,
+) -> Result<Digest> {
     let bytes = to_cbor(&(service, version, values))?;
-    let mut h = blake3::Hasher::new_derive_key("pdx/v1 call content");
+    let mut h = suite.hasher("pdx/v1 call content");
     h.update(&bytes);
-    Ok(Digest(*h.finalize().as_bytes()))
+    Ok(h.finalize())
 }
 
 // ---- what each party keeps ----
@@ -916,7 +926,7 @@ pub fn export(node: &Node, call_ids: &[String], out: &str, operator: &str) -> Re
     };
     let bytes = to_cbor(&file)?;
     let mut d = node.draft(EventKind::Export, operator);
-    d.subject.digest = Some(Digest::of(&bytes));
+    d.subject.digest = Some(node.suite.digest(&bytes));
     d.record_count = Some(file.calls.len() as u64);
     d.detail = Some(format!(
         "call evidence of {} call(s) to {out}",

@@ -124,7 +124,7 @@ fn check(svc: &Services, from: &str, call: Call) -> std::result::Result<Step, Re
     })?;
     def.validate(Direction::Request, &values)
         .map_err(|p| (ErrorCode::BadRequest, p.join("; ")))?;
-    let content = content_digest(&def.id, def.version, &values).map_err(internal)?;
+    let content = content_digest(node.suite, &def.id, def.version, &values).map_err(internal)?;
     let key = store::idempotency_key(&consumer, &body.service, &body.idempotency_key);
     let held = svc.calls.limits.hold_key(key.clone()).ok_or_else(|| {
         (
@@ -263,6 +263,7 @@ fn finish(node: &Node, p: Pending, reply: BackendReply, started: Instant) -> Res
             )));
         }
         seal_values(
+            node.suite,
             &p.def,
             Direction::Response,
             &p.body.call_id,

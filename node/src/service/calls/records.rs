@@ -189,7 +189,7 @@ pub fn add_rule(node: &Node, spec: &RecordSpec, operator: &str) -> Result<Record
             )));
         }
     };
-    let schema = Schema::parse(&schema_source, &schema_file)?;
+    let schema = Schema::parse(&schema_source, &schema_file, node.suite)?;
     if let Some(existing) = &existing
         && existing.schema_digest != schema.digest
     {

@@ -25,8 +25,10 @@ pub fn context(service: &str, dir: Direction, call_id: &[u8]) -> Result<ReleaseC
     })
 }
 
-/// Seals `values`' sealed fields for `recipient`; returns (clear, sealed, key).
+/// Seals `values`' sealed fields for `recipient` with the network's `suite`;
+/// returns (clear, sealed, key).
 pub fn seal_values(
+    suite: pdx_crypto::Suite,
     def: &ServiceDef,
     dir: Direction,
     call_id: &[u8],
@@ -45,7 +47,7 @@ pub fn seal_values(
     let sealer = if needs_seal {
         let r =
             recipient.ok_or_else(|| NodeError::Invalid("no recipient key to seal for".into()))?;
-        let (sealer, mut wrapped) = Sealer::new(&context(&def.id, dir, call_id)?, &[r])?;
+        let (sealer, mut wrapped) = Sealer::new(suite, &context(&def.id, dir, call_id)?, &[r])?;
         key = wrapped.pop();
         Some(sealer)
     } else {
@@ -104,6 +106,7 @@ pub fn open_values(
     let wrapped: Vec<_> = key.cloned().into_iter().collect();
     let keys = node.keys()?;
     let opener = Opener::new(
+        node.suite,
         &context(&def.id, dir, call_id)?,
         &wrapped,
         &node.config.dept,

@@ -14,10 +14,10 @@ use crate::service::datasets::{self, DatasetMeta};
 use crate::store::{self, CF_OUT_CHUNKS, CF_OUT_RELEASES, chunk_key};
 use pdx_audit::store::now_ms;
 use pdx_audit::{EventKind, Subject};
+use pdx_crypto::SignatureDomain;
 use pdx_crypto::atrest::ObjectKey;
 use pdx_crypto::envelope::{Recipient, ReleaseContext, Sealer};
 use pdx_crypto::wire::Signed;
-use pdx_crypto::{Digest, SignatureDomain};
 use pdx_schemas::RuleViolation;
 use pdx_schemas::engine::{Engine, FieldSealer, OutValue, RecordSink};
 use pdx_schemas::rules::check_external_release;
@@ -92,7 +92,7 @@ impl Chunker<'_> {
         let index = u32::try_from(self.chunks.len())
             .map_err(|_| NodeError::Invalid("more than 2^32 chunks".into()))?;
         self.chunks.push(ChunkInfo {
-            digest: Digest::of(&bytes),
+            digest: self.node.suite.digest(&bytes),
             records: count,
             recipient: part.and_then(|i| self.recipients.get(i).cloned()),
         });
@@ -171,7 +171,7 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
     // Outcomes of recorded calls queued for this dataset are in the release.
     crate::service::calls::records::flush(node, &spec.dataset, progress)?;
     let meta = datasets::meta(node, &spec.dataset)?;
-    let schema = meta.schema()?;
+    let schema = meta.schema(node.suite)?;
     let profile = schema.profile(&spec.profile)?;
     check_external_release(&schema, profile, &spec.recipient, spec.agreement.as_deref())?;
     let (from, previous) = increment_start(node, spec, &meta, profile)?;
@@ -185,8 +185,10 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
     };
     // Pseudonym keys derive from the agreement text; none is the empty text.
     let agreement = spec.agreement.clone().unwrap_or_default();
-    let pseudonym_master =
-        pdx_crypto::pseudonym::PseudonymMaster::from_bytes(*node.keys()?.pseudonym.as_bytes());
+    let pseudonym_master = pdx_crypto::pseudonym::PseudonymMaster::from_bytes(
+        node.suite,
+        *node.keys()?.pseudonym.as_bytes(),
+    );
     let engine = Engine::new(&schema, profile, &agreement, &pseudonym_master);
     progress.stage(
         "de-identification: counting equivalence classes",
@@ -242,7 +244,7 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
             .try_into()
             .map_err(|_| NodeError::Invalid("release id".into()))?,
     };
-    let (sealer, wrapped) = Sealer::new(&ctx, &recipients)?;
+    let (sealer, wrapped) = Sealer::new(node.suite, &ctx, &recipients)?;
     let mut chunker = Chunker {
         node,
         key: out_key(node, &release_id)?,
@@ -293,6 +295,7 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
     progress.done();
     let chunks = chunker.chunks;
     let content_digest = transfer_digest(
+        node.suite,
         chunks
             .iter()
             .enumerate()

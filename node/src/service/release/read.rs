@@ -81,9 +81,13 @@ where
             .map_err(|_| NodeError::Invalid("release id".into()))?,
     };
     let keys = node.keys()?;
-    let opener = match Opener::new(&ctx, &body.recipients, &node.config.dept, |kid| {
-        keys.encryption_key(kid)
-    }) {
+    let opener = match Opener::new(
+        node.suite,
+        &ctx,
+        &body.recipients,
+        &node.config.dept,
+        |kid| keys.encryption_key(kid),
+    ) {
         Ok(o) => Some(o),
         Err(pdx_crypto::CryptoError::NotARecipient { .. }) => None,
         Err(e) => return Err(e.into()),

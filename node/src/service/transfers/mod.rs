@@ -291,6 +291,7 @@ impl Services {
         )
         .ok_or_else(|| NodeError::Invalid("the plan's record counts overflow".into()))?;
         let planned_digest = crate::proto::msg::transfer_digest(
+            self.node.suite,
             plan.iter()
                 .filter_map(|&i| body.chunks.get(i as usize).map(|c| (i, &c.digest))),
         );
@@ -337,6 +338,7 @@ impl Services {
             Instant::now(),
             self.net.read_timeout(),
             self.node.config.transfer.window,
+            self.node.suite,
             &body,
             plan,
             start,

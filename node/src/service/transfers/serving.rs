@@ -47,6 +47,7 @@ impl Services {
             Instant::now(),
             self.net.read_timeout(),
             self.node.config.transfer.window,
+            self.node.suite,
             &body,
             (0..out.chunks).collect(),
             start,
