@@ -838,6 +838,43 @@ struct Batch {
 impl Batch {
     const ENTRIES: usize = 4096;
 
+    /// Hashes the leaves of every entry, split over up to `workers` threads
+    /// (leaf hashing is most of a verifier's work, and scales with cores).
+    fn hash_leaves(&mut self, suite: Suite, workers: usize) {
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(self.ends.iter().copied())
+            .take(self.ends.len())
+            .collect();
+        let spans: Vec<(usize, usize)> =
+            starts.into_iter().zip(self.ends.iter().copied()).collect();
+        let data = &self.data;
+        let hash = |part: &[(usize, usize)]| -> Vec<Hash> {
+            part.iter()
+                .map(|&(a, b)| merkle::leaf_in(suite, &data[a..b]))
+                .collect()
+        };
+        let per = spans.len().div_ceil(workers.max(1)).max(1);
+        if workers <= 1 || spans.len() < 2 * per.min(256) {
+            self.leaves = hash(&spans);
+            return;
+        }
+        self.leaves = std::thread::scope(|scope| {
+            let mut parts = spans.chunks(per);
+            let first = parts.next().unwrap_or(&[]);
+            let handles: Vec<_> = parts.map(|p| (p, scope.spawn(move || hash(p)))).collect();
+            let mut leaves = hash(first);
+            for (part, h) in handles {
+                // A hashing thread that failed is redone here: every entry
+                // gets its leaf, whatever happened to a helper.
+                match h.join() {
+                    Ok(more) => leaves.extend(more),
+                    Err(_) => leaves.extend(hash(part)),
+                }
+            }
+            leaves
+        });
+    }
+
     fn entries(&self) -> impl Iterator<Item = (&[u8], Hash)> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
         starts
@@ -855,6 +892,11 @@ fn read_batches<R: Read>(
     tx: &std::sync::mpsc::SyncSender<Result<Batch, AuditError>>,
 ) {
     let mut buf = Vec::with_capacity(512);
+    // Leaf hashing is most of the work (SM3 more than BLAKE3): each batch is
+    // hashed by one thread per core while the consumer checks the previous one.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get().max(1))
+        .unwrap_or(1);
     loop {
         let mut batch = Batch {
             data: Vec::with_capacity(Batch::ENTRIES * 400),
@@ -864,13 +906,13 @@ fn read_batches<R: Read>(
         while batch.ends.len() < Batch::ENTRIES {
             match reader.next_entry(&mut buf) {
                 Ok(true) => {
-                    batch.leaves.push(merkle::leaf_in(suite, &buf));
                     batch.data.extend_from_slice(&buf);
                     batch.ends.push(batch.data.len());
                 }
                 Ok(false) => break,
                 Err(e) => {
                     if !batch.ends.is_empty() {
+                        batch.hash_leaves(suite, workers);
                         let _ = tx.send(Ok(batch));
                     }
                     let _ = tx.send(Err(e));
@@ -879,6 +921,7 @@ fn read_batches<R: Read>(
             }
         }
         let last = batch.ends.len() < Batch::ENTRIES;
+        batch.hash_leaves(suite, workers);
         if (!batch.ends.is_empty() && tx.send(Ok(batch)).is_err()) || last {
             return;
         }
@@ -908,8 +951,8 @@ fn stream_entries<R: Read + Send>(
     let mut gaps: BTreeSet<u64> = BTreeSet::new();
     let mut max_seq: Option<u64> = None;
     let mut pos = 0u64;
-    // Reading and leaf hashing run on a second thread, one batch ahead of the
-    // checks here: the two halves of the work take about the same time.
+    // Reading and leaf hashing run on other threads, one batch ahead of the
+    // checks here.
     std::thread::scope(|scope| -> Result<(), AuditError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch, AuditError>>(4);
         let suite = log_id.suite;

@@ -320,10 +320,12 @@ pub fn outcome(json: bool, o: &Outcome) -> Result<()> {
         }
         Outcome::Status(v) => {
             outln!(
-                "{} ({})  network {}  listening {}",
+                "{} ({})  network {} (suite {}: {})  listening {}",
                 v.dept,
                 v.name,
                 v.network,
+                v.suite,
+                v.suite.algorithms(),
                 v.listen
             );
             outln!(
@@ -612,11 +614,12 @@ pub fn init(json: bool, v: &InitOutcome) -> Result<()> {
         return value(true, v);
     }
     outln!(
-        "node {} ({}) created in {}\n  network {}  listen {}\n  audit log {}\n  encryption key {}\nnext: pdx serve --home {}",
+        "node {} ({}) created in {}\n  network {} (suite {})  listen {}\n  audit log {}\n  encryption key {}\nnext: pdx serve --home {}",
         v.dept,
         v.name,
         v.home,
         v.network,
+        v.suite,
         v.listen,
         v.log_id,
         v.encryption_key,

@@ -192,6 +192,9 @@ enum Scenario {
         /// Seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// The network's cryptographic suite: intl or gm (SM2/SM3/SM4).
+        #[arg(long, default_value = "intl", value_parser = parse_suite)]
+        suite: pdx_crypto::Suite,
         /// Print the summary as JSON (progress goes to stderr).
         #[arg(long)]
         json: bool,
@@ -371,6 +374,7 @@ fn main() -> Result<()> {
             settlements,
             dir,
             seed,
+            suite,
             json,
         }) => {
             if dir.join("testnet.json").exists() {
@@ -386,6 +390,7 @@ fn main() -> Result<()> {
                 days,
                 rate,
                 seed,
+                suite,
             };
             let summary = pdx_testnet::realtime::run(&dir, opts)?;
             if json {

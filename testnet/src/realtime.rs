@@ -69,6 +69,8 @@ pub struct Options {
     pub rate: u64,
     /// Seed.
     pub seed: u64,
+    /// The network's cryptographic suite.
+    pub suite: pdx_crypto::Suite,
 }
 
 /// One settlement to make: who is treated where, the request.
@@ -287,7 +289,7 @@ impl Realtime {
             bail!("--days must be between 1 and 30 (November 2026)");
         }
         let started = Instant::now();
-        let mut net = Testnet::create(dir, "realtime")?;
+        let mut net = Testnet::create_in(opts.suite, dir, "realtime")?;
         net.add_node(NATIONAL, "国家医疗保障局 national platform (hub)")?;
         let provinces: Vec<String> = PROVINCES[..opts.provinces]
             .iter()

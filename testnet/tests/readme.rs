@@ -198,3 +198,32 @@ fn the_online_services_section_runs_as_written() {
             > 500
     );
 }
+
+#[test]
+fn the_gm_network_section_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let blocks = shell_blocks(&readme, "## A 国密 (gm) network");
+    let script = format!("set -euo pipefail\n{}", blocks.join("\n"));
+    for step in [
+        "--suite gm",
+        "pdx forward",
+        "pdx export",
+        "pdx audit verify",
+    ] {
+        assert!(script.contains(step), "the section lacks {step:?}");
+    }
+    let (dir, _cleanup, out) = run_script(&root, &script, "gmnet", &["nat", "gd", "bj"], 300);
+    for expected in [
+        "suite gm: SM2, SM3, SM4-GCM",
+        "verdict      VALID",
+        "no mismatches",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in\n{out}");
+    }
+    // Beijing opened what was sealed for it: identities in clear in its export.
+    let csv = std::fs::read_to_string(dir.path().join("gmnet/relayed-to-bj.csv")).unwrap();
+    assert!(csv.lines().count() > 10, "{csv}");
+    let cert = std::fs::read_to_string(dir.path().join("gmnet/certs/gd/node.crt")).unwrap();
+    assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
+}

@@ -21,6 +21,7 @@ fn opts(provinces: usize, settlements: u64, rate: u64) -> Options {
         days: 2,
         rate,
         seed: 7,
+        suite: pdx_crypto::Suite::Intl,
     }
 }
 

@@ -331,6 +331,9 @@ pub struct Status {
     pub name: String,
     /// Network.
     pub network: String,
+    /// The network's cryptographic suite.
+    #[serde(default)]
+    pub suite: pdx_crypto::Suite,
     /// Listen address.
     pub listen: String,
     /// Audit log id.
@@ -431,6 +434,7 @@ pub fn status(node: &Node) -> Result<Status> {
         dept: node.config.dept.clone(),
         name: node.config.name.clone(),
         network: node.config.network.clone(),
+        suite: node.suite,
         listen: node.config.listen.clone(),
         log_id: node.audit.log_id().to_text(),
         audit: AuditStatus {
