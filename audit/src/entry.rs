@@ -115,6 +115,8 @@ event_kinds! {
     Call => "call", "An online service call was made by this node's department (consumer side).";
     CallRelay => "call-relay", "An online service call was relayed by this node (hub side).";
     CallServe => "call-serve", "An online service call was answered by this node (provider side).";
+    Backup => "backup", "A backup of the node was made or restored, or a restored peer was told the checkpoint of its log held here.";
+    Discontinuity => "discontinuity", "An operator acknowledged entries lost by a restore from a backup: the range the peers witnessed beyond the restored log (audit-format.md §11).";
 }
 
 impl fmt::Display for EventKind {
@@ -167,6 +169,30 @@ pub struct KeyRotation {
     pub signature: [u8; 64],
 }
 
+/// What a `discontinuity` entry states (audit-format.md §11): the log was
+/// restored from a backup at `restored_size`, peers had witnessed it up to
+/// `lost_to`, so entries `restored_size .. lost_to` (0-based seqs) are lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Discontinuity {
+    /// Entries the restored log kept (its size when restored).
+    pub restored_size: u64,
+    /// The largest size a peer had witnessed.
+    pub lost_to: u64,
+    /// Each peer ahead of the restored log: the checkpoint of this log it held.
+    pub witnessed: Vec<WitnessedSize>,
+}
+
+/// A checkpoint of this log that a peer held when it was restored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WitnessedSize {
+    /// The peer's department.
+    pub dept: String,
+    /// Size of the checkpoint it held.
+    pub size: u64,
+    /// Its root.
+    pub root: [u8; 32],
+}
+
 /// The bytes the outgoing key signs for a rotation.
 pub fn rotation_message(log: &LogId, seq: u64, new_key: &[u8]) -> Vec<u8> {
     let mut w = Writer::with_capacity(96);
@@ -204,6 +230,8 @@ pub struct EntryDraft {
     pub detail: Option<String>,
     /// Set only on key-rotate entries of the audit key.
     pub key_rotation: Option<KeyRotation>,
+    /// Set only on `discontinuity` entries.
+    pub discontinuity: Option<Discontinuity>,
 }
 
 impl EntryDraft {
@@ -225,6 +253,7 @@ impl EntryDraft {
             payload_digest: None,
             detail: None,
             key_rotation: None,
+            discontinuity: None,
         }
     }
 }
@@ -261,6 +290,7 @@ mod key {
     pub const PREV_HASH: u64 = 14;
     pub const DETAIL: u64 = 15;
     pub const KEY_ROTATION: u64 = 16;
+    pub const DISCONTINUITY: u64 = 17;
 }
 
 impl Entry {
@@ -284,7 +314,8 @@ impl Entry {
             + usize::from(d.record_count.is_some())
             + usize::from(d.payload_digest.is_some())
             + usize::from(d.detail.is_some())
-            + usize::from(d.key_rotation.is_some());
+            + usize::from(d.key_rotation.is_some())
+            + usize::from(d.discontinuity.is_some());
         // Typical entries are 300-400 bytes: one allocation, no regrowth.
         let mut w = Writer::with_capacity(512);
         w.map(n);
@@ -357,6 +388,19 @@ impl Entry {
             w.bytes(&r.new_key);
             w.bytes(&r.signature);
         }
+        if let Some(x) = &d.discontinuity {
+            w.uint(key::DISCONTINUITY);
+            w.array(3);
+            w.uint(x.restored_size);
+            w.uint(x.lost_to);
+            w.array(x.witnessed.len());
+            for p in &x.witnessed {
+                w.array(3);
+                w.text(&p.dept);
+                w.uint(p.size);
+                w.bytes(&p.root);
+            }
+        }
         w.finish()
     }
 
@@ -420,6 +464,8 @@ pub struct EntryView<'a> {
     pub detail: Option<&'a str>,
     /// Key rotation: (new key, signature).
     pub key_rotation: Option<(&'a [u8], [u8; 64])>,
+    /// The discontinuity a `discontinuity` entry states.
+    pub discontinuity: Option<Discontinuity>,
 }
 
 impl<'a> EntryView<'a> {
@@ -450,6 +496,7 @@ impl<'a> EntryView<'a> {
             prev_hash: [0; 32],
             detail: None,
             key_rotation: None,
+            discontinuity: None,
         };
         for _ in 0..pairs {
             let k = r.uint()?;
@@ -528,6 +575,46 @@ impl<'a> EntryView<'a> {
                     }
                     v.key_rotation = Some((new_key, r.bytes_n::<64>()?));
                 }
+                key::DISCONTINUITY => {
+                    if r.array()? != 3 {
+                        return bad("discontinuity must be [restored size, lost to, witnessed]");
+                    }
+                    let restored_size = r.uint()?;
+                    let lost_to = r.uint()?;
+                    if lost_to <= restored_size {
+                        return bad("a discontinuity loses at least one entry");
+                    }
+                    let n = r.array()?;
+                    if n == 0 {
+                        return bad(
+                            "a discontinuity names the peers that witnessed the lost range",
+                        );
+                    }
+                    // Grown as the bytes arrive: each element is at least 35 bytes.
+                    let mut witnessed = Vec::new();
+                    let mut max = 0;
+                    for _ in 0..n {
+                        if r.array()? != 3 {
+                            return bad("a witnessed size must be [dept, size, root]");
+                        }
+                        let dept = r.text()?.to_string();
+                        let size = r.uint()?;
+                        let root = r.bytes_n::<32>()?;
+                        if size <= restored_size || size > lost_to {
+                            return bad("a witnessed size lies outside the lost range");
+                        }
+                        max = max.max(size);
+                        witnessed.push(WitnessedSize { dept, size, root });
+                    }
+                    if max != lost_to {
+                        return bad("the lost range ends at the largest witnessed size");
+                    }
+                    v.discontinuity = Some(Discontinuity {
+                        restored_size,
+                        lost_to,
+                        witnessed,
+                    });
+                }
                 other => return bad(format!("unknown entry key {other}")),
             }
         }
@@ -604,6 +691,7 @@ impl<'a> EntryView<'a> {
                     new_key: new_key.to_vec(),
                     signature,
                 }),
+                discontinuity: self.discontinuity.clone(),
             },
         })
     }

@@ -67,4 +67,8 @@ pub enum AuditError {
     /// The group-commit writer failed earlier and the log is closed for writing.
     #[error("audit log writer failed: {0}")]
     Writer(String),
+    /// New checkpoints may not be signed now (a node restored from a backup
+    /// until its operator acknowledges what the peers witnessed).
+    #[error("no new audit checkpoint may be signed: {0}")]
+    Held(String),
 }

@@ -22,6 +22,9 @@ pub mod store;
 pub mod verify;
 pub mod witness;
 
-pub use entry::{Actor, Entry, EntryDraft, EntryView, EventKind, FieldRef, LogId, Subject};
+pub use entry::{
+    Actor, Discontinuity, Entry, EntryDraft, EntryView, EventKind, FieldRef, LogId, Subject,
+    WitnessedSize,
+};
 pub use error::AuditError;
 pub use store::{AuditConfig, AuditLog};

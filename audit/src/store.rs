@@ -34,6 +34,9 @@ pub const CF_TREE: &str = "audit.tree";
 /// Column family of metadata.
 pub const CF_META: &str = "audit.meta";
 
+/// The audit log's column families.
+pub const FAMILIES: &[&str] = &[CF_ENTRIES, CF_TREE, CF_META];
+
 /// Descriptors the node must open its RocksDB with.
 pub fn column_families() -> Vec<ColumnFamilyDescriptor> {
     let mut entries = Options::default();
@@ -114,6 +117,17 @@ pub struct AuditLog {
     /// Serialises updates of the held peer checkpoints (several connections
     /// from one peer may be witnessed at once).
     peers: Mutex<()>,
+    observer: std::sync::OnceLock<Arc<dyn AuditObserver>>,
+    /// Why new checkpoints may not be signed (None: they may).
+    hold: Mutex<Option<String>>,
+}
+
+/// Told of appends and group commits (metrics); must not block.
+pub trait AuditObserver: Send + Sync {
+    /// A synced batch of `entries` entries committed.
+    fn committed(&self, entries: usize);
+    /// An append waited `waited` from queueing to its durable commit.
+    fn appended(&self, waited: std::time::Duration);
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -274,6 +288,8 @@ impl AuditLog {
             done: Condvar::new(),
             writer: Mutex::new(state),
             peers: Mutex::new(()),
+            observer: std::sync::OnceLock::new(),
+            hold: Mutex::new(None),
         };
         if log.size() == 0 {
             let mut d = EntryDraft::new(EventKind::Genesis, &log.log_id.dept, "node");
@@ -282,6 +298,36 @@ impl AuditLog {
             log.checkpoint()?;
         }
         Ok(log)
+    }
+
+    /// From now on no new checkpoint is signed (entries are still appended):
+    /// [`AuditLog::checkpoint`] fails with [`AuditError::Held`] naming `why`
+    /// unless the latest checkpoint already covers the log.
+    pub fn hold_checkpoints(&self, why: &str) {
+        if let Ok(mut h) = self.hold.lock() {
+            *h = Some(why.to_string());
+        }
+    }
+
+    /// Signing checkpoints resumes.
+    pub fn release_checkpoints(&self) {
+        if let Ok(mut h) = self.hold.lock() {
+            *h = None;
+        }
+    }
+
+    /// Why checkpoints are held, if they are (a poisoned lock holds them).
+    pub fn checkpoints_held(&self) -> Option<String> {
+        match self.hold.lock() {
+            Ok(h) => h.clone(),
+            Err(_) => Some("hold lock poisoned".into()),
+        }
+    }
+
+    /// Installs the observer told of appends and commits (once; later calls
+    /// are ignored).
+    pub fn set_observer(&self, observer: Arc<dyn AuditObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     /// This log's id.
@@ -339,6 +385,21 @@ impl AuditLog {
         drafts: Vec<EntryDraft>,
         ops: Vec<StoreOp>,
     ) -> Result<Vec<Appended>, AuditError> {
+        let queued = std::time::Instant::now();
+        let out = self.append_queued_inner(drafts, ops);
+        if out.is_ok()
+            && let Some(o) = self.observer.get()
+        {
+            o.appended(queued.elapsed());
+        }
+        out
+    }
+
+    fn append_queued_inner(
+        &self,
+        drafts: Vec<EntryDraft>,
+        ops: Vec<StoreOp>,
+    ) -> Result<Vec<Appended>, AuditError> {
         let mut q = self
             .queue
             .lock()
@@ -383,11 +444,15 @@ impl AuditLog {
             drafts.extend(d);
             ops.extend(o);
         }
+        let entries = drafts.len();
         let outcome = self
             .lock_writer()
             .and_then(|mut w| self.commit_locked(&mut w, drafts, &ops, None));
         match outcome {
             Ok(appended) => {
+                if let Some(o) = self.observer.get() {
+                    o.committed(entries);
+                }
                 let mut it = appended.into_iter();
                 tickets
                     .into_iter()
@@ -495,7 +560,7 @@ impl AuditLog {
             None => true,
             Some(c) => w.frontier.size() - c.size >= self.config.checkpoint_every,
         };
-        if due && rotate_to.is_none() {
+        if due && rotate_to.is_none() && self.checkpoints_held().is_none() {
             self.put_checkpoint(w, &mut batch, now)?;
         }
         self.put_head(w, &mut batch)?;
@@ -609,6 +674,9 @@ impl AuditLog {
                 )
             });
         }
+        if let Some(why) = self.checkpoints_held() {
+            return Err(AuditError::Held(why));
+        }
         let saved = w.last_checkpoint.clone();
         let mut batch = WriteBatch::default();
         let signed = match self.put_checkpoint(&mut w, &mut batch, now_ms()) {
@@ -630,6 +698,9 @@ impl AuditLog {
 
     /// Signs a checkpoint if entries were appended and the interval has passed.
     pub fn maybe_checkpoint(&self) -> Result<Option<SignedCheckpoint>, AuditError> {
+        if self.checkpoints_held().is_some() {
+            return Ok(None);
+        }
         let due = {
             let w = self.lock_writer()?;
             match &w.last_checkpoint {
@@ -921,6 +992,31 @@ impl AuditLog {
         endorsement: SignedEndorsement,
         verified: &Checkpoint,
     ) -> Result<SignedCosignature, AuditError> {
+        self.cosign_peer_inner(peer_dept, checkpoint, endorsement, verified, None)
+    }
+
+    /// [`AuditLog::cosign_peer`] for a checkpoint that replaces the held one
+    /// although it is not larger (the peer's acknowledged discontinuity lost
+    /// the held one); `note` says so in the entry.
+    pub fn cosign_peer_superseding(
+        &self,
+        peer_dept: &str,
+        checkpoint: SignedCheckpoint,
+        endorsement: SignedEndorsement,
+        verified: &Checkpoint,
+        note: &str,
+    ) -> Result<SignedCosignature, AuditError> {
+        self.cosign_peer_inner(peer_dept, checkpoint, endorsement, verified, Some(note))
+    }
+
+    fn cosign_peer_inner(
+        &self,
+        peer_dept: &str,
+        checkpoint: SignedCheckpoint,
+        endorsement: SignedEndorsement,
+        verified: &Checkpoint,
+        superseding: Option<&str>,
+    ) -> Result<SignedCosignature, AuditError> {
         let cosig = Cosignature {
             log_id: verified.origin.clone(),
             size: verified.size,
@@ -949,8 +1045,8 @@ impl AuditLog {
         // The held checkpoint only moves forward: a concurrent connection may
         // already have witnessed a larger one.
         let newer_held = match self.last_witnessed(&verified.origin)? {
-            Some(h) => h.checkpoint.peek()?.size > verified.size,
-            None => false,
+            Some(h) if superseding.is_none() => h.checkpoint.peek()?.size > verified.size,
+            _ => false,
         };
         if !newer_held {
             batch.put_cf(cf, meta_key("peer", &[verified.origin.as_bytes()]), &bytes);
@@ -974,12 +1070,20 @@ impl AuditLog {
         );
         d.counterparty = Some(peer_dept.to_string());
         d.payload_digest = Some(record.checkpoint.digest());
-        d.detail = Some(format!(
-            "log {} size {} root {}",
-            verified.origin,
-            verified.size,
-            hex::encode(verified.root)
-        ));
+        d.detail = Some(match superseding {
+            None => format!(
+                "log {} size {} root {}",
+                verified.origin,
+                verified.size,
+                hex::encode(verified.root)
+            ),
+            Some(note) => format!(
+                "log {} size {} root {}; {note}",
+                verified.origin,
+                verified.size,
+                hex::encode(verified.root)
+            ),
+        });
         self.append(d)?;
         Ok(signed)
     }

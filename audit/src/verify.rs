@@ -82,6 +82,11 @@ pub enum Case {
     UnknownFormat,
     /// Time goes backwards between consecutive entries.
     DecreasingTime,
+    /// Entries peers had witnessed were lost in a restore from a backup, and
+    /// an operator acknowledged it in a `discontinuity` entry (§11): the
+    /// lost entries cannot be checked, and the peers' checkpoints of them
+    /// are not a fork.
+    Discontinuity,
 }
 
 /// How bad a finding is.
@@ -173,10 +178,38 @@ pub struct Report {
     pub external_checkpoints_checked: usize,
     /// Audit keys followed (genesis plus rotations).
     pub keys: Vec<String>,
+    /// Acknowledged losses the log states (`discontinuity` entries).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub discontinuities: Vec<DiscontinuityReport>,
+    /// Checkpoints held by witnesses that a discontinuity explains (of lost
+    /// entries, signed before the acknowledgement).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub external_checkpoints_lost: usize,
     /// Findings.
     pub findings: Vec<Finding>,
     /// Verdict.
     pub verdict: Verdict,
+}
+
+/// A `discontinuity` entry, as the report shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DiscontinuityReport {
+    /// Its sequence number.
+    pub seq: u64,
+    /// When it was written (ms).
+    pub time_ms: u64,
+    /// Entries the restored log kept.
+    pub restored_size: u64,
+    /// Entries `restored_size..lost_to` are lost.
+    pub lost_to: u64,
+    /// What each peer held: `dept:size`.
+    pub witnessed: Vec<String>,
+    /// The operator's acknowledgement (the entry's detail).
+    pub detail: String,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 struct KeyInfo {
@@ -236,6 +269,7 @@ struct Stream {
     roots: HashMap<u64, Hash>,
     final_root: Hash,
     keys: Vec<KeyInfo>,
+    discontinuities: Vec<DiscontinuityReport>,
 }
 
 /// The report on a bundle that could not even be opened: broken framing
@@ -265,6 +299,8 @@ pub fn unreadable(name: &str, error: &AuditError) -> Option<Report> {
         cosignatures_verified: 0,
         external_checkpoints_checked: 0,
         keys: Vec::new(),
+        discontinuities: Vec::new(),
+        external_checkpoints_lost: 0,
         findings: vec![Finding {
             case,
             severity,
@@ -524,8 +560,11 @@ pub fn verify<R: Read + Send>(
         }
     }
 
-    // Checkpoints of this log held elsewhere.
+    // Checkpoints of this log held elsewhere. One of entries a restore
+    // lost, signed before the loss was acknowledged, is explained by the
+    // discontinuity (its signature must still verify).
     let mut external_checked = 0;
+    let mut external_lost = 0;
     for (source, signed) in &external {
         let Ok(cp) = signed.peek() else {
             c.unverifiable(
@@ -535,9 +574,42 @@ pub fn verify<R: Read + Send>(
             );
             continue;
         };
-        if check_checkpoint(&header.log_id, signed, &cp, &stream, &mut c, source) {
+        let mut scratch = Checker {
+            findings: Vec::new(),
+        };
+        if check_checkpoint(&header.log_id, signed, &cp, &stream, &mut scratch, source) {
             external_checked += 1;
+            continue;
         }
+        let lost = stream
+            .discontinuities
+            .iter()
+            .any(|d| cp.size > d.restored_size && cp.size <= d.lost_to && cp.time_ms <= d.time_ms);
+        let only_root = scratch.findings.iter().all(|f| {
+            matches!(
+                f.case,
+                Case::Fork | Case::TruncatedTail | Case::DeletedEntries | Case::AlteredEntry
+            )
+        });
+        if lost && only_root {
+            external_lost += 1;
+        } else {
+            c.findings.extend(scratch.findings);
+        }
+    }
+    for d in &stream.discontinuities {
+        c.unverifiable(
+            Case::Discontinuity,
+            Some(d.restored_size),
+            format!(
+                "entries {}..{} were lost in a restore from a backup (peers had witnessed them: {}); acknowledged at seq {}: {}",
+                d.restored_size,
+                d.lost_to,
+                d.witnessed.join(", "),
+                d.seq,
+                d.detail
+            ),
+        );
     }
 
     let verdict = if c.findings.iter().any(|f| f.severity == Severity::Tampered) {
@@ -565,6 +637,8 @@ pub fn verify<R: Read + Send>(
         checkpoints_total: own.len(),
         cosignatures_verified,
         external_checkpoints_checked: external_checked,
+        discontinuities: stream.discontinuities.clone(),
+        external_checkpoints_lost: external_lost,
         keys: stream
             .keys
             .iter()
@@ -951,6 +1025,7 @@ fn stream_entries<R: Read + Send>(
     let mut gaps: BTreeSet<u64> = BTreeSet::new();
     let mut max_seq: Option<u64> = None;
     let mut pos = 0u64;
+    let mut discontinuities = Vec::new();
     // Reading and leaf hashing run on other threads, one batch ahead of the
     // checks here.
     std::thread::scope(|scope| -> Result<(), AuditError> {
@@ -1073,6 +1148,23 @@ fn stream_entries<R: Read + Send>(
                         if let Some((new_key, sig)) = v.key_rotation {
                             follow_rotation(log_id, seq, new_key, sig, endorsed, &mut keys, c);
                         }
+                        if let Some(d) = &v.discontinuity
+                            && v.kind == crate::entry::EventKind::Discontinuity
+                            && d.restored_size <= seq
+                        {
+                            discontinuities.push(DiscontinuityReport {
+                                seq,
+                                time_ms: v.time_ms,
+                                restored_size: d.restored_size,
+                                lost_to: d.lost_to,
+                                witnessed: d
+                                    .witnessed
+                                    .iter()
+                                    .map(|w| format!("{}:{}", w.dept, w.size))
+                                    .collect(),
+                                detail: v.detail.unwrap_or_default().to_string(),
+                            });
+                        }
                         max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
                         prev_seq = Some(seq);
                         prev_time = prev_time.max(v.time_ms);
@@ -1102,6 +1194,7 @@ fn stream_entries<R: Read + Send>(
         roots,
         final_root: frontier.root_in(log_id.suite),
         keys,
+        discontinuities,
     })
 }
 

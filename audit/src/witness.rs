@@ -26,6 +26,9 @@ pub struct PeerCheckpoint {
     pub content: Checkpoint,
     /// The peer log's suite (from its log id; the same as its certificate's).
     pub suite: pdx_crypto::Suite,
+    /// The acknowledged discontinuity its log states, proved under this
+    /// checkpoint ([`PeerCheckpoint::with_discontinuity`]).
+    pub discontinuity: Option<crate::entry::Discontinuity>,
 }
 
 impl PeerCheckpoint {
@@ -72,8 +75,61 @@ impl PeerCheckpoint {
             checkpoint,
             content,
             suite: log.suite,
+            discontinuity: None,
         })
     }
+
+    /// Checks that `entry` (canonical bytes, at `seq`) is a `discontinuity`
+    /// entry of this log, included under this checkpoint by `proof`, and
+    /// keeps what it states.
+    pub fn with_discontinuity(
+        mut self,
+        seq: u64,
+        entry: &[u8],
+        proof: &[Hash],
+    ) -> Result<Self, AuditError> {
+        let bad = |reason: String| AuditError::PeerFork {
+            log_id: self.content.origin.clone(),
+            reason: format!("discontinuity proof: {reason}"),
+        };
+        let view = crate::entry::EntryView::parse(entry).map_err(|e| bad(e.to_string()))?;
+        if view.log_id != self.content.origin || view.seq != seq {
+            return Err(bad("the entry is not at that place of this log".into()));
+        }
+        if view.kind != crate::entry::EventKind::Discontinuity {
+            return Err(bad(format!("a {} entry, not a discontinuity", view.kind)));
+        }
+        let d = view
+            .discontinuity
+            .clone()
+            .ok_or_else(|| bad("the entry states no discontinuity".into()))?;
+        if seq >= self.content.size || proof.len() > 64 {
+            return Err(bad("the entry lies beyond the checkpoint".into()));
+        }
+        let leaf = crate::merkle::leaf_in(self.suite, entry);
+        crate::merkle::verify_inclusion_in(
+            self.suite,
+            seq,
+            self.content.size,
+            &leaf,
+            proof,
+            &self.content.root,
+        )
+        .map_err(|e| bad(format!("not included under the checkpoint: {e}")))?;
+        self.discontinuity = Some(d);
+        Ok(self)
+    }
+}
+
+/// Whether `d` states that the checkpoint `held`, which `witness_dept`
+/// held, was lost: it names exactly that size and root as what this
+/// witness had witnessed.
+pub fn excuses(d: &crate::entry::Discontinuity, held: &Checkpoint, witness_dept: &str) -> bool {
+    held.size > d.restored_size
+        && held.size <= d.lost_to
+        && d.witnessed
+            .iter()
+            .any(|w| w.dept == witness_dept && w.size == held.size && w.root == held.root)
 }
 
 /// What witnessing needs next.
@@ -98,11 +154,24 @@ pub struct Witnessing {
     /// What is needed next.
     pub step: WitnessStep,
     held: Option<WitnessedCheckpoint>,
+    /// The held checkpoint is one the peer's acknowledged discontinuity lost:
+    /// the new one supersedes it without a consistency proof.
+    superseded: bool,
 }
 
 /// Decides what is needed to witness `pc`.
 pub fn begin(log: &AuditLog, pc: &PeerCheckpoint) -> Result<Witnessing, AuditError> {
     let held = log.last_witnessed(&pc.content.origin)?;
+    if let (Some(prev), Some(d)) = (&held, &pc.discontinuity) {
+        let h = prev.checkpoint.peek()?;
+        if excuses(d, &h, &log.log_id().dept) && pc.content.size > d.restored_size {
+            return Ok(Witnessing {
+                step: WitnessStep::Ready,
+                held,
+                superseded: true,
+            });
+        }
+    }
     let step = match &held {
         None => WitnessStep::Ready,
         Some(prev) => {
@@ -122,7 +191,11 @@ pub fn begin(log: &AuditLog, pc: &PeerCheckpoint) -> Result<Witnessing, AuditErr
             }
         }
     };
-    Ok(Witnessing { step, held })
+    Ok(Witnessing {
+        step,
+        held,
+        superseded: false,
+    })
 }
 
 /// Completes witnessing: checks consistency with the checkpoint held when
@@ -138,6 +211,28 @@ pub fn complete(
     pc: PeerCheckpoint,
     proof: Option<&[Hash]>,
 ) -> Result<SignedCosignature, AuditError> {
+    if witnessing.superseded
+        && let (Some(prev), Some(d)) = (&witnessing.held, &pc.discontinuity)
+    {
+        let held = prev.checkpoint.peek()?;
+        let note = format!(
+            "log {} has an acknowledged discontinuity: entries {}..{} were lost in a restore from a backup; the checkpoint held here (size {}, root {}) is superseded by size {}",
+            pc.content.origin,
+            d.restored_size,
+            d.lost_to,
+            held.size,
+            hex::encode(held.root),
+            pc.content.size
+        );
+        let content = pc.content.clone();
+        return log.cosign_peer_superseding(
+            &pc.dept,
+            pc.checkpoint,
+            pc.endorsement,
+            &content,
+            &note,
+        );
+    }
     if let Some(prev) = witnessing.held {
         let held = prev.checkpoint.peek()?;
         let problem = if held.size == pc.content.size {

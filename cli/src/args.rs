@@ -14,8 +14,100 @@ pub struct Cli {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log lines on stderr as text or as JSON objects, one per line (level
+    /// from PDX_LOG, default warn; `PDX_LOG=info pdx serve` logs each request).
+    #[arg(long, global = true, env = "PDX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `pdx backup`.
+#[derive(Subcommand, Debug)]
+pub enum BackupCmd {
+    /// Write a sealed archive of the home: a consistent store snapshot,
+    /// configuration, certificates and key files (audited).
+    Create {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Archive to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// File holding the backup passphrase (0600; its first line).
+        #[arg(long, env = "PDX_BACKUP_PASSPHRASE_FILE")]
+        backup_passphrase_file: PathBuf,
+    },
+    /// Check an archive without restoring it: every frame opens, every file
+    /// matches the manifest, nothing a home needs is missing.
+    Verify {
+        /// Archive.
+        file: PathBuf,
+        /// File holding the backup passphrase.
+        #[arg(long, env = "PDX_BACKUP_PASSPHRASE_FILE")]
+        backup_passphrase_file: PathBuf,
+    },
+}
+
+/// `pdx restore`.
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Archive to restore (into a new, empty --home).
+    #[arg(
+        long,
+        required_unless_present = "acknowledge_loss",
+        conflicts_with = "acknowledge_loss"
+    )]
+    pub from: Option<PathBuf>,
+    /// Node home: the new one (with --from), or the restored one.
+    #[arg(long, env = "PDX_HOME")]
+    pub home: PathBuf,
+    /// File holding the backup passphrase (with --from).
+    #[arg(
+        long,
+        env = "PDX_BACKUP_PASSPHRASE_FILE",
+        required_unless_present = "acknowledge_loss"
+    )]
+    pub backup_passphrase_file: Option<PathBuf>,
+    /// Accept the loss `pdx serve` found (peers witnessed entries the backup
+    /// lacks): writes a `discontinuity` entry and resumes signing.
+    #[arg(long, requires = "reason")]
+    pub acknowledge_loss: bool,
+    /// Why the loss is accepted (audited; the regulator reads it).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// File holding the node key passphrase (when the keys are protected).
+    #[arg(long, env = "PDX_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// `pdx generate`.
+#[derive(Subcommand, Debug)]
+pub enum GenerateCmd {
+    /// One roff man page per command (`pdx.1`, `pdx-import.1`, ...) into DIR.
+    Man {
+        /// Output directory (created).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// A completion script for SHELL into DIR (`pdx.bash`, `_pdx`, `pdx.fish`).
+    Completions {
+        /// Shell.
+        #[arg(long, value_enum)]
+        shell: clap_complete::Shell,
+        /// Output directory (created).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `LEVEL span{id=..}: message`, for people.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`,
+    /// `span` with the operation id), for log collectors.
+    Json,
 }
 
 /// Home and passphrase options shared by node commands.
@@ -85,6 +177,19 @@ pub enum Command {
     Release(ReleaseCmd),
     /// Node status: peers, last contact, pending transfers.
     Status(HomeArgs),
+    /// Backups of a node home: create one (while the node serves), verify one.
+    #[command(subcommand)]
+    Backup(BackupCmd),
+    /// Restore a node home from a backup (`--from`), or acknowledge what the
+    /// restore lost (`--acknowledge-loss`) once `pdx serve` has asked the peers.
+    Restore(RestoreArgs),
+    /// Write man pages or shell completions generated from these definitions
+    /// (packaging: `make deb` runs it).
+    #[command(subcommand)]
+    Generate(GenerateCmd),
+    /// Check a node's health: permissions, certificate and CRL, disk, store,
+    /// peers and their clocks, witnessing (exit 0 ok, 1 warnings, 2 errors).
+    Doctor(HomeArgs),
     /// Certificate revocation list.
     #[command(subcommand)]
     Crl(CrlCmd),
@@ -380,6 +485,10 @@ pub struct ServeArgs {
     /// `kill $(cat HOME/serve.pid)`).
     #[arg(long)]
     pub detach: bool,
+    /// Serve Prometheus metrics on this address (default 127.0.0.1:9464 when
+    /// given without one; overrides `[operations] metrics`).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = pdx_node::config::DEFAULT_METRICS_ADDR)]
+    pub metrics: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

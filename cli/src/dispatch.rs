@@ -3,9 +3,10 @@
 //! socket) or in-process, and their typed [`Outcome`] is rendered.
 
 use crate::args::{
-    AuditCmd, CallsCmd, Cli, Command, CrlCmd, GatewayCmd, GrantCmd, HeCmd, HomeArgs, KeyCmd,
-    KeysCmd, PeerCmd, ReleaseCmd, ServiceCmd, SettleCmd,
+    AuditCmd, BackupCmd, CallsCmd, Cli, Command, CrlCmd, GatewayCmd, GrantCmd, HeCmd, HomeArgs,
+    KeyCmd, KeysCmd, PeerCmd, ReleaseCmd, ServiceCmd, SettleCmd,
 };
+use crate::output::outln;
 use crate::session::{absolute, node_command};
 use crate::{Exit, audit, node_error, offline, render, serve};
 use anyhow::{Result, anyhow};
@@ -16,6 +17,7 @@ use pdx_node::service::calls::consumer::CallSpec;
 use pdx_node::service::calls::records::RecordSpec;
 use pdx_node::service::calls::{CallFilter, ServiceSpec};
 use pdx_node::service::datasets::ImportSpec;
+use pdx_node::service::doctor::Severity;
 use pdx_node::service::grants::GrantSpec;
 use pdx_node::service::preview::PreviewSpec;
 use pdx_node::service::settle::{ClearingSpec, ConfirmSpec};
@@ -71,8 +73,46 @@ pub async fn run(cli: Cli) -> Result<u8> {
             })
         }
         Command::Init(a) => offline::init(a, json),
-        Command::Serve(a) if a.detach => serve::detach(&a.home, a.passphrase_file.as_deref()),
-        Command::Serve(a) => serve::serve(&a.home, a.passphrase_file.as_deref(), &op).await,
+        Command::Generate(g) => crate::generate::run(g),
+        Command::Backup(BackupCmd::Verify {
+            file,
+            backup_passphrase_file,
+        }) => {
+            let pass =
+                pdx_node::keys::passphrase_from_file(backup_passphrase_file).map_err(node_error)?;
+            let v = pdx_node::service::backup::verify(file, &pass).map_err(node_error)?;
+            render::value(json, &v)?;
+            Ok(0)
+        }
+        Command::Restore(a) if !a.acknowledge_loss => {
+            let (Some(from), Some(pf)) = (&a.from, &a.backup_passphrase_file) else {
+                return Err(Exit::usage(
+                    "pdx restore needs --from FILE and --backup-passphrase-file FILE",
+                ));
+            };
+            let pass = pdx_node::keys::passphrase_from_file(pf).map_err(node_error)?;
+            let r = pdx_node::service::backup::restore(from, &pass, &a.home).map_err(node_error)?;
+            render::value(json, &r)?;
+            if !json {
+                outln!(
+                    "restored; `pdx serve --home {}` asks the peers what they witnessed before it signs anything",
+                    a.home.display()
+                );
+            }
+            Ok(0)
+        }
+        Command::Serve(a) if a.detach => {
+            serve::detach(&a.home, a.passphrase_file.as_deref(), a.metrics.as_deref())
+        }
+        Command::Serve(a) => {
+            serve::serve(
+                &a.home,
+                a.passphrase_file.as_deref(),
+                &op,
+                a.metrics.as_deref(),
+            )
+            .await
+        }
         Command::Audit(AuditCmd::Verify { .. } | AuditCmd::Reconcile { .. }) => {
             audit::run(&cli, &op).await
         }
@@ -124,12 +164,45 @@ pub async fn run(cli: Cli) -> Result<u8> {
                         pdx_node::service::release::ReleaseInfo::Out(o) => &o.release,
                         pdx_node::service::release::ReleaseInfo::In(i) => &i.release,
                     };
-                    crate::output::outln!("{id}");
+                    outln!("{id}");
                 }
             } else {
                 render::outcome(json, &Outcome::Releases(list))?;
             }
             Ok(0)
+        }
+        Command::Doctor(home) => {
+            // A node that cannot even be opened is the worst finding, not a
+            // failure to run: monitoring reads the exit code alike.
+            let report = match node_command(
+                &home.home,
+                home.passphrase_file.as_deref(),
+                Request::Doctor,
+                &op,
+                json,
+            )
+            .await
+            {
+                Ok(Outcome::Doctor(r)) => r,
+                Ok(_) => return Err(anyhow!("the node answered `doctor` with another result")),
+                Err(e) => pdx_node::service::doctor::DoctorReport {
+                    dept: String::new(),
+                    worst: Severity::Error,
+                    findings: vec![pdx_node::service::doctor::Finding {
+                        check: "open".into(),
+                        peer: None,
+                        severity: Severity::Error,
+                        message: format!("{e:#}"),
+                    }],
+                },
+            };
+            let worst = report.worst;
+            render::outcome(json, &Outcome::Doctor(report))?;
+            Ok(match worst {
+                Severity::Ok => 0,
+                Severity::Warn => 1,
+                Severity::Error => 2,
+            })
         }
         other => {
             let (home, request) = request(other)?;
@@ -281,6 +354,27 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
             }),
         ),
         Command::Status(home) => h(home, Request::Status),
+        Command::Doctor(home) => h(home, Request::Doctor),
+        Command::Backup(BackupCmd::Create {
+            home,
+            out,
+            backup_passphrase_file,
+        }) => h(
+            home,
+            Request::BackupCreate {
+                out: absolute(out)?,
+                passphrase_file: absolute(backup_passphrase_file)?,
+            },
+        ),
+        Command::Restore(a) => h(
+            &HomeArgs {
+                home: a.home.clone(),
+                passphrase_file: a.passphrase_file.clone(),
+            },
+            Request::RestoreAcknowledge {
+                reason: a.reason.clone().unwrap_or_default(),
+            },
+        ),
         Command::Crl(CrlCmd::Update { home, crl }) => h(
             home,
             Request::CrlUpdate {
@@ -496,6 +590,8 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
         Command::Ca(_)
         | Command::Init(_)
         | Command::Serve(_)
+        | Command::Generate(_)
+        | Command::Backup(BackupCmd::Verify { .. })
         | Command::Schema(_)
         | Command::Gateway(_)
         | Command::Calls(CallsCmd::Verify { .. })

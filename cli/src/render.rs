@@ -318,6 +318,55 @@ pub fn outcome(json: bool, o: &Outcome) -> Result<()> {
                 &[5, 6],
             )
         }
+        Outcome::BackupCreated(b) => outln!(
+            "backup {}: {} files, {} bytes, audit log size {} ({} suite)",
+            b.file,
+            b.files,
+            b.bytes,
+            b.audit_size,
+            b.suite
+        ),
+        Outcome::RestoreAcknowledged(a) => {
+            match (a.discontinuity_seq, a.lost_to) {
+                (Some(seq), Some(to)) => outln!(
+                    "loss acknowledged: entries {}..{to} are recorded as lost (discontinuity entry {seq}); signing resumed at size {}",
+                    a.restored_size,
+                    a.checkpoint_size
+                ),
+                _ => outln!(
+                    "restore acknowledged without a known loss; signing resumed at size {}",
+                    a.checkpoint_size
+                ),
+            }
+            if !a.unreached.is_empty() {
+                outln!(
+                    "not asked: {} (each alarms if it witnessed more)",
+                    a.unreached.join(", ")
+                );
+            }
+        }
+        Outcome::Doctor(r) => {
+            table(
+                &["CHECK", "PEER", "RESULT", "FINDING"],
+                r.findings
+                    .iter()
+                    .map(|f| {
+                        vec![
+                            f.check.clone(),
+                            opt(&f.peer),
+                            text(&serde_json::to_value(f.severity).unwrap_or_default()),
+                            f.message.clone(),
+                        ]
+                    })
+                    .collect(),
+                &[],
+            );
+            outln!(
+                "{}: {}",
+                r.dept,
+                text(&serde_json::to_value(r.worst).unwrap_or_default())
+            );
+        }
         Outcome::Status(v) => {
             outln!(
                 "{} ({})  network {} (suite {}: {})  listening {}",
@@ -335,7 +384,15 @@ pub fn outcome(json: bool, o: &Outcome) -> Result<()> {
                 v.audit.checkpoint_size,
                 v.audit.checkpoint_age_ms
             );
-            outln!("datasets: {}", v.datasets);
+            outln!(
+                "datasets: {}  certificate expires {}  store format {}",
+                v.datasets,
+                time(v.certificate_expires_ms),
+                v.store_format
+            );
+            for w in &v.warnings {
+                outln!("warning: {w}");
+            }
             outln!("peers:");
             peers(&v.peers);
             outln!("pending transfers in:");

@@ -25,7 +25,12 @@ fn log_lifecycle(
     })
 }
 
-pub async fn serve(home: &Path, passphrase_file: Option<&Path>, operator: &str) -> Result<u8> {
+pub async fn serve(
+    home: &Path,
+    passphrase_file: Option<&Path>,
+    operator: &str,
+    metrics: Option<&str>,
+) -> Result<u8> {
     let home = Home::new(home);
     let socket = home.admin_socket();
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
@@ -43,6 +48,45 @@ pub async fn serve(home: &Path, passphrase_file: Option<&Path>, operator: &str) 
             .await
             .map_err(node_error)?,
     );
+    // A restored home asks its peers what they witnessed before it listens
+    // (and before it signs anything): service::recovery.
+    if pdx_node::service::recovery::RestoredMarker::load(&home)
+        .map_err(node_error)?
+        .is_some()
+    {
+        let dial = Services::new(node.clone(), false).map_err(node_error)?;
+        let rec = pdx_node::service::recovery::reconcile(&dial, operator).await;
+        dial.net.shutdown().await;
+        let rec = rec.map_err(node_error)?;
+        if !rec.clean() {
+            let unreached = rec.unreached();
+            return Err(anyhow::anyhow!(crate::Exit {
+                code: 4,
+                message: format!(
+                    "{} was restored from a backup made at log size {}{}{}; it signs and serves nothing until an operator acknowledges: pdx restore --home {} --acknowledge-loss --reason TEXT (the alarm is audit entry {})",
+                    home.root().display(),
+                    rec.restored_size,
+                    rec.lost_to
+                        .map(|to| format!(
+                            ", but peers witnessed this log up to size {to}: entries {}..{to} are lost",
+                            rec.restored_size
+                        ))
+                        .unwrap_or_default(),
+                    if unreached.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; not asked (unreachable): {}", unreached.join(", "))
+                    },
+                    home.root().display(),
+                    rec.alarm_seq.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                ),
+            }));
+        }
+        outln!(
+            "pdx serve: restored home reconciled: {} peers asked, none witnessed beyond the backup",
+            rec.peers.len()
+        );
+    }
     let svc = Services::new(node.clone(), true).map_err(node_error)?;
     let addr = svc.net.local_addr().map_err(node_error)?;
     log_lifecycle(&svc, operator, format!("node started, listening on {addr}"))
@@ -56,6 +100,19 @@ pub async fn serve(home: &Path, passphrase_file: Option<&Path>, operator: &str) 
                 .await
                 .map_err(node_error)?;
             outln!("pdx serve: gateway on http://{gw_addr}/v1/services/");
+            Some(tokio::spawn(fut))
+        }
+        None => None,
+    };
+    let metrics_addr = metrics
+        .map(str::to_string)
+        .or_else(|| node.config.operations.metrics.clone());
+    let metrics_server = match metrics_addr {
+        Some(listen) => {
+            let (m_addr, fut) = pdx_node::service::ops::bind(svc.clone(), &listen)
+                .await
+                .map_err(node_error)?;
+            outln!("pdx serve: metrics on http://{m_addr}/metrics");
             Some(tokio::spawn(fut))
         }
         None => None,
@@ -128,11 +185,21 @@ pub async fn serve(home: &Path, passphrase_file: Option<&Path>, operator: &str) 
         _ = term.recv() => {}
         r = admin => { if let Ok(Err(e)) = r { eprintln!("pdx serve: admin socket failed: {e}"); } }
     }
+    // Graceful: no new connection; what is being served gets the grace
+    // period (a transfer cut after it resumes from its durably stored chunks).
+    svc.net.stop_accepting();
+    let grace =
+        std::time::Duration::from_secs(u64::from(node.config.operations.shutdown_grace_secs));
+    let deadline = std::time::Instant::now() + grace;
+    while node.metrics.in_flight_total() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let cut = node.metrics.in_flight_total();
     ticker.abort();
     sweeper.abort();
     recorder.abort();
-    if let Some(g) = gateway {
-        g.abort();
+    for task in [gateway, metrics_server].into_iter().flatten() {
+        task.abort();
     }
     svc.net.shutdown().await;
     server.abort();
@@ -141,7 +208,15 @@ pub async fn serve(home: &Path, passphrase_file: Option<&Path>, operator: &str) 
     blocking(move || s.flush_refusals(true))
         .await
         .map_err(node_error)?;
-    log_lifecycle(&svc, operator, "node stopped".into())
+    let stopped = if cut > 0 {
+        format!(
+            "node stopped: {cut} transfers or calls still in flight after the {} s grace period were cut (transfers resume from their stored chunks; calls are retried with their idempotency key)",
+            grace.as_secs()
+        )
+    } else {
+        "node stopped".to_string()
+    };
+    log_lifecycle(&svc, operator, stopped)
         .await
         .map_err(node_error)?;
     let n = node.clone();
@@ -157,7 +232,7 @@ pub async fn serve(home: &Path, passphrase_file: Option<&Path>, operator: &str) 
 /// `pdx serve --detach`: starts `pdx serve` as a background process (its
 /// output appended to HOME/serve.log) and returns once its admin socket
 /// answers, so the next command reaches the running node.
-pub fn detach(home: &Path, passphrase_file: Option<&Path>) -> Result<u8> {
+pub fn detach(home: &Path, passphrase_file: Option<&Path>, metrics: Option<&str>) -> Result<u8> {
     let h = Home::new(home);
     let socket = h.admin_socket();
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
@@ -179,6 +254,9 @@ pub fn detach(home: &Path, passphrase_file: Option<&Path>) -> Result<u8> {
     cmd.arg("serve").arg("--home").arg(home);
     if let Some(p) = passphrase_file {
         cmd.arg("--passphrase-file").arg(p);
+    }
+    if let Some(m) = metrics {
+        cmd.arg(format!("--metrics={m}"));
     }
     let mut child = cmd
         .stdin(std::process::Stdio::null())

@@ -222,6 +222,106 @@ pub fn encode_with_cost(
     Ok(out)
 }
 
+/// A passphrase KDF with its stored parameters, for objects other than key
+/// files that a passphrase protects (backup archives): the suite's KDF at
+/// the key files' cost, the same caps on decoding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassphraseKdf {
+    /// `argon2id` (intl) or `pbkdf2-hmac-sm3` (gm).
+    pub alg: String,
+    /// Random salt (16 bytes).
+    #[serde(with = "serde_bytes")]
+    pub salt: Vec<u8>,
+    /// argon2id memory (KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub m_kib: Option<u32>,
+    /// argon2id passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t: Option<u32>,
+    /// argon2id lanes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p: Option<u32>,
+    /// PBKDF2 iterations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u32>,
+}
+
+/// [`PassphraseKdf::alg`] under `intl`.
+pub const KDF_ARGON2ID: &str = "argon2id";
+/// [`PassphraseKdf::alg`] under `gm`.
+pub const KDF_PBKDF2_SM3: &str = "pbkdf2-hmac-sm3";
+
+impl PassphraseKdf {
+    /// Fresh parameters (random salt) of `suite`'s KDF at `cost`.
+    pub fn new(suite: Suite, cost: KdfCost) -> Result<Self> {
+        let salt = crate::rng::bytes::<16>()?.to_vec();
+        Ok(match suite {
+            Suite::Intl => PassphraseKdf {
+                alg: KDF_ARGON2ID.into(),
+                salt,
+                m_kib: Some(cost.argon2.0),
+                t: Some(cost.argon2.1),
+                p: Some(cost.argon2.2),
+                iterations: None,
+            },
+            Suite::Gm => PassphraseKdf {
+                alg: KDF_PBKDF2_SM3.into(),
+                salt,
+                m_kib: None,
+                t: None,
+                p: None,
+                iterations: Some(cost.pbkdf2_iterations),
+            },
+        })
+    }
+
+    /// The AEAD key of `suite` derived from `passphrase`; refuses the other
+    /// suite's KDF, missing parameters and costs above the caps.
+    pub fn key(&self, suite: Suite, passphrase: &[u8], what: &str) -> Result<AeadKey> {
+        let malformed = |reason: String| CryptoError::Malformed {
+            what: "passphrase KDF",
+            reason: format!("{what}: {reason}"),
+        };
+        let missing = || malformed(format!("{} lacks its parameters", self.alg));
+        match (self.alg.as_str(), suite) {
+            (KDF_ARGON2ID, Suite::Intl) => {
+                let (m, t, p) = (
+                    self.m_kib.ok_or_else(missing)?,
+                    self.t.ok_or_else(missing)?,
+                    self.p.ok_or_else(missing)?,
+                );
+                if m > 4 * 1024 * 1024 || t > 64 || p > 16 {
+                    return Err(malformed(
+                        "argon2id cost above the supported maximum".into(),
+                    ));
+                }
+                AeadKey::new(suite, &kek(passphrase, &self.salt, m, t, p)?[..])
+            }
+            (KDF_PBKDF2_SM3, Suite::Gm) => {
+                let iterations = self.iterations.ok_or_else(missing)?;
+                if iterations == 0 || iterations > PBKDF2_SM3_MAX_ITERATIONS {
+                    return Err(malformed(format!(
+                        "{iterations} PBKDF2 iterations (1 to {PBKDF2_SM3_MAX_ITERATIONS} are accepted)"
+                    )));
+                }
+                let kek = pbkdf2_sm3(passphrase, &self.salt, iterations);
+                AeadKey::new(suite, &kek[..key_len(Suite::Gm)])
+            }
+            (KDF_ARGON2ID, Suite::Gm) => Err(CryptoError::SuiteMismatch {
+                what: format!("{what} (protected by {KDF_ARGON2ID})"),
+                expected: suite,
+                found: Suite::Intl,
+            }),
+            (KDF_PBKDF2_SM3, Suite::Intl) => Err(CryptoError::SuiteMismatch {
+                what: format!("{what} (protected by {KDF_PBKDF2_SM3})"),
+                expected: suite,
+                found: Suite::Gm,
+            }),
+            (other, _) => Err(malformed(format!("unknown KDF {other:?}"))),
+        }
+    }
+}
+
 /// Whether the key file needs a passphrase.
 pub fn is_protected(file: &[u8]) -> Result<bool> {
     let body = parse(file, "key file")?;

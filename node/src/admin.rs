@@ -54,6 +54,7 @@ pub fn error_kind(e: &NodeError) -> ErrorKind {
         | NodeError::Import(_)
         | NodeError::Config { .. }
         | NodeError::StoreInUse { .. }
+        | NodeError::StoreFormatNewer { .. }
         | NodeError::Permissions { .. } => ErrorKind::Invalid,
         _ => ErrorKind::Failed,
     }

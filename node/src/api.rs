@@ -87,6 +87,20 @@ pub enum Request {
     Preview(PreviewSpec),
     /// `pdx status` and `pdx peer list`.
     Status,
+    /// `pdx doctor`.
+    Doctor,
+    /// `pdx backup create`.
+    BackupCreate {
+        /// Archive to write (absolute).
+        out: String,
+        /// File holding the backup passphrase (absolute, 0600).
+        passphrase_file: String,
+    },
+    /// `pdx restore --acknowledge-loss`.
+    RestoreAcknowledge {
+        /// Why the loss is accepted (audited).
+        reason: String,
+    },
     /// `pdx crl update`.
     CrlUpdate {
         /// New CRL file.
@@ -293,6 +307,12 @@ outcomes! {
     Previewed(PreviewOutcome),
     /// `pdx status`, `pdx peer list`.
     Status(Status),
+    /// `pdx doctor`.
+    Doctor(crate::service::doctor::DoctorReport),
+    /// `pdx backup create`.
+    BackupCreated(crate::service::backup::BackupCreated),
+    /// `pdx restore --acknowledge-loss`.
+    RestoreAcknowledged(crate::service::recovery::Acknowledged),
     /// `pdx crl update`.
     CrlUpdated(CrlUpdated),
     /// `pdx key rotate|retire`.
@@ -524,6 +544,29 @@ pub async fn execute(
     operator: &str,
     progress: Arc<dyn Progress>,
 ) -> Result<Outcome> {
+    use tracing::Instrument;
+    let command = crate::logging::variant_name(&req);
+    let span = tracing::info_span!("command", id = %crate::logging::operation_id(), command = %command, operator = %operator);
+    async move {
+        let started = std::time::Instant::now();
+        let out = execute_unlogged(svc, req, operator, progress).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match &out {
+            Ok(_) => tracing::info!(elapsed_ms, "command done"),
+            Err(e) => tracing::info!(elapsed_ms, "command failed: {e}"),
+        }
+        out
+    }
+    .instrument(span)
+    .await
+}
+
+async fn execute_unlogged(
+    svc: &Arc<Services>,
+    req: Request,
+    operator: &str,
+    progress: Arc<dyn Progress>,
+) -> Result<Outcome> {
     let node = svc.node.clone();
     let op = operator.to_string();
     Ok(match req {
@@ -635,6 +678,21 @@ pub async fn execute(
             blocking(move || preview::preview(&node, &spec, &op, progress.as_ref())).await?,
         ),
         Request::Status => Outcome::Status(blocking(move || audit_service::status(&node)).await?),
+        Request::Doctor => Outcome::Doctor(crate::service::doctor::run(svc).await?),
+        Request::BackupCreate {
+            out,
+            passphrase_file,
+        } => Outcome::BackupCreated(
+            blocking(move || {
+                let pass =
+                    crate::keys::passphrase_from_file(std::path::Path::new(&passphrase_file))?;
+                crate::service::backup::create(&node, std::path::Path::new(&out), &pass, &op)
+            })
+            .await?,
+        ),
+        Request::RestoreAcknowledge { reason } => Outcome::RestoreAcknowledged(
+            blocking(move || crate::service::recovery::acknowledge(&node, &reason, &op)).await?,
+        ),
         Request::CrlUpdate { crl } => {
             let crls = blocking(move || node.update_crl(std::path::Path::new(&crl), &op)).await?;
             let connections_closed = svc.recheck_connections().await?;

@@ -69,11 +69,19 @@ impl Home {
     pub fn admin_socket(&self) -> PathBuf {
         self.root.join("admin.sock")
     }
+    /// The marker a restore leaves until the peers were asked
+    /// (docs/backup-format.md).
+    pub fn restored_marker(&self) -> PathBuf {
+        self.root.join(RESTORED_MARKER)
+    }
     /// Log file of `pdx serve` when started by the testnet.
     pub fn log_file(&self) -> PathBuf {
         self.root.join("node.log")
     }
 }
+
+/// File name of the restore marker in a home.
+pub const RESTORED_MARKER: &str = "restored.json";
 
 /// Seconds a peer has, from its QUIC connection on, to complete the pdx
 /// handshake (bounded further by the read timeout).
@@ -127,7 +135,37 @@ pub struct Config {
     /// Online services: gateway, routes, relay policy, limits.
     #[serde(default)]
     pub services: ServiceSettings,
+    /// Operations: the metrics endpoint.
+    #[serde(default)]
+    pub operations: OperationsSettings,
 }
+
+/// `[operations]` in `pdx.toml`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperationsSettings {
+    /// Address of the Prometheus endpoint (`127.0.0.1:9464`); off when absent.
+    pub metrics: Option<String>,
+    /// Allow a metrics address that is not loopback (the metrics name peers
+    /// and volumes; put a firewall or a reverse proxy with TLS in front).
+    pub metrics_allow_remote: bool,
+    /// Seconds `pdx serve` lets in-flight transfers and calls finish after
+    /// SIGTERM before closing the endpoint.
+    pub shutdown_grace_secs: u32,
+}
+
+impl Default for OperationsSettings {
+    fn default() -> Self {
+        OperationsSettings {
+            metrics: None,
+            metrics_allow_remote: false,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+/// Default address of the metrics endpoint.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 
 /// Where calls to departments matching `to` go: through hub `via`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,6 +275,7 @@ impl Config {
                 read_timeout_secs: 120,
             },
             services: ServiceSettings::default(),
+            operations: OperationsSettings::default(),
         }
     }
 

@@ -92,6 +92,18 @@ pub enum NodeError {
         /// RocksDB's message.
         message: String,
     },
+    /// The store was written by a newer pdx (a higher store format).
+    #[error(
+        "{path}: store format {found} was written by a newer pdx; this binary reads formats up to {supported}. Install the pdx release that wrote it (or newer), or restore a backup made by this release"
+    )]
+    StoreFormatNewer {
+        /// The store directory.
+        path: String,
+        /// The format recorded in the store.
+        found: u32,
+        /// The newest format this binary reads.
+        supported: u32,
+    },
 }
 
 impl NodeError {

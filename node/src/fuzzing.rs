@@ -165,3 +165,10 @@ pub fn gateway_body(data: &[u8]) {
         let _ = def.validate(Direction::Request, &values);
     }
 }
+
+/// A backup archive's header and its plaintext entries
+/// (`service::backup`; frames need the passphrase, so the entry parser is
+/// fed raw plaintext).
+pub fn backup_archive(data: &[u8]) {
+    crate::service::backup::fuzz_archive(data);
+}

@@ -21,6 +21,8 @@ mod error;
 pub mod failpoint;
 pub mod fuzzing;
 pub mod keys;
+pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod pki;

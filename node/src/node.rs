@@ -40,6 +40,8 @@ pub struct Node {
     pub store: Store,
     /// Audit log.
     pub audit: AuditLog,
+    /// Operational metrics (`[operations] metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     keys: RwLock<NodeKeys>,
     /// This node's certificate (DER).
     pub cert: CertificateDer<'static>,
@@ -271,7 +273,7 @@ impl Node {
         }
         let trust = Trust::new(ca.clone(), crls.clone())?;
         let checker = CertChecker::new(&ca, crls)?;
-        let store = Store::open(&home.db())?;
+        let mut store = Store::open(&home.db())?;
         let log_id = read_log_id(home, &config.dept, suite)?;
         // One log per department: the one the certificate names.
         if info.log_id.as_deref() != Some(log_id.to_text().as_str()) {
@@ -294,6 +296,27 @@ impl Node {
             },
             audit_config(&config),
         )?;
+        // A restored home signs no checkpoint until its peers were asked
+        // (service::recovery): one could contradict what they witnessed.
+        if home.restored_marker().exists() {
+            audit.hold_checkpoints(
+                "this node was restored from a backup and has not reconciled with its peers: start `pdx serve` (it asks them first), then acknowledge any loss with `pdx restore --acknowledge-loss`",
+            );
+        }
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        audit.set_observer(metrics.clone());
+        // An older store is migrated in one step: the new format is recorded
+        // in the same synced batch as the entry that says so.
+        if let Some(from) = store.migration_due() {
+            let mut d = EntryDraft::new(EventKind::ConfigChange, &config.dept, "node");
+            d.detail = Some(format!(
+                "store migrated from format {from} to {}: {}",
+                crate::store::STORE_FORMAT,
+                crate::store::migration_summary(from)
+            ));
+            audit.append_atomic(d, vec![store.migration_op()])?;
+            store.migrated();
+        }
         // Finish or abandon an audit-key rotation a crash interrupted.
         let mut keys = keys;
         if let Some(pending) = keys.pending_audit.take() {
@@ -312,6 +335,7 @@ impl Node {
             config,
             store,
             audit,
+            metrics,
             keys: RwLock::new(keys),
             cert: certs[0].clone(),
             ca,

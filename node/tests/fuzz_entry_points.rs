@@ -99,6 +99,7 @@ proptest! {
         fuzzing::submitted_document(&data);
         fuzzing::call_message(&data);
         fuzzing::gateway_body(&data);
+        fuzzing::backup_archive(&data);
     }
 
     #[test]
@@ -136,5 +137,35 @@ proptest! {
             data[0] = kind;
             fuzzing::submitted_document(&data);
         }
+    }
+}
+
+/// A well-formed plaintext stream (entry parser, odd first byte): one file
+/// and its manifest, which must then be mutated without a panic.
+fn archive_seed() -> Vec<u8> {
+    let mut v = vec![1u8];
+    v.push(1);
+    v.extend_from_slice(&(b"pdx.toml".len() as u16).to_be_bytes());
+    v.extend_from_slice(b"pdx.toml");
+    v.extend_from_slice(&0o600u32.to_be_bytes());
+    v.extend_from_slice(&3u64.to_be_bytes());
+    v.extend_from_slice(b"a=1");
+    v.push(2);
+    let m = pdx_crypto::wire::to_cbor(&serde_json::json!({"files": []})).unwrap();
+    v.extend_from_slice(&(m.len() as u32).to_be_bytes());
+    v.extend_from_slice(&m);
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #[test]
+    fn mutated_backup_streams_never_panic(flips in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..8)) {
+        let mut data = archive_seed();
+        for (pos, x) in flips {
+            let i = 1 + pos as usize % (data.len() - 1);
+            data[i] ^= x;
+        }
+        fuzzing::backup_archive(&data);
     }
 }

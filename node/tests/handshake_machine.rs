@@ -42,6 +42,9 @@ fn local(dept: &str, size: u64) -> LocalHello {
         checkpoint,
         endorsement,
         key_documents: Vec::new(),
+        time_ms: 1_700_000_000_000,
+        recovering: false,
+        discontinuity: None,
     }
 }
 
@@ -132,6 +135,7 @@ fn run(script: Script) -> Ran {
                         assert_eq!(c.is_ok(), script.client_cosigns.is_ok())
                     }
                     Action::Done(r) => server_done = Some(r),
+                    other => panic!("{other:?} in a witnessing handshake"),
                 }
             }
         }
@@ -157,6 +161,7 @@ fn run(script: Script) -> Ran {
                         assert_eq!(c.is_ok(), script.server_cosigns.is_ok())
                     }
                     Action::Done(r) => client_done = Some(r),
+                    other => panic!("{other:?} in a witnessing handshake"),
                 }
             }
         }
@@ -222,6 +227,9 @@ fn the_server_refuses_hellos_without_a_common_version_or_for_another_department(
             checkpoint: l.checkpoint,
             endorsement: l.endorsement,
             key_documents: Vec::new(),
+            time_ms: None,
+            recovering: false,
+            discontinuity: None,
         }))
     };
     let mut server = Handshake::server(now, T, local("100000", 1), "440000");
@@ -271,4 +279,42 @@ fn the_deadline_covers_the_whole_handshake() {
     let f = client.handle_timeout(now + T).unwrap();
     assert_eq!(f.code, ErrorCode::Timeout);
     assert_eq!(client.poll_timeout(), None);
+}
+
+#[test]
+fn a_recovering_client_gets_the_held_checkpoint_and_nothing_is_witnessed() {
+    let now = Instant::now();
+    let mut cl = local("440000", 5);
+    cl.recovering = true;
+    let held = pdx_audit::checkpoint::WitnessedCheckpoint {
+        log_id: cl.checkpoint.peek().unwrap().origin,
+        checkpoint: cl.checkpoint.clone(),
+        endorsement: cl.endorsement.clone(),
+        cosignature: cosignature(&cl),
+    };
+    let mut client = Handshake::client(now, T, cl, "100000");
+    let mut server = Handshake::server(now, T, local("100000", 9), "440000");
+    let hello = sent(&client.start());
+    assert!(matches!(&hello[..], [Message::Hello(h)] if h.recovering));
+    // The server checks nothing of the client's log: it asks its host only
+    // what it holds, answers, and is done.
+    let actions = server.handle(hello[0].clone()).unwrap();
+    assert_eq!(actions, vec![Action::Recovery]);
+    let actions = server.recovery_answer(Some(held.clone())).unwrap();
+    assert!(matches!(actions.last(), Some(Action::Answered)));
+    assert!(server.is_done());
+    let reply = sent(&actions);
+    assert_eq!(reply.len(), 1);
+    let actions = client.handle(reply[0].clone()).unwrap();
+    assert_eq!(actions, vec![Action::Recovered(Some(Box::new(held)))]);
+    assert!(client.is_done());
+    assert_eq!(client.poll_timeout(), None);
+}
+
+#[test]
+fn a_recovery_answer_out_of_turn_is_refused() {
+    let now = Instant::now();
+    let mut server = Handshake::server(now, T, local("100000", 9), "440000");
+    let f = server.recovery_answer(None).unwrap_err();
+    assert_eq!(f.code, ErrorCode::Internal);
 }

@@ -39,8 +39,28 @@ pub fn pdx_bin() -> Result<PathBuf> {
     )
 }
 
-/// A free UDP port on 127.0.0.1 (the OS picks it; tiny race until the node binds).
+/// A free UDP port on 127.0.0.1 for a node to listen on, drawn below the
+/// kernel's ephemeral range: the port stays unbound until the node starts,
+/// and every dial-only endpoint (a CLI command, a restored node asking its
+/// peers) binds an ephemeral port, which then can never be this one.
 pub fn free_port() -> Result<u16> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            t.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .unwrap_or(32768);
+    const FIRST: u16 = 10_000;
+    if low > FIRST + 1000 {
+        for _ in 0..256 {
+            let port = FIRST + rand::random_range(0..low - FIRST);
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
     Ok(s.local_addr()?.port())
 }
@@ -80,6 +100,10 @@ pub struct Testnet {
     children: Vec<(String, Child)>,
     #[serde(skip)]
     pdx: PathBuf,
+    /// Environment `pdx serve` gets besides the inherited one (log level and
+    /// format, for tests of the logs).
+    #[serde(skip)]
+    serve_env: Vec<(String, String)>,
 }
 
 impl Drop for Testnet {
@@ -111,6 +135,7 @@ impl Testnet {
             nodes: Vec::new(),
             children: Vec::new(),
             pdx: pdx_bin()?,
+            serve_env: Vec::new(),
         };
         net.pdx_ok(&[
             "ca",
@@ -272,6 +297,12 @@ impl Testnet {
         Ok(())
     }
 
+    /// Sets `key=value` in the environment of every `pdx serve` started from now on.
+    pub fn set_serve_env(&mut self, key: &str, value: &str) {
+        self.serve_env.retain(|(k, _)| k != key);
+        self.serve_env.push((key.to_string(), value.to_string()));
+    }
+
     /// Starts `pdx serve` for a node and waits until it listens.
     pub fn start(&mut self, dept: &str) -> Result<()> {
         let (home, idx) = {
@@ -291,6 +322,7 @@ impl Testnet {
         let mut child = Command::new(&self.pdx)
             .args(["serve", "--home", &home.display().to_string()])
             .env("PDX_OPERATOR", "testnet")
+            .envs(self.serve_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

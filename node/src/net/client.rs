@@ -56,6 +56,12 @@ pub(super) fn peer_cert(conn: &quinn::Connection) -> Option<CertificateDer<'stat
 
 /// Connections kept open for calls, one per peer: a call reuses the
 /// connection (and its handshake) instead of paying for a new one.
+/// What a connection attempt gave.
+enum Connected {
+    Conn(PeerConn),
+    Recovered(Option<Box<pdx_audit::checkpoint::WitnessedCheckpoint>>),
+}
+
 #[derive(Default)]
 pub(super) struct Pool {
     slots: std::sync::Mutex<
@@ -115,11 +121,36 @@ impl Net {
         dept: &str,
         pooled: bool,
     ) -> Result<PeerConn> {
-        let result = self.connect_inner(host, dept, pooled).await;
+        let result = self.connect_inner(host, dept, pooled, false).await;
         let note = result.as_ref().err().map(|e| e.to_string());
         let d = dept.to_string();
         on_pool(host, move |h| h.peer_contact(&d, note)).await?;
-        result
+        match result? {
+            Connected::Conn(c) => Ok(c),
+            Connected::Recovered(_) => Err(NodeError::Invalid(
+                "a recovery answer to a normal hello".into(),
+            )),
+        }
+    }
+
+    /// A restored node asks `dept` for the latest checkpoint of this node's
+    /// log that `dept` witnessed; nothing is witnessed either way and the
+    /// connection ends.
+    pub async fn recover<H: Host>(
+        &self,
+        host: &Arc<H>,
+        dept: &str,
+    ) -> Result<Option<pdx_audit::checkpoint::WitnessedCheckpoint>> {
+        match self.connect_inner(host, dept, false, true).await? {
+            Connected::Recovered(held) => Ok(held.map(|h| *h)),
+            Connected::Conn(c) => {
+                c.close();
+                Err(NodeError::Peer {
+                    peer: dept.to_string(),
+                    message: "answered a recovering hello with a full handshake".into(),
+                })
+            }
+        }
     }
 
     async fn connect_inner<H: Host>(
@@ -127,7 +158,8 @@ impl Net {
         host: &Arc<H>,
         dept: &str,
         pooled: bool,
-    ) -> Result<PeerConn> {
+        recovering: bool,
+    ) -> Result<Connected> {
         let d = dept.to_string();
         let addr = on_pool(host, move |h| h.peer_address(&d)).await??;
         let name = crate::pki::dns_name(dept, &self.network);
@@ -174,22 +206,33 @@ impl Net {
         })?;
         let pools = self.lease_pools();
         let mut s = Framed::new(send, recv, dept, self.timeouts.read, pools.clone());
-        let local = on_pool(host, |h| h.local_hello()).await??;
+        let local = if recovering {
+            on_pool(host, |h| h.recovery_hello()).await??
+        } else {
+            on_pool(host, |h| h.local_hello()).await??
+        };
         let hs = Handshake::client(Instant::now(), self.timeouts.handshake, local, dept);
-        if let Err(f) = handshake::run(host, &mut s, hs, &peer).await {
-            conn.close(
-                quinn::VarInt::from_u32(CLOSE_HANDSHAKE_FAILED),
-                b"handshake failed",
-            );
-            return Err(f.into_error(dept));
+        let outcome = match handshake::run(host, &mut s, hs, &peer).await {
+            Ok(o) => o,
+            Err(f) => {
+                conn.close(
+                    quinn::VarInt::from_u32(CLOSE_HANDSHAKE_FAILED),
+                    b"handshake failed",
+                );
+                return Err(f.into_error(dept));
+            }
+        };
+        if let handshake::Outcome::Recovered(held) = outcome {
+            conn.close(quinn::VarInt::from_u32(CLOSE_DONE), b"recovered");
+            return Ok(Connected::Recovered(held));
         }
         self.registry.register(dept, cert, &conn);
-        Ok(PeerConn {
+        Ok(Connected::Conn(PeerConn {
             conn,
             dept: dept.to_string(),
             timeout: self.timeouts.read,
             pools,
-        })
+        }))
     }
 
     /// One request and its reply on a fresh connection (handshake included).

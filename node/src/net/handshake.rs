@@ -42,6 +42,17 @@ fn local(e: NodeError) -> Failure {
     }
 }
 
+/// How a handshake ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Both logs witnessed: the connection carries requests.
+    Witnessed,
+    /// Server: a recovering peer was told what this node holds of its log.
+    Answered,
+    /// Client, recovering: what the peer holds of this node's log.
+    Recovered(Option<Box<pdx_audit::checkpoint::WitnessedCheckpoint>>),
+}
+
 /// Runs the handshake to its end. On a failure of ours the peer gets an
 /// `Error` with the failure's code before the stream is finished.
 pub(crate) async fn run<H: Host>(
@@ -49,11 +60,11 @@ pub(crate) async fn run<H: Host>(
     s: &mut Framed,
     mut hs: Handshake,
     peer: &Peer,
-) -> std::result::Result<(), HandshakeFailed> {
+) -> std::result::Result<Outcome, HandshakeFailed> {
     match drive(host, s, &mut hs, peer).await {
-        Ok(()) => {
+        Ok(outcome) => {
             s.finish().await;
-            Ok(())
+            Ok(outcome)
         }
         Err(failure) => {
             if !failure.from_peer {
@@ -69,7 +80,7 @@ async fn drive<H: Host>(
     s: &mut Framed,
     hs: &mut Handshake,
     peer: &Peer,
-) -> std::result::Result<(), Failure> {
+) -> std::result::Result<Outcome, Failure> {
     let mut actions: VecDeque<Action> = hs.start().into();
     let mut witnessing: Option<H::Witnessing> = None;
     loop {
@@ -117,17 +128,28 @@ async fn drive<H: Host>(
                     Vec::new()
                 }
                 Action::Done(result) => {
-                    return result.map_err(|why| Failure {
+                    return result.map(|()| Outcome::Witnessed).map_err(|why| Failure {
                         code: crate::proto::msg::ErrorCode::BadRequest,
                         message: format!("the peer's checkpoint was not witnessed: {why}"),
                         from_peer: false,
                     });
                 }
+                Action::Recovery => {
+                    let p = peer.clone();
+                    let held = on_pool(host, move |h| h.recovery_held(&p))
+                        .await
+                        .map_err(local)?
+                        .map_err(local)?;
+                    hs.recovery_answer(held)?
+                }
+                // The reply was sent by the action before this one.
+                Action::Answered => return Ok(Outcome::Answered),
+                Action::Recovered(held) => return Ok(Outcome::Recovered(held)),
             };
             actions.extend(next);
         }
         let Some(deadline) = hs.poll_timeout() else {
-            return Ok(());
+            return Ok(Outcome::Witnessed);
         };
         let msg: Message = match s.recv_until(deadline.into()).await {
             Ok(m) => m,

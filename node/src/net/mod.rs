@@ -159,6 +159,15 @@ pub trait Host: Send + Sync + 'static {
         sent: &SignedCheckpoint,
         cosignature: std::result::Result<SignedCosignature, String>,
     ) -> Result<()>;
+    /// What a recovering peer asks for: the latest checkpoint of its log
+    /// this node witnessed (audited).
+    fn recovery_held(
+        &self,
+        peer: &Peer,
+    ) -> Result<Option<pdx_audit::checkpoint::WitnessedCheckpoint>>;
+    /// The hello of a node restored from a backup: its latest signed
+    /// checkpoint (no new one), `recovering` set.
+    fn recovery_hello(&self) -> Result<LocalHello>;
     /// Records the outcome of talking to `dept`.
     fn peer_contact(&self, dept: &str, error: Option<String>);
     /// Audits a refusal.
@@ -183,7 +192,8 @@ pub(crate) async fn on_pool<H: ?Sized + Send + Sync + 'static, T: Send + 'static
     f: impl FnOnce(&H) -> T + Send + 'static,
 ) -> Result<T> {
     let h = host.clone();
-    tokio::task::spawn_blocking(move || f(&h))
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| f(&h)))
         .await
         .map_err(|e| NodeError::Invalid(format!("blocking task failed: {e}")))
 }
@@ -311,6 +321,12 @@ impl Net {
     /// The per-frame read timeout of request streams.
     pub fn read_timeout(&self) -> Duration {
         self.timeouts.read
+    }
+
+    /// Refuses new connections; live ones keep their streams (graceful
+    /// shutdown lets them finish).
+    pub fn stop_accepting(&self) {
+        self.endpoint.set_server_config(None);
     }
 
     /// Closes the endpoint (in-flight streams get an error).

@@ -135,19 +135,30 @@ impl Net {
             _ => return,
         };
         let hs = Handshake::server(started, self.timeouts.handshake, local, &dept);
-        if let Err(f) = handshake::run(&host, &mut s, hs, &peer).await {
-            conn.close(
-                quinn::VarInt::from_u32(CLOSE_HANDSHAKE_FAILED),
-                b"handshake failed",
-            );
-            let r = refuse(
-                Stage::Handshake,
-                Some(&dept),
-                (!f.failure.from_peer).then_some(f.failure.code),
-                format!("handshake failed: {}", f.failure),
-            );
-            let _ = on_pool(&host, move |h| h.refused(r)).await;
-            return;
+        match handshake::run(&host, &mut s, hs, &peer).await {
+            Ok(handshake::Outcome::Witnessed) => {}
+            Ok(_) => {
+                // A recovering peer got its answer; it may do nothing else.
+                conn.close(
+                    quinn::VarInt::from_u32(super::CLOSE_DONE),
+                    b"recovery answered",
+                );
+                return;
+            }
+            Err(f) => {
+                conn.close(
+                    quinn::VarInt::from_u32(CLOSE_HANDSHAKE_FAILED),
+                    b"handshake failed",
+                );
+                let r = refuse(
+                    Stage::Handshake,
+                    Some(&dept),
+                    (!f.failure.from_peer).then_some(f.failure.code),
+                    format!("handshake failed: {}", f.failure),
+                );
+                let _ = on_pool(&host, move |h| h.refused(r)).await;
+                return;
+            }
         }
         let d = dept.clone();
         let _ = on_pool(&host, move |h| h.peer_contact(&d, None)).await;

@@ -546,3 +546,52 @@ pub fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| NodeError::Pki(format!("{}: {e}", path.display())))
 }
+
+/// When a certificate is valid, in ms since the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    /// Not before.
+    pub not_before_ms: i64,
+    /// Not after.
+    pub not_after_ms: i64,
+}
+
+/// The validity of a DER certificate (either suite).
+pub fn validity(der: &[u8]) -> Result<Validity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| NodeError::Pki(format!("certificate does not parse: {e}")))?;
+    let v = cert.validity();
+    Ok(Validity {
+        not_before_ms: v.not_before.timestamp().saturating_mul(1000),
+        not_after_ms: v.not_after.timestamp().saturating_mul(1000),
+    })
+}
+
+/// When a CRL was issued and is next due, in ms since the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrlTimes {
+    /// thisUpdate.
+    pub this_update_ms: i64,
+    /// nextUpdate, when the CRL names one.
+    pub next_update_ms: Option<i64>,
+}
+
+/// The times of the newest CRL installed in `home` (None: no CRL).
+pub fn installed_crl_times(home: &crate::config::Home) -> Result<Option<CrlTimes>> {
+    let path = home.crl();
+    let mut newest: Option<CrlTimes> = None;
+    for der in read_crls(&path)? {
+        let (_, crl) = x509_parser::parse_x509_crl(der.as_ref())
+            .map_err(|e| NodeError::Pki(format!("{}: CRL does not parse: {e}", path.display())))?;
+        let t = CrlTimes {
+            this_update_ms: crl.last_update().timestamp().saturating_mul(1000),
+            next_update_ms: crl
+                .next_update()
+                .map(|n| n.timestamp().saturating_mul(1000)),
+        };
+        if newest.is_none_or(|n| t.this_update_ms > n.this_update_ms) {
+            newest = Some(t);
+        }
+    }
+    Ok(newest)
+}

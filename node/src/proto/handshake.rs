@@ -16,9 +16,11 @@
 //! covers the whole handshake ([`Handshake::poll_timeout`]).
 
 use super::msg::{
-    ErrorCode, Hello, HelloReply, Message, PROTOCOL_VERSION, Witness1, Witness2, Witness3,
+    DiscontinuityProof, ErrorCode, Hello, HelloReply, Message, PROTOCOL_VERSION, Witness1,
+    Witness2, Witness3,
 };
 use super::transfer::Failure;
+use pdx_audit::checkpoint::WitnessedCheckpoint;
 use pdx_audit::checkpoint::{SignedCheckpoint, SignedCosignature, SignedEndorsement};
 use pdx_crypto::keydoc::KeyDocument;
 use serde_bytes::ByteBuf;
@@ -40,6 +42,12 @@ pub struct LocalHello {
     pub endorsement: SignedEndorsement,
     /// This node's encryption key documents.
     pub key_documents: Vec<KeyDocument>,
+    /// This node's clock when the hello was made (ms), sent for skew checks.
+    pub time_ms: u64,
+    /// Only ask the peer what it holds of this node's log (a restored node).
+    pub recovering: bool,
+    /// This log's acknowledged discontinuity, proved under `checkpoint`.
+    pub discontinuity: Option<DiscontinuityProof>,
 }
 
 /// What the peer presented.
@@ -53,6 +61,10 @@ pub struct PeerHello {
     pub key_documents: Vec<KeyDocument>,
     /// Its software string.
     pub software: String,
+    /// Its clock when it sent the hello (ms), if it said.
+    pub time_ms: Option<u64>,
+    /// Its log's acknowledged discontinuity, if it sent one (not yet verified).
+    pub discontinuity: Option<DiscontinuityProof>,
 }
 
 /// What the driver must do.
@@ -87,6 +99,13 @@ pub enum Action {
     /// (the connection then fails: a log that cannot be witnessed is not
     /// talked to).
     Done(Result<(), String>),
+    /// Server: a recovering peer asks for the latest checkpoint of its log
+    /// held here; call [`Handshake::recovery_answer`].
+    Recovery,
+    /// Server: the recovering peer was answered; close the connection.
+    Answered,
+    /// Client (recovering): what the peer holds of this node's log.
+    Recovered(Option<Box<WitnessedCheckpoint>>),
 }
 
 // One state per handshake: the cosignature held inline is cheaper than a box.
@@ -121,6 +140,8 @@ enum State {
     AwaitWitness3 {
         result: Result<(), String>,
     },
+    /// Server: asking the host what it holds of a recovering peer's log.
+    AnsweringRecovery,
     Done,
 }
 
@@ -187,6 +208,9 @@ impl Handshake {
                 checkpoint: self.local.checkpoint.clone(),
                 endorsement: self.local.endorsement.clone(),
                 key_documents: self.local.key_documents.clone(),
+                time_ms: Some(self.local.time_ms),
+                recovering: self.local.recovering,
+                discontinuity: self.local.discontinuity.clone(),
             })))],
         }
     }
@@ -234,6 +258,10 @@ impl Handshake {
                         ),
                     ));
                 }
+                if h.recovering {
+                    self.state = State::AnsweringRecovery;
+                    return Ok(vec![Action::Recovery]);
+                }
                 self.state = State::CheckingPeer { asked: None };
                 let h = *h;
                 Ok(vec![Action::CheckPeer(Box::new(PeerHello {
@@ -241,6 +269,8 @@ impl Handshake {
                     endorsement: h.endorsement,
                     key_documents: h.key_documents,
                     software: h.software,
+                    time_ms: h.time_ms,
+                    discontinuity: h.discontinuity,
                 }))])
             }
             (State::AwaitHelloReply, Message::HelloReply(r)) => {
@@ -263,6 +293,10 @@ impl Handshake {
                     ));
                 }
                 let r = *r;
+                if self.local.recovering {
+                    self.state = State::Done;
+                    return Ok(vec![Action::Recovered(r.held)]);
+                }
                 self.state = State::CheckingPeer {
                     asked: r.proof_request,
                 };
@@ -271,6 +305,8 @@ impl Handshake {
                     endorsement: r.endorsement,
                     key_documents: r.key_documents,
                     software: r.software,
+                    time_ms: r.time_ms,
+                    discontinuity: r.discontinuity,
                 }))])
             }
             (State::AwaitWitness1, Message::Witness1(w)) => {
@@ -322,6 +358,9 @@ impl Handshake {
                             endorsement: self.local.endorsement.clone(),
                             key_documents: self.local.key_documents.clone(),
                             proof_request: need,
+                            time_ms: Some(self.local.time_ms),
+                            held: None,
+                            discontinuity: self.local.discontinuity.clone(),
                         },
                     )))])
                 }
@@ -340,6 +379,32 @@ impl Handshake {
                 },
             },
             other => Err(self.out_of_order("peer_checked", other)),
+        }
+    }
+
+    /// Server: the host's answer to a recovering peer (the checkpoint of its
+    /// log held here, with our cosignature), sent in the HelloReply.
+    pub fn recovery_answer(
+        &mut self,
+        held: Option<WitnessedCheckpoint>,
+    ) -> Result<Vec<Action>, Failure> {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::AnsweringRecovery => Ok(vec![
+                Action::Send(Message::HelloReply(Box::new(HelloReply {
+                    version: PROTOCOL_VERSION,
+                    dept: self.local.dept.clone(),
+                    software: self.local.software.clone(),
+                    checkpoint: self.local.checkpoint.clone(),
+                    endorsement: self.local.endorsement.clone(),
+                    key_documents: self.local.key_documents.clone(),
+                    proof_request: None,
+                    time_ms: Some(self.local.time_ms),
+                    held: held.map(Box::new),
+                    discontinuity: None,
+                }))),
+                Action::Answered,
+            ]),
+            other => Err(self.out_of_order("recovery_answer", other)),
         }
     }
 

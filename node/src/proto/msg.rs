@@ -4,7 +4,9 @@
 
 pub use super::frame::MsgType;
 use super::frame::{FrameError, encode_frame};
-use pdx_audit::checkpoint::{SignedCheckpoint, SignedCosignature, SignedEndorsement};
+use pdx_audit::checkpoint::{
+    SignedCheckpoint, SignedCosignature, SignedEndorsement, WitnessedCheckpoint,
+};
 use pdx_crypto::Digest;
 use pdx_crypto::keydoc::KeyDocument;
 use pdx_crypto::wire::{Signed, from_cbor, to_cbor};
@@ -28,6 +30,32 @@ pub struct Hello {
     pub endorsement: SignedEndorsement,
     /// The sender's current encryption key documents.
     pub key_documents: Vec<KeyDocument>,
+    /// The sender's clock when it sent this (ms since the Unix epoch), for
+    /// the peer's clock-skew check; absent from senders before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<u64>,
+    /// The sender was restored from a backup and asks only for the latest
+    /// checkpoint of its log the server holds (HelloReply `held`); nothing
+    /// is witnessed and the connection ends after the reply.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovering: bool,
+    /// The sender's log has an acknowledged discontinuity (a restore that
+    /// lost entries peers had witnessed): its `discontinuity` entry with an
+    /// inclusion proof under `checkpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discontinuity: Option<DiscontinuityProof>,
+}
+
+/// A `discontinuity` entry of the sender's log and its inclusion proof in
+/// the tree of the checkpoint the hello carries (audit-format.md §11).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscontinuityProof {
+    /// The entry's sequence number.
+    pub seq: u64,
+    /// The entry, canonical bytes.
+    pub entry: serde_bytes::ByteBuf,
+    /// RFC 9162 inclusion proof of its leaf (at most 64 hashes).
+    pub proof: Vec<serde_bytes::ByteBuf>,
 }
 
 /// Server's answer to [`Hello`].
@@ -47,6 +75,16 @@ pub struct HelloReply {
     pub key_documents: Vec<KeyDocument>,
     /// Consistency proof the server needs from the client's log (from, to).
     pub proof_request: Option<(u64, u64)>,
+    /// The server's clock when it sent this, as in [`Hello`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<u64>,
+    /// To a recovering client: the latest checkpoint of its log this server
+    /// witnessed, with the server's cosignature (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Box<WitnessedCheckpoint>>,
+    /// The server's acknowledged discontinuity, as in [`Hello`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discontinuity: Option<DiscontinuityProof>,
 }
 
 /// Client: its proof (if asked) and its own proof request.

@@ -352,6 +352,17 @@ pub struct Status {
     pub documents_not_yet_delivered: Vec<UndeliveredDocument>,
     /// Datasets held.
     pub datasets: usize,
+    /// When the node certificate expires (ms; absent in records of earlier
+    /// versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_expires_ms: Option<u64>,
+    /// Warnings an operator should act on (a certificate that expires within
+    /// 30 days, a restore not yet reconciled).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// The store format (`design.md` "Store format").
+    #[serde(default)]
+    pub store_format: u32,
 }
 
 /// The audit log in [`Status`].
@@ -430,6 +441,20 @@ pub fn status(node: &Node) -> Result<Status> {
         })
         .collect();
     let cp = node.audit.latest_checkpoint()?.peek()?;
+    let expires = crate::pki::validity(&node.cert)?.not_after_ms;
+    let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
+    let days = (expires - now).div_euclid(86_400_000);
+    let mut warnings = Vec::new();
+    if days < super::doctor::CERT_WARN_DAYS {
+        warnings.push(if expires <= now {
+            "the node certificate has expired: peers refuse it; have the CA issue a new one (`pdx ca issue`)".to_string()
+        } else {
+            format!("the node certificate expires in {days} days: have the CA issue a new one (`pdx ca issue`)")
+        });
+    }
+    if let Some(why) = node.audit.checkpoints_held() {
+        warnings.push(why);
+    }
     Ok(Status {
         dept: node.config.dept.clone(),
         name: node.config.name.clone(),
@@ -457,5 +482,8 @@ pub fn status(node: &Node) -> Result<Status> {
             })
             .collect(),
         datasets: datasets::list(node)?.len(),
+        certificate_expires_ms: u64::try_from(expires).ok(),
+        warnings,
+        store_format: node.store.format(),
     })
 }

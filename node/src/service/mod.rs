@@ -17,13 +17,17 @@
 
 pub mod aggregate;
 pub mod audit;
+pub mod backup;
 pub mod calls;
 pub mod datasets;
 pub mod directory;
+pub mod doctor;
 pub mod documents;
 pub mod grants;
+pub mod ops;
 pub mod outbox;
 pub mod preview;
+pub mod recovery;
 pub mod refusals;
 pub mod release;
 pub mod settle;
@@ -49,7 +53,9 @@ use std::sync::Arc;
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(f)
+    // The operation's span (its request id) follows it onto the pool.
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|e| NodeError::Invalid(format!("task failed: {e}")))?
 }
@@ -83,6 +89,8 @@ pub struct Services {
     pub net: Arc<Net>,
     refusals: refusals::Refusals,
     calls: CallState,
+    /// When each recovering peer's question was last audited.
+    recovery_answers: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// What online calls share across requests: limits and the backend client.
@@ -152,6 +160,7 @@ impl Services {
             net,
             refusals: refusals::Refusals::default(),
             calls: CallState::default(),
+            recovery_answers: Default::default(),
         }))
     }
 
@@ -434,6 +443,17 @@ impl Host for Services {
         witnessing::store_cosignature(&self.node, peer, sent, cosignature)
     }
 
+    fn recovery_held(
+        &self,
+        peer: &Peer,
+    ) -> Result<Option<pdx_audit::checkpoint::WitnessedCheckpoint>> {
+        recovery::held_for(&self.node, peer, &self.recovery_answers)
+    }
+
+    fn recovery_hello(&self) -> Result<LocalHello> {
+        witnessing::recovery_hello(&self.node)
+    }
+
     fn peer_contact(&self, dept: &str, error: Option<String>) {
         if let Err(e) = directory::peer_contact(&self.node, dept, error) {
             tracing::warn!(peer = dept, "cannot record the contact: {e}");
@@ -449,8 +469,33 @@ impl Host for Services {
 
 impl Handler for Services {
     async fn request(self: Arc<Self>, peer: Peer, first: Message, mut stream: Framed) {
-        if let Err(e) = self.route(&peer, first, &mut stream).await {
-            tracing::info!(peer = %peer.dept, "request failed: {e}");
+        use tracing::Instrument;
+        let metrics = self.node.metrics.clone();
+        let kind = format!("{:?}", first.msg_type());
+        metrics.request(&kind, &peer.dept);
+        let _in_flight = match &first {
+            Message::Call(_) => Some(metrics.in_flight("call")),
+            Message::ReleaseRequest(_) | Message::Resume(_) | Message::Offer(_) => {
+                Some(metrics.in_flight("transfer"))
+            }
+            _ => None,
+        };
+        let span = tracing::info_span!("request", id = %crate::logging::operation_id(), peer = %peer.dept, kind = %kind);
+        async move {
+            let started = std::time::Instant::now();
+            tracing::debug!("request opened");
+            match self.route(&peer, first, &mut stream).await {
+                Ok(()) => tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "request served"
+                ),
+                Err(e) => tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "request failed: {e}"
+                ),
+            }
         }
+        .instrument(span)
+        .await
     }
 }

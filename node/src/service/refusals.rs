@@ -105,6 +105,7 @@ fn kind_of(kind: &str, detail: &str) -> String {
 impl Refusals {
     /// Records a refusal: logged now, or counted for the window's summary.
     pub fn record(&self, node: &Node, r: Refused) -> Result<()> {
+        node.metrics.refusal(&r.kind, r.peer.as_deref());
         let summaries = {
             let Ok(mut w) = self.window.lock() else {
                 return log_one(node, &r);

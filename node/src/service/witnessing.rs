@@ -13,6 +13,7 @@ use crate::proto::msg::ErrorCode;
 use crate::proto::transfer::Failure;
 use pdx_audit::checkpoint::{Cosignature, SignedCheckpoint, SignedCosignature};
 use pdx_audit::merkle::Hash;
+use pdx_audit::store::now_ms;
 use pdx_audit::witness::{self, PeerCheckpoint, WitnessStep};
 
 /// Witnessing of one peer checkpoint between the hello and the proof.
@@ -25,13 +26,41 @@ pub struct Pending {
 
 /// What this node presents in a handshake.
 pub fn local_hello(node: &Node) -> Result<LocalHello> {
+    let checkpoint = node.audit.checkpoint()?;
+    let discontinuity = super::recovery::discontinuity_proof(node, &checkpoint)?;
     Ok(LocalHello {
         dept: node.config.dept.clone(),
         software: SOFTWARE.into(),
-        checkpoint: node.audit.checkpoint()?,
+        checkpoint,
         endorsement: node.audit_endorsement()?,
         key_documents: directory::own_key_documents(node)?,
+        time_ms: now_ms(),
+        recovering: false,
+        discontinuity,
     })
+}
+
+/// The hello of a node restored from a backup: its latest signed checkpoint
+/// (checkpoints are held, so none is signed), asking only what the peer
+/// holds of its log.
+pub fn recovery_hello(node: &Node) -> Result<LocalHello> {
+    Ok(LocalHello {
+        dept: node.config.dept.clone(),
+        software: SOFTWARE.into(),
+        checkpoint: node.audit.latest_checkpoint()?,
+        endorsement: node.audit_endorsement()?,
+        key_documents: directory::own_key_documents(node)?,
+        time_ms: now_ms(),
+        recovering: true,
+        discontinuity: None,
+    })
+}
+
+/// The peer's clock minus ours, in ms (positive: the peer is ahead), from
+/// the time in its hello and ours on receipt (one-way latency included).
+pub fn clock_skew_ms(peer_ms: u64, local_ms: u64) -> i64 {
+    let d = i128::from(peer_ms) - i128::from(local_ms);
+    i64::try_from(d).unwrap_or(if d < 0 { i64::MIN } else { i64::MAX })
 }
 
 fn failure(code: ErrorCode, e: impl std::fmt::Display) -> Failure {
@@ -50,6 +79,10 @@ pub fn check_peer(
     peer: &Peer,
     hello: PeerHello,
 ) -> std::result::Result<(ProofRequest, Pending), Failure> {
+    if let Some(t) = hello.time_ms {
+        node.metrics
+            .peer_clock(&peer.dept, clock_skew_ms(t, now_ms()));
+    }
     directory::accept_key_documents(node, &hello.key_documents)
         .map_err(|e| failure(ErrorCode::Internal, e))?;
     let checkpoint = PeerCheckpoint::verify(
@@ -59,6 +92,28 @@ pub fn check_peer(
         hello.checkpoint,
     )
     .map_err(|e| failure(ErrorCode::BadSignature, e))?;
+    // A discontinuity that does not prove is ignored, not trusted: witnessing
+    // then goes as without one (and a lost checkpoint held here is a fork).
+    let checkpoint = match &hello.discontinuity {
+        None => checkpoint,
+        Some(p) => {
+            let hashes: Vec<Hash> = p
+                .proof
+                .iter()
+                .filter_map(|h| <Hash>::try_from(h.as_slice()).ok())
+                .collect();
+            match checkpoint
+                .clone()
+                .with_discontinuity(p.seq, &p.entry, &hashes)
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(peer = %peer.dept, "ignoring its discontinuity: {e}");
+                    checkpoint
+                }
+            }
+        }
+    };
     one_log_per_department(node, peer, &checkpoint.content.origin)?;
     let witnessing =
         witness::begin(&node.audit, &checkpoint).map_err(|e| failure(ErrorCode::Internal, e))?;
@@ -212,5 +267,6 @@ pub fn store_cosignature(
     }
     node.audit
         .store_received_cosignature(cos.size, &c, &cos.witness)?;
+    node.metrics.cosigned(&peer.dept, cos.size, cos.time_ms);
     Ok(())
 }

@@ -50,6 +50,24 @@ pub const CF_SERVICES: &str = "services";
 /// [`idempotency_key`]).
 pub const CF_CALLS: &str = "calls";
 
+/// The store format this binary writes (docs/design.md "Store format").
+/// 1: the first releases, which recorded no version; 2: the version is recorded.
+pub const STORE_FORMAT: u32 = 2;
+/// Key of the store format version in the `default` family: u32 BE, raw.
+pub const STORE_FORMAT_KEY: &[u8] = b"pdx.store-format";
+/// The `default` column family, which holds only the format version.
+pub const CF_DEFAULT: &str = "default";
+
+/// What migrating from `from` to [`STORE_FORMAT`] changes, for the audit entry.
+pub fn migration_summary(from: u32) -> &'static str {
+    match from {
+        // Format 2 only records the version: every family and value of
+        // format 1 is read unchanged.
+        1 => "the format version is recorded; no record is rewritten",
+        _ => "no record is rewritten",
+    }
+}
+
 const NODE_FAMILIES: &[&str] = &[
     CF_DATASETS,
     CF_ROWS,
@@ -67,6 +85,14 @@ const NODE_FAMILIES: &[&str] = &[
     CF_SERVICES,
     CF_CALLS,
 ];
+
+/// Every column family of the store: the node's, the audit log's and `default`.
+pub fn all_families() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = vec![CF_DEFAULT];
+    v.extend_from_slice(NODE_FAMILIES);
+    v.extend(pdx_audit::store::FAMILIES.iter().copied());
+    v
+}
 
 /// `services`: the service id.
 pub fn service_key(id: &str) -> &[u8] {
@@ -260,6 +286,7 @@ pub const CONFIRMATION_PREFIX: &[u8] = b"confirmation\0";
 #[derive(Clone)]
 pub struct Store {
     db: Arc<DB>,
+    format: u32,
 }
 
 impl std::fmt::Debug for Store {
@@ -270,7 +297,10 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (creating if needed) the store at `path`. Fails with a clear message
-    /// if another process holds it.
+    /// if another process holds it, and refuses a store of a newer format than
+    /// this binary's [`STORE_FORMAT`]. An older store opens as it is:
+    /// [`Store::migration_due`] says so, and the node migrates it with an
+    /// audit entry ([`crate::node::Node::open`]).
     pub fn open(path: &Path) -> Result<Store> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -278,6 +308,7 @@ impl Store {
         opts.increase_parallelism(2);
         opts.set_max_background_jobs(2);
         opts.set_write_buffer_size(64 << 20);
+        let fresh = !path.join("CURRENT").exists();
         let mut cfs: Vec<ColumnFamilyDescriptor> = NODE_FAMILIES
             .iter()
             .map(|name| {
@@ -288,6 +319,16 @@ impl Store {
             })
             .collect();
         cfs.extend(pdx_audit::store::column_families());
+        // A newer format may add families: open them too, so that the
+        // version can be read and named instead of RocksDB's refusal.
+        if !fresh {
+            let existing = DB::list_cf(&opts, path).map_err(NodeError::Store)?;
+            for name in existing {
+                if name != CF_DEFAULT && !cfs.iter().any(|d| d.name() == name) {
+                    cfs.push(ColumnFamilyDescriptor::new(name, Options::default()));
+                }
+            }
+        }
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
             let msg = e.to_string();
             if msg.contains("lock") || msg.contains("LOCK") {
@@ -299,7 +340,62 @@ impl Store {
                 NodeError::Store(e)
             }
         })?;
-        Ok(Store { db: Arc::new(db) })
+        let format = if fresh {
+            let mut o = WriteOptions::default();
+            o.set_sync(true);
+            db.put_opt(STORE_FORMAT_KEY, STORE_FORMAT.to_be_bytes(), &o)?;
+            STORE_FORMAT
+        } else {
+            match db.get(STORE_FORMAT_KEY)? {
+                None => 1,
+                Some(v) => {
+                    let bytes: [u8; 4] = v.as_slice().try_into().map_err(|_| {
+                        NodeError::corrupt(
+                            format!("{}: {}", path.display(), show_key(STORE_FORMAT_KEY)),
+                            format!("{} bytes, expected a u32", v.len()),
+                        )
+                    })?;
+                    u32::from_be_bytes(bytes)
+                }
+            }
+        };
+        if format > STORE_FORMAT {
+            return Err(NodeError::StoreFormatNewer {
+                path: path.display().to_string(),
+                found: format,
+                supported: STORE_FORMAT,
+            });
+        }
+        Ok(Store {
+            db: Arc::new(db),
+            format,
+        })
+    }
+
+    /// The format of the store as opened: [`STORE_FORMAT`] unless an older
+    /// store awaits migration.
+    pub fn format(&self) -> u32 {
+        self.format
+    }
+
+    /// The format to migrate from, if this store is older than this binary.
+    pub fn migration_due(&self) -> Option<u32> {
+        (self.format < STORE_FORMAT).then_some(self.format)
+    }
+
+    /// The write that records [`STORE_FORMAT`], applied with the audit
+    /// entry of the migration.
+    pub fn migration_op(&self) -> pdx_audit::store::StoreOp {
+        pdx_audit::store::StoreOp::Put {
+            cf: CF_DEFAULT,
+            key: STORE_FORMAT_KEY.to_vec(),
+            value: STORE_FORMAT.to_be_bytes().to_vec(),
+        }
+    }
+
+    /// Records that the migration committed.
+    pub fn migrated(&mut self) {
+        self.format = STORE_FORMAT;
     }
 
     /// The database (shared with the audit log).

@@ -283,6 +283,9 @@ pub fn hello(
         checkpoint,
         endorsement,
         key_documents: Vec::new(),
+        time_ms: None,
+        recovering: false,
+        discontinuity: None,
     }))
 }
 

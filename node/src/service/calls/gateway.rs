@@ -161,17 +161,7 @@ pub async fn bind(
         .route("/v1/services/{dept}/{service}", post(handle))
         .route("/v1/health", get(health))
         .with_state(gw);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| NodeError::Network(format!("gateway cannot listen on {addr}: {e}")))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| NodeError::Network(format!("gateway address: {e}")))?;
-    Ok((local, async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("gateway stopped: {e}");
-        }
-    }))
+    crate::service::ops::serve_http("gateway", addr.to_string(), app).await
 }
 
 /// `pdx gateway enable`: sets the gateway address and writes a token file

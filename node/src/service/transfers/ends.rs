@@ -70,11 +70,13 @@ impl ChunkSource for ReleaseSource {
     type Logged = Delivery;
 
     fn load(&self, index: u32) -> Result<Vec<u8>> {
-        if self.produced {
+        let chunk = if self.produced {
             release::out_chunk(&self.node, &self.body.release_id, index)
         } else {
             release::in_chunk(&self.node, &self.body.release_id, index)
-        }
+        }?;
+        self.node.metrics.sent_bytes(&self.receiver, chunk.len());
+        Ok(chunk)
     }
 
     fn log_send(&self, rb: &ReceiptBody, receipt: &Receipt) -> Result<(u64, Delivery)> {
@@ -117,6 +119,7 @@ impl ChunkSource for ReleaseSource {
             delivery.audit_seq = seq;
             seq
         };
+        node.metrics.sent_records(&rb.receiver, rb.record_count);
         Ok((seq, delivery))
     }
 
@@ -263,7 +266,9 @@ impl ChunkSink for ReleaseSink {
     fn store(&self, position: u32, index: u32, records: &[u8]) -> Result<()> {
         self.with_release(|rel| {
             release::store_in_chunk(&self.node, &rel.release_id, position, index, records)
-        })
+        })?;
+        self.node.metrics.received_bytes(&self.from, records.len());
+        Ok(())
     }
 
     fn complete(&self, content_digest: Digest, record_count: u64) -> Result<Receipt> {
@@ -300,6 +305,7 @@ impl ChunkSink for ReleaseSink {
                 )
             });
             release::complete_in_release(node, rel, d)?;
+            node.metrics.received_records(&self.from, record_count);
             let receipt = ReceiptBody {
                 release_id: rel.release_id.clone(),
                 receiver: node.config.dept.clone(),
