@@ -67,6 +67,10 @@ pub enum AuditError {
     /// The group-commit writer failed earlier and the log is closed for writing.
     #[error("audit log writer failed: {0}")]
     Writer(String),
+    /// The disk has too little free space for the write (the node's reserve
+    /// would be used): nothing was written.
+    #[error("{0}")]
+    NoSpace(String),
     /// New checkpoints may not be signed now (a node restored from a backup
     /// until its operator acknowledges what the peers witnessed).
     #[error("no new audit checkpoint may be signed: {0}")]

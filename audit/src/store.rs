@@ -97,10 +97,33 @@ struct WriterState {
     last_checkpoint: Option<Checkpoint>,
 }
 
+/// Why a group commit failed, kept for every append of the group.
+#[derive(Clone, Debug)]
+enum Failed {
+    NoSpace(String),
+    Writer(String),
+}
+
+impl From<Failed> for AuditError {
+    fn from(f: Failed) -> Self {
+        match f {
+            Failed::NoSpace(m) => AuditError::NoSpace(m),
+            Failed::Writer(m) => AuditError::Writer(m),
+        }
+    }
+}
+
+/// Refuses a write that would leave less free disk than the node's reserve
+/// (`Err`: what to tell the operator). Must not block for long.
+pub trait SpaceCheck: Send + Sync {
+    /// Whether `bytes` more may be written.
+    fn ensure(&self, bytes: u64) -> Result<(), String>;
+}
+
 #[derive(Default)]
 struct Queue {
     pending: Vec<(u64, Vec<EntryDraft>, Vec<StoreOp>)>,
-    results: HashMap<u64, Result<Vec<Appended>, String>>,
+    results: HashMap<u64, Result<Vec<Appended>, Failed>>,
     next_ticket: u64,
     leader_active: bool,
 }
@@ -118,6 +141,7 @@ pub struct AuditLog {
     /// from one peer may be witnessed at once).
     peers: Mutex<()>,
     observer: std::sync::OnceLock<Arc<dyn AuditObserver>>,
+    space: std::sync::OnceLock<Arc<dyn SpaceCheck>>,
     /// Why new checkpoints may not be signed (None: they may).
     hold: Mutex<Option<String>>,
 }
@@ -289,6 +313,7 @@ impl AuditLog {
             writer: Mutex::new(state),
             peers: Mutex::new(()),
             observer: std::sync::OnceLock::new(),
+            space: std::sync::OnceLock::new(),
             hold: Mutex::new(None),
         };
         if log.size() == 0 {
@@ -321,6 +346,19 @@ impl AuditLog {
         match self.hold.lock() {
             Ok(h) => h.clone(),
             Err(_) => Some("hold lock poisoned".into()),
+        }
+    }
+
+    /// Installs the disk-space check every synced write of the log passes
+    /// first (once; later calls are ignored).
+    pub fn set_space_check(&self, check: Arc<dyn SpaceCheck>) {
+        let _ = self.space.set(check);
+    }
+
+    fn ensure_space(&self, bytes: u64) -> Result<(), AuditError> {
+        match self.space.get() {
+            Some(c) => c.ensure(bytes).map_err(AuditError::NoSpace),
+            None => Ok(()),
         }
     }
 
@@ -409,7 +447,7 @@ impl AuditLog {
         q.pending.push((ticket, drafts, ops));
         loop {
             if let Some(result) = q.results.remove(&ticket) {
-                return result.map_err(AuditError::Writer);
+                return result.map_err(AuditError::from);
             }
             if !q.leader_active {
                 q.leader_active = true;
@@ -435,7 +473,7 @@ impl AuditLog {
     fn commit_group(
         &self,
         group: Vec<(u64, Vec<EntryDraft>, Vec<StoreOp>)>,
-    ) -> Vec<(u64, Result<Vec<Appended>, String>)> {
+    ) -> Vec<(u64, Result<Vec<Appended>, Failed>)> {
         let tickets: Vec<u64> = group.iter().map(|(t, _, _)| *t).collect();
         let sizes: Vec<usize> = group.iter().map(|(_, d, _)| d.len()).collect();
         let mut drafts = Vec::new();
@@ -461,8 +499,11 @@ impl AuditLog {
                     .collect()
             }
             Err(e) => {
-                let msg = e.to_string();
-                tickets.into_iter().map(|t| (t, Err(msg.clone()))).collect()
+                let f = match e {
+                    AuditError::NoSpace(m) => Failed::NoSpace(m),
+                    other => Failed::Writer(other.to_string()),
+                };
+                tickets.into_iter().map(|t| (t, Err(f.clone()))).collect()
             }
         }
     }
@@ -476,6 +517,16 @@ impl AuditLog {
         ops: &[StoreOp],
         rotate_to: Option<(&SigningKey, &SignedEndorsement)>,
     ) -> Result<Vec<Appended>, AuditError> {
+        // Entries are a few hundred bytes, plus tree nodes and the WAL copy.
+        let op_bytes: usize = ops
+            .iter()
+            .map(|o| match o {
+                StoreOp::Put { key, value, .. } => key.len() + value.len(),
+                StoreOp::Delete { key, .. } => key.len(),
+                StoreOp::DeleteRange { from, to, .. } => from.len() + to.len(),
+            })
+            .sum();
+        self.ensure_space(((drafts.len() * 2048 + op_bytes) as u64).saturating_mul(2))?;
         let saved = (
             w.frontier.clone(),
             w.last_leaf,
@@ -677,6 +728,7 @@ impl AuditLog {
         if let Some(why) = self.checkpoints_held() {
             return Err(AuditError::Held(why));
         }
+        self.ensure_space(8192)?;
         let saved = w.last_checkpoint.clone();
         let mut batch = WriteBatch::default();
         let signed = match self.put_checkpoint(&mut w, &mut batch, now_ms()) {

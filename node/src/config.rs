@@ -152,6 +152,9 @@ pub struct OperationsSettings {
     /// Seconds `pdx serve` lets in-flight transfers and calls finish after
     /// SIGTERM before closing the endpoint.
     pub shutdown_grace_secs: u32,
+    /// MiB of the store's filesystem kept free: writes that would use it are
+    /// refused (`docs/operations.md` "Disk full").
+    pub disk_reserve_mib: u64,
 }
 
 impl Default for OperationsSettings {
@@ -160,6 +163,7 @@ impl Default for OperationsSettings {
             metrics: None,
             metrics_allow_remote: false,
             shutdown_grace_secs: 20,
+            disk_reserve_mib: crate::store::space::DEFAULT_RESERVE_MIB,
         }
     }
 }

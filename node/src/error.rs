@@ -92,6 +92,23 @@ pub enum NodeError {
         /// RocksDB's message.
         message: String,
     },
+    /// Too little free disk space: the operation was refused before anything
+    /// was written.
+    #[error(
+        "{path}: not enough disk space for {what}: {free_mib} MiB free, {needed_mib} MiB needed beside the {reserve_mib} MiB reserve; nothing was written. Free space or grow the filesystem, then retry (the node keeps serving reads, and writes resume once there is room)"
+    )]
+    DiskFull {
+        /// The store directory.
+        path: String,
+        /// What was refused.
+        what: String,
+        /// Free MiB.
+        free_mib: u64,
+        /// MiB the operation needs.
+        needed_mib: u64,
+        /// The reserve kept free.
+        reserve_mib: u64,
+    },
     /// The store was written by a newer pdx (a higher store format).
     #[error(
         "{path}: store format {found} was written by a newer pdx; this binary reads formats up to {supported}. Install the pdx release that wrote it (or newer), or restore a backup made by this release"

@@ -303,6 +303,10 @@ impl Node {
                 "this node was restored from a backup and has not reconciled with its peers: start `pdx serve` (it asks them first), then acknowledge any loss with `pdx restore --acknowledge-loss`",
             );
         }
+        store
+            .space()
+            .set_reserve_mib(config.operations.disk_reserve_mib);
+        audit.set_space_check(store.space().clone());
         let metrics = Arc::new(crate::metrics::Metrics::new());
         audit.set_observer(metrics.clone());
         // An older store is migrated in one step: the new format is recorded

@@ -26,18 +26,8 @@ fn passphrase(dir: &Path) -> String {
 
 fn fetch(net: &Testnet, from: &str, dataset: &str) -> Value {
     let home = net.home("100000").unwrap();
-    net.pdx_json(&[
-        "fetch",
-        "--home",
-        &home,
-        "--peer",
-        from,
-        "--dataset",
-        dataset,
-        "--profile",
-        "share",
-    ])
-    .unwrap()
+    net.pdx_json(&fetch_args(&home, from, dataset, "share"))
+        .unwrap()
 }
 
 fn import(net: &Testnet, dir: &Path, dataset: &str) {

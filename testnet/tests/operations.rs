@@ -41,17 +41,7 @@ fn exchange(net: &Testnet, dir: &std::path::Path) -> (String, String) {
     net.pdx_ok(&grant_args(&a, "people", "100000", "share", GRANT))
         .unwrap();
     let fetched = net
-        .pdx_json(&[
-            "fetch",
-            "--home",
-            &b,
-            "--peer",
-            "440000",
-            "--dataset",
-            "people",
-            "--profile",
-            "share",
-        ])
+        .pdx_json(&fetch_args(&b, "440000", "people", "share"))
         .unwrap();
     assert_eq!(fetched["records"], 3);
     (a, b)
@@ -149,23 +139,9 @@ fn the_metrics_endpoint_serves_openmetrics_with_requests_bytes_records_and_witne
     let (_, b) = exchange(&net, dir.path());
     // A request the node refuses: no grant for this profile (purpose and
     // agreement given, so the request is sent without a catalog lookup).
-    let refused = net
-        .pdx(&[
-            "fetch",
-            "--home",
-            &b,
-            "--peer",
-            "440000",
-            "--dataset",
-            "people",
-            "--profile",
-            "nothing",
-            "--purpose",
-            "test",
-            "--agreement",
-            "DSA-1",
-        ])
-        .unwrap();
+    let mut args = fetch_args(&b, "440000", "people", "nothing");
+    args.extend(["--purpose", "test", "--agreement", "DSA-1"]);
+    let refused = net.pdx(&args).unwrap();
     assert_eq!(
         refused.status.code(),
         Some(4),

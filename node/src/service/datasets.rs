@@ -196,6 +196,11 @@ impl BlockWriter<'_> {
         self.buf.clear();
         self.pending += 1;
         if self.pending >= 16 {
+            // Twice: the write-ahead log holds the rows until they are flushed.
+            self.node.store.space().ensure(
+                (self.batch.size_in_bytes() as u64).saturating_mul(2),
+                "the imported rows",
+            )?;
             self.node
                 .store
                 .write_nosync(std::mem::take(&mut self.batch))?;
@@ -217,6 +222,13 @@ pub fn import(
     let mut file = std::fs::File::open(&req.csv_path).map_err(NodeError::io(&req.csv_path))?;
     check_encoding(&mut file, &req.csv_path, req.encoding)?;
     let total = file.metadata().map(|m| m.len()).ok();
+    // Sealed rows take about the CSV's size, twice until the WAL is flushed:
+    // refused before anything is written rather than half-way.
+    if let Some(t) = total {
+        node.store
+            .space()
+            .ensure(t.saturating_mul(2), &format!("importing {}", req.csv_path))?;
+    }
     let source = Path::new(&req.csv_path)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -14,6 +14,8 @@ use serde::de::DeserializeOwned;
 use std::path::Path;
 use std::sync::Arc;
 
+pub mod space;
+
 /// Dataset metadata, by dataset id ([`dataset_key`]).
 pub const CF_DATASETS: &str = "datasets";
 /// Sealed row blocks ([`rows_prefix`], [`block_key`]).
@@ -287,6 +289,7 @@ pub const CONFIRMATION_PREFIX: &[u8] = b"confirmation\0";
 pub struct Store {
     db: Arc<DB>,
     format: u32,
+    space: Arc<space::DiskGuard>,
 }
 
 impl std::fmt::Debug for Store {
@@ -369,7 +372,13 @@ impl Store {
         Ok(Store {
             db: Arc::new(db),
             format,
+            space: Arc::new(space::DiskGuard::new(path)),
         })
+    }
+
+    /// The free-space guard of the store's filesystem.
+    pub fn space(&self) -> &Arc<space::DiskGuard> {
+        &self.space
     }
 
     /// The format of the store as opened: [`STORE_FORMAT`] unless an older

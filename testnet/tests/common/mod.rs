@@ -410,6 +410,26 @@ pub fn import_args<'a>(home: &'a str, schema: &'a str, csv: &'a str, id: &'a str
     ]
 }
 
+/// `pdx fetch` arguments: `dataset` under `profile` from `peer` into `home`.
+pub fn fetch_args<'a>(
+    home: &'a str,
+    peer: &'a str,
+    dataset: &'a str,
+    profile: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "fetch",
+        "--home",
+        home,
+        "--peer",
+        peer,
+        "--dataset",
+        dataset,
+        "--profile",
+        profile,
+    ]
+}
+
 /// `pdx grant` arguments: `dataset` to `to` under `profile` for purpose
 /// "test", then `extra` (agreement, expiry).
 pub fn grant_args<'a>(

@@ -264,6 +264,12 @@ impl ChunkSink for ReleaseSink {
     }
 
     fn store(&self, position: u32, index: u32, records: &[u8]) -> Result<()> {
+        // Not stored, not acknowledged: the sender stops, the fetch resumes
+        // from the stored chunks once there is room.
+        self.node.store.space().ensure(
+            (records.len() as u64).saturating_mul(2),
+            &format!("chunk {index} from {}", self.from),
+        )?;
         self.with_release(|rel| {
             release::store_in_chunk(&self.node, &rel.release_id, position, index, records)
         })?;
