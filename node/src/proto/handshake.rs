@@ -342,6 +342,22 @@ impl Handshake {
         }
     }
 
+    /// This node's HelloReply, asking no proof, holding nothing.
+    fn hello_reply(&self) -> HelloReply {
+        HelloReply {
+            version: PROTOCOL_VERSION,
+            dept: self.local.dept.clone(),
+            software: self.local.software.clone(),
+            checkpoint: self.local.checkpoint.clone(),
+            endorsement: self.local.endorsement.clone(),
+            key_documents: self.local.key_documents.clone(),
+            proof_request: None,
+            time_ms: Some(self.local.time_ms),
+            held: None,
+            discontinuity: None,
+        }
+    }
+
     /// The host checked the peer's hello; `need` is the consistency proof of
     /// the peer's log that witnessing needs (None: nothing to prove).
     pub fn peer_checked(&mut self, need: Option<(u64, u64)>) -> Result<Vec<Action>, Failure> {
@@ -349,20 +365,12 @@ impl Handshake {
             State::CheckingPeer { asked } => match self.role {
                 Role::Server => {
                     self.state = State::AwaitWitness1;
-                    Ok(vec![Action::Send(Message::HelloReply(Box::new(
-                        HelloReply {
-                            version: PROTOCOL_VERSION,
-                            dept: self.local.dept.clone(),
-                            software: self.local.software.clone(),
-                            checkpoint: self.local.checkpoint.clone(),
-                            endorsement: self.local.endorsement.clone(),
-                            key_documents: self.local.key_documents.clone(),
-                            proof_request: need,
-                            time_ms: Some(self.local.time_ms),
-                            held: None,
-                            discontinuity: self.local.discontinuity.clone(),
-                        },
-                    )))])
+                    let reply = HelloReply {
+                        proof_request: need,
+                        discontinuity: self.local.discontinuity.clone(),
+                        ..self.hello_reply()
+                    };
+                    Ok(vec![Action::Send(Message::HelloReply(Box::new(reply)))])
                 }
                 Role::Client => match asked {
                     Some((from, to)) => {
@@ -391,16 +399,8 @@ impl Handshake {
         match std::mem::replace(&mut self.state, State::Done) {
             State::AnsweringRecovery => Ok(vec![
                 Action::Send(Message::HelloReply(Box::new(HelloReply {
-                    version: PROTOCOL_VERSION,
-                    dept: self.local.dept.clone(),
-                    software: self.local.software.clone(),
-                    checkpoint: self.local.checkpoint.clone(),
-                    endorsement: self.local.endorsement.clone(),
-                    key_documents: self.local.key_documents.clone(),
-                    proof_request: None,
-                    time_ms: Some(self.local.time_ms),
                     held: held.map(Box::new),
-                    discontinuity: None,
+                    ..self.hello_reply()
                 }))),
                 Action::Answered,
             ]),
