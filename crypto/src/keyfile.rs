@@ -140,6 +140,46 @@ fn kek(passphrase: &[u8], salt: &[u8], m_kib: u32, t: u32, p: u32) -> Result<Zer
     Ok(out)
 }
 
+/// The intl passphrase key: argon2id at a stored cost, refused above the
+/// caps (a tampered file must not exhaust memory). `object` names the kind of
+/// object in the error, `what` the file.
+fn argon2_key(
+    passphrase: &[u8],
+    salt: &[u8],
+    (m, t, p): (u32, u32, u32),
+    object: &'static str,
+    what: &str,
+) -> Result<AeadKey> {
+    if m > 4 * 1024 * 1024 || t > 64 || p > 16 {
+        return Err(CryptoError::Malformed {
+            what: object,
+            reason: format!("{what} asks for an argon2id cost above the supported maximum"),
+        });
+    }
+    AeadKey::new(Suite::Intl, &kek(passphrase, salt, m, t, p)?[..])
+}
+
+/// The gm passphrase key: PBKDF2-HMAC-SM3 at a stored iteration count,
+/// refused outside 1 ..= [`PBKDF2_SM3_MAX_ITERATIONS`].
+fn pbkdf2_key(
+    passphrase: &[u8],
+    salt: &[u8],
+    iterations: u32,
+    object: &'static str,
+    what: &str,
+) -> Result<AeadKey> {
+    if iterations == 0 || iterations > PBKDF2_SM3_MAX_ITERATIONS {
+        return Err(CryptoError::Malformed {
+            what: object,
+            reason: format!(
+                "{what} asks for {iterations} PBKDF2 iterations (1 to {PBKDF2_SM3_MAX_ITERATIONS} are accepted)"
+            ),
+        });
+    }
+    let kek = pbkdf2_sm3(passphrase, salt, iterations);
+    AeadKey::new(Suite::Gm, &kek[..key_len(Suite::Gm)])
+}
+
 fn aad(kind: KeyKind) -> Vec<u8> {
     let mut a = b"pdx/v1 key-file\0".to_vec();
     a.extend_from_slice(kind.label().as_bytes());
@@ -402,35 +442,18 @@ pub fn decode(
         PROTECTION_PBKDF2_SM3 => {
             let pass = pass()?;
             let iterations = body.iterations.ok_or_else(missing)?;
-            if iterations == 0 || iterations > PBKDF2_SM3_MAX_ITERATIONS {
-                return Err(CryptoError::Malformed {
-                    what: "key file",
-                    reason: format!(
-                        "{what} asks for {iterations} PBKDF2 iterations (1 to {PBKDF2_SM3_MAX_ITERATIONS} are accepted)"
-                    ),
-                });
-            }
             let (salt, nonce) = salt_nonce()?;
-            let kek = pbkdf2_sm3(pass, salt, iterations);
-            unlock(AeadKey::new(Suite::Gm, &kek[..key_len(Suite::Gm)])?, nonce)
+            unlock(pbkdf2_key(pass, salt, iterations, "key file", what)?, nonce)
         }
         PROTECTION_ARGON2 => {
             let pass = pass()?;
-            let (m, t, p) = (
+            let cost = (
                 body.m_kib.ok_or_else(missing)?,
                 body.t.ok_or_else(missing)?,
                 body.p.ok_or_else(missing)?,
             );
-            // Refuse absurd costs a tampered file could use to exhaust memory.
-            if m > 4 * 1024 * 1024 || t > 64 || p > 16 {
-                return Err(CryptoError::Malformed {
-                    what: "key file",
-                    reason: format!("{what} asks for an argon2id cost above the supported maximum"),
-                });
-            }
             let (salt, nonce) = salt_nonce()?;
-            let kek_bytes = kek(pass, salt, m, t, p)?;
-            unlock(AeadKey::new(Suite::Intl, &kek_bytes[..])?, nonce)
+            unlock(argon2_key(pass, salt, cost, "key file", what)?, nonce)
         }
         other => Err(CryptoError::Malformed {
             what: "key file",

@@ -370,21 +370,12 @@ fn home_files(home: &Home, token_file: &str) -> Result<Vec<(String, PathBuf)>> {
         }
     }
     for dir in ["tls", "keys"] {
-        let d = home.root().join(dir);
-        let mut names: Vec<_> = std::fs::read_dir(&d)
-            .map_err(NodeError::io(&d))?
-            .flatten()
-            .filter(|e| e.path().is_file())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        for n in names {
-            out.push((format!("{dir}/{n}"), d.join(&n)));
-        }
+        out.extend(dir_files(&home.root().join(dir), dir)?);
     }
     Ok(out)
 }
 
+/// The files directly in `root`, sorted, named `prefix/NAME` in the archive.
 fn dir_files(root: &Path, prefix: &str) -> Result<Vec<(String, PathBuf)>> {
     let mut names: Vec<_> = std::fs::read_dir(root)
         .map_err(NodeError::io(root))?
