@@ -799,6 +799,54 @@ impl AuditLog {
             .ok_or_else(|| AuditError::Writer("rotation entry missing".into()))
     }
 
+    /// Re-endorses the current audit key (the node's certificate was
+    /// renewed): `draft` and the endorsement `endorse(from_seq)` makes for
+    /// the current key's `from_seq`, in one synced batch. Earlier
+    /// endorsements stay: which certificate vouched for the key when.
+    pub fn reendorse_key(
+        &self,
+        draft: EntryDraft,
+        endorse: impl FnOnce(u64) -> Result<SignedEndorsement, AuditError>,
+    ) -> Result<Appended, AuditError> {
+        let mut w = self.lock_writer()?;
+        let key = w.key.verifying_key();
+        let latest: crate::checkpoint::KeyEndorsement = self
+            .current_endorsement()?
+            .signed
+            .dangerous_decode_unverified("endorsement")?;
+        if latest.audit_key != key {
+            return Err(AuditError::Writer(format!(
+                "the latest endorsement names audit key {}, not the current key {}",
+                latest.audit_key.key_id(),
+                key.key_id()
+            )));
+        }
+        let endorsement = endorse(latest.from_seq)?;
+        let body: crate::checkpoint::KeyEndorsement = endorsement
+            .signed
+            .dangerous_decode_unverified("endorsement")?;
+        if body.audit_key != key
+            || body.from_seq != latest.from_seq
+            || body.log_id != self.log_id.to_text()
+        {
+            return Err(AuditError::Writer(
+                "a re-endorsement must name this log, its current key and that key's from_seq"
+                    .into(),
+            ));
+        }
+        let op = StoreOp::Put {
+            cf: CF_META,
+            key: meta_key(
+                "endorse",
+                &[&latest.from_seq.to_be_bytes(), &body.time_ms.to_be_bytes()],
+            ),
+            value: to_cbor(&endorsement)?,
+        };
+        self.commit_locked(&mut w, vec![draft], &[op], None)?
+            .pop()
+            .ok_or_else(|| AuditError::Writer("re-endorsement entry missing".into()))
+    }
+
     fn load_checkpoint_at(db: &DB, size: u64) -> Result<Option<SignedCheckpoint>, AuditError> {
         let Some(meta) = db.cf_handle(CF_META) else {
             return Err(corrupt("column families", "audit.meta missing"));

@@ -749,6 +749,23 @@ fn check_endorsements(
                     );
                     continue;
                 }
+                // Renewals add endorsements of the same key (audit-format.md
+                // §3); two keys for one from_seq cannot both hold.
+                if let Some(other) = out.get(&en.from_seq)
+                    && *other != en.audit_key
+                {
+                    c.tampered(
+                        Case::WrongKey,
+                        None,
+                        format!(
+                            "two audit keys endorsed from seq {}: {} and {}",
+                            en.from_seq,
+                            other.key_id(),
+                            en.audit_key.key_id()
+                        ),
+                    );
+                    continue;
+                }
                 out.insert(en.from_seq, en.audit_key);
             }
             Ok(en) => c.tampered(

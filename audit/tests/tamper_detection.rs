@@ -425,3 +425,64 @@ fn tampering_with_the_rocksdb_store_is_detected_after_export_in(suite: Suite) {
     assert!(has(&r, Case::DeletedEntries), "{:#?}", r.findings);
     assert!(has(&r, Case::AlteredEntry), "{:#?}", r.findings);
 }
+
+#[test]
+fn a_re_endorsement_keeps_the_earlier_ones_and_two_keys_for_one_from_seq_are_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = new_log(&dir.path().join("db"), "440000", 8);
+    append(&t, 10, "a");
+    let log_id = t.log.log_id().clone();
+    // A renewed certificate with a new identity key re-endorses the key.
+    let renewed = SigningKey::generate(Suite::Intl).unwrap();
+    let mut d = pdx_audit::EntryDraft::new(pdx_audit::EventKind::ConfigChange, "440000", "tester");
+    d.detail = Some("node certificate renewed".into());
+    t.log
+        .reendorse_key(d, |seq| {
+            Ok(endorse(&renewed, "440000", &log_id, &t.audit_key, seq))
+        })
+        .unwrap();
+    let all = t.log.endorsements().unwrap();
+    assert_eq!(all.len(), 2, "the genesis endorsement stays");
+    assert_eq!(
+        t.log.current_endorsement().unwrap().certificate,
+        cert("440000", &renewed, &log_id),
+        "the newest is current"
+    );
+    // A re-endorsement must name the current key.
+    let stranger = SigningKey::generate(Suite::Intl).unwrap();
+    let d = pdx_audit::EntryDraft::new(pdx_audit::EventKind::ConfigChange, "440000", "tester");
+    assert!(
+        t.log
+            .reendorse_key(d, |seq| Ok(endorse(
+                &renewed, "440000", &log_id, &stranger, seq
+            )))
+            .is_err()
+    );
+    // A later rotation, endorsed under the renewed certificate.
+    let next = SigningKey::generate(Suite::Intl).unwrap();
+    let copy = SigningKey::from_pkcs8(next.pkcs8_der()).unwrap();
+    let rotated_at = t
+        .log
+        .rotate_key(copy, "tester", |seq| {
+            Ok(endorse(&renewed, "440000", &log_id, &next, seq))
+        })
+        .unwrap()
+        .seq;
+    append(&t, 3, "b");
+    let bundle = dir.path().join("a.bundle");
+    export(&t.log, Vec::new(), &bundle).unwrap();
+    let r = verify_path(&bundle, &[]);
+    assert_eq!(r.verdict, Verdict::Valid, "{:#?}", r.findings);
+    assert_eq!(read_parts(&bundle).header.endorsements.len(), 3);
+    assert_eq!(r.keys.len(), 2, "genesis key and the rotated one");
+
+    // Another key endorsed for the same from_seq cannot both hold.
+    let mut p = read_parts(&bundle);
+    p.header
+        .endorsements
+        .push(endorse(&renewed, "440000", &log_id, &stranger, rotated_at));
+    write_parts(&bundle, &p);
+    let r = verify_path(&bundle, &[]);
+    assert_eq!(r.verdict, Verdict::Tampered);
+    assert!(has(&r, Case::WrongKey), "{:#?}", r.findings);
+}

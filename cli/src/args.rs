@@ -193,6 +193,9 @@ pub enum Command {
     /// Certificate revocation list.
     #[command(subcommand)]
     Crl(CrlCmd),
+    /// This node's certificate.
+    #[command(subcommand)]
+    Cert(CertCmd),
     /// Key rotation and retirement.
     #[command(subcommand)]
     Key(KeyCmd),
@@ -415,20 +418,35 @@ pub enum CaCmd {
         #[arg(long, default_value = "intl", value_parser = parse_suite)]
         suite: pdx_crypto::Suite,
     },
-    /// Issue a node certificate and key.
+    /// Issue a node certificate and key; with --renew, a new certificate
+    /// for a department that has one (same audit log, same or new key).
     Issue {
         /// CA directory.
         #[arg(long)]
         dir: PathBuf,
-        /// Department code (letters, digits, '-', '.'), e.g. 440000.
-        #[arg(long)]
-        dept: String,
-        /// Display name.
-        #[arg(long)]
-        name: String,
-        /// Output directory for node.crt, node.key, ca.crt, crl.pem.
+        /// Department code (letters, digits, '-', '.'), e.g. 440000. With
+        /// --renew: taken from --cert (must match when given).
+        #[arg(long, required_unless_present = "renew")]
+        dept: Option<String>,
+        /// Display name. With --renew: the current certificate's unless given.
+        #[arg(long, required_unless_present = "renew")]
+        name: Option<String>,
+        /// Output directory for node.crt, node.key, ca.crt, crl.pem (and
+        /// audit.key for a new department).
         #[arg(long)]
         out: PathBuf,
+        /// Renew the certificate given with --cert: the new one binds the
+        /// same audit log; install it with `pdx cert install`.
+        #[arg(long, requires = "cert")]
+        renew: bool,
+        /// With --renew: the department's current certificate (its
+        /// HOME/tls/node.crt), expired or not.
+        #[arg(long, requires = "renew")]
+        cert: Option<PathBuf>,
+        /// With --renew: certify a new identity key (written to OUT/node.key)
+        /// instead of the current one.
+        #[arg(long, requires = "renew")]
+        new_key: bool,
     },
     /// Revoke a certificate by serial (re-signs crl.pem).
     Revoke {
@@ -681,6 +699,22 @@ pub enum ReleaseCmd {
         /// these released columns treated as quasi-identifiers (comma-separated).
         #[arg(long = "assume-qi", value_delimiter = ',')]
         assume_qi: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertCmd {
+    /// Install a renewed certificate (`pdx ca issue --renew`), with its new
+    /// identity key when the directory holds node.key: takes effect at once
+    /// in a running node (new handshakes use it; audited; the audit key is
+    /// re-endorsed and key documents re-signed under it).
+    Install {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Directory made by `pdx ca issue --renew` (node.crt, and node.key
+        /// for a new key).
+        #[arg(long)]
+        cert_dir: PathBuf,
     },
 }
 

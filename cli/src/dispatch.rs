@@ -3,8 +3,8 @@
 //! socket) or in-process, and their typed [`Outcome`] is rendered.
 
 use crate::args::{
-    AuditCmd, BackupCmd, CallsCmd, Cli, Command, CrlCmd, GatewayCmd, GrantCmd, HeCmd, HomeArgs,
-    KeyCmd, KeysCmd, PeerCmd, ReleaseCmd, ServiceCmd, SettleCmd,
+    AuditCmd, BackupCmd, CallsCmd, CertCmd, Cli, Command, CrlCmd, GatewayCmd, GrantCmd, HeCmd,
+    HomeArgs, KeyCmd, KeysCmd, PeerCmd, ReleaseCmd, ServiceCmd, SettleCmd,
 };
 use crate::output::outln;
 use crate::session::{absolute, node_command};
@@ -373,6 +373,12 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
             },
             Request::RestoreAcknowledge {
                 reason: a.reason.clone().unwrap_or_default(),
+            },
+        ),
+        Command::Cert(CertCmd::Install { home, cert_dir }) => h(
+            home,
+            Request::CertInstall {
+                cert_dir: absolute(cert_dir)?,
             },
         ),
         Command::Crl(CrlCmd::Update { home, crl }) => h(

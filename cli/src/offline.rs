@@ -49,10 +49,35 @@ pub fn ca(c: &CaCmd, json: bool) -> Result<u8> {
             dept,
             name,
             out,
-        } => render::value(
-            json,
-            &pki::ca_issue(dir, dept, name, out).map_err(node_error)?,
-        )?,
+            renew: false,
+            ..
+        } => {
+            let (Some(dept), Some(name)) = (dept, name) else {
+                return Err(anyhow!(
+                    "give --dept and --name (or --renew --cert CURRENT)"
+                ));
+            };
+            render::value(
+                json,
+                &pki::ca_issue(dir, dept, name, out).map_err(node_error)?,
+            )?
+        }
+        CaCmd::Issue {
+            dir,
+            dept,
+            name,
+            out,
+            renew: true,
+            cert,
+            new_key,
+        } => {
+            let cert = cert
+                .as_ref()
+                .ok_or_else(|| anyhow!("--renew needs --cert CURRENT (the node's tls/node.crt)"))?;
+            let issued = pki::ca_renew(dir, cert, dept.as_deref(), name.as_deref(), *new_key, out)
+                .map_err(node_error)?;
+            render::value(json, &issued)?
+        }
         CaCmd::Revoke { dir, serial } => {
             let crl = pki::ca_revoke(dir, serial).map_err(node_error)?;
             render::value(

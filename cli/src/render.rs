@@ -318,6 +318,15 @@ pub fn outcome(json: bool, o: &Outcome) -> Result<()> {
                 &[5, 6],
             )
         }
+        Outcome::CertInstalled(c) => outln!(
+            "certificate {} installed (replaces {}), valid until {}; identity key {}{}; audit entry {}: new handshakes present it",
+            c.serial,
+            c.previous_serial,
+            pdx_node::timearg::format_signed_ms(c.not_after_ms),
+            c.identity_key,
+            if c.new_identity_key { " (new)" } else { "" },
+            c.audit_seq
+        ),
         Outcome::BackupCreated(b) => outln!(
             "backup {}: {} files, {} bytes, audit log size {} ({} suite)",
             b.file,

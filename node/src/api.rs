@@ -106,6 +106,11 @@ pub enum Request {
         /// New CRL file.
         crl: String,
     },
+    /// `pdx cert install`.
+    CertInstall {
+        /// Directory made by `pdx ca issue --renew` (absolute).
+        cert_dir: String,
+    },
     /// `pdx key rotate`.
     KeyRotate {
         /// encryption | signing | pseudonym.
@@ -315,6 +320,8 @@ outcomes! {
     RestoreAcknowledged(crate::service::recovery::Acknowledged),
     /// `pdx crl update`.
     CrlUpdated(CrlUpdated),
+    /// `pdx cert install`.
+    CertInstalled(crate::node::CertInstalled),
     /// `pdx key rotate|retire`.
     KeyChanged(KeyChanged),
     /// `pdx keys fetch`.
@@ -701,6 +708,10 @@ async fn execute_unlogged(
                 connections_closed,
             })
         }
+        Request::CertInstall { cert_dir } => Outcome::CertInstalled(
+            svc.install_cert(std::path::PathBuf::from(cert_dir), op)
+                .await?,
+        ),
         Request::KeyRotate { kind } => Outcome::KeyChanged(KeyChanged {
             result: blocking(move || directory::rotate_key(&node, &kind, &op)).await?,
         }),

@@ -363,6 +363,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// Makes the renames done in `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(NodeError::io(dir))
+}
+
 /// Writes a secret file with 0600 permissions.
 pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, bytes, 0o600)

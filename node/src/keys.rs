@@ -5,6 +5,7 @@
 //! | file                         | what                                               |
 //! |------------------------------|----------------------------------------------------|
 //! | `identity.key`               | identity key (Ed25519 or SM2), certified by the CA |
+//! | `identity.key.new`           | a new identity key staged by `pdx cert install`    |
 //! | `audit.key`                  | current audit-log signing key (Ed25519 or SM2)     |
 //! | `audit-<keyid>.key`          | retired audit keys (kept for reference)            |
 //! | `encryption.key`             | current field-encryption key (X25519 or SM2)       |
@@ -20,7 +21,8 @@ use pdx_crypto::envelope::EncryptionSecret;
 use pdx_crypto::keyfile::{self, KeyKind};
 use pdx_crypto::pseudonym::PseudonymMaster;
 use pdx_crypto::{KeyId, SigningKey, Suite};
-use std::path::Path;
+use rustls::pki_types::CertificateDer;
+use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 /// A passphrase held in memory only as long as needed.
@@ -33,6 +35,10 @@ pub struct NodeKeys {
     pub suite: Suite,
     /// Identity key (the certificate's key).
     pub identity: SigningKey,
+    /// The certificate of `identity` (`HOME/tls/node.crt`, DER). Both change
+    /// together, under one lock (`pdx cert install`): whatever is signed
+    /// with `identity` carries this certificate.
+    pub cert: CertificateDer<'static>,
     /// Current audit key.
     pub audit: SigningKey,
     /// Encryption keys; the first is current.
@@ -45,8 +51,37 @@ pub struct NodeKeys {
     pub pending_audit: Option<SigningKey>,
 }
 
-fn staged_audit_path(home: &Home) -> std::path::PathBuf {
+fn staged_audit_path(home: &Home) -> PathBuf {
     home.keys().join("audit.key.new")
+}
+
+fn staged_identity_path(home: &Home) -> PathBuf {
+    home.keys().join("identity.key.new")
+}
+
+/// Where `pdx cert install` stages the new certificate: written last, it
+/// marks a staged install.
+pub fn staged_cert_path(home: &Home) -> PathBuf {
+    home.tls().join("node.crt.new")
+}
+
+fn read_node_cert(path: &Path) -> Result<CertificateDer<'static>> {
+    crate::pki::read_certs(path)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| NodeError::Pki(format!("{}: no certificate", path.display())))
+}
+
+/// What a crash during `pdx cert install` left (see
+/// [`NodeKeys::finish_cert_install`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StagedInstall {
+    /// Nothing was staged.
+    None,
+    /// The log recorded the install; it was completed.
+    Completed,
+    /// The log never recorded it; the staged files were removed.
+    Abandoned,
 }
 
 fn load(
@@ -145,6 +180,7 @@ impl NodeKeys {
         Ok(NodeKeys {
             suite,
             identity,
+            cert: read_node_cert(&home.node_cert())?,
             audit,
             encryption: vec![encryption],
             pseudonym,
@@ -180,6 +216,7 @@ impl NodeKeys {
         Ok(NodeKeys {
             suite,
             identity,
+            cert: read_node_cert(&home.node_cert())?,
             audit,
             encryption,
             pseudonym,
@@ -283,6 +320,87 @@ impl NodeKeys {
         }
         self.pending_audit = None;
         Ok(())
+    }
+
+    /// Step 1 of `pdx cert install`: the new identity key (when the
+    /// certificate certifies a new one) and then the certificate are written
+    /// beside the current ones, so a crash before the log records the
+    /// install leaves the node as it was.
+    pub fn stage_cert_install(
+        home: &Home,
+        key: Option<&SigningKey>,
+        cert_pem: &[u8],
+        pass: Option<&[u8]>,
+    ) -> Result<()> {
+        if let Some(k) = key {
+            save(
+                k.suite(),
+                &staged_identity_path(home),
+                KeyKind::signing(k.suite()),
+                k.pkcs8_der(),
+                pass,
+            )?;
+        }
+        crate::config::write_atomic(&staged_cert_path(home), cert_pem, 0o644)
+    }
+
+    /// Step 2: the log recorded the install; the staged key (first) and
+    /// certificate replace the current ones, on disk and here.
+    pub fn commit_cert_install(&mut self, home: &Home, pass: Option<&[u8]>) -> Result<()> {
+        let staged_key = staged_identity_path(home);
+        let staged_cert = staged_cert_path(home);
+        let cert = read_node_cert(&staged_cert)?;
+        let identity = if staged_key.exists() {
+            let k = load_signing(self.suite, &staged_key, pass)?;
+            std::fs::rename(&staged_key, home.key("identity"))
+                .map_err(NodeError::io(&staged_key))?;
+            k
+        } else {
+            SigningKey::from_pkcs8(self.identity.pkcs8_der())?
+        };
+        std::fs::rename(&staged_cert, home.node_cert()).map_err(NodeError::io(&staged_cert))?;
+        crate::config::sync_dir(&home.tls())?;
+        crate::config::sync_dir(&home.keys())?;
+        self.identity = identity;
+        self.cert = cert;
+        Ok(())
+    }
+
+    /// Drops what an install staged before the log recorded it.
+    pub fn abandon_cert_install(home: &Home) -> Result<()> {
+        for p in [staged_cert_path(home), staged_identity_path(home)] {
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(NodeError::io(&p))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// At open, after a crash during `pdx cert install`: completes it when
+    /// `recorded` says the log holds the install of the staged certificate
+    /// (DER), else removes the staged files. A key staged without its
+    /// certificate (written last) was never recorded.
+    pub fn finish_cert_install(
+        &mut self,
+        home: &Home,
+        recorded: impl FnOnce(&[u8]) -> Result<bool>,
+        pass: Option<&[u8]>,
+    ) -> Result<StagedInstall> {
+        let staged_cert = staged_cert_path(home);
+        if !staged_cert.exists() {
+            if staged_identity_path(home).exists() {
+                Self::abandon_cert_install(home)?;
+                return Ok(StagedInstall::Abandoned);
+            }
+            return Ok(StagedInstall::None);
+        }
+        if recorded(read_node_cert(&staged_cert)?.as_ref())? {
+            self.commit_cert_install(home, pass)?;
+            Ok(StagedInstall::Completed)
+        } else {
+            Self::abandon_cert_install(home)?;
+            Ok(StagedInstall::Abandoned)
+        }
     }
 
     /// Rotates the pseudonym master; the old one is kept as `pseudonym-<n>.key`.

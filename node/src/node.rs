@@ -42,9 +42,8 @@ pub struct Node {
     pub audit: AuditLog,
     /// Operational metrics (`[operations] metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Secret keys, with the identity key's certificate.
     keys: RwLock<NodeKeys>,
-    /// This node's certificate (DER).
-    pub cert: CertificateDer<'static>,
     /// The network CA certificate(s).
     pub ca: Vec<CertificateDer<'static>>,
     /// Verifiers with the current CRL.
@@ -250,12 +249,35 @@ impl Node {
                 "this node's keys are passphrase-protected: give --passphrase-file FILE (or run on a terminal to be asked)".into(),
             ));
         }
-        let certs = pki::read_certs(&home.node_cert())?;
         let ca = pki::read_certs(&home.ca_cert())?;
         let crls = pki::read_crls(&home.crl())?;
         let suite = pki::suite_of_ca(&ca[0])?;
-        let keys = NodeKeys::load(home, suite, passphrase.as_deref().map(|p| p.as_slice()))?;
-        let info = pki::parse_node_cert(&certs[0])?;
+        let pass = passphrase.as_deref().map(|p| p.as_slice());
+        let mut keys = NodeKeys::load(home, suite, pass)?;
+        let trust = Trust::new(ca.clone(), crls.clone())?;
+        let checker = CertChecker::new(&ca, crls)?;
+        let mut store = Store::open(&home.db())?;
+        let log_id = read_log_id(home, &config.dept, suite)?;
+        let audit_key = SigningKey::from_pkcs8(keys.audit.pkcs8_der())?;
+        let cert_der = keys.cert.to_vec();
+        let audit = AuditLog::open(
+            store.db().clone(),
+            log_id.clone(),
+            audit_key,
+            || {
+                endorse(&keys.identity, &cert_der, &log_id, &keys.audit, 0)
+                    .map_err(|e| pdx_audit::AuditError::Writer(e.to_string()))
+            },
+            audit_config(&config),
+        )?;
+        // Finish or drop a certificate install a crash interrupted: its
+        // commit point is the re-endorsement carrying the new certificate.
+        keys.finish_cert_install(
+            home,
+            |staged| Ok(audit.current_endorsement()?.certificate == staged),
+            pass,
+        )?;
+        let info = pki::parse_node_cert(&keys.cert)?;
         suite.expect(info.suite, &home.node_cert().display().to_string())?;
         if info.dept != config.dept {
             return Err(NodeError::Config {
@@ -271,10 +293,6 @@ impl Node {
                 "the identity key does not match tls/node.crt".into(),
             ));
         }
-        let trust = Trust::new(ca.clone(), crls.clone())?;
-        let checker = CertChecker::new(&ca, crls)?;
-        let mut store = Store::open(&home.db())?;
-        let log_id = read_log_id(home, &config.dept, suite)?;
         // One log per department: the one the certificate names.
         if info.log_id.as_deref() != Some(log_id.to_text().as_str()) {
             return Err(NodeError::Pki(format!(
@@ -284,18 +302,6 @@ impl Node {
                 log_id.to_text()
             )));
         }
-        let audit_key = SigningKey::from_pkcs8(keys.audit.pkcs8_der())?;
-        let cert_der = certs[0].to_vec();
-        let audit = AuditLog::open(
-            store.db().clone(),
-            log_id.clone(),
-            audit_key,
-            || {
-                endorse(&keys.identity, &cert_der, &log_id, &keys.audit, 0)
-                    .map_err(|e| pdx_audit::AuditError::Writer(e.to_string()))
-            },
-            audit_config(&config),
-        )?;
         // A restored home signs no checkpoint until its peers were asked
         // (service::recovery): one could contradict what they witnessed.
         if home.restored_marker().exists() {
@@ -322,13 +328,12 @@ impl Node {
             store.migrated();
         }
         // Finish or abandon an audit-key rotation a crash interrupted.
-        let mut keys = keys;
         if let Some(pending) = keys.pending_audit.take() {
             let latest = audit.current_endorsement()?.verify(&info.identity)?;
             if latest.audit_key == pending.verifying_key() {
                 audit.adopt_rotated_key(SigningKey::from_pkcs8(pending.pkcs8_der())?)?;
                 keys.pending_audit = Some(pending);
-                keys.commit_audit(home, passphrase.as_deref().map(|p| p.as_slice()))?;
+                keys.commit_audit(home, pass)?;
             } else {
                 keys.abandon_staged_audit(home)?;
             }
@@ -341,7 +346,6 @@ impl Node {
             audit,
             metrics,
             keys: RwLock::new(keys),
-            cert: certs[0].clone(),
             ca,
             trust,
             checker: RwLock::new(checker),
@@ -362,6 +366,55 @@ impl Node {
         self.keys
             .write()
             .map_err(|_| NodeError::Invalid("key lock poisoned".into()))
+    }
+
+    /// This node's certificate now (DER). What is signed with the identity
+    /// key takes the certificate from the same [`Node::keys`] guard instead.
+    pub fn cert(&self) -> Result<CertificateDer<'static>> {
+        Ok(self.keys()?.cert.clone())
+    }
+
+    /// Signs `body` with the identity key and returns it with the
+    /// certificate of that key, both read under one guard (a concurrent
+    /// `pdx cert install` can never pair one key's signature with another's
+    /// certificate).
+    pub fn sign_certified<T: Serialize>(
+        &self,
+        domain: pdx_crypto::SignatureDomain,
+        body: &T,
+    ) -> Result<(pdx_crypto::wire::Signed, Vec<u8>)> {
+        let keys = self.keys()?;
+        Ok((
+            pdx_crypto::wire::Signed::sign(domain, &keys.identity, body)?,
+            keys.cert.to_vec(),
+        ))
+    }
+
+    /// Checks the certificate a peer's endorsement of its audit key carries
+    /// (CA, CRL, now) and that it is `dept`'s certificate binding `log_id`:
+    /// the endorsement stands on its own certificate, so it verifies across
+    /// the peer's certificate renewal whichever certificate its connection
+    /// presented.
+    pub fn endorsement_signer(
+        &self,
+        endorsement: &SignedEndorsement,
+        dept: &str,
+        log_id: Option<&str>,
+    ) -> Result<CertInfo> {
+        let info = self.check_cert_cached(&endorsement.certificate)?;
+        if info.dept != dept {
+            return Err(NodeError::Pki(format!(
+                "an audit key of {dept} is endorsed by the certificate of {}",
+                info.dept
+            )));
+        }
+        if log_id.is_some() && info.log_id.as_deref() != log_id {
+            return Err(NodeError::Pki(format!(
+                "the endorsement certificate of {dept} binds the audit log {:?}, not {:?}",
+                info.log_id, log_id
+            )));
+        }
+        Ok(info)
     }
 
     /// The passphrase the keys were unlocked with, for re-encrypting rotated keys.
@@ -468,7 +521,7 @@ impl Node {
         let crls = pki::read_crls(crl_path)?;
         // Fail closed: the new CRL must be usable by the verifiers.
         let checker = CertChecker::new(&self.ca, crls.clone())?;
-        checker.check(&self.cert).map_err(|e| {
+        checker.check(&self.cert()?).map_err(|e| {
             NodeError::Pki(format!(
                 "{}: with this CRL our own certificate fails: {e}",
                 crl_path.display()
@@ -489,6 +542,154 @@ impl Node {
         d.detail = Some(format!("CRL updated from {}", crl_path.display()));
         self.log(d)?;
         Ok(crls.len())
+    }
+}
+
+/// What `pdx cert install` did.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct CertInstalled {
+    /// Serial of the certificate replaced.
+    pub previous_serial: String,
+    /// Serial of the certificate now in use.
+    pub serial: String,
+    /// Expiry of the new certificate (ms since the Unix epoch).
+    pub not_after_ms: i64,
+    /// Whether the identity key changed with it.
+    pub new_identity_key: bool,
+    /// The identity key id now.
+    pub identity_key: String,
+    /// Sequence number of the audit entry recording the install.
+    pub audit_seq: u64,
+}
+
+impl Node {
+    /// `pdx cert install`: replaces this node's certificate (and, when
+    /// `cert_dir` holds `node.key`, its identity key) with one the network
+    /// CA issued for the same department and audit log. Everything signed
+    /// from here on carries the new certificate; the current audit key is
+    /// re-endorsed under it in the same synced batch as the `config-change`
+    /// entry (the commit point a crash is recovered to). TLS and key
+    /// documents follow in the service layer.
+    pub fn install_cert(&self, cert_dir: &Path, operator: &str) -> Result<CertInstalled> {
+        let cert_path = cert_dir.join("node.crt");
+        let cert_pem = std::fs::read(&cert_path).map_err(NodeError::io(&cert_path))?;
+        let der = pki::read_certs(&cert_path)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| NodeError::Pki(format!("{}: no certificate", cert_path.display())))?;
+        let refuse = |why: String| NodeError::Pki(format!("{}: {why}", cert_path.display()));
+        let info = self
+            .check_cert(&der)
+            .map_err(|e| refuse(format!("not usable: {e}")))?;
+        if info.dept != self.config.dept {
+            return Err(refuse(format!(
+                "a certificate of {}, not of this node's department {}",
+                info.dept, self.config.dept
+            )));
+        }
+        let log = self.audit.log_id().to_text();
+        if info.log_id.as_deref() != Some(log.as_str()) {
+            return Err(refuse(format!(
+                "binds the audit log {:?}, but this node keeps log {log} (renew with `pdx ca issue --renew --cert HOME/tls/node.crt`, which keeps it)",
+                info.log_id
+            )));
+        }
+        let ca_path = cert_dir.join("ca.crt");
+        if ca_path.exists() && pki::read_certs(&ca_path)?.first() != self.ca.first() {
+            return Err(NodeError::Pki(format!(
+                "{}: another CA than this node's {}; a new CA is not a renewal",
+                ca_path.display(),
+                self.home.ca_cert().display()
+            )));
+        }
+        let key_path = cert_dir.join("node.key");
+        let new_key = if key_path.exists() {
+            let pem = read_secret(&key_path)?;
+            let der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(&pem)
+                .map_err(|e| NodeError::Pki(format!("{}: {e}", key_path.display())))?;
+            let key = SigningKey::from_pkcs8(der.secret_pkcs8_der())?;
+            self.suite
+                .expect(key.suite(), &key_path.display().to_string())?;
+            if key.verifying_key() != info.identity {
+                return Err(NodeError::Pki(format!(
+                    "{} does not hold the key of {}",
+                    key_path.display(),
+                    cert_path.display()
+                )));
+            }
+            Some(key)
+        } else {
+            None
+        };
+        let mut keys = self.keys_mut()?;
+        let previous = pki::parse_node_cert(&keys.cert)?;
+        if der == keys.cert {
+            return Err(refuse("already installed".into()));
+        }
+        let current_identity = keys.identity.verifying_key();
+        let new_identity_key = match &new_key {
+            Some(k) => k.verifying_key() != current_identity,
+            None if info.identity == current_identity => false,
+            None => {
+                return Err(refuse(format!(
+                    "certifies a new identity key, but {} is missing",
+                    key_path.display()
+                )));
+            }
+        };
+        // Fail closed before anything changes: rustls must take the pair.
+        let identity = match &new_key {
+            Some(k) => SigningKey::from_pkcs8(k.pkcs8_der())?,
+            None => SigningKey::from_pkcs8(keys.identity.pkcs8_der())?,
+        };
+        pki::tls::server_config(&self.trust, vec![der.clone()], identity.pkcs8_der())?;
+        NodeKeys::stage_cert_install(&self.home, new_key.as_ref(), &cert_pem, self.pass())?;
+        crate::failpoint::hit("cert-install-staged");
+        let validity = pki::validity(&der)?;
+        let mut d = self.draft(EventKind::ConfigChange, operator);
+        d.payload_digest = Some(self.suite.digest(&der));
+        d.detail = Some(format!(
+            "node certificate renewed: serial {} replaced by {} (valid until {}), identity key {}; audit key {} re-endorsed under the new certificate",
+            previous.serial,
+            info.serial,
+            crate::timearg::format_signed_ms(validity.not_after_ms),
+            if new_identity_key {
+                format!(
+                    "{} replaced by {}",
+                    current_identity.key_id(),
+                    info.identity.key_id()
+                )
+            } else {
+                format!("{} kept", current_identity.key_id())
+            },
+            keys.audit.key_id()
+        ));
+        let log_id = self.audit.log_id().clone();
+        let recorded = self.audit.reendorse_key(d, |from_seq| {
+            endorse(&identity, &der, &log_id, &keys.audit, from_seq)
+                .map_err(|e| pdx_audit::AuditError::Writer(e.to_string()))
+        });
+        let appended = match recorded {
+            Ok(a) => a,
+            Err(e) => {
+                NodeKeys::abandon_cert_install(&self.home)?;
+                return Err(e.into());
+            }
+        };
+        crate::failpoint::hit("cert-install-recorded");
+        keys.commit_cert_install(&self.home, self.pass())?;
+        drop(keys);
+        if let Ok(mut cache) = self.cert_cache.lock() {
+            cache.clear();
+        }
+        Ok(CertInstalled {
+            previous_serial: previous.serial,
+            serial: info.serial,
+            not_after_ms: validity.not_after_ms,
+            new_identity_key,
+            identity_key: info.identity.key_id().to_hex(),
+            audit_seq: appended.seq,
+        })
     }
 }
 

@@ -76,6 +76,15 @@ pub fn format_ms(ms: u64) -> Option<String> {
         .ok()
 }
 
+/// RFC 3339 text of a signed time in milliseconds (a certificate's
+/// validity), or the number itself when it has none.
+pub fn format_signed_ms(ms: i64) -> String {
+    u64::try_from(ms)
+        .ok()
+        .and_then(format_ms)
+        .unwrap_or_else(|| ms.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -83,21 +83,6 @@ fn restore_in_place(net: &Testnet, backup: &str, pass: &str) -> Value {
     .unwrap()
 }
 
-fn verify_json(net: &Testnet, args: &[&str]) -> (Option<i32>, Value) {
-    let mut a = vec!["audit", "verify"];
-    a.extend_from_slice(args);
-    a.push("--json");
-    let out = net.pdx(&a).unwrap();
-    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code(), v)
-}
-
 #[test]
 fn a_backup_verifies_offline_and_any_altered_truncated_or_wrongly_unlocked_archive_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -318,11 +303,7 @@ fn an_old_backup_restored_after_more_exchanges_is_alarmed_acknowledged_and_repor
     assert!(entries(&net, "100000", "alarm").is_empty());
 
     // The regulator: the loss is documented, not a fork.
-    let (ba, bb) = (dir.path().join("a.bundle"), dir.path().join("b.bundle"));
-    net.pdx_ok(&["audit", "export", "--home", &a, "--out", &s(&ba)])
-        .unwrap();
-    net.pdx_ok(&["audit", "export", "--home", &b, "--out", &s(&bb)])
-        .unwrap();
+    let (ba, bb) = export_bundles(&net, dir.path(), &a, &b);
     let ca = s(&net.ca_dir().join("ca.crt"));
     let (code, report) = verify_json(&net, &[&s(&ba), "--witness", &s(&bb), "--ca", &ca]);
     assert_eq!(code, Some(3), "{report:#}");

@@ -13,6 +13,12 @@ use std::time::{Duration, Instant};
 const ROWS: usize = 1200;
 
 fn slow_network(dir: &std::path::Path) -> Testnet {
+    slow_network_with(dir, 25, 20)
+}
+
+/// [`slow_network`] sending `rate` chunks/s, with a shutdown grace period of
+/// `grace` seconds.
+fn slow_network_with(dir: &std::path::Path, rate: u32, grace: u32) -> Testnet {
     let mut net = Testnet::create(dir, "itest").unwrap();
     net.add_node("440000", "Guangdong").unwrap();
     net.add_node("100000", "National").unwrap();
@@ -24,8 +30,13 @@ fn slow_network(dir: &std::path::Path) -> Testnet {
         .replace("chunk_records = 4096", "chunk_records = 25")
         .replace(
             "rate_limit_chunks_per_sec = 0",
-            "rate_limit_chunks_per_sec = 25",
+            &format!("rate_limit_chunks_per_sec = {rate}"),
         );
+    assert!(text.contains("shutdown_grace_secs = 20"), "{text}");
+    let text = text.replace(
+        "shutdown_grace_secs = 20",
+        &format!("shutdown_grace_secs = {grace}"),
+    );
     std::fs::write(&cfg, text).unwrap();
     net.start_all().unwrap();
     let a = net.home("440000").unwrap();
@@ -96,6 +107,20 @@ fn spawn_fetch(net: &Testnet) -> std::process::Child {
         .unwrap()
 }
 
+/// Waits for a fetch spawned by [`spawn_fetch`]: it must succeed with every
+/// record; returns its report.
+fn fetched(fetch: std::process::Child) -> serde_json::Value {
+    let out = fetch.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["records"], ROWS, "{v:#}");
+    v
+}
+
 /// Waits until B has durably stored at least `n` chunks of an incoming release.
 fn wait_stored(net: &Testnet, n: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -163,14 +188,7 @@ fn a_killed_sender_is_resumed_after_restart() {
     net.kill("440000").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     net.start("440000").unwrap();
-    let out = fetch.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["records"], ROWS);
+    let v = fetched(fetch);
     assert!(
         v["resumed_from"].as_u64().unwrap_or(0) >= before,
         "resumed, not restarted: {v}"
@@ -337,4 +355,95 @@ fn expired_and_revoked_grants_are_refused_and_audited() {
         entries(&net, "100000", "refused-request").len() >= 2,
         "the refused side audits too"
     );
+}
+
+/// The audit entries of `dept` (all kinds), in order.
+fn all_entries(net: &Testnet, dept: &str) -> Vec<serde_json::Value> {
+    let home = net.home(dept).unwrap();
+    net.pdx_json(&["audit", "show", "--home", &home, "--limit", "100000"])
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap()
+}
+
+/// What `pdx status` says of the audit log of a stopped node: entries and
+/// the size of its latest checkpoint.
+fn log_and_checkpoint(net: &Testnet, dept: &str) -> (u64, u64) {
+    let home = net.home(dept).unwrap();
+    let st = net.pdx_json(&["status", "--home", &home]).unwrap();
+    (
+        st["audit"]["entries"].as_u64().unwrap(),
+        st["audit"]["checkpoint_size"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn sigterm_lets_the_transfer_in_flight_finish_then_logs_the_stop_and_signs_a_final_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut net = slow_network(tmp.path());
+    let fetch = spawn_fetch(&net);
+    wait_stored(&net, 5);
+    let asked = Instant::now();
+    net.stop("440000", Duration::from_secs(60)).unwrap();
+    let took = asked.elapsed();
+    // The fetch finished on the same connection: no retry was needed.
+    let v = fetched(fetch);
+    assert!(v["resumed_from"].is_null(), "not resumed: {v:#}");
+    assert!(took < Duration::from_secs(20), "stopped after {took:?}");
+    // The sender logged the send, then the stop (nothing cut), and signed a
+    // checkpoint over its whole log.
+    let log = all_entries(&net, "440000");
+    let send = log.iter().rposition(|e| e["kind"] == "send").unwrap();
+    let stop = log
+        .iter()
+        .rposition(|e| {
+            e["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("node stopped"))
+        })
+        .unwrap();
+    assert!(send < stop, "{log:#?}");
+    assert_eq!(log[stop]["detail"], "node stopped");
+    let (entries, checkpoint) = log_and_checkpoint(&net, "440000");
+    assert!(checkpoint > log[stop]["seq"].as_u64().unwrap(), "{log:#?}");
+    assert!(checkpoint <= entries);
+    check_received(&net, tmp.path(), v["release"].as_str().unwrap());
+}
+
+#[test]
+fn a_transfer_still_running_after_the_grace_period_is_cut_named_and_resumed() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 48 chunks at 4/s: about 12 s, against a 1 s grace period.
+    let mut net = slow_network_with(tmp.path(), 4, 1);
+    let fetch = spawn_fetch(&net);
+    wait_stored(&net, 3);
+    let asked = Instant::now();
+    net.stop("440000", Duration::from_secs(60)).unwrap();
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(8), "stopped after {took:?}");
+    let log = all_entries(&net, "440000");
+    let stop = log
+        .iter()
+        .rev()
+        .find_map(|e| {
+            e["detail"]
+                .as_str()
+                .filter(|d| d.starts_with("node stopped"))
+        })
+        .unwrap()
+        .to_string();
+    assert!(
+        stop.contains("1 transfers or calls still in flight after the 1 s grace period were cut"),
+        "{stop}"
+    );
+    assert!(
+        !log.iter().any(|e| e["kind"] == "send"),
+        "nothing unacknowledged is logged as sent"
+    );
+    // Restarted, the sender serves the rest: the fetch resumes.
+    net.start("440000").unwrap();
+    let v = fetched(fetch);
+    assert!(v["resumed_from"].as_u64().unwrap() >= 3, "{v:#}");
+    check_received(&net, tmp.path(), v["release"].as_str().unwrap());
 }

@@ -103,11 +103,7 @@ fn a_rolled_back_log_is_caught_by_its_witness_and_by_the_regulator_in(suite: pdx
     );
 
     // The regulator: A's bundle alone looks consistent; B's bundle exposes it.
-    let (ba, bb) = (tmp.path().join("a.bundle"), tmp.path().join("b.bundle"));
-    net.pdx_ok(&["audit", "export", "--home", &a, "--out", &s(&ba)])
-        .unwrap();
-    net.pdx_ok(&["audit", "export", "--home", &b, "--out", &s(&bb)])
-        .unwrap();
+    let (ba, bb) = export_bundles(&net, tmp.path(), &a, &b);
     let ca = s(&net.ca_dir().join("ca.crt"));
     let alone = net.pdx(&["audit", "verify", &s(&ba), "--ca", &ca]).unwrap();
     assert_eq!(

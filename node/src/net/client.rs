@@ -163,12 +163,9 @@ impl Net {
         let d = dept.to_string();
         let addr = on_pool(host, move |h| h.peer_address(&d)).await??;
         let name = crate::pki::dns_name(dept, &self.network);
-        let connecting = if pooled {
-            self.endpoint
-                .connect_with(self.pooled_client.clone(), addr, &name)
-        } else {
-            self.endpoint.connect(addr, &name)
-        };
+        let connecting = self
+            .endpoint
+            .connect_with(self.client(pooled)?, addr, &name);
         let conn = connecting
             .map_err(|e| NodeError::Network(format!("cannot connect to {dept} at {addr}: {e}")))?
             .await

@@ -217,7 +217,12 @@ pub struct Net {
     network: String,
     timeouts: Timeouts,
     pool: client::Pool,
-    pooled_client: quinn::ClientConfig,
+    /// Client configurations (plain, pooled), replaced by
+    /// [`Net::replace_tls`] (a renewed certificate).
+    clients: std::sync::RwLock<(quinn::ClientConfig, quinn::ClientConfig)>,
+    /// Whether the endpoint serves (and has not stopped accepting).
+    /// (Held while the server configuration changes.)
+    accepting: std::sync::Mutex<bool>,
 }
 
 impl std::fmt::Debug for Net {
@@ -254,6 +259,14 @@ fn client_config(tls: rustls::ClientConfig) -> Result<(quinn::ClientConfig, quin
     Ok((cfg, pooled))
 }
 
+fn server_config(tls: rustls::ServerConfig) -> Result<quinn::ServerConfig> {
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| NodeError::Tls(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    server.transport_config(Arc::new(transport_config()));
+    Ok(server)
+}
+
 impl Net {
     /// An endpoint for department `dept` of `network`: listening on `listen`
     /// when `tls.server` is given, else dial-only on an ephemeral port.
@@ -264,15 +277,10 @@ impl Net {
         tls: TlsConfigs,
         timeouts: Timeouts,
     ) -> Result<Arc<Net>> {
+        let accepting = tls.server.is_some();
         let mut endpoint = match tls.server {
-            Some(server_tls) => {
-                let quic = quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)
-                    .map_err(|e| NodeError::Tls(e.to_string()))?;
-                let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
-                server.transport_config(Arc::new(transport_config()));
-                quinn::Endpoint::server(server, listen)
-                    .map_err(|e| NodeError::Network(format!("cannot listen on {listen}: {e}")))?
-            }
+            Some(server_tls) => quinn::Endpoint::server(server_config(server_tls)?, listen)
+                .map_err(|e| NodeError::Network(format!("cannot listen on {listen}: {e}")))?,
             None => {
                 let bind: SocketAddr = if listen.is_ipv6() {
                     SocketAddr::from(([0u16; 8], 0))
@@ -283,8 +291,8 @@ impl Net {
                     .map_err(|e| NodeError::Network(format!("cannot open a UDP socket: {e}")))?
             }
         };
-        let (client, pooled_client) = client_config(tls.client)?;
-        endpoint.set_default_client_config(client);
+        let clients = client_config(tls.client)?;
+        endpoint.set_default_client_config(clients.0.clone());
         Ok(Arc::new(Net {
             endpoint,
             registry: Registry::default(),
@@ -294,8 +302,42 @@ impl Net {
             network: network.to_string(),
             timeouts,
             pool: client::Pool::default(),
-            pooled_client,
+            clients: std::sync::RwLock::new(clients),
+            accepting: std::sync::Mutex::new(accepting),
         }))
+    }
+
+    /// New TLS material (a renewed certificate) for every connection made
+    /// or accepted from now on; live connections keep theirs. A dial-only
+    /// endpoint, or one that stopped accepting, does not start serving.
+    pub fn replace_tls(&self, tls: TlsConfigs) -> Result<()> {
+        let clients = client_config(tls.client)?;
+        let server = tls.server.map(server_config).transpose()?;
+        let accepting = self
+            .accepting
+            .lock()
+            .map_err(|_| NodeError::Invalid("TLS lock poisoned".into()))?;
+        if let Some(server) = server
+            && *accepting
+        {
+            self.endpoint.set_server_config(Some(server));
+        }
+        drop(accepting);
+        *self
+            .clients
+            .write()
+            .map_err(|_| NodeError::Invalid("TLS lock poisoned".into()))? = clients;
+        Ok(())
+    }
+
+    /// The client configuration of new connections (`pooled`: of pooled
+    /// ones, with a short idle timeout).
+    fn client(&self, pooled: bool) -> Result<quinn::ClientConfig> {
+        let c = self
+            .clients
+            .read()
+            .map_err(|_| NodeError::Invalid("TLS lock poisoned".into()))?;
+        Ok(if pooled { c.1.clone() } else { c.0.clone() })
     }
 
     /// The local address.
@@ -326,6 +368,8 @@ impl Net {
     /// Refuses new connections; live ones keep their streams (graceful
     /// shutdown lets them finish).
     pub fn stop_accepting(&self) {
+        let mut accepting = self.accepting.lock().unwrap_or_else(|p| p.into_inner());
+        *accepting = false;
         self.endpoint.set_server_config(None);
     }
 

@@ -67,6 +67,9 @@ pub struct IssuedCert {
     pub name: String,
     /// Expiry (RFC 3339).
     pub not_after: String,
+    /// The serial this certificate renews (`ca issue --renew`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renews: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -320,91 +323,287 @@ pub fn write_crl(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The key a node certificate certifies.
+enum SubjectKey {
+    /// intl: the SubjectPublicKeyInfo (DER) of an Ed25519 key.
+    Intl(Vec<u8>),
+    /// gm: an SM2 key.
+    Gm(pdx_crypto::VerifyingKey),
+}
+
+/// A fresh signing key of the network's suite: its PKCS#8 PEM (written once,
+/// 0600, for the department), its key id and how a certificate names it.
+struct NewKey {
+    pem: String,
+    id: pdx_crypto::KeyId,
+    subject: SubjectKey,
+}
+
+fn new_key(suite: Suite) -> Result<NewKey> {
+    match suite {
+        Suite::Intl => {
+            let pair = KeyPair::generate_for(&rcgen::PKCS_ED25519)
+                .map_err(pki("generating an Ed25519 key"))?;
+            Ok(NewKey {
+                id: pdx_crypto::SigningKey::from_pkcs8(&pair.serialize_der())?.key_id(),
+                subject: SubjectKey::Intl(rcgen::PublicKeyData::subject_public_key_info(&pair)),
+                pem: pair.serialize_pem(),
+            })
+        }
+        Suite::Gm => {
+            let key = pdx_crypto::SigningKey::generate(Suite::Gm)?;
+            Ok(NewKey {
+                pem: pem("PRIVATE KEY", key.pkcs8_der())?,
+                id: key.key_id(),
+                subject: SubjectKey::Gm(key.verifying_key()),
+            })
+        }
+    }
+}
+
+/// What a node certificate says: department, display name, the one audit
+/// log it binds (`urn:pdx:log:`) and the key it certifies.
+struct NodeCertSpec<'a> {
+    dept: &'a str,
+    name: &'a str,
+    log_uri: String,
+    key: SubjectKey,
+}
+
+/// A signed node certificate: serial, expiry and PEM.
+struct SignedNodeCert {
+    serial: Vec<u8>,
+    not_after: OffsetDateTime,
+    pem: String,
+}
+
+/// Signs a node certificate with the CA in `dir`, valid for
+/// [`NODE_CERT_DAYS`]: the same names and extensions under either suite.
+fn sign_node_cert(dir: &Path, state: &CaState, spec: NodeCertSpec<'_>) -> Result<SignedNodeCert> {
+    let now = OffsetDateTime::now_utc();
+    let not_before = now - Duration::hours(1);
+    let not_after = now + Duration::days(NODE_CERT_DAYS);
+    let dept_uri = format!("{DEPT_URI_PREFIX}{}", spec.dept);
+    let dns = dns_name(spec.dept, &state.network);
+    match spec.key {
+        SubjectKey::Gm(key) => {
+            let issuer = load_sm2_issuer(dir)?;
+            let serial = random_serial_bytes()?;
+            let der = sm2::certificate(
+                sm2::CertSpec {
+                    subject: sm2::node_name(spec.name, &state.network, spec.dept)?,
+                    subject_key: key,
+                    serial: &serial,
+                    not_before: system_time(not_before),
+                    not_after: system_time(not_after),
+                    ca: false,
+                    dns: vec![dns],
+                    uris: vec![dept_uri, spec.log_uri],
+                },
+                &issuer.name,
+                &issuer.key,
+            )?;
+            Ok(SignedNodeCert {
+                serial: serial.to_vec(),
+                not_after,
+                pem: pem("CERTIFICATE", &der)?,
+            })
+        }
+        SubjectKey::Intl(spki) => {
+            let issuer = load_issuer(dir)?;
+            let key = rcgen::SubjectPublicKeyInfo::from_der(&spki)
+                .map_err(pki("the node key to certify"))?;
+            let mut params =
+                CertificateParams::new(vec![dns]).map_err(pki("node certificate parameters"))?;
+            for uri in [dept_uri, spec.log_uri] {
+                params.subject_alt_names.push(SanType::URI(
+                    uri.clone()
+                        .try_into()
+                        .map_err(|e| NodeError::Pki(format!("SAN URI {uri}: {e:?}")))?,
+                ));
+            }
+            params
+                .distinguished_name
+                .push(DnType::CommonName, spec.name);
+            params.distinguished_name.push(
+                DnType::OrganizationName,
+                format!("pdx network {}", state.network),
+            );
+            params
+                .distinguished_name
+                .push(DnType::OrganizationalUnitName, spec.dept);
+            params.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            params.use_authority_key_identifier_extension = true;
+            params.not_before = not_before;
+            params.not_after = not_after;
+            let serial = random_serial()?;
+            params.serial_number = Some(serial.clone());
+            let cert = params
+                .signed_by(&key, &issuer)
+                .map_err(pki("signing the node certificate"))?;
+            Ok(SignedNodeCert {
+                serial: serial.to_bytes(),
+                not_after,
+                pem: cert.pem(),
+            })
+        }
+    }
+}
+
+fn log_uri(dept: &str, genesis_key: pdx_crypto::KeyId, suite: Suite) -> String {
+    format!(
+        "{LOG_URI_PREFIX}{}",
+        pdx_audit::LogId {
+            dept: dept.to_string(),
+            genesis_key,
+            suite,
+        }
+    )
+}
+
 /// `pdx ca issue`: a node certificate, its identity key and the genesis key
 /// of its audit log (Ed25519 under `intl`, SM2 under `gm`) into `out`.
 pub fn ca_issue(dir: &Path, dept: &str, name: &str, out: &Path) -> Result<IssuedCert> {
     validate_dept(dept)?;
     let mut state = load_state(dir)?;
-    if state.suite == Suite::Gm {
-        return sm2_issue(dir, &mut state, dept, name, out);
-    }
-    let issuer = load_issuer(dir)?;
-    let key =
-        KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(pki("generating the node key"))?;
-    let dns = dns_name(dept, &state.network);
-    let mut params =
-        CertificateParams::new(vec![dns]).map_err(pki("node certificate parameters"))?;
+    let identity = new_key(state.suite)?;
     // The department's one audit log is fixed now: its genesis key is made
     // here, and its id goes into the certificate (docs/protocol.md §1).
-    let audit_pair =
-        KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(pki("generating the audit key"))?;
-    let audit = pdx_crypto::SigningKey::from_pkcs8(&audit_pair.serialize_der())?;
-    let log_uri = format!(
-        "{LOG_URI_PREFIX}{}",
-        pdx_audit::LogId {
-            dept: dept.to_string(),
-            genesis_key: audit.key_id(),
-            suite: Suite::Intl,
-        }
-    );
-    for uri in [format!("{DEPT_URI_PREFIX}{dept}"), log_uri] {
-        params.subject_alt_names.push(SanType::URI(
-            uri.clone()
-                .try_into()
-                .map_err(|e| NodeError::Pki(format!("SAN URI {uri}: {e:?}")))?,
-        ));
-    }
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.distinguished_name.push(
-        DnType::OrganizationName,
-        format!("pdx network {}", state.network),
-    );
-    params
-        .distinguished_name
-        .push(DnType::OrganizationalUnitName, dept);
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.use_authority_key_identifier_extension = true;
-    let now = OffsetDateTime::now_utc();
-    params.not_before = now - Duration::hours(1);
-    params.not_after = now + Duration::days(NODE_CERT_DAYS);
-    let serial = random_serial()?;
-    params.serial_number = Some(serial.clone());
-    let cert = params
-        .signed_by(&key, &issuer)
-        .map_err(pki("signing the node certificate"))?;
-    write_issued(
+    let audit = new_key(state.suite)?;
+    let cert = sign_node_cert(
         dir,
-        out,
-        &key.serialize_pem(),
-        &audit_pair.serialize_pem(),
-        &cert.pem(),
+        &state,
+        NodeCertSpec {
+            dept,
+            name,
+            log_uri: log_uri(dept, audit.id, state.suite),
+            key: identity.subject,
+        },
     )?;
-    record_issued(
-        dir,
-        &mut state,
-        serial.to_bytes(),
-        dept,
-        name,
-        params.not_after,
-    )
+    write_issued(dir, out, Some(&identity.pem), Some(&audit.pem), &cert.pem)?;
+    record_issued(dir, &mut state, &cert, dept, name, None)
 }
 
-/// Writes what `ca issue` hands a department: keys (0600), its certificate,
-/// the CA certificate and the current CRL.
+/// `pdx ca issue --renew --cert CURRENT`: a new certificate for the
+/// department of `current` (which must be `dept` when given), binding the same audit log (a department keeps
+/// its one log for life), for the key `current` certifies or, with
+/// `new_key`, a fresh one written to `out/node.key`. `current` may have
+/// expired, but must have been issued by this CA; a revoked certificate's key
+/// is never certified again.
+pub fn ca_renew(
+    dir: &Path,
+    current: &Path,
+    dept: Option<&str>,
+    name: Option<&str>,
+    new_identity: bool,
+    out: &Path,
+) -> Result<IssuedCert> {
+    let mut state = load_state(dir)?;
+    let der = read_certs(current)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| NodeError::Pki(format!("{}: no certificate", current.display())))?;
+    let ca = read_certs(&dir.join("ca.crt"))?;
+    // Expiry is what renewal is for: the chain is checked when it was valid.
+    let since = validity(&der)?.not_before_ms.saturating_add(1000);
+    let at = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_millis(
+        u64::try_from(since).unwrap_or(0),
+    ));
+    let info = CertChecker::new(&ca, Vec::new())?
+        .check_at(&der, at)
+        .map_err(|e| {
+            NodeError::Pki(format!(
+                "{}: not a node certificate of this CA ({}): {e}",
+                current.display(),
+                dir.display()
+            ))
+        })?;
+    if let Some(d) = dept
+        && d != info.dept
+    {
+        return Err(NodeError::Invalid(format!(
+            "--dept {d}: {} is the certificate of {}",
+            current.display(),
+            info.dept
+        )));
+    }
+    if !state.issued.iter().any(|c| c.serial == info.serial) {
+        return Err(NodeError::NotFound(format!(
+            "{}: this CA has no record of issuing serial {}; `pdx ca list --dir {}` shows the issued ones",
+            current.display(),
+            info.serial,
+            dir.display()
+        )));
+    }
+    if !new_identity && state.revoked.iter().any(|r| r.serial == info.serial) {
+        return Err(NodeError::Invalid(format!(
+            "certificate {} of {} is revoked, so its key may be compromised and is not certified again: renew with --new-key",
+            info.serial, info.dept
+        )));
+    }
+    let Some(log_id) = info.log_id.clone() else {
+        return Err(NodeError::Pki(format!(
+            "{}: binds no audit log (urn:pdx:log:), so a renewal cannot keep one; issue a new certificate",
+            current.display()
+        )));
+    };
+    for f in ["node.crt", "node.key", "audit.key"] {
+        if out.join(f).exists() {
+            return Err(NodeError::Invalid(format!(
+                "{} already holds {f}; give an empty --out so `pdx cert install` cannot pick up a stale key",
+                out.display()
+            )));
+        }
+    }
+    let (key, key_pem) = if new_identity {
+        let k = new_key(state.suite)?;
+        (k.subject, Some(k.pem))
+    } else {
+        let key = match state.suite {
+            Suite::Gm => SubjectKey::Gm(info.identity),
+            Suite::Intl => {
+                let (_, c) = x509_parser::parse_x509_certificate(&der)
+                    .map_err(|e| NodeError::Pki(format!("{}: {e}", current.display())))?;
+                SubjectKey::Intl(c.public_key().raw.to_vec())
+            }
+        };
+        (key, None)
+    };
+    let name = name.unwrap_or(&info.name).to_string();
+    let cert = sign_node_cert(
+        dir,
+        &state,
+        NodeCertSpec {
+            dept: &info.dept,
+            name: &name,
+            log_uri: format!("{LOG_URI_PREFIX}{log_id}"),
+            key,
+        },
+    )?;
+    write_issued(dir, out, key_pem.as_deref(), None, &cert.pem)?;
+    record_issued(dir, &mut state, &cert, &info.dept, &name, Some(info.serial))
+}
+
+/// Writes what `ca issue` hands a department: keys (0600) where new, its
+/// certificate, the CA certificate and the current CRL.
 fn write_issued(
     dir: &Path,
     out: &Path,
-    key_pem: &str,
-    audit_pem: &str,
+    key_pem: Option<&str>,
+    audit_pem: Option<&str>,
     cert_pem: &str,
 ) -> Result<()> {
     create_dir(out, 0o700)?;
-    write_secret(&out.join("node.key"), key_pem.as_bytes())?;
-    write_secret(&out.join("audit.key"), audit_pem.as_bytes())?;
+    if let Some(k) = key_pem {
+        write_secret(&out.join("node.key"), k.as_bytes())?;
+    }
+    if let Some(k) = audit_pem {
+        write_secret(&out.join("audit.key"), k.as_bytes())?;
+    }
     write_atomic(&out.join("node.crt"), cert_pem.as_bytes(), 0o644)?;
     let ca_pem = std::fs::read(dir.join("ca.crt")).map_err(NodeError::io(dir.join("ca.crt")))?;
     write_atomic(&out.join("ca.crt"), &ca_pem, 0o644)?;
@@ -415,69 +614,24 @@ fn write_issued(
 fn record_issued(
     dir: &Path,
     state: &mut CaState,
-    serial: Vec<u8>,
+    cert: &SignedNodeCert,
     dept: &str,
     name: &str,
-    not_after: OffsetDateTime,
+    renews: Option<String>,
 ) -> Result<IssuedCert> {
     let issued = IssuedCert {
-        serial: hex::encode(serial),
+        serial: hex::encode(&cert.serial),
         dept: dept.to_string(),
         name: name.to_string(),
-        not_after: not_after
+        not_after: cert
+            .not_after
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
+        renews,
     };
     state.issued.push(issued.clone());
     save_state(dir, state)?;
     Ok(issued)
-}
-
-/// `ca issue` on a gm network: SM2 identity and audit keys, an SM2 certificate
-/// with the same names and extensions as an intl one.
-fn sm2_issue(
-    dir: &Path,
-    state: &mut CaState,
-    dept: &str,
-    name: &str,
-    out: &Path,
-) -> Result<IssuedCert> {
-    let issuer = load_sm2_issuer(dir)?;
-    let key = pdx_crypto::SigningKey::generate(Suite::Gm)?;
-    let audit = pdx_crypto::SigningKey::generate(Suite::Gm)?;
-    let log_uri = format!(
-        "{LOG_URI_PREFIX}{}",
-        pdx_audit::LogId {
-            dept: dept.to_string(),
-            genesis_key: audit.key_id(),
-            suite: Suite::Gm,
-        }
-    );
-    let now = OffsetDateTime::now_utc();
-    let not_after = now + Duration::days(NODE_CERT_DAYS);
-    let serial = random_serial_bytes()?;
-    let der = sm2::certificate(
-        sm2::CertSpec {
-            subject: sm2::node_name(name, &state.network, dept)?,
-            subject_key: key.verifying_key(),
-            serial: &serial,
-            not_before: system_time(now - Duration::hours(1)),
-            not_after: system_time(not_after),
-            ca: false,
-            dns: vec![dns_name(dept, &state.network)],
-            uris: vec![format!("{DEPT_URI_PREFIX}{dept}"), log_uri],
-        },
-        &issuer.name,
-        &issuer.key,
-    )?;
-    write_issued(
-        dir,
-        out,
-        &pem("PRIVATE KEY", key.pkcs8_der())?,
-        &pem("PRIVATE KEY", audit.pkcs8_der())?,
-        &pem("CERTIFICATE", &der)?,
-    )?;
-    record_issued(dir, state, serial.to_vec(), dept, name, not_after)
 }
 
 /// The suite of the CA in `dir`.

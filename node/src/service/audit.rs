@@ -356,6 +356,10 @@ pub struct Status {
     /// versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_expires_ms: Option<u64>,
+    /// Serial of the node certificate in use (hex; changes with `pdx cert
+    /// install`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_serial: Option<String>,
     /// Warnings an operator should act on (a certificate that expires within
     /// 30 days, a restore not yet reconciled).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -441,15 +445,22 @@ pub fn status(node: &Node) -> Result<Status> {
         })
         .collect();
     let cp = node.audit.latest_checkpoint()?.peek()?;
-    let expires = crate::pki::validity(&node.cert)?.not_after_ms;
+    let cert = node.cert()?;
+    let expires = crate::pki::validity(&cert)?.not_after_ms;
     let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
     let days = (expires - now).div_euclid(86_400_000);
     let mut warnings = Vec::new();
     if days < super::doctor::CERT_WARN_DAYS {
         warnings.push(if expires <= now {
-            "the node certificate has expired: peers refuse it; have the CA issue a new one (`pdx ca issue`)".to_string()
+            format!(
+                "the node certificate has expired: peers refuse it; {}",
+                super::doctor::RENEW_HINT
+            )
         } else {
-            format!("the node certificate expires in {days} days: have the CA issue a new one (`pdx ca issue`)")
+            format!(
+                "the node certificate expires in {days} days: {}",
+                super::doctor::RENEW_HINT
+            )
         });
     }
     if let Some(why) = node.audit.checkpoints_held() {
@@ -483,6 +494,7 @@ pub fn status(node: &Node) -> Result<Status> {
             .collect(),
         datasets: datasets::list(node)?.len(),
         certificate_expires_ms: u64::try_from(expires).ok(),
+        certificate_serial: Some(crate::pki::parse_node_cert(&cert)?.serial),
         warnings,
         store_format: node.store.format(),
     })

@@ -28,7 +28,8 @@ pub struct PeerInfo {
 }
 
 /// Signs and stores this node's key documents where they are missing or
-/// out of date (an encryption key rotated or retired).
+/// out of date (an encryption key rotated or retired, or signed under a
+/// certificate since renewed).
 pub fn publish_own_key_documents(node: &Node) -> Result<()> {
     let keys = node.keys()?;
     for (i, k) in keys.encryption.iter().enumerate() {
@@ -42,7 +43,10 @@ pub fn publish_own_key_documents(node: &Node) -> Result<()> {
                     .dangerous_decode_unverified::<KeyDocumentBody>("key document")
                     .ok()
             })
-            .is_some_and(|b| b.active == active);
+            .is_some_and(|b| b.active == active)
+            && existing
+                .as_ref()
+                .is_some_and(|d| d.certificate == keys.cert.as_ref());
         if up_to_date {
             continue;
         }
@@ -54,7 +58,7 @@ pub fn publish_own_key_documents(node: &Node) -> Result<()> {
             created_ms: now_ms(),
             active,
         };
-        let doc = KeyDocument::sign(&body, &keys.identity, node.cert.to_vec())?;
+        let doc = KeyDocument::sign(&body, &keys.identity, keys.cert.to_vec())?;
         node.store.put(CF_KEYDIR, &key, &doc)?;
     }
     Ok(())
@@ -226,7 +230,7 @@ pub fn rotate_key(node: &Node, kind: &str, operator: &str) -> Result<String> {
                 let k = node.keys()?;
                 (
                     SigningKey::from_pkcs8(k.identity.pkcs8_der())?,
-                    node.cert.to_vec(),
+                    k.cert.to_vec(),
                 )
             };
             let log_id = node.audit.log_id().clone();

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 /// A certificate expiring within this many days is a warning.
 pub const CERT_WARN_DAYS: i64 = 30;
+
+/// What to do about an expiring certificate.
+pub const RENEW_HINT: &str = "renew it without downtime: at the CA, `pdx ca issue --renew --cert HOME/tls/node.crt --out DIR`, then `pdx cert install --home HOME --cert-dir DIR` (docs/operations.md)";
 /// A peer clock further off than this is a warning.
 pub const SKEW_WARN_MS: i64 = 5_000;
 /// A peer clock further off than this is an error (checkpoint and
@@ -168,7 +171,7 @@ pub async fn run(svc: &Arc<Services>) -> Result<DoctorReport> {
 fn local_checks(node: &Node) -> Result<Vec<Finding>> {
     let mut out = permissions(node);
     let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
-    let v = crate::pki::validity(&node.cert)?;
+    let v = crate::pki::validity(&node.cert()?)?;
     let days = (v.not_after_ms - now).div_euclid(DAY_MS);
     let expires =
         crate::timearg::format_ms(u64::try_from(v.not_after_ms).unwrap_or(0)).unwrap_or_default();
@@ -176,7 +179,7 @@ fn local_checks(node: &Node) -> Result<Vec<Finding>> {
         finding(
             "certificate",
             Severity::Error,
-            format!("the node certificate expired {expires}: peers refuse it; have the CA issue a new one for this department (`pdx ca issue`)"),
+            format!("the node certificate expired {expires}: peers refuse it; {RENEW_HINT}"),
         )
     } else if v.not_before_ms > now {
         finding(
@@ -188,7 +191,7 @@ fn local_checks(node: &Node) -> Result<Vec<Finding>> {
         finding(
             "certificate",
             Severity::Warn,
-            format!("the node certificate expires in {days} days ({expires}); have the CA issue a new one for this department (`pdx ca issue`)"),
+            format!("the node certificate expires in {days} days ({expires}); {RENEW_HINT}"),
         )
     } else {
         finding(

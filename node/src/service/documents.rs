@@ -34,8 +34,11 @@ pub struct Certified {
 impl Certified {
     /// Signs `body` with this node's identity key.
     pub fn sign<T: Serialize>(node: &Node, domain: SignatureDomain, body: &T) -> Result<Self> {
-        let keys = node.keys()?;
-        Self::sign_with(&keys.identity, node.cert.to_vec(), domain, body)
+        let (signed, certificate) = node.sign_certified(domain, body)?;
+        Ok(Certified {
+            signed,
+            certificate,
+        })
     }
 
     /// Signs `body` with `identity`, attaching its certificate.

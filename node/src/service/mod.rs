@@ -87,6 +87,8 @@ pub struct Services {
     pub node: Arc<Node>,
     /// Its endpoint.
     pub net: Arc<Net>,
+    /// Whether `net` serves (`pdx serve`) or only dials.
+    listening: bool,
     refusals: refusals::Refusals,
     calls: CallState,
     /// When each recovering peer's question was last audited.
@@ -118,33 +120,54 @@ pub fn open_node(
     Ok(node)
 }
 
+/// TLS configurations from the node's current certificate and identity key.
+fn tls_configs(node: &Node, listen: bool) -> Result<crate::net::TlsConfigs> {
+    let keys = node.keys()?;
+    let certs = vec![keys.cert.clone()];
+    Ok(crate::net::TlsConfigs {
+        server: if listen {
+            Some(crate::pki::tls::server_config(
+                &node.trust,
+                certs.clone(),
+                keys.identity.pkcs8_der(),
+            )?)
+        } else {
+            None
+        },
+        client: crate::pki::tls::client_config(&node.trust, certs, keys.identity.pkcs8_der())?,
+    })
+}
+
 impl Services {
+    /// `pdx cert install`: the new certificate (and key) replace the
+    /// current ones in the node and its log, key documents are re-signed
+    /// under it, and every handshake from now on presents it.
+    pub async fn install_cert(
+        self: &Arc<Self>,
+        cert_dir: std::path::PathBuf,
+        operator: String,
+    ) -> Result<crate::node::CertInstalled> {
+        let node = self.node.clone();
+        let installed = blocking(move || {
+            let installed = node.install_cert(&cert_dir, &operator)?;
+            directory::publish_own_key_documents(&node)?;
+            Ok(installed)
+        })
+        .await?;
+        let node = self.node.clone();
+        let listen = self.listening;
+        let tls = blocking(move || tls_configs(&node, listen)).await?;
+        self.net.replace_tls(tls)?;
+        Ok(installed)
+    }
+
     /// Services over `node`: listening on its configured address (`serve`),
     /// or dial-only (a command run without a running node).
     pub fn new(node: Arc<Node>, listen: bool) -> Result<Arc<Services>> {
         let addr: SocketAddr = node.config.listen.parse().map_err(|e| {
             NodeError::Invalid(format!("listen address {}: {e}", node.config.listen))
         })?;
-        let tls = {
-            let keys = node.keys()?;
-            let certs = vec![node.cert.clone()];
-            crate::net::TlsConfigs {
-                server: if listen {
-                    Some(crate::pki::tls::server_config(
-                        &node.trust,
-                        certs.clone(),
-                        keys.identity.pkcs8_der(),
-                    )?)
-                } else {
-                    None
-                },
-                client: crate::pki::tls::client_config(
-                    &node.trust,
-                    certs,
-                    keys.identity.pkcs8_der(),
-                )?,
-            }
-        };
+        let tls = tls_configs(&node, listen)?;
         let read = std::time::Duration::from_secs(u64::from(
             node.config.transfer.read_timeout_secs.max(1),
         ));
@@ -158,6 +181,7 @@ impl Services {
         Ok(Arc::new(Services {
             node,
             net,
+            listening: listen,
             refusals: refusals::Refusals::default(),
             calls: CallState::default(),
             recovery_answers: Default::default(),

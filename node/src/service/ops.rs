@@ -56,7 +56,7 @@ pub fn scrape(node: &Node) -> Result<crate::metrics::Scrape> {
         audit_entries: node.audit.size(),
         store_bytes,
         pending_compaction_bytes: pending,
-        cert_not_after_ms: crate::pki::validity(&node.cert)?.not_after_ms,
+        cert_not_after_ms: crate::pki::validity(&node.cert()?)?.not_after_ms,
         crl: crate::pki::installed_crl_times(&node.home)?,
         checkpoint_time_ms: node.audit.latest_checkpoint()?.peek()?.time_ms,
         cosignatures: if node.metrics.needs_cosignatures() {

@@ -243,8 +243,10 @@ fn check_held(node: &Node, w: &WitnessedCheckpoint) -> Result<pdx_audit::checkpo
             w.log_id
         )));
     }
-    let identity = node.keys()?.identity.verifying_key();
-    let en: KeyEndorsement = w.endorsement.verify(&identity)?;
+    // What a peer holds may be endorsed under a certificate this node has
+    // renewed since.
+    let signer = node.endorsement_signer(&w.endorsement, &node.config.dept, Some(&ours))?;
+    let en: KeyEndorsement = w.endorsement.verify(&signer.identity)?;
     if en.log_id != ours {
         return Err(NodeError::Invalid(
             "the endorsement names another log".into(),

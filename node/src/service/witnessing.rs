@@ -85,9 +85,14 @@ pub fn check_peer(
     }
     directory::accept_key_documents(node, &hello.key_documents)
         .map_err(|e| failure(ErrorCode::Internal, e))?;
+    // The endorsement stands on its own certificate (the peer may have
+    // renewed since this connection's certificate was issued).
+    let signer = node
+        .endorsement_signer(&hello.endorsement, &peer.dept, peer.log_id.as_deref())
+        .map_err(|e| failure(ErrorCode::BadSignature, e))?;
     let checkpoint = PeerCheckpoint::verify(
         &peer.dept,
-        &peer.identity,
+        &signer.identity,
         hello.endorsement,
         hello.checkpoint,
     )
@@ -252,7 +257,9 @@ pub fn store_cosignature(
         peer: peer.dept.clone(),
         message: m.to_string(),
     };
-    let endorsed = c.witness_endorsement.verify(&peer.identity)?;
+    let signer =
+        node.endorsement_signer(&c.witness_endorsement, &peer.dept, peer.log_id.as_deref())?;
+    let endorsed = c.witness_endorsement.verify(&signer.identity)?;
     if !endorsed.log_id.starts_with(&format!("{}:", peer.dept)) {
         return Err(wrong("cosigned with a key of another department"));
     }

@@ -467,3 +467,35 @@ pub fn people_node(dir: &Path) -> (Testnet, String) {
         .unwrap();
     (net, home)
 }
+
+/// Exports the audit bundles of homes `a` and `b` into `dir`:
+/// (`a.bundle`, `b.bundle`).
+pub fn export_bundles(
+    net: &Testnet,
+    dir: &Path,
+    a: &str,
+    b: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (ba, bb) = (dir.join("a.bundle"), dir.join("b.bundle"));
+    net.pdx_ok(&["audit", "export", "--home", a, "--out", &s(&ba)])
+        .unwrap();
+    net.pdx_ok(&["audit", "export", "--home", b, "--out", &s(&bb)])
+        .unwrap();
+    (ba, bb)
+}
+
+/// `pdx audit verify ARGS --json`: its exit code and report.
+pub fn verify_json(net: &Testnet, args: &[&str]) -> (Option<i32>, Value) {
+    let mut a = vec!["audit", "verify"];
+    a.extend_from_slice(args);
+    a.push("--json");
+    let out = net.pdx(&a).unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), v)
+}

@@ -195,12 +195,11 @@ fn prepare(node: &Node, spec: &CallSpec) -> std::result::Result<NeedKey, CallFai
     };
     body.check()
         .map_err(|m| fail(CallCode::InvalidRequest, m.0))?;
-    let request = Signed::sign(SignatureDomain::CallRequest, &node.keys()?.identity, &body)
-        .map_err(NodeError::from)?;
+    let (request, certificate) = node.sign_certified(SignatureDomain::CallRequest, &body)?;
     Ok(NeedKey::Ready(Box::new(Prepared {
         call: Call {
             request,
-            certificate: node.cert.to_vec(),
+            certificate,
             key_document: directory::own_active_key_document(node)?,
         },
         body,

@@ -42,6 +42,10 @@ struct StoredOutcome {
     #[serde(with = "serde_bytes")]
     request_certificate: Vec<u8>,
     response: Signed,
+    /// The certificate `response` was signed under (empty in records made
+    /// before certificates could be renewed: the current one then).
+    #[serde(default, with = "serde_bytes")]
+    response_certificate: Vec<u8>,
 }
 
 fn outcome_key(node: &Node, call_id: &[u8]) -> Result<pdx_crypto::atrest::ObjectKey> {
@@ -155,9 +159,16 @@ fn check(svc: &Services, from: &str, call: Call) -> std::result::Result<Step, Re
                 ),
             ));
         }
+        // A replay carries the certificate its response was signed under,
+        // which a renewal since may have replaced.
+        let response_certificate = if outcome.response_certificate.is_empty() {
+            node.cert().map_err(internal)?.to_vec()
+        } else {
+            outcome.response_certificate.clone()
+        };
         let response = CallResponse {
             response: outcome.response.clone(),
-            certificate: node.cert.to_vec(),
+            certificate: response_certificate.clone(),
             replay_of: Some(outcome.request.clone()),
         };
         let original: CallRequestBody = outcome
@@ -183,7 +194,7 @@ fn check(svc: &Services, from: &str, call: Call) -> std::result::Result<Step, Re
             request: outcome.request,
             request_certificate: outcome.request_certificate,
             response: Some(outcome.response),
-            response_certificate: node.cert.to_vec(),
+            response_certificate,
             retry: Some(call.request.clone()),
             response_values: None,
         };
@@ -288,11 +299,8 @@ fn finish(node: &Node, p: Pending, reply: BackendReply, started: Instant) -> Res
         sealed,
         key,
     };
-    let response = Signed::sign(
-        SignatureDomain::CallResponse,
-        &node.keys()?.identity,
-        &rbody,
-    )?;
+    let (response, response_certificate) =
+        node.sign_certified(SignatureDomain::CallResponse, &rbody)?;
     let s = summary(
         Role::Provider,
         &p.body,
@@ -309,6 +317,7 @@ fn finish(node: &Node, p: Pending, reply: BackendReply, started: Instant) -> Res
             request: p.call.request.clone(),
             request_certificate: p.call.certificate.clone(),
             response: response.clone(),
+            response_certificate: response_certificate.clone(),
         };
         let sealed = outcome_key(node, &p.body.call_id)?.seal_block(0, &to_cbor(&stored)?)?;
         extra.push(node.store.put_op(
@@ -326,14 +335,14 @@ fn finish(node: &Node, p: Pending, reply: BackendReply, started: Instant) -> Res
         request: p.call.request.clone(),
         request_certificate: p.call.certificate.clone(),
         response: Some(response.clone()),
-        response_certificate: node.cert.to_vec(),
+        response_certificate: response_certificate.clone(),
         retry: None,
         response_values: (outcome == Outcome::Ok).then_some(values),
     };
     record(node, &kept, Some(&p.def), true, Some(&p.grant), extra)?;
     Ok(CallResponse {
         response,
-        certificate: node.cert.to_vec(),
+        certificate: response_certificate,
         replay_of: None,
     })
 }

@@ -17,7 +17,6 @@ use pdx_audit::{EventKind, Subject};
 use pdx_crypto::SignatureDomain;
 use pdx_crypto::atrest::ObjectKey;
 use pdx_crypto::envelope::{Recipient, ReleaseContext, Sealer};
-use pdx_crypto::wire::Signed;
 use pdx_schemas::RuleViolation;
 use pdx_schemas::engine::{Engine, FieldSealer, OutValue, RecordSink};
 use pdx_schemas::rules::check_external_release;
@@ -336,10 +335,10 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
         report: decision.report.clone(),
         rows: Some(rows.clone()),
     };
-    let signed = Signed::sign(SignatureDomain::Manifest, &node.keys()?.identity, &body)?;
+    let (signed, certificate) = node.sign_certified(SignatureDomain::Manifest, &body)?;
     let manifest = Manifest {
         signed,
-        certificate: node.cert.to_vec(),
+        certificate,
     };
     let out = OutRelease {
         release_id: release_id.clone(),

@@ -320,9 +320,10 @@ impl ChunkSink for ReleaseSink {
                 record_count,
                 time_ms: now_ms(),
             };
+            let (signed, certificate) = node.sign_certified(SignatureDomain::Receipt, &receipt)?;
             Ok(Receipt {
-                signed: Signed::sign(SignatureDomain::Receipt, &node.keys()?.identity, &receipt)?,
-                certificate: node.cert.to_vec(),
+                signed,
+                certificate,
             })
         })
     }

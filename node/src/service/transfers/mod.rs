@@ -21,7 +21,6 @@ use crate::proto::transfer::{Failure, ManifestCheck, ReceiptCheck, Receiver, Sen
 use ends::{ReleaseSink, ReleaseSource};
 use pdx_audit::store::now_ms;
 use pdx_audit::{EventKind, Subject};
-use pdx_crypto::wire::Signed;
 use pdx_crypto::{Digest, SignatureDomain};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
