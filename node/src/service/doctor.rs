@@ -81,24 +81,36 @@ fn finding(check: &str, severity: Severity, message: impl Into<String>) -> Findi
 const DAY_MS: i64 = 86_400_000;
 
 /// Runs every check: local ones on the blocking pool, then a handshake with
-/// each peer (reachability and clock skew), then witnessing.
+/// every peer at once (reachability and clock skew), then witnessing.
 pub async fn run(svc: &Arc<Services>) -> Result<DoctorReport> {
     let node = svc.node.clone();
     let mut findings = blocking(move || local_checks(&node)).await?;
     let n = svc.node.clone();
     let peers = blocking(move || directory::peers(&n)).await?;
-    for p in &peers {
-        let result = tokio::time::timeout(PEER_TIMEOUT, svc.net.connect(svc, &p.dept)).await;
-        let reach = match result {
-            Ok(Ok(pc)) => {
-                pc.close();
-                finding(
-                    "peer",
-                    Severity::Ok,
-                    format!("{} at {} answered the handshake", p.dept, p.addr),
-                )
+    // Every peer at once: `None` answered, else why not (`None` inside:
+    // no answer within the timeout).
+    let answers = super::ask_each(peers.iter().map(|p| p.dept.clone()).collect(), |dept| {
+        let svc = svc.clone();
+        async move {
+            match tokio::time::timeout(PEER_TIMEOUT, svc.net.connect(&svc, &dept)).await {
+                Ok(Ok(pc)) => {
+                    pc.close();
+                    None
+                }
+                Ok(Err(e)) => Some(Some(e.to_string())),
+                Err(_) => Some(None),
             }
-            Ok(Err(e)) => finding(
+        }
+    })
+    .await?;
+    for (p, answer) in peers.iter().zip(answers) {
+        let reach = match answer {
+            None => finding(
+                "peer",
+                Severity::Ok,
+                format!("{} at {} answered the handshake", p.dept, p.addr),
+            ),
+            Some(Some(e)) => finding(
                 "peer",
                 Severity::Warn,
                 format!(
@@ -106,7 +118,7 @@ pub async fn run(svc: &Arc<Services>) -> Result<DoctorReport> {
                     p.dept, p.addr
                 ),
             ),
-            Err(_) => finding(
+            Some(None) => finding(
                 "peer",
                 Severity::Warn,
                 format!(

@@ -60,6 +60,33 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| NodeError::Invalid(format!("task failed: {e}")))?
 }
 
+/// Runs `ask` for every department at once (each bounded by its own
+/// timeout inside `ask`, so one silent peer costs its timeout once, not once
+/// per peer before it) and returns the answers in the order given.
+pub async fn ask_each<T, Fut>(depts: Vec<String>, ask: impl Fn(String) -> Fut) -> Result<Vec<T>>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let span = tracing::Span::current();
+    let mut set = tokio::task::JoinSet::new();
+    let mut out: Vec<Option<T>> = depts.iter().map(|_| None).collect();
+    for (i, dept) in depts.into_iter().enumerate() {
+        let asked = ask(dept);
+        set.spawn(tracing::Instrument::instrument(
+            async move { (i, asked.await) },
+            span.clone(),
+        ));
+    }
+    while let Some(done) = set.join_next().await {
+        let (i, answer) = done.map_err(|e| NodeError::Invalid(format!("task failed: {e}")))?;
+        if let Some(slot) = out.get_mut(i) {
+            *slot = Some(answer);
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
 /// Where a signed document went: written to a file, or sent and accepted.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dispatch {

@@ -273,9 +273,13 @@ pub async fn reconcile(svc: &Arc<Services>, operator: &str) -> Result<Reconcilia
         .ok_or_else(|| NodeError::Invalid("this home was not restored from a backup".into()))?;
     let n = node.clone();
     let peers = blocking(move || directory::peers(&n)).await?;
+    let answers = super::ask_each(peers.iter().map(|p| p.dept.clone()).collect(), |dept| {
+        let svc = svc.clone();
+        async move { tokio::time::timeout(PEER_TIMEOUT, svc.net.recover(&svc, &dept)).await }
+    })
+    .await?;
     let mut views = Vec::new();
-    for p in &peers {
-        let asked = tokio::time::timeout(PEER_TIMEOUT, svc.net.recover(svc, &p.dept)).await;
+    for (p, asked) in peers.iter().zip(answers) {
         let view = match asked {
             Err(_) => Err(format!("no answer within {} s", PEER_TIMEOUT.as_secs())),
             Ok(Err(e)) => Err(e.to_string()),
