@@ -104,14 +104,16 @@ pub fn open_values(
         return Ok(values);
     }
     let wrapped: Vec<_> = key.cloned().into_iter().collect();
-    let keys = node.keys()?;
-    let opener = Opener::new(
-        node.suite,
-        &context(&def.id, dir, call_id)?,
-        &wrapped,
-        &node.config.dept,
-        |kid| keys.encryption_key(kid),
-    )?;
+    let opener = {
+        let keys = node.keys()?;
+        Opener::new(
+            node.suite,
+            &context(&def.id, dir, call_id)?,
+            &wrapped,
+            &node.config.dept,
+            |kid| keys.encryption_key(kid),
+        )?
+    };
     for (name, ct) in sealed {
         let (i, f) = fields
             .iter()

@@ -80,14 +80,19 @@ where
             .try_into()
             .map_err(|_| NodeError::Invalid("release id".into()))?,
     };
-    let keys = node.keys()?;
-    let opener = match Opener::new(
-        node.suite,
-        &ctx,
-        &body.recipients,
-        &node.config.dept,
-        |kid| keys.encryption_key(kid),
-    ) {
+    // The key guard is dropped at once: the loop below takes it again (a
+    // reader waiting behind a writer, `pdx cert install`, would deadlock).
+    let opened = {
+        let keys = node.keys()?;
+        Opener::new(
+            node.suite,
+            &ctx,
+            &body.recipients,
+            &node.config.dept,
+            |kid| keys.encryption_key(kid),
+        )
+    };
+    let opener = match opened {
         Ok(o) => Some(o),
         Err(pdx_crypto::CryptoError::NotARecipient { .. }) => None,
         Err(e) => return Err(e.into()),
