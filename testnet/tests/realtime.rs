@@ -216,13 +216,7 @@ fn an_interrupted_daily_fetch_resumes_and_the_chain_stays_whole() {
     rt.net.kill(&victim).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     rt.net.start(&victim).unwrap();
-    let out = fetch.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = json_of(fetch);
     assert!(
         first["resumed_from"].as_u64().unwrap_or(0) >= stored_before,
         "resumed, not restarted: {first}"

@@ -110,13 +110,7 @@ fn spawn_fetch(net: &Testnet) -> std::process::Child {
 /// Waits for a fetch spawned by [`spawn_fetch`]: it must succeed with every
 /// record; returns its report.
 fn fetched(fetch: std::process::Child) -> serde_json::Value {
-    let out = fetch.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_of(fetch);
     assert_eq!(v["records"], ROWS, "{v:#}");
     v
 }

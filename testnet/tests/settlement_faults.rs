@@ -96,13 +96,7 @@ fn a_province_killed_mid_release_resumes_and_the_figures_are_unchanged() {
     st.net.kill(victim).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     st.net.start(victim).unwrap();
-    let out = fetch.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_of(fetch);
     assert!(
         v["resumed_from"].as_u64().unwrap_or(0) >= stored_before,
         "resumed, not restarted: {v}"

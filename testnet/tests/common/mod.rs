@@ -499,3 +499,15 @@ pub fn verify_json(net: &Testnet, args: &[&str]) -> (Option<i32>, Value) {
     });
     (out.status.code(), v)
 }
+
+/// Waits for a spawned `pdx ... --json` (stdout and stderr piped): it must
+/// succeed; returns what it printed.
+pub fn json_of(child: std::process::Child) -> Value {
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
