@@ -65,13 +65,6 @@ pub fn staged_cert_path(home: &Home) -> PathBuf {
     home.tls().join("node.crt.new")
 }
 
-fn read_node_cert(path: &Path) -> Result<CertificateDer<'static>> {
-    crate::pki::read_certs(path)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| NodeError::Pki(format!("{}: no certificate", path.display())))
-}
-
 /// What a crash during `pdx cert install` left (see
 /// [`NodeKeys::finish_cert_install`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,7 +173,7 @@ impl NodeKeys {
         Ok(NodeKeys {
             suite,
             identity,
-            cert: read_node_cert(&home.node_cert())?,
+            cert: crate::pki::read_cert(&home.node_cert())?,
             audit,
             encryption: vec![encryption],
             pseudonym,
@@ -216,7 +209,7 @@ impl NodeKeys {
         Ok(NodeKeys {
             suite,
             identity,
-            cert: read_node_cert(&home.node_cert())?,
+            cert: crate::pki::read_cert(&home.node_cert())?,
             audit,
             encryption,
             pseudonym,
@@ -349,7 +342,7 @@ impl NodeKeys {
     pub fn commit_cert_install(&mut self, home: &Home, pass: Option<&[u8]>) -> Result<()> {
         let staged_key = staged_identity_path(home);
         let staged_cert = staged_cert_path(home);
-        let cert = read_node_cert(&staged_cert)?;
+        let cert = crate::pki::read_cert(&staged_cert)?;
         let identity = if staged_key.exists() {
             let k = load_signing(self.suite, &staged_key, pass)?;
             std::fs::rename(&staged_key, home.key("identity"))
@@ -394,7 +387,7 @@ impl NodeKeys {
             }
             return Ok(StagedInstall::None);
         }
-        if recorded(read_node_cert(&staged_cert)?.as_ref())? {
+        if recorded(crate::pki::read_cert(&staged_cert)?.as_ref())? {
             self.commit_cert_install(home, pass)?;
             Ok(StagedInstall::Completed)
         } else {

@@ -272,11 +272,19 @@ impl Node {
         )?;
         // Finish or drop a certificate install a crash interrupted: its
         // commit point is the re-endorsement carrying the new certificate.
-        keys.finish_cert_install(
+        match keys.finish_cert_install(
             home,
             |staged| Ok(audit.current_endorsement()?.certificate == staged),
             pass,
-        )?;
+        )? {
+            crate::keys::StagedInstall::None => {}
+            crate::keys::StagedInstall::Completed => tracing::warn!(
+                "completed the certificate install a crash interrupted after the log recorded it"
+            ),
+            crate::keys::StagedInstall::Abandoned => tracing::warn!(
+                "dropped a certificate install a crash interrupted before the log recorded it: run `pdx cert install` again"
+            ),
+        }
         let info = pki::parse_node_cert(&keys.cert)?;
         suite.expect(info.suite, &home.node_cert().display().to_string())?;
         if info.dept != config.dept {
@@ -573,11 +581,9 @@ impl Node {
     pub fn install_cert(&self, cert_dir: &Path, operator: &str) -> Result<CertInstalled> {
         let cert_path = cert_dir.join("node.crt");
         let cert_pem = std::fs::read(&cert_path).map_err(NodeError::io(&cert_path))?;
-        let der = pki::read_certs(&cert_path)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| NodeError::Pki(format!("{}: no certificate", cert_path.display())))?;
         let refuse = |why: String| NodeError::Pki(format!("{}: {why}", cert_path.display()));
+        let der = CertificateDer::from_pem_slice(&cert_pem)
+            .map_err(|e| refuse(format!("no PEM certificate: {e}")))?;
         let info = self
             .check_cert(&der)
             .map_err(|e| refuse(format!("not usable: {e}")))?;

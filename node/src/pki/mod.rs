@@ -503,10 +503,7 @@ pub fn ca_renew(
     out: &Path,
 ) -> Result<IssuedCert> {
     let mut state = load_state(dir)?;
-    let der = read_certs(current)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| NodeError::Pki(format!("{}: no certificate", current.display())))?;
+    let der = read_cert(current)?;
     let ca = read_certs(&dir.join("ca.crt"))?;
     // Expiry is what renewal is for: the chain is checked when it was valid.
     let since = validity(&der)?.not_before_ms.saturating_add(1000);
@@ -691,6 +688,14 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
         )));
     }
     Ok(certs)
+}
+
+/// Reads the first PEM certificate of `path` (a node's own certificate).
+pub fn read_cert(path: &Path) -> Result<CertificateDer<'static>> {
+    read_certs(path)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| NodeError::Pki(format!("{}: no certificate found", path.display())))
 }
 
 /// Reads PEM CRLs.

@@ -114,8 +114,6 @@ pub struct Services {
     pub node: Arc<Node>,
     /// Its endpoint.
     pub net: Arc<Net>,
-    /// Whether `net` serves (`pdx serve`) or only dials.
-    listening: bool,
     refusals: refusals::Refusals,
     calls: CallState,
     /// When each recovering peer's question was last audited.
@@ -181,9 +179,9 @@ impl Services {
             Ok(installed)
         })
         .await?;
+        // A server configuration too: `net` takes it only while it serves.
         let node = self.node.clone();
-        let listen = self.listening;
-        let tls = blocking(move || tls_configs(&node, listen)).await?;
+        let tls = blocking(move || tls_configs(&node, true)).await?;
         self.net.replace_tls(tls)?;
         Ok(installed)
     }
@@ -208,7 +206,6 @@ impl Services {
         Ok(Arc::new(Services {
             node,
             net,
-            listening: listen,
             refusals: refusals::Refusals::default(),
             calls: CallState::default(),
             recovery_answers: Default::default(),
