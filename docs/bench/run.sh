@@ -28,6 +28,8 @@ echo "== settlement scenario, 31 provinces x 200,000 records"
 dir=$(mktemp -d /tmp/pdx-bench-scenario.XXXX)
 run "$BIN/pdx-testnet" scenario settlement --provinces 31 --records 200000 --dir "$dir"
 rm -rf "$dir"
+echo "== committee aggregate: keygen, proofs, partial decryptions (one proven contribution)"
+run cargo run --release -q -p pdx-crypto --example he_committee_bench -- 1
 echo "== audit log append/verify/proof (100,000 entries)"
 adir=$(mktemp -d /tmp/pdx-bench-audit.XXXX)
 run cargo run --release -q -p pdx-audit --example audit_bench -- "$adir" 100000
