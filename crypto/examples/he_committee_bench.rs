@@ -86,7 +86,7 @@ fn main() {
         println!(
             "one list of {k} slots: prove {p:.0} ms, verify {:.0} ms, proof {} bytes",
             ms(t),
-            proofs[0].len()
+            proofs[0].to_bytes().unwrap().len()
         );
     }
 
@@ -114,7 +114,7 @@ fn main() {
             let t = Instant::now();
             proof::verify(&list, &pk, &crs, &proofs, meta.as_bytes()).unwrap();
             verify_ms.push(ms(t));
-            proof_bytes = proofs.iter().map(Vec::len).sum();
+            proof_bytes = proofs.iter().map(|p| p.to_bytes().unwrap().len()).sum();
             lists.push(list);
         } else {
             lists.push(he::encrypt_in(&pk, layout, &limbs).unwrap());

@@ -172,3 +172,18 @@ pub fn gateway_body(data: &[u8]) {
 pub fn backup_archive(data: &[u8]) {
     crate::service::backup::fuzz_archive(data);
 }
+
+/// The decoders of homomorphic-aggregate proofs and reference strings
+/// (`pdx_crypto::he::proof`), chosen by the first byte.
+pub fn he_proof(data: &[u8]) {
+    use pdx_crypto::he::{Layout, proof};
+    match data.split_first() {
+        Some((b, rest)) if b & 1 == 0 => {
+            let _ = proof::Proof::from_bytes(rest);
+        }
+        Some((_, rest)) => {
+            let _ = proof::Crs::from_bytes(Layout::COMMITTEE, rest);
+        }
+        None => {}
+    }
+}

@@ -169,3 +169,48 @@ proptest! {
         fuzzing::backup_archive(&data);
     }
 }
+
+/// A real proof of a short list (first byte even: the proof decoder).
+fn proof_seed() -> Vec<u8> {
+    use pdx_crypto::he::{Layout, committee, proof};
+    let c = committee::Committee::new(2, 2).unwrap();
+    let (_, b1) = committee::share_keygen(&[3; 16]);
+    let (_, b2) = committee::share_keygen(&[3; 16]);
+    let pk = committee::combine_public_key(&c, &[3; 16], &[&b1, &b2]).unwrap();
+    let layout = Layout {
+        chunk: Some(16),
+        ..Layout::COMMITTEE
+    };
+    let crs = proof::Crs::generate(layout).unwrap();
+    let (_, proofs) = proof::encrypt_and_prove(&pk, &crs, &[1; 16], b"seed").unwrap();
+    let mut v = vec![0u8];
+    v.extend(proofs[0].to_bytes().unwrap());
+    v
+}
+
+#[test]
+fn mutated_he_proofs_and_reference_strings_never_panic() {
+    let seed = proof_seed();
+    fuzzing::he_proof(&seed);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(500));
+    runner
+        .run(
+            &(
+                proptest::collection::vec((any::<u16>(), any::<u8>()), 1..8),
+                any::<bool>(),
+                any::<u16>(),
+            ),
+            |(flips, as_crs, cut)| {
+                let mut data = seed.clone();
+                for (pos, x) in flips {
+                    let i = 1 + pos as usize % (data.len() - 1);
+                    data[i] ^= x;
+                }
+                data[0] = u8::from(as_crs);
+                data.truncate(1 + cut as usize % data.len());
+                fuzzing::he_proof(&data);
+                Ok(())
+            },
+        )
+        .unwrap();
+}

@@ -6,8 +6,8 @@
 //! caller passes (query, contributor, deadline) plus the chunk's position.
 //!
 //! The common reference string ([`Crs`]) has a trapdoor: whoever generates it
-//! could forge proofs. pdx has the network CA generate it (`pdx ca zk-crs`),
-//! the party every node already trusts to certify departments.
+//! could forge proofs. The network CA, the party every node already trusts
+//! to certify departments, is the one to generate it (`docs/he-aggregates.md`).
 
 use super::{HeList, HePublicKey, Layout, PKE, check_limbs, dimension, encryption_generator};
 use crate::{CryptoError, Result};
@@ -109,6 +109,38 @@ impl Crs {
     }
 }
 
+/// One compact list's proof, decoded and conformance-checked.
+pub struct Proof(CompactPkeProof);
+
+impl std::fmt::Debug for Proof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Proof(..)")
+    }
+}
+
+impl Proof {
+    /// tfhe's versioned serialization (2,670 bytes for the committee layout).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        tfhe::safe_serialization::safe_serialize(&self.0, &mut bytes, MAX_PROOF_BYTES)
+            .map_err(|e| CryptoError::He(format!("proof serialization: {e}")))?;
+        Ok(bytes)
+    }
+
+    /// Reads a proof; refuses one over [`MAX_PROOF_BYTES`], malformed, or not
+    /// a PKEv2 proof.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Proof> {
+        let conformance = CompactPkeProofConformanceParams::new(CompactPkeZkScheme::V2);
+        tfhe::safe_serialization::safe_deserialize_conformant::<CompactPkeProof>(
+            bytes,
+            MAX_PROOF_BYTES,
+            &conformance,
+        )
+        .map(Proof)
+        .map_err(he_err("proof does not decode"))
+    }
+}
+
 /// What a chunk's proof binds: the caller's metadata, the chunk index and count.
 fn chunk_metadata(metadata: &[u8], index: usize, count: usize) -> Vec<u8> {
     let mut m = Vec::with_capacity(metadata.len() + 16);
@@ -125,13 +157,13 @@ pub fn encrypt_and_prove(
     crs: &Crs,
     limbs: &[u64],
     metadata: &[u8],
-) -> Result<(HeList, Vec<Vec<u8>>)> {
+) -> Result<(HeList, Vec<Proof>)> {
     let layout = crs.layout;
     check_limbs(&layout, limbs)?;
     let k = chunk(&layout)?;
     let count = limbs.len().div_ceil(k);
     // Chunks are proven in parallel, each with its own generator.
-    let proven: Vec<(Vec<u64>, Vec<u8>)> = limbs
+    let proven: Vec<(Vec<u64>, Proof)> = limbs
         .par_chunks(k)
         .enumerate()
         .map(|(index, chunk)| {
@@ -155,10 +187,7 @@ pub fn encrypt_and_prove(
                 ZkComputeLoad::Proof,
             )
             .map_err(|e| CryptoError::He(format!("proving chunk {index}: {e}")))?;
-            let mut bytes = Vec::new();
-            tfhe::safe_serialization::safe_serialize(&proof, &mut bytes, MAX_PROOF_BYTES)
-                .map_err(|e| CryptoError::He(format!("proof serialization: {e}")))?;
-            Ok((ct.into_container(), bytes))
+            Ok((ct.into_container(), Proof(proof)))
         })
         .collect::<Result<_>>()?;
     let mut words = Vec::with_capacity(layout.list_words(limbs.len()));
@@ -171,12 +200,12 @@ pub fn encrypt_and_prove(
 }
 
 /// Verifies one proof per compact list of `list` under `pk` and `metadata`;
-/// refuses a missing, extra, malformed or false proof, naming the chunk.
+/// refuses a missing, extra or false proof, naming the chunk.
 pub fn verify(
     list: &HeList,
     pk: &HePublicKey,
     crs: &Crs,
-    proofs: &[Vec<u8>],
+    proofs: &[Proof],
     metadata: &[u8],
 ) -> Result<()> {
     if list.layout() != crs.layout {
@@ -192,24 +221,15 @@ pub fn verify(
             lists.len()
         )));
     }
-    let conformance = CompactPkeProofConformanceParams::new(CompactPkeZkScheme::V2);
     lists
         .par_iter()
         .zip(proofs)
         .enumerate()
-        .try_for_each(|(index, (ct, bytes))| {
-            let proof = tfhe::safe_serialization::safe_deserialize_conformant::<CompactPkeProof>(
-                bytes.as_slice(),
-                MAX_PROOF_BYTES,
-                &conformance,
-            )
-            .map_err(|e| {
-                CryptoError::He(format!("proof of chunk {index} does not decode: {e}"))
-            })?;
+        .try_for_each(|(index, (ct, proof))| {
             let outcome = verify_lwe_compact_ciphertext_list(
                 ct,
                 &pk.key,
-                &proof,
+                &proof.0,
                 &crs.crs,
                 &chunk_metadata(metadata, index, lists.len()),
             );
@@ -252,14 +272,16 @@ mod tests {
         assert_eq!(proofs.len(), 2);
         verify(&list, &pk, &crs, &proofs, b"q1|dept|deadline")?;
         assert!(verify(&list, &pk, &crs, &proofs, b"q2|dept|deadline").is_err());
-        let swapped = vec![proofs[1].clone(), proofs[0].clone()];
+        let bytes: Vec<Vec<u8>> = proofs.iter().map(Proof::to_bytes).collect::<Result<_>>()?;
+        let read = |b: &Vec<u8>| Proof::from_bytes(b);
+        let swapped = vec![read(&bytes[1])?, read(&bytes[0])?];
         assert!(verify(&list, &pk, &crs, &swapped, b"q1|dept|deadline").is_err());
         assert!(verify(&list, &pk, &crs, &proofs[..1], b"q1|dept|deadline").is_err());
         assert!(verify(&list, &key()?, &crs, &proofs, b"q1|dept|deadline").is_err());
-        let mut garbled = proofs.clone();
-        let half = garbled[0].len() / 2;
-        garbled[0].truncate(half);
-        assert!(verify(&list, &pk, &crs, &garbled, b"q1|dept|deadline").is_err());
+        let round_trip: Vec<Proof> = bytes.iter().map(read).collect::<Result<_>>()?;
+        verify(&list, &pk, &crs, &round_trip, b"q1|dept|deadline")?;
+        assert!(Proof::from_bytes(&bytes[0][..bytes[0].len() / 2]).is_err());
+        assert!(Proof::from_bytes(&[]).is_err());
         Ok(())
     }
 
