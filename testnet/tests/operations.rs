@@ -353,7 +353,11 @@ fn json_logs_carry_an_operation_id_and_no_personal_value() {
     ] {
         assert!(!log.contains(who), "{who} appears in the log");
     }
-    assert!(pdx_testnet::leaks::personal_data_in(&log).is_empty());
+    let found = pdx_testnet::leaks::personal_data_in(&log);
+    assert!(
+        found.is_empty(),
+        "personal data in the log (masked): {found:?}"
+    );
 }
 
 #[test]
