@@ -203,9 +203,7 @@ pub fn combine_public_key(
     let body = &mut words[n..];
     body.fill(0);
     for b in bodies {
-        for (w, x) in body.iter_mut().zip(b.iter()) {
-            *w = w.wrapping_add(*x);
-        }
+        super::add_words(body, b);
     }
     HePublicKey::from_words(words)
 }
@@ -294,9 +292,7 @@ fn combined_plaintexts(
     }
     let mut sum = list.bodies();
     for p in partials {
-        for (s, x) in sum.iter_mut().zip(p.iter()) {
-            *s = s.wrapping_add(*x);
-        }
+        super::add_words(&mut sum, p);
     }
     Ok(sum)
 }

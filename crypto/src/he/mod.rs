@@ -372,18 +372,32 @@ impl HeList {
                 other.slots, self.slots
             )));
         }
-        let words = self
-            .words
-            .iter()
-            .zip(&other.words)
-            .map(|(a, b)| a.wrapping_add(*b))
-            .collect();
+        let mut words = self.words.clone();
+        add_words(&mut words, &other.words);
         Ok(HeList {
             words,
             slots: self.slots,
             layout: self.layout,
         })
     }
+}
+
+/// `acc += x` word by word in Z/2^64: how ciphertexts, public-key bodies and
+/// partial decryptions add.
+fn add_words(acc: &mut [u64], x: &[u64]) {
+    for (a, b) in acc.iter_mut().zip(x) {
+        *a = a.wrapping_add(*b);
+    }
+}
+
+/// An all-zero compact list of `k` slots to encrypt into.
+fn empty_list(k: usize) -> LweCompactCiphertextListOwned<u64> {
+    LweCompactCiphertextList::new(
+        0u64,
+        dimension().to_lwe_size(),
+        LweCiphertextCount(k),
+        CiphertextModulus::new_native(),
+    )
 }
 
 /// Refuses an empty list or a limb that does not fit the layout.
@@ -425,12 +439,7 @@ pub fn encrypt_in(pk: &HePublicKey, layout: Layout, limbs: &[u64]) -> Result<HeL
                 .map(|&l| l << layout.delta_log)
                 .collect::<Vec<_>>(),
         );
-        let mut ct = LweCompactCiphertextList::new(
-            0u64,
-            dimension().to_lwe_size(),
-            LweCiphertextCount(k),
-            CiphertextModulus::new_native(),
-        );
+        let mut ct = empty_list(k);
         encrypt_lwe_compact_ciphertext_list_with_compact_public_key(
             &pk.key,
             &mut ct,

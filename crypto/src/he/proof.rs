@@ -9,7 +9,9 @@
 //! could forge proofs. The network CA, the party every node already trusts
 //! to certify departments, is the one to generate it (`docs/he-aggregates.md`).
 
-use super::{HeList, HePublicKey, Layout, PKE, check_limbs, dimension, encryption_generator};
+use super::{
+    HeList, HePublicKey, Layout, PKE, check_limbs, dimension, empty_list, encryption_generator,
+};
 use crate::{CryptoError, Result};
 use rand_chacha_03::rand_core::SeedableRng;
 use rayon::prelude::*;
@@ -168,12 +170,7 @@ pub fn encrypt_and_prove(
         .enumerate()
         .map(|(index, chunk)| {
             let mut enc_gen = encryption_generator();
-            let mut ct = LweCompactCiphertextList::new(
-                0u64,
-                dimension().to_lwe_size(),
-                LweCiphertextCount(chunk.len()),
-                CiphertextModulus::new_native(),
-            );
+            let mut ct = empty_list(chunk.len());
             let proof = encrypt_and_prove_lwe_compact_ciphertext_list_with_compact_public_key(
                 &pk.key,
                 &mut ct,
