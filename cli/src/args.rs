@@ -241,7 +241,9 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum HeCmd {
-    /// Key holder: create a key pair and the signed query document.
+    /// Key holder: create a key pair and the signed query document; with
+    /// --committee, propose a committee query (then: he key-share on each
+    /// member, he key-finish here).
     Keygen {
         #[command(flatten)]
         home: HomeArgs,
@@ -276,6 +278,51 @@ pub enum HeCmd {
         /// Where to write the signed query document (default QUERY.query in the current directory).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Decryption committee, this node among them (repeat or comma-separate;
+        /// 2 to 7 members): no member ever holds the whole key.
+        #[arg(long = "committee", value_delimiter = ',')]
+        committee: Vec<String>,
+        /// Committee members whose partial decryptions suffice (default: all).
+        #[arg(long, requires = "committee")]
+        threshold: Option<u8>,
+    },
+    /// Committee member: deal this member's sub-shares of a proposed query and
+    /// send them (public parts; secrets sealed for their other holders) to the coordinator.
+    KeyShare {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Query id.
+        #[arg(long)]
+        query: String,
+    },
+    /// Coordinator: once every member's key share arrived, make the committee's
+    /// public key, sign the query and send every member the transcript.
+    KeyFinish {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Query id.
+        #[arg(long)]
+        query: String,
+        /// Where to write the signed query document (default QUERY.query in the current directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Committee member: partially decrypt the aggregate and send it to the coordinator.
+    Partial {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Query id.
+        #[arg(long)]
+        query: String,
+    },
+    /// Coordinator: combine the members' partial decryptions (at least the
+    /// threshold) and decode the sum; once per query.
+    Combine {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// Query id.
+        #[arg(long)]
+        query: String,
     },
     /// Contributor: sum a dataset per category, encrypt, sign, send to the aggregator.
     Contribute {

@@ -622,6 +622,8 @@ fn he_request(c: &HeCmd) -> Result<(HomeArgs, Request)> {
             aggregator,
             deadline,
             out,
+            committee,
+            threshold,
         } => {
             let out = match out {
                 Some(o) => absolute(o)?,
@@ -640,9 +642,39 @@ fn he_request(c: &HeCmd) -> Result<(HomeArgs, Request)> {
                     aggregator: aggregator.clone(),
                     deadline_ms: time_arg(deadline, "--deadline", DayBound::End)?,
                     out,
+                    committee: committee.clone(),
+                    threshold: *threshold,
                 }),
             )
         }
+        HeCmd::KeyShare { home, query } => h(
+            home,
+            Request::HeKeyShare {
+                query: query.clone(),
+            },
+        ),
+        HeCmd::KeyFinish { home, query, out } => h(
+            home,
+            Request::HeKeyFinish {
+                query: query.clone(),
+                out: match out {
+                    Some(o) => absolute(o)?,
+                    None => absolute(&PathBuf::from(format!("{query}.query")))?,
+                },
+            },
+        ),
+        HeCmd::Partial { home, query } => h(
+            home,
+            Request::HePartial {
+                query: query.clone(),
+            },
+        ),
+        HeCmd::Combine { home, query } => h(
+            home,
+            Request::HeCombine {
+                query: query.clone(),
+            },
+        ),
         HeCmd::Contribute {
             home,
             query,

@@ -43,6 +43,12 @@ pub enum SignatureDomain {
     HeContribution,
     /// A homomorphic aggregate signed by the aggregator.
     HeAggregate,
+    /// A committee query's key proposal signed by its coordinator.
+    HeKeyProposal,
+    /// A committee member's public-key contributions and sealed sub-shares.
+    HeKeyShare,
+    /// A committee member's partial decryption of an aggregate.
+    HePartial,
     /// A settlement confirmation signed by an insured province.
     Confirmation,
     /// An online service call's request, signed by the consumer.
@@ -65,6 +71,9 @@ impl SignatureDomain {
             SignatureDomain::HeQuery => "he-query",
             SignatureDomain::HeContribution => "he-contribution",
             SignatureDomain::HeAggregate => "he-aggregate",
+            SignatureDomain::HeKeyProposal => "he-key-proposal",
+            SignatureDomain::HeKeyShare => "he-key-share",
+            SignatureDomain::HePartial => "he-partial",
             SignatureDomain::Confirmation => "confirmation",
             SignatureDomain::CallRequest => "call-request",
             SignatureDomain::CallResponse => "call-response",

@@ -141,6 +141,28 @@ pub enum Request {
         /// Query id.
         query: String,
     },
+    /// `pdx he key-share`.
+    HeKeyShare {
+        /// Query id.
+        query: String,
+    },
+    /// `pdx he key-finish`.
+    HeKeyFinish {
+        /// Query id.
+        query: String,
+        /// Where to write the signed query.
+        out: String,
+    },
+    /// `pdx he partial`.
+    HePartial {
+        /// Query id.
+        query: String,
+    },
+    /// `pdx he combine`.
+    HeCombine {
+        /// Query id.
+        query: String,
+    },
     /// `pdx he verify-sum` on a node.
     HeVerifySum {
         /// Query id.
@@ -334,8 +356,14 @@ outcomes! {
     Contributed(Contributed),
     /// `pdx he aggregate`.
     Aggregated(Aggregated),
-    /// `pdx he decrypt`.
+    /// `pdx he decrypt`, `pdx he combine`.
     Decrypted(Decrypted),
+    /// `pdx he key-share`.
+    KeyShared(aggregate::KeyShared),
+    /// `pdx he key-finish`.
+    KeyFinished(aggregate::KeyFinished),
+    /// `pdx he partial`.
+    PartialMade(aggregate::PartialMade),
     /// `pdx he verify-sum`.
     SumChecked(SumCheck),
     /// `pdx he export`.
@@ -721,7 +749,54 @@ async fn execute_unlogged(
         Request::KeysFetch { peer, of } => Outcome::KeysFetched(fetch_keys(svc, &peer, of).await?),
         Request::KeysList => Outcome::Keys(blocking(move || directory::key_infos(&node)).await?),
         Request::HeKeygen(spec) => {
-            Outcome::QueryCreated(blocking(move || aggregate::keygen(&node, &spec, &op)).await?)
+            let o = op.clone();
+            let (pendings, info) = blocking(move || {
+                if !spec.committee.is_empty() {
+                    // Nothing is dealt for members this node cannot reach.
+                    for m in spec.committee.iter().filter(|m| **m != node.config.dept) {
+                        directory::peer(&node, m)?;
+                    }
+                }
+                aggregate::keygen(&node, &spec, &o)
+            })
+            .await?;
+            for p in pendings {
+                let to = p.to.clone();
+                dispatch(svc, p, &to, None, &op, false).await?;
+            }
+            Outcome::QueryCreated(info)
+        }
+        Request::HeKeyShare { query } => {
+            let o = op.clone();
+            let (pending, mut info) =
+                blocking(move || aggregate::key_share(&node, &query, &o)).await?;
+            let (to, resent) = (pending.to.clone(), info.dispatch.resent);
+            info.dispatch = dispatch(svc, pending, &to, None, &op, resent).await?;
+            Outcome::KeyShared(info)
+        }
+        Request::HeKeyFinish { query, out } => {
+            let o = op.clone();
+            let (pendings, mut info) =
+                blocking(move || aggregate::key_finish(&node, &query, &out, &o)).await?;
+            for p in pendings {
+                let to = p.to.clone();
+                dispatch(svc, p, &to, None, &op, false).await?;
+                info.sent.push(to);
+            }
+            Outcome::KeyFinished(info)
+        }
+        Request::HePartial { query } => {
+            let o = op.clone();
+            let (pending, mut info) =
+                blocking(move || aggregate::partial(&node, &query, &o)).await?;
+            if let Some(p) = pending {
+                let (to, resent) = (p.to.clone(), info.dispatch.resent);
+                info.dispatch = dispatch(svc, p, &to, None, &op, resent).await?;
+            }
+            Outcome::PartialMade(info)
+        }
+        Request::HeCombine { query } => {
+            Outcome::Decrypted(blocking(move || aggregate::combine(&node, &query, &op)).await?)
         }
         Request::HeContribute(spec) => {
             let (to, out) = (spec.to.clone(), spec.out.clone());
@@ -743,14 +818,23 @@ async fn execute_unlogged(
         Request::HeAggregate(spec) => {
             let (to, out) = (spec.to.clone(), spec.out.clone());
             let o = op.clone();
-            let (pending, mut info) = blocking(move || {
+            let (pendings, mut info) = blocking(move || {
                 if spec.out.is_none() {
                     directory::peer(&node, &spec.to)?;
                 }
                 aggregate::aggregate(&node, &spec.query, &spec.to, &o)
             })
             .await?;
-            info.dispatch = dispatch(svc, pending, &to, out, &op, false).await?;
+            let mut pendings = pendings.into_iter();
+            if let Some(first) = pendings.next() {
+                info.dispatch = dispatch(svc, first, &to, out.clone(), &op, false).await?;
+            }
+            // A committee's other members each get the aggregate too.
+            for p in pendings {
+                let member = p.to.clone();
+                let file = out.as_ref().map(|o| format!("{o}.{member}"));
+                dispatch(svc, p, &member, file, &op, false).await?;
+            }
             Outcome::Aggregated(info)
         }
         Request::HeDecrypt { query } => {

@@ -31,8 +31,14 @@ use std::time::{Duration, Instant};
 
 /// National clearing node (国家医保局 清算平台).
 pub const NATIONAL: &str = "100000";
-/// Statistics bureau (key holder of the aggregate).
+/// Statistics bureau (coordinator and combiner of the aggregate's committee).
 pub const BUREAU: &str = "nbs";
+/// National data administration (third member of the aggregate's committee).
+pub const NDA: &str = "nda";
+/// The aggregate's decryption committee: bureau, national node, data administration.
+pub const COMMITTEE: [&str; 3] = [BUREAU, NATIONAL, NDA];
+/// Members whose partial decryptions suffice.
+pub const THRESHOLD: u8 = 2;
 /// The cross-province clearing agreement.
 pub const CLEARING_AGREEMENT: &str = "DSA-XS-CLEARING-2026";
 /// Purpose of the clearing grants.
@@ -198,6 +204,7 @@ impl Settlement {
         let mut net = Testnet::create_in(opts.suite, dir, "settlement")?;
         net.add_node(NATIONAL, "国家医疗保障局 national clearing platform")?;
         net.add_node(BUREAU, "国家统计局 statistics bureau")?;
+        net.add_node(NDA, "国家数据局 national data administration")?;
         let provinces: Vec<String> = PROVINCES[..opts.provinces]
             .iter()
             .map(|(c, _)| c.to_string())
@@ -222,7 +229,7 @@ impl Settlement {
             "network",
             started,
             format!(
-                "CA, national node {NATIONAL}, statistics bureau {BUREAU} and {} provinces on 127.0.0.1",
+                "CA, national node {NATIONAL}, statistics bureau {BUREAU}, data administration {NDA} and {} provinces on 127.0.0.1",
                 me.opts.provinces
             ),
         );
@@ -564,9 +571,37 @@ impl Settlement {
         out
     }
 
-    /// Step 5a: the bureau's query (key pair and signed query document).
+    /// The committee members fetch each other's encryption keys through the
+    /// national directory (sub-shares are sealed for them).
+    fn committee_keys(&self) -> Result<()> {
+        let national = self.home(NATIONAL)?;
+        for m in [BUREAU, NDA] {
+            self.net
+                .pdx_ok(&["keys", "fetch", "--home", &national, "--peer", m])?;
+        }
+        for m in [BUREAU, NDA] {
+            self.net.pdx_ok(&[
+                "keys",
+                "fetch",
+                "--home",
+                &self.home(m)?,
+                "--peer",
+                NATIONAL,
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Step 5a: the committee's query: the bureau proposes, the national node
+    /// and the data administration deal their sub-shares, the bureau signs.
     pub fn he_query(&mut self) -> Result<String> {
+        self.he_query_with(THRESHOLD)
+    }
+
+    /// [`Settlement::he_query`] with another threshold (3: all three members).
+    pub fn he_query_with(&mut self, threshold: u8) -> Result<String> {
         let t = Instant::now();
+        self.committee_keys()?;
         let cats = self.dir.join("categories.txt");
         std::fs::write(&cats, self.categories().join("\n"))?;
         let doc = self.dir.join(format!("{QUERY}.query"));
@@ -595,6 +630,28 @@ impl Settlement {
             &contributors,
             "--aggregator",
             NATIONAL,
+            "--committee",
+            &COMMITTEE.join(","),
+            "--threshold",
+            &threshold.to_string(),
+        ])?;
+        for m in [NATIONAL, NDA] {
+            self.net.pdx_ok(&[
+                "he",
+                "key-share",
+                "--home",
+                &self.home(m)?,
+                "--query",
+                QUERY,
+            ])?;
+        }
+        self.net.pdx_ok(&[
+            "he",
+            "key-finish",
+            "--home",
+            &self.home(BUREAU)?,
+            "--query",
+            QUERY,
             "--out",
             &s(&doc),
         ])?;
@@ -602,8 +659,11 @@ impl Settlement {
             "he keygen",
             t,
             format!(
-                "bureau published query {QUERY}: {} categories, k = {}, aggregator {NATIONAL}",
-                v["categories"], v["k"]
+                "committee {} ({threshold}-of-{}) made the key of query {QUERY}, no member holding it whole: {} categories, k = {}, aggregator {NATIONAL}",
+                COMMITTEE.join(","),
+                COMMITTEE.len(),
+                v["categories"],
+                v["k"]
             ),
         );
         Ok(s(&doc))
@@ -648,9 +708,14 @@ impl Settlement {
         if check["verdict"] != "ok" {
             bail!("the aggregator's own verify-sum failed: {check}");
         }
+        // Two of the three members decrypt partially: the threshold.
+        for m in [BUREAU, NDA] {
+            self.net
+                .pdx_ok(&["he", "partial", "--home", &self.home(m)?, "--query", QUERY])?;
+        }
         let d = self.net.pdx_json(&[
             "he",
-            "decrypt",
+            "combine",
             "--home",
             &self.home(BUREAU)?,
             "--query",
@@ -660,8 +725,12 @@ impl Settlement {
             "he aggregate",
             t,
             format!(
-                "national node added {} contributions (verify-sum ok); bureau decrypted {} non-empty categories",
+                "national node added {} contributions (verify-sum ok); partial decryptions of {} combined by the bureau: {} non-empty categories",
                 a["contributors"].as_array().map(Vec::len).unwrap_or(0),
+                d["partials_from"]
+                    .as_array()
+                    .map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default(),
                 d["categories"].as_array().map(Vec::len).unwrap_or(0)
             ),
         );

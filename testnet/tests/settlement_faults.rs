@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use pdx_testnet::settlement::{NATIONAL, Options, Settlement, as_strs};
+use pdx_testnet::settlement::{BUREAU, NATIONAL, NDA, Options, QUERY, Settlement, as_strs};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -199,7 +199,7 @@ fn fewer_than_k_contributions_are_refused_by_the_aggregator() {
         .net
         .pdx(&[
             "he",
-            "decrypt",
+            "combine",
             "--home",
             &st.net.home(pdx_testnet::settlement::BUREAU).unwrap(),
             "--query",
@@ -378,5 +378,127 @@ fn a_confirmation_that_was_not_delivered_is_sent_again_by_all() {
             .map(Vec::len),
         Some(0)
     );
+    st.net.stop_all(Duration::from_secs(10)).unwrap();
+}
+
+/// `pdx he partial` on `member`.
+fn partial(st: &Settlement, member: &str) {
+    st.net
+        .pdx_ok(&[
+            "he",
+            "partial",
+            "--home",
+            &st.net.home(member).unwrap(),
+            "--query",
+            QUERY,
+        ])
+        .unwrap();
+}
+
+fn combine(st: &Settlement) -> std::process::Output {
+    st.net
+        .pdx(&[
+            "he",
+            "combine",
+            "--home",
+            &st.net.home(BUREAU).unwrap(),
+            "--query",
+            QUERY,
+            "--json",
+        ])
+        .unwrap()
+}
+
+#[test]
+fn a_three_of_three_committee_refuses_to_combine_without_every_member_and_names_who_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut st = small(tmp.path(), 3, 3000, 2);
+    st.import().unwrap();
+    let doc = st.he_query_with(3).unwrap();
+    st.he_contribute(&doc, None).unwrap();
+    st.net
+        .pdx_ok(&as_strs(&st.aggregate_args().unwrap()))
+        .unwrap();
+    // No member can decrypt alone: the bureau, which combines, has no key.
+    let out = st
+        .net
+        .pdx(&[
+            "he",
+            "decrypt",
+            "--home",
+            &st.net.home(BUREAU).unwrap(),
+            "--query",
+            QUERY,
+        ])
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("committee"));
+    partial(&st, BUREAU);
+    partial(&st, NDA);
+    let refused_before = entries(&st.net, BUREAU, "refused-request").len();
+    let out = combine(&st);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains(&format!("missing: {NATIONAL}")) && err.contains("at least 3"),
+        "{err}"
+    );
+    let refused = entries(&st.net, BUREAU, "refused-request");
+    assert_eq!(refused.len(), refused_before + 1, "the refusal is audited");
+    assert!(
+        refused.last().unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains(NATIONAL)
+    );
+    // A member partially decrypts once: a second run sends nothing new.
+    let again = st
+        .net
+        .pdx(&[
+            "he",
+            "partial",
+            "--home",
+            &st.net.home(NDA).unwrap(),
+            "--query",
+            QUERY,
+        ])
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    partial(&st, NATIONAL);
+    let out = combine(&st);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["partials_from"].as_array().unwrap().len(), 3);
+    let want = st.reference().unwrap().aggregate(&st.provinces);
+    assert_eq!(d["categories"].as_array().unwrap().len(), want.len());
+    for c in d["categories"].as_array().unwrap() {
+        let (fen, count) = want[c["category"].as_str().unwrap()];
+        assert_eq!(c["count"].as_u64().unwrap(), count);
+        assert_eq!(
+            pdx_schemas::types::decimal_to_units(c["sums"][0].as_str().unwrap(), 2).unwrap() as i64,
+            fen
+        );
+    }
+    // Each member's log holds its partial decryption of this aggregate.
+    for m in [BUREAU, NATIONAL, NDA] {
+        let partials: Vec<_> = entries(&st.net, m, "aggregate-decrypt")
+            .into_iter()
+            .filter(|e| {
+                e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("partial decryption"))
+            })
+            .collect();
+        assert_eq!(partials.len(), 1, "{m}");
+    }
     st.net.stop_all(Duration::from_secs(10)).unwrap();
 }

@@ -152,6 +152,11 @@ fn mask_generator(
     )
 }
 
+/// Words of a sub-share's public-key contribution `b_A` (the LWE dimension).
+pub fn key_body_words() -> usize {
+    dimension().0
+}
+
 /// A sub-share and its public-key contribution `b_A` (`n` words) over the
 /// common mask derived from `mask_seed`.
 pub fn share_keygen(mask_seed: &[u8; MASK_SEED_BYTES]) -> (HeSecretKey, Vec<u64>) {

@@ -85,6 +85,20 @@ impl Layout {
             .sum()
     }
 
+    /// Bytes of a list of `slots` slots in documents.
+    pub fn list_bytes(&self, slots: usize) -> usize {
+        self.list_words(slots) * 8
+    }
+
+    /// The scheme id documents name for this layout.
+    pub fn scheme_id(&self) -> &'static str {
+        if *self == Layout::COMMITTEE {
+            COMMITTEE_SCHEME_ID
+        } else {
+            SCHEME_ID
+        }
+    }
+
     /// Rounds a decrypted plaintext word to its slot value.
     pub fn decode(&self, plaintext: u64) -> u64 {
         let half = 1u64 << (self.delta_log - 1);
@@ -142,6 +156,9 @@ fn dimension() -> LweDimension {
 /// Names the scheme, parameter set and encoding; documents carry it and
 /// readers refuse any other (a list made under other parameters does not add).
 pub const SCHEME_ID: &str = "pdx-he/1 tfhe-core compact-pke PARAM_PKE_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128 limb16 slot24";
+
+/// The scheme of committee queries ([`Layout::COMMITTEE`]).
+pub const COMMITTEE_SCHEME_ID: &str = "pdx-he/2 tfhe-core compact-pke PARAM_PKE_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128 limb8 slot16 list2048 committee";
 
 /// Little-endian bytes of ciphertext or key words (for documents).
 pub fn words_to_bytes(words: &[u64]) -> Vec<u8> {

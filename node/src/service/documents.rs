@@ -16,6 +16,14 @@ use serde::{Deserialize, Serialize};
 pub const KIND_HE_CONTRIBUTION: &str = "he-contribution";
 /// Submit kind of a homomorphic aggregate sent to the key holder.
 pub const KIND_HE_AGGREGATE: &str = "he-aggregate";
+/// Submit kind of a committee query's key proposal (coordinator to members).
+pub const KIND_HE_KEY_PROPOSAL: &str = "he-key-proposal";
+/// Submit kind of a member's key share (member to coordinator).
+pub const KIND_HE_KEY_SHARE: &str = "he-key-share";
+/// Submit kind of a committee key's transcript (coordinator to members).
+pub const KIND_HE_KEY_TRANSCRIPT: &str = "he-key-transcript";
+/// Submit kind of a member's partial decryption (member to coordinator).
+pub const KIND_HE_PARTIAL: &str = "he-partial";
 /// Submit kind of a settlement confirmation.
 pub const KIND_CONFIRMATION: &str = "settlement-confirmation";
 

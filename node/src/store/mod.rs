@@ -222,6 +222,12 @@ pub enum HeRecord {
     Aggregate,
     /// The aggregate that was decrypted (`d`): one decryption per query.
     Decrypted,
+    /// A committee query's signed key proposal (`p`).
+    Proposal,
+    /// A committee member's signed key share, one per member (`k`).
+    KeyShare,
+    /// A committee member's signed partial decryption, one per member (`r`).
+    Partial,
 }
 
 impl HeRecord {
@@ -231,6 +237,9 @@ impl HeRecord {
             HeRecord::Contribution => b'c',
             HeRecord::Aggregate => b'a',
             HeRecord::Decrypted => b'd',
+            HeRecord::Proposal => b'p',
+            HeRecord::KeyShare => b'k',
+            HeRecord::Partial => b'r',
         }
     }
 }

@@ -75,13 +75,14 @@ pub fn accept_contribution(node: &Node, peer: &str, document: &[u8]) -> Result<A
 }
 
 /// `pdx he aggregate`: adds every valid contribution, signs, stores and audits;
-/// returns the submission for the key holder.
+/// returns the submission for the key holder, then for each other committee
+/// member (who each decrypt partially).
 pub fn aggregate(
     node: &Node,
     query_id: &str,
     to: &str,
     operator: &str,
-) -> Result<(Pending, Aggregated)> {
+) -> Result<(Vec<Pending>, Aggregated)> {
     let query_doc = stored_query(node, query_id)?;
     let checker = node.cert_checker()?;
     let query = check_query(&checker, &query_doc)?;
@@ -168,27 +169,42 @@ pub fn aggregate(
             aggregate: doc.clone(),
         })?,
     };
-    let pending = Pending::new(
+    let also_to: Vec<String> = query
+        .committee
+        .iter()
+        .flat_map(|t| &t.members)
+        // This node holds the aggregate already (an aggregator may be a member).
+        .filter(|m| **m != query.key_holder && **m != node.config.dept)
+        .cloned()
+        .collect();
+    let mut pendings = vec![Pending::new(
         KIND_HE_AGGREGATE,
         query_id,
         &query.key_holder,
         doc.digest(),
-        submission,
-    );
-    // The aggregate, its entry and its place in the outbox: one write.
-    node.log_with(
-        d,
-        vec![
-            node.store.put_op(
-                CF_HE,
-                &store::he_key(HeRecord::Aggregate, query_id, None),
-                &doc,
-            )?,
-            pending.hold_op(node)?,
-        ],
-    )?;
+        submission.clone(),
+    )];
+    for m in &also_to {
+        pendings.push(Pending::new(
+            KIND_HE_AGGREGATE,
+            &format!("{query_id}/{m}"),
+            m,
+            doc.digest(),
+            submission.clone(),
+        ));
+    }
+    // The aggregate, its entry and its places in the outbox: one write.
+    let mut ops = vec![node.store.put_op(
+        CF_HE,
+        &store::he_key(HeRecord::Aggregate, query_id, None),
+        &doc,
+    )?];
+    for p in &pendings {
+        ops.push(p.hold_op(node)?);
+    }
+    node.log_with(d, ops)?;
     Ok((
-        pending,
+        pendings,
         Aggregated {
             query: query_id.to_string(),
             contributors: body.contributions.iter().map(|c| c.dept.clone()).collect(),
@@ -197,6 +213,7 @@ pub fn aggregate(
             to: query.key_holder,
             bytes: body.ciphertext.len(),
             dispatch: Dispatch::default(),
+            also_to,
         },
     ))
 }

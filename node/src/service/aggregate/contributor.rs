@@ -88,7 +88,7 @@ pub fn plain_sums(node: &Node, query: &QueryBody, dataset: &str) -> Result<Plain
                 ))
             })?);
         }
-        if counts[c] >> (COUNT_LIMBS as u32 * he::LIMB_BITS) != 0 {
+        if counts[c] >> COUNT_BITS != 0 {
             return Err(NodeError::Refused(format!(
                 "category {} has more than 2^32 records",
                 category_name(query, c)
@@ -169,7 +169,7 @@ pub fn contribute(
         }
     }
     let plain = plain_sums(node, &query, dataset)?;
-    let list = he::encrypt(&query.public_key()?, &limbs(&query, &plain))?;
+    let list = he::encrypt_in(&query.public_key()?, query.layout(), &limbs(&query, &plain))?;
     let body = ContributionBody {
         version: 1,
         query_id: query.query_id.clone(),

@@ -7,7 +7,8 @@
 use crate::error::{NodeError, Result};
 use crate::pki::CertChecker;
 use crate::service::documents::Certified;
-use pdx_crypto::he::{self, HeList, HePublicKey};
+use pdx_crypto::he::committee::Committee;
+use pdx_crypto::he::{self, HeList, HePublicKey, Layout};
 use pdx_crypto::{Digest, SignatureDomain};
 use pdx_schemas::schema::Generalization;
 use pdx_schemas::types::units_to_decimal;
@@ -18,6 +19,10 @@ use std::collections::{BTreeSet, HashMap};
 pub const VALUE_LIMBS: usize = 4;
 /// Limbs of a record count: 32-bit counts per contributor and category.
 pub const COUNT_LIMBS: usize = 2;
+/// Bits of a value sum per contributor and category.
+pub const VALUE_BITS: u32 = 64;
+/// Bits of a record count per contributor and category.
+pub const COUNT_BITS: u32 = 32;
 /// The category that collects records outside the query's list, so totals add up.
 pub const OTHER: &str = "(other)";
 /// Most categories one query may list.
@@ -101,12 +106,114 @@ pub struct QueryBody {
     /// Compact public key words, little-endian.
     #[serde(with = "serde_bytes")]
     pub public_key: Vec<u8>,
+    /// Version 2: the decryption committee that replaces the single key
+    /// holder (who then coordinates key generation and combines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committee: Option<CommitteeTerms>,
+}
+
+/// Who decrypts a committee query, and how its public key was made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitteeTerms {
+    /// Members in index order (member `i` of [`he::committee::Committee`]).
+    pub members: Vec<String>,
+    /// Members whose partial decryptions suffice.
+    pub threshold: u8,
+    /// Seed of the common mask `a` of the public key.
+    #[serde(with = "serde_bytes")]
+    pub mask_seed: Vec<u8>,
+    /// Digest of the coordinator's signed key proposal (absent in the draft
+    /// the proposal carries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<Digest>,
+    /// Digest of each member's signed key-share document, in member order
+    /// (empty in the draft).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_shares: Vec<Digest>,
+}
+
+impl CommitteeTerms {
+    /// The sharing structure.
+    pub fn committee(&self) -> Result<Committee> {
+        Ok(Committee::new(
+            self.members.len(),
+            usize::from(self.threshold),
+        )?)
+    }
+
+    /// The mask seed as the fixed-size array the key functions take.
+    pub fn seed(&self) -> Result<[u8; he::committee::MASK_SEED_BYTES]> {
+        self.mask_seed.as_slice().try_into().map_err(|_| {
+            NodeError::Invalid(format!(
+                "mask seed of {} bytes; it has {}",
+                self.mask_seed.len(),
+                he::committee::MASK_SEED_BYTES
+            ))
+        })
+    }
+
+    /// Index of `dept` among the members.
+    pub fn index_of(&self, dept: &str) -> Option<usize> {
+        self.members.iter().position(|m| m == dept)
+    }
+
+    /// Checks the terms of a draft (`key_shares` empty) or final query.
+    pub(crate) fn validate(&self, key_holder: &str, draft: bool) -> Result<Committee> {
+        let committee = self.committee()?;
+        self.seed()?;
+        let distinct: BTreeSet<_> = self.members.iter().collect();
+        if distinct.len() != self.members.len() {
+            return Err(NodeError::Invalid(
+                "committee members must be distinct".into(),
+            ));
+        }
+        if self.index_of(key_holder).is_none() {
+            return Err(NodeError::Invalid(format!(
+                "the coordinator {key_holder} must be a committee member"
+            )));
+        }
+        let want = if draft { 0 } else { self.members.len() };
+        if self.proposal.is_some() == draft {
+            return Err(NodeError::Invalid(if draft {
+                "a draft names no proposal".into()
+            } else {
+                "a committee query names its key proposal".into()
+            }));
+        }
+        if self.key_shares.len() != want {
+            return Err(NodeError::Invalid(format!(
+                "{} key-share digests for {} members",
+                self.key_shares.len(),
+                want
+            )));
+        }
+        Ok(committee)
+    }
 }
 
 impl QueryBody {
+    /// How slots sit in the ciphertexts: one key holder or a committee.
+    pub fn layout(&self) -> Layout {
+        if self.committee.is_some() {
+            Layout::COMMITTEE
+        } else {
+            Layout::SINGLE
+        }
+    }
+
+    /// Limbs of one value sum.
+    pub fn value_limbs(&self) -> usize {
+        self.layout().limbs_for(VALUE_BITS)
+    }
+
+    /// Limbs of one record count.
+    pub fn count_limbs(&self) -> usize {
+        self.layout().limbs_for(COUNT_BITS)
+    }
+
     /// Slots per category: value limbs for each value, then the count limbs.
     pub fn slots_per_category(&self) -> usize {
-        self.values.len() * VALUE_LIMBS + COUNT_LIMBS
+        self.values.len() * self.value_limbs() + self.count_limbs()
     }
 
     /// Slots of a contribution (the listed categories plus [`OTHER`]).
@@ -121,21 +228,27 @@ impl QueryBody {
         )?)?)
     }
 
-    /// Checks internal consistency (not the signature).
+    /// Checks internal consistency (not the signature) of a signed query.
     pub(crate) fn validate(&self) -> Result<()> {
+        self.validate_as(false)
+    }
+
+    /// [`Self::validate`]; a `draft` (in a key proposal) has no public key yet.
+    pub(crate) fn validate_as(&self, draft: bool) -> Result<()> {
         let bad = |m: String| Err(NodeError::Invalid(format!("query {}: {m}", self.query_id)));
-        if self.version != 1 {
+        let version = if self.committee.is_some() { 2 } else { 1 };
+        if self.version != version {
             return bad(format!(
-                "version {} (this build reads version 1)",
+                "version {} (this build reads 1, and 2 for committee queries)",
                 self.version
             ));
         }
         check_query_id(&self.query_id)?;
-        if self.scheme != he::SCHEME_ID {
+        if self.scheme != self.layout().scheme_id() {
             return bad(format!(
                 "scheme {:?}; this build uses {:?}",
                 self.scheme,
-                he::SCHEME_ID
+                self.layout().scheme_id()
             ));
         }
         if self.values.is_empty() || self.values.len() > MAX_VALUES {
@@ -187,8 +300,32 @@ impl QueryBody {
                 self.contributors.len()
             ));
         }
-        self.public_key()?;
+        if let Some(terms) = &self.committee {
+            let committee = terms
+                .validate(&self.key_holder, draft)
+                .map_err(|e| NodeError::Invalid(format!("query {}: {e}", self.query_id)))?;
+            // The noise of the largest admissible sum must fit (refused otherwise).
+            he::committee::budget(self.contributors.len(), &committee, self.slots())
+                .map_err(|e| NodeError::Invalid(format!("query {}: {e}", self.query_id)))?;
+        }
+        if draft {
+            if !self.public_key.is_empty() {
+                return bad("a draft query carries no public key".into());
+            }
+        } else {
+            self.public_key()?;
+        }
         Ok(())
+    }
+
+    /// The committee terms (refuses a single-key query).
+    pub fn terms(&self) -> Result<&CommitteeTerms> {
+        self.committee.as_ref().ok_or_else(|| {
+            NodeError::Refused(format!(
+                "query {} has one key holder ({}), not a decryption committee",
+                self.query_id, self.key_holder
+            ))
+        })
     }
 
     pub(crate) fn category_index(&self) -> HashMap<&str, usize> {
@@ -357,16 +494,18 @@ fn ciphertext(bytes: &[u8], slots: u64, query: &QueryBody) -> Result<HeList> {
             query.slots()
         )));
     }
-    if bytes.len() != he::list_bytes(query.slots()) {
+    let layout = query.layout();
+    if bytes.len() != layout.list_bytes(query.slots()) {
         return Err(NodeError::Invalid(format!(
             "{} bytes, a list of {} slots under {} has {}",
             bytes.len(),
             query.slots(),
-            he::SCHEME_ID,
-            he::list_bytes(query.slots())
+            layout.scheme_id(),
+            layout.list_bytes(query.slots())
         )));
     }
-    Ok(HeList::from_words(
+    Ok(HeList::from_words_in(
+        layout,
         he::bytes_to_words(bytes)?,
         query.slots(),
     )?)
@@ -448,11 +587,12 @@ pub(crate) fn category_name(query: &QueryBody, c: usize) -> &str {
 /// The limbs of plaintext sums in slot order.
 pub fn limbs(query: &QueryBody, plain: &PlainSums) -> Vec<u64> {
     let mut out = Vec::with_capacity(query.slots());
+    let layout = query.layout();
     for (s, &n) in plain.sums.iter().zip(&plain.counts) {
         for &v in s {
-            out.extend(he::split(v, VALUE_LIMBS));
+            out.extend(layout.split(v, query.value_limbs()));
         }
-        out.extend(he::split(n, COUNT_LIMBS));
+        out.extend(layout.split(n, query.count_limbs()));
     }
     out
 }
@@ -472,15 +612,16 @@ pub struct CategoryTotal {
 
 pub(crate) fn totals(query: &QueryBody, slots: &[u64]) -> Vec<CategoryTotal> {
     let per = query.slots_per_category();
+    let (layout, vl) = (query.layout(), query.value_limbs());
     let mut out = Vec::new();
     for (c, s) in slots.chunks(per).enumerate() {
-        let count = he::combine(&s[query.values.len() * VALUE_LIMBS..]);
+        let count = layout.combine(&s[query.values.len() * vl..]);
         if count == 0 {
             continue;
         }
         let (mut sums, mut means) = (Vec::new(), Vec::new());
         for (v, &scale) in query.scales.iter().enumerate() {
-            let total = he::combine(&s[v * VALUE_LIMBS..(v + 1) * VALUE_LIMBS]);
+            let total = layout.combine(&s[v * vl..(v + 1) * vl]);
             sums.push(units_to_decimal(total as i128, scale));
             means.push(units_to_decimal(
                 ((2 * total + count) / (2 * count)) as i128,

@@ -26,12 +26,26 @@ pub struct QuerySpec {
     pub deadline_ms: u64,
     /// Where to write the signed query document.
     pub out: String,
+    /// Decryption committee (this node first or among them; empty: this node
+    /// alone holds the key).
+    #[serde(default)]
+    pub committee: Vec<String>,
+    /// Members whose partial decryptions suffice (committee only; default all).
+    #[serde(default)]
+    pub threshold: Option<u8>,
 }
 
-/// `pdx he keygen`.
-pub fn keygen(node: &Node, spec: &QuerySpec, operator: &str) -> Result<QueryCreated> {
+/// `pdx he keygen`: one key holder's key pair and signed query, or a
+/// committee query's proposal (returned for each other member).
+pub fn keygen(
+    node: &Node,
+    spec: &QuerySpec,
+    operator: &str,
+) -> Result<(Vec<Pending>, QueryCreated)> {
     check_query_id(&spec.query_id)?;
-    if stored(node, HeRecord::Query, &spec.query_id, None)?.is_some() {
+    if stored(node, HeRecord::Query, &spec.query_id, None)?.is_some()
+        || stored(node, HeRecord::Proposal, &spec.query_id, None)?.is_some()
+    {
         return Err(NodeError::Invalid(format!(
             "query {} already exists on this node; choose a new query id",
             spec.query_id
@@ -60,8 +74,7 @@ pub fn keygen(node: &Node, spec: &QuerySpec, operator: &str) -> Result<QueryCrea
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(String::from)
         .collect();
-    let (sk, pk) = he::keygen();
-    let body = QueryBody {
+    let mut body = QueryBody {
         version: 1,
         query_id: spec.query_id.clone(),
         key_holder: node.config.dept.clone(),
@@ -76,8 +89,37 @@ pub fn keygen(node: &Node, spec: &QuerySpec, operator: &str) -> Result<QueryCrea
         deadline_ms: spec.deadline_ms,
         created_ms: now_ms(),
         scheme: he::SCHEME_ID.to_string(),
-        public_key: he::words_to_bytes(&pk.to_words()),
+        public_key: Vec::new(),
+        committee: None,
     };
+    if !spec.committee.is_empty() {
+        let threshold = match spec.threshold {
+            Some(t) => t,
+            None => u8::try_from(spec.committee.len()).map_err(|_| {
+                NodeError::Invalid(format!(
+                    "a committee has at most {} members",
+                    he::committee::MAX_MEMBERS
+                ))
+            })?,
+        };
+        let mut seed = vec![0u8; he::committee::MASK_SEED_BYTES];
+        pdx_crypto::rng::fill(&mut seed)?;
+        body.version = 2;
+        body.scheme = he::COMMITTEE_SCHEME_ID.to_string();
+        body.committee = Some(CommitteeTerms {
+            members: spec.committee.clone(),
+            threshold,
+            mask_seed: seed,
+            proposal: None,
+            key_shares: Vec::new(),
+        });
+        return committee::propose(node, body, operator);
+    }
+    if spec.threshold.is_some() {
+        return Err(NodeError::Invalid("--threshold needs --committee".into()));
+    }
+    let (sk, pk) = he::keygen();
+    body.public_key = he::words_to_bytes(&pk.to_words());
     body.validate()?;
     node.save_secret(
         &secret_name(&spec.query_id),
@@ -103,21 +145,27 @@ pub fn keygen(node: &Node, spec: &QuerySpec, operator: &str) -> Result<QueryCrea
         body.contributors.join(",")
     ));
     node.log(d)?;
-    Ok(QueryCreated {
-        query: body.query_id.clone(),
-        out: spec.out.clone(),
-        digest: doc.digest().to_hex(),
-        categories: body.categories.len(),
-        slots: body.slots(),
-        k: body.k,
-        secret_key: node
-            .home
-            .key(&secret_name(&body.query_id))
-            .display()
-            .to_string(),
-        contributors: body.contributors,
-        aggregator: body.aggregator,
-    })
+    Ok((
+        Vec::new(),
+        QueryCreated {
+            query: body.query_id.clone(),
+            out: spec.out.clone(),
+            digest: doc.digest().to_hex(),
+            categories: body.categories.len(),
+            slots: body.slots(),
+            k: body.k,
+            secret_key: node
+                .home
+                .key(&secret_name(&body.query_id))
+                .display()
+                .to_string(),
+            contributors: body.contributors,
+            aggregator: body.aggregator,
+            committee: Vec::new(),
+            threshold: None,
+            waiting_for: Vec::new(),
+        },
+    ))
 }
 
 /// Checks and stores an aggregate (the key holder's side of `Submit`).
@@ -126,15 +174,31 @@ pub fn accept_aggregate(node: &Node, peer: &str, document: &[u8]) -> Result<Acce
     let checker = node.cert_checker()?;
     let query = check_query(&checker, &sub.query)?;
     let own = stored_query(node, &query.query_id)?;
-    if query.key_holder != node.config.dept || own.digest() != sub.query.digest() {
+    let me = &node.config.dept;
+    let decrypts = match &query.committee {
+        Some(t) => t.index_of(me).is_some(),
+        None => query.key_holder == *me,
+    };
+    if !decrypts || own.digest() != sub.query.digest() {
         return Err(NodeError::Refused(format!(
-            "query {} is not a query this node made",
+            "query {} is not a query this node decrypts",
             query.query_id
         )));
     }
     let (a, _) = check_aggregate(&checker, &query, &own.digest(), &sub.aggregate)?;
     check_not_differencing(node, &query.query_id, &a)?;
     let digest = sub.aggregate.digest();
+    if query.committee.is_some()
+        && let Some(prev) = stored(node, HeRecord::Aggregate, &query.query_id, None)?
+        && prev.digest() != digest
+    {
+        // Members may have decrypted the first: a second sum would reveal the difference.
+        return Err(NodeError::Refused(format!(
+            "an aggregate of query {} ({}) is already held here; a query has one aggregate",
+            query.query_id,
+            prev.digest().to_hex()
+        )));
+    }
     node.store.put(
         CF_HE,
         &store::he_key(HeRecord::Aggregate, &query.query_id, None),
@@ -176,6 +240,11 @@ pub fn decrypt(node: &Node, query_id: &str, operator: &str) -> Result<Decrypted>
             query.key_holder
         )));
     }
+    if query.committee.is_some() {
+        return Err(NodeError::Refused(format!(
+            "query {query_id} is decrypted by its committee: each member runs `pdx he partial --query {query_id}`, then this node `pdx he combine --query {query_id}`"
+        )));
+    }
     let agg_doc = stored(node, HeRecord::Aggregate, query_id, None)?.ok_or_else(|| {
         NodeError::NotFound(format!(
             "no aggregate for query {query_id} has arrived (the aggregator {} runs `pdx he aggregate`)",
@@ -194,36 +263,14 @@ pub fn decrypt(node: &Node, query_id: &str, operator: &str) -> Result<Decrypted>
     let secret = node.load_secret(&secret_name(query_id), KeyKind::HeLweSecret)?;
     let sk = HeSecretKey::from_bytes(&secret)?;
     let slots = he::decrypt(&sk, &list);
-    let totals = totals(&query, &slots);
-    let records: u128 = totals.iter().map(|t| u128::from(t.count)).sum();
-    let mut d = node.draft(EventKind::AggregateDecrypt, operator);
-    d.counterparty = Some(agg.aggregator.clone());
-    d.purpose = Some(format!("homomorphic aggregate {query_id}"));
-    d.record_count = u64::try_from(records).ok();
-    d.payload_digest = Some(agg_doc.digest());
-    d.detail = Some(format!(
-        "decrypted the sum of {} contributors ({}); k = {}",
-        agg.contributions.len(),
-        agg.contributions
-            .iter()
-            .map(|c| c.dept.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
-        query.k
-    ));
-    node.log(d)?;
-    Ok(Decrypted {
-        query: query_id.to_string(),
-        group_by: query
-            .group_by
-            .iter()
-            .map(|g| format!("{}:{}", g.field, g.by))
-            .collect(),
-        values: query.values,
-        contributors: agg.contributions.into_iter().map(|c| c.dept).collect(),
-        k: query.k,
-        records: records.to_string(),
-        aggregate_digest: agg_doc.digest().to_hex(),
-        categories: totals,
-    })
+    opened(
+        node,
+        operator,
+        &query,
+        agg,
+        &agg_doc,
+        &slots,
+        "decrypted".into(),
+        Vec::new(),
+    )
 }

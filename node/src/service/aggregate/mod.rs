@@ -16,6 +16,7 @@
 //! department's ciphertext off as a sum. Owns the `he` family.
 
 mod aggregator;
+mod committee;
 mod contributor;
 pub mod documents;
 mod keyholder;
@@ -23,6 +24,7 @@ mod keyholder;
 mod tests;
 
 pub use aggregator::*;
+pub use committee::*;
 pub use contributor::*;
 pub use documents::*;
 pub use keyholder::*;
@@ -38,7 +40,7 @@ use crate::store::{self, CF_HE, HeRecord};
 use pdx_audit::store::now_ms;
 use pdx_audit::{EventKind, FieldRef};
 use pdx_crypto::SignatureDomain;
-use pdx_crypto::he::{self, HeList, HeSecretKey};
+use pdx_crypto::he::{self, HeList, HePublicKey, HeSecretKey};
 use pdx_crypto::keyfile::KeyKind;
 use pdx_crypto::wire::{from_cbor, to_cbor};
 use pdx_schemas::Schema;
@@ -89,8 +91,17 @@ pub struct QueryCreated {
     pub contributors: Vec<String>,
     /// Aggregator.
     pub aggregator: String,
-    /// The secret key file.
+    /// The secret key file (committee query: the first sub-share dealt here).
     pub secret_key: String,
+    /// Committee members (empty: one key holder).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub committee: Vec<String>,
+    /// Committee threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u8>,
+    /// Members whose key shares the coordinator waits for (`pdx he key-finish` then signs the query).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
 }
 
 /// What `pdx he contribute` did.
@@ -133,6 +144,9 @@ pub struct Aggregated {
     /// Where it went.
     #[serde(flatten)]
     pub dispatch: Dispatch,
+    /// The other committee members it was also sent to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_to: Vec<String>,
 }
 
 /// What `pdx he decrypt` revealed.
@@ -154,6 +168,9 @@ pub struct Decrypted {
     pub aggregate_digest: String,
     /// Per category.
     pub categories: Vec<CategoryTotal>,
+    /// Committee query: the members whose partial decryptions were combined.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partials_from: Vec<String>,
 }
 
 /// What `pdx he export` wrote.
@@ -203,6 +220,55 @@ fn stored_bundle(node: &Node, query_id: &str) -> Result<QueryBundle> {
 
 fn secret_name(query_id: &str) -> String {
     format!("he-{query_id}")
+}
+
+/// Audits an opened sum and returns what it revealed (`he decrypt`, `he
+/// combine`); `how` starts the entry's detail.
+#[allow(clippy::too_many_arguments)]
+fn opened(
+    node: &Node,
+    operator: &str,
+    query: &QueryBody,
+    agg: AggregateBody,
+    agg_doc: &Certified,
+    slots: &[u64],
+    how: String,
+    partials_from: Vec<String>,
+) -> Result<Decrypted> {
+    let totals = totals(query, slots);
+    let records: u128 = totals.iter().map(|t| u128::from(t.count)).sum();
+    let query_id = &query.query_id;
+    let mut d = node.draft(EventKind::AggregateDecrypt, operator);
+    d.counterparty = Some(agg.aggregator.clone());
+    d.purpose = Some(format!("homomorphic aggregate {query_id}"));
+    d.record_count = u64::try_from(records).ok();
+    d.payload_digest = Some(agg_doc.digest());
+    d.detail = Some(format!(
+        "{how} the sum of {} contributors ({}); k = {}",
+        agg.contributions.len(),
+        agg.contributions
+            .iter()
+            .map(|c| c.dept.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        query.k
+    ));
+    node.log(d)?;
+    Ok(Decrypted {
+        query: query_id.to_string(),
+        group_by: query
+            .group_by
+            .iter()
+            .map(|g| format!("{}:{}", g.field, g.by))
+            .collect(),
+        values: query.values.clone(),
+        contributors: agg.contributions.into_iter().map(|c| c.dept).collect(),
+        k: query.k,
+        records: records.to_string(),
+        aggregate_digest: agg_doc.digest().to_hex(),
+        categories: totals,
+        partials_from,
+    })
 }
 
 /// Refuses a sum that differs from one already decrypted for the query: two

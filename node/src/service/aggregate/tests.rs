@@ -71,6 +71,7 @@ fn world_in(suite: pdx_crypto::Suite, k: u32) -> World {
         created_ms: 0,
         scheme: he::SCHEME_ID.into(),
         public_key: he::words_to_bytes(&pk.to_words()),
+        committee: None,
     };
     let query_doc = Certified::sign_with(
         &holder.key,
@@ -331,4 +332,184 @@ fn a_single_contribution_passed_off_as_the_sum_is_detected() {
     };
     let v = verify_bundle(&w.checker, &bundle).unwrap();
     assert_eq!(v.verdict, SumVerdict::Mismatch, "{v:?}");
+}
+
+/// A 2-of-3 committee query over the world's key holder (coordinator),
+/// aggregator and first province, its sub-shares, and the signed query.
+fn committee_world() -> (World, Vec<HeSecretKey>) {
+    let mut w = world(2);
+    let seed = [7u8; he::committee::MASK_SEED_BYTES];
+    let members = vec![
+        w.holder.dept.clone(),
+        w.agg.dept.clone(),
+        w.provinces[0].dept.clone(),
+    ];
+    let committee = he::committee::Committee::new(3, 2).unwrap();
+    let (mut secrets, mut bodies) = (Vec::new(), Vec::new());
+    for _ in 0..committee.shares() {
+        let (s, b) = he::committee::share_keygen(&seed);
+        secrets.push(s);
+        bodies.push(b);
+    }
+    let refs: Vec<&[u64]> = bodies.iter().map(Vec::as_slice).collect();
+    let pk = he::committee::combine_public_key(&committee, &seed, &refs).unwrap();
+    let q = &mut w.query;
+    q.version = 2;
+    q.scheme = he::COMMITTEE_SCHEME_ID.into();
+    q.public_key = he::words_to_bytes(&pk.to_words());
+    q.committee = Some(CommitteeTerms {
+        members,
+        threshold: 2,
+        mask_seed: seed.to_vec(),
+        proposal: Some(Digest([1; 32])),
+        key_shares: (0..3).map(|i| Digest([i; 32])).collect(),
+    });
+    w.query_doc = Certified::sign_with(
+        &w.holder.key,
+        w.holder.cert.clone(),
+        SignatureDomain::HeQuery,
+        &w.query,
+    )
+    .unwrap();
+    (w, secrets)
+}
+
+fn committee_contribution(w: &World, who: &Party, p: &PlainSums) -> Certified {
+    let q = &w.query;
+    let list = he::encrypt_in(&q.public_key().unwrap(), q.layout(), &limbs(q, p)).unwrap();
+    let body = ContributionBody {
+        version: 1,
+        query_id: q.query_id.clone(),
+        query_digest: w.query_doc.digest(),
+        contributor: who.dept.clone(),
+        dataset_digest: Digest([0; 32]),
+        records: 10,
+        created_ms: 0,
+        slots: q.slots() as u64,
+        ciphertext: he::words_to_bytes(list.words()),
+    };
+    Certified::sign_with(
+        &who.key,
+        who.cert.clone(),
+        SignatureDomain::HeContribution,
+        &body,
+    )
+    .unwrap()
+}
+
+fn partial_doc(
+    w: &World,
+    who: &Party,
+    aggregate: &Digest,
+    shares: &[(usize, &HeSecretKey)],
+    list: &HeList,
+) -> Certified {
+    let keys: Vec<&HeSecretKey> = shares.iter().map(|(_, k)| *k).collect();
+    let words = he::committee::partial_decrypt_many(&keys, list, 2f64.powi(20)).unwrap();
+    let body = PartialBody {
+        version: 1,
+        query_id: w.query.query_id.clone(),
+        query_digest: w.query_doc.digest(),
+        aggregate_digest: *aggregate,
+        member: who.dept.clone(),
+        shares: shares
+            .iter()
+            .zip(&words)
+            .map(|((s, _), w)| PartialShare {
+                share: *s as u8,
+                words: he::words_to_bytes(w),
+            })
+            .collect(),
+        created_ms: 0,
+    };
+    Certified::sign_with(
+        &who.key,
+        who.cert.clone(),
+        SignatureDomain::HePartial,
+        &body,
+    )
+    .unwrap()
+}
+
+#[test]
+fn two_of_three_partials_decrypt_the_committee_sum_and_outsiders_or_other_aggregates_are_refused() {
+    let (w, secrets) = committee_world();
+    assert_eq!(check_query(&w.checker, &w.query_doc).unwrap(), w.query);
+    assert_eq!(w.query.slots_per_category(), 8 + 4, "8-bit limbs");
+    let plains: Vec<PlainSums> = (0..3).map(|i| plain(&w, i)).collect();
+    let docs: Vec<Certified> = w
+        .provinces
+        .iter()
+        .zip(&plains)
+        .map(|(p, x)| committee_contribution(&w, p, x))
+        .collect();
+    let refs: Vec<&Certified> = docs.iter().collect();
+    let list = sum_of(&w, &refs);
+    let agg = aggregate_of(&w, &refs, &list);
+    let (_, list) = check_aggregate(&w.checker, &w.query, &w.query_doc.digest(), &agg).unwrap();
+    let ad = agg.digest();
+    let committee = w.query.terms().unwrap().committee().unwrap();
+    let qd = w.query_doc.digest();
+    let holdings = |m: usize| -> Vec<(usize, &HeSecretKey)> {
+        committee
+            .held_by(m)
+            .into_iter()
+            .map(|s| (s, &secrets[s]))
+            .collect()
+    };
+    // The coordinator (member 0) and the first province (member 2); the aggregator stays out.
+    let p0 = partial_doc(&w, &w.holder, &ad, &holdings(0), &list);
+    let p2 = partial_doc(&w, &w.provinces[0], &ad, &holdings(2), &list);
+    let (_, w0) = committee::check_partial(&w.checker, &w.query, &qd, &ad, &p0).unwrap();
+    let (_, w2) = committee::check_partial(&w.checker, &w.query, &qd, &ad, &p2).unwrap();
+    let cover = committee.cover(&[true, false, true]).unwrap();
+    let by_member = [Some(&w0), None, Some(&w2)];
+    let chosen: Vec<&[u64]> = cover
+        .iter()
+        .enumerate()
+        .map(|(share, &m)| {
+            by_member[m]
+                .unwrap()
+                .iter()
+                .find(|(s, _)| *s == share)
+                .unwrap()
+                .1
+                .as_slice()
+        })
+        .collect();
+    let slots = he::committee::combine_partials(&committee, &list, &chosen).unwrap();
+    let totals = totals(&w.query, &slots);
+    for (c, t) in totals.iter().enumerate() {
+        let want: u128 = plains.iter().map(|p| u128::from(p.sums[c][0])).sum();
+        assert_eq!(t.sums[0], units_to_decimal(want as i128, 2));
+        assert_eq!(t.count, plains.iter().map(|p| p.counts[c]).sum::<u64>());
+    }
+    // A department outside the committee, holding shares it cannot have.
+    let outsider = partial_doc(&w, &w.provinces[1], &ad, &holdings(2), &list);
+    let err = committee::check_partial(&w.checker, &w.query, &qd, &ad, &outsider).unwrap_err();
+    assert!(err.to_string().contains("not a member"), "{err}");
+    // A partial of another aggregate.
+    let other = partial_doc(&w, &w.holder, &Digest([9; 32]), &holdings(0), &list);
+    let err = committee::check_partial(&w.checker, &w.query, &qd, &ad, &other).unwrap_err();
+    assert!(err.to_string().contains("not the aggregate"), "{err}");
+    // A member offering a sub-share it does not hold.
+    let wrong = partial_doc(&w, &w.holder, &ad, &holdings(2), &list);
+    let err = committee::check_partial(&w.checker, &w.query, &qd, &ad, &wrong).unwrap_err();
+    assert!(err.to_string().contains("holds"), "{err}");
+}
+
+#[test]
+fn a_committee_query_whose_noise_would_not_fit_is_refused() {
+    let (w, _) = committee_world();
+    let mut q = w.query.clone();
+    // 256 contributors over 65,536 categories: far beyond the budget.
+    q.categories = (0..65_536).map(|i| format!("C{i:05}")).collect();
+    q.contributors = (0..256).map(|i| format!("{:06}", 100_000 + i)).collect();
+    let err = q.validate().unwrap_err();
+    assert!(err.to_string().contains("query q1"), "{err}");
+    // The same sizes under one key holder are admitted: it is the committee's budget.
+    q.committee = None;
+    q.version = 1;
+    q.scheme = he::SCHEME_ID.into();
+    q.validate().unwrap();
 }
