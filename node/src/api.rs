@@ -825,15 +825,16 @@ async fn execute_unlogged(
                 aggregate::aggregate(&node, &spec.query, &spec.to, &o)
             })
             .await?;
-            let mut pendings = pendings.into_iter();
-            if let Some(first) = pendings.next() {
-                info.dispatch = dispatch(svc, first, &to, out.clone(), &op, false).await?;
-            }
-            // A committee's other members each get the aggregate too.
+            let resent = info.dispatch.resent;
             for p in pendings {
                 let member = p.to.clone();
-                let file = out.as_ref().map(|o| format!("{o}.{member}"));
-                dispatch(svc, p, &member, file, &op, false).await?;
+                if member == to {
+                    info.dispatch = dispatch(svc, p, &to, out.clone(), &op, resent).await?;
+                } else {
+                    // A committee's other members each get the aggregate too.
+                    let file = out.as_ref().map(|o| format!("{o}.{member}"));
+                    dispatch(svc, p, &member, file, &op, resent).await?;
+                }
             }
             Outcome::Aggregated(info)
         }

@@ -502,3 +502,34 @@ fn a_three_of_three_committee_refuses_to_combine_without_every_member_and_names_
     }
     st.net.stop_all(Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn an_aggregate_a_member_missed_is_sent_again_as_signed_and_the_committee_still_decrypts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut st = small(tmp.path(), 3, 3000, 2);
+    st.import().unwrap();
+    let doc = st.he_query().unwrap();
+    st.he_contribute(&doc, None).unwrap();
+    st.net.stop(NDA, Duration::from_secs(10)).unwrap();
+    let out = st.net.pdx(&as_strs(&st.aggregate_args().unwrap())).unwrap();
+    assert!(!out.status.success(), "the data administration is down");
+    st.net.start(NDA).unwrap();
+    // Again: the aggregate already signed, not a second sum.
+    let again = st
+        .net
+        .pdx_json(&as_strs(&st.aggregate_args().unwrap()))
+        .unwrap();
+    assert_eq!(again["resent"], true, "{again}");
+    assert_eq!(again["also_to"], serde_json::json!([NDA]), "{again}");
+    partial(&st, BUREAU);
+    partial(&st, NDA);
+    let out = combine(&st);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["aggregate_digest"], again["digest"]);
+    st.net.stop_all(Duration::from_secs(10)).unwrap();
+}

@@ -99,6 +99,11 @@ pub fn aggregate(
         )));
     }
     let query_digest = query_doc.digest();
+    if query.committee.is_some()
+        && let Some(again) = resend_aggregate(node, &query)?
+    {
+        return Ok(again);
+    }
     let mut sum: Option<HeList> = None;
     let mut refs = Vec::new();
     let mut excluded = Vec::new();
@@ -216,4 +221,42 @@ pub fn aggregate(
             also_to,
         },
     ))
+}
+
+/// A committee query's aggregate again after a failed send: the signed one,
+/// to the members that have not acknowledged it (a new sum would be refused
+/// by those holding the first, and could reveal a difference).
+fn resend_aggregate(node: &Node, query: &QueryBody) -> Result<Option<(Vec<Pending>, Aggregated)>> {
+    let pendings = super::committee::undelivered(node, KIND_HE_AGGREGATE, &query.query_id)?;
+    let Some(doc) = stored(node, HeRecord::Aggregate, &query.query_id, None)? else {
+        return Ok(None);
+    };
+    if pendings.is_empty() {
+        return Ok(None);
+    }
+    let a: AggregateBody = doc
+        .verify(&node.cert_checker()?, SignatureDomain::HeAggregate)?
+        .0;
+    let resent = Dispatch {
+        resent: true,
+        ..Dispatch::default()
+    };
+    let also_to = pendings
+        .iter()
+        .filter(|p| p.to != query.key_holder)
+        .map(|p| p.to.clone())
+        .collect();
+    Ok(Some((
+        pendings,
+        Aggregated {
+            query: query.query_id.clone(),
+            contributors: a.contributions.iter().map(|c| c.dept.clone()).collect(),
+            excluded: Vec::new(),
+            digest: doc.digest().to_hex(),
+            to: query.key_holder.clone(),
+            bytes: a.ciphertext.len(),
+            dispatch: resent,
+            also_to,
+        },
+    )))
 }

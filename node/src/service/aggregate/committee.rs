@@ -355,36 +355,69 @@ pub(crate) fn propose(
         draft.contributors.join(",")
     ));
     node.log_with(d, ops)?;
-    let dealt = share.bodies.first().map(|b| usize::from(b.share));
-    Ok((
-        pendings,
-        QueryCreated {
-            query: draft.query_id.clone(),
-            out: String::new(),
-            digest: digest.to_hex(),
-            categories: draft.categories.len(),
-            slots: draft.slots(),
-            k: draft.k,
-            secret_key: dealt
-                .map(|s| {
-                    node.home
-                        .key(&share_name(&draft.query_id, s))
-                        .display()
-                        .to_string()
-                })
-                .unwrap_or_default(),
-            contributors: draft.contributors.clone(),
-            aggregator: draft.aggregator.clone(),
-            committee: terms.members.clone(),
-            threshold: Some(terms.threshold),
-            waiting_for: terms
-                .members
-                .iter()
-                .filter(|m| **m != node.config.dept)
-                .cloned()
-                .collect(),
-        },
-    ))
+    let created = proposed(node, &draft, &digest)?;
+    Ok((pendings, created))
+}
+
+/// What `pdx he keygen --committee` reports for a proposal.
+fn proposed(node: &Node, draft: &QueryBody, digest: &Digest) -> Result<QueryCreated> {
+    let terms = draft.terms()?;
+    let me = terms.index_of(&node.config.dept);
+    let dealt = me.and_then(|m| dealt_by(&terms.committee().ok()?, m).next());
+    Ok(QueryCreated {
+        query: draft.query_id.clone(),
+        out: String::new(),
+        digest: digest.to_hex(),
+        categories: draft.categories.len(),
+        slots: draft.slots(),
+        k: draft.k,
+        secret_key: dealt
+            .map(|s| {
+                node.home
+                    .key(&share_name(&draft.query_id, s))
+                    .display()
+                    .to_string()
+            })
+            .unwrap_or_default(),
+        contributors: draft.contributors.clone(),
+        aggregator: draft.aggregator.clone(),
+        committee: terms.members.clone(),
+        threshold: Some(terms.threshold),
+        waiting_for: terms
+            .members
+            .iter()
+            .filter(|m| **m != node.config.dept)
+            .cloned()
+            .collect(),
+    })
+}
+
+/// Documents of `kind` about `query_id` signed here and not yet acknowledged
+/// (subject `query_id`, or `query_id/member` for each member).
+pub(crate) fn undelivered(node: &Node, kind: &str, query_id: &str) -> Result<Vec<Pending>> {
+    let per_member = format!("{query_id}/");
+    Ok(outbox::pending(node, Some(kind))?
+        .into_iter()
+        .filter(|p| p.subject == query_id || p.subject.starts_with(&per_member))
+        .collect())
+}
+
+/// `pdx he keygen --committee` again after a failed send: the proposals
+/// not yet acknowledged, as signed (a new proposal would orphan the shares
+/// dealt for the first).
+pub(crate) fn resend_proposals(
+    node: &Node,
+    query_id: &str,
+) -> Result<Option<(Vec<Pending>, QueryCreated)>> {
+    if stored(node, HeRecord::Query, query_id, None)?.is_some() {
+        return Ok(None);
+    }
+    let pendings = undelivered(node, KIND_HE_KEY_PROPOSAL, query_id)?;
+    if pendings.is_empty() {
+        return Ok(None);
+    }
+    let (doc, p) = stored_proposal(node, query_id)?;
+    Ok(Some((pendings, proposed(node, &p.draft, &doc.digest())?)))
 }
 
 /// Verifies a proposal: signer = coordinator, draft consistent.
@@ -835,10 +868,26 @@ pub fn key_finish(
             p.draft.key_holder
         )));
     }
-    if stored(node, HeRecord::Query, query_id, None)?.is_some() {
-        return Err(NodeError::Refused(format!(
-            "the key of query {query_id} is already made (`pdx he list`)"
-        )));
+    if let Some(doc) = stored(node, HeRecord::Query, query_id, None)? {
+        // Again after a failed send: the transcripts not yet acknowledged.
+        let pendings = undelivered(node, KIND_HE_KEY_TRANSCRIPT, query_id)?;
+        if pendings.is_empty() {
+            return Err(NodeError::Refused(format!(
+                "the key of query {query_id} is already made and every member has its transcript (`pdx he list`)"
+            )));
+        }
+        crate::config::write_atomic(std::path::Path::new(out), &doc.to_bytes()?, 0o644)?;
+        return Ok((
+            pendings,
+            KeyFinished {
+                query: query_id.to_string(),
+                out: out.to_string(),
+                digest: doc.digest().to_hex(),
+                committee: terms.members.clone(),
+                threshold: terms.threshold,
+                sent: Vec::new(),
+            },
+        ));
     }
     let mut shares = Vec::new();
     let mut missing = Vec::new();

@@ -43,6 +43,11 @@ pub fn keygen(
     operator: &str,
 ) -> Result<(Vec<Pending>, QueryCreated)> {
     check_query_id(&spec.query_id)?;
+    if !spec.committee.is_empty()
+        && let Some(again) = committee::resend_proposals(node, &spec.query_id)?
+    {
+        return Ok(again);
+    }
     if stored(node, HeRecord::Query, &spec.query_id, None)?.is_some()
         || stored(node, HeRecord::Proposal, &spec.query_id, None)?.is_some()
     {
