@@ -42,17 +42,13 @@ pub fn accept_contribution(node: &Node, peer: &str, document: &[u8]) -> Result<A
         &query.query_id,
         Some(&c.contributor),
     );
-    if let Some(prev) = node.store.get::<Certified>(CF_HE, &k)? {
-        if prev.digest() == digest {
-            return Ok(Accepted {
-                digest,
-                note: "already accepted".into(),
-            });
-        }
-        return Err(NodeError::Refused(format!(
+    if let Some(again) = kept_once(node, &k, digest, || {
+        format!(
             "{} already contributed to query {}; contributions are final",
             c.contributor, query.query_id
-        )));
+        )
+    })? {
+        return Ok(again);
     }
     node.store.put(CF_HE, &k, &sub.contribution)?;
     let mut d = node.draft(EventKind::AggregateContribute, NODE_OPERATOR);

@@ -453,17 +453,13 @@ pub fn accept_key_proposal(node: &Node, peer: &str, document: &[u8]) -> Result<A
     }
     let digest = doc.digest();
     let key = store::he_key(HeRecord::Proposal, &q.query_id, None);
-    if let Some(prev) = node.store.get::<Certified>(CF_HE, &key)? {
-        if prev.digest() == digest {
-            return Ok(Accepted {
-                digest,
-                note: "already accepted".into(),
-            });
-        }
-        return Err(NodeError::Refused(format!(
+    if let Some(again) = kept_once(node, &key, digest, || {
+        format!(
             "another key proposal for query {} is held here; a query id is used once",
             q.query_id
-        )));
+        )
+    })? {
+        return Ok(again);
     }
     let mut d = node.draft(EventKind::KeyRotate, NODE_OPERATOR);
     d.counterparty = Some(q.key_holder.clone());
@@ -703,17 +699,13 @@ pub fn accept_key_share(node: &Node, peer: &str, document: &[u8]) -> Result<Acce
     let (k, _) = check_key_share(&checker, &p.draft, &pdoc.digest(), &doc)?;
     let digest = doc.digest();
     let key = store::he_key(HeRecord::KeyShare, &k.query_id, Some(&k.member));
-    if let Some(prev) = node.store.get::<Certified>(CF_HE, &key)? {
-        if prev.digest() == digest {
-            return Ok(Accepted {
-                digest,
-                note: "already accepted".into(),
-            });
-        }
-        return Err(NodeError::Refused(format!(
+    if let Some(again) = kept_once(node, &key, digest, || {
+        format!(
             "{} already sent its key share for query {}; sub-shares are dealt once",
             k.member, k.query_id
-        )));
+        )
+    })? {
+        return Ok(again);
     }
     if stored(node, HeRecord::Query, &k.query_id, None)?.is_some() {
         return Err(NodeError::Refused(format!(
@@ -983,17 +975,14 @@ pub fn accept_key_transcript(node: &Node, peer: &str, document: &[u8]) -> Result
             query.query_id
         )));
     }
-    if let Some(prev) = stored(node, HeRecord::Query, &query.query_id, None)? {
-        if prev.digest() == digest {
-            return Ok(Accepted {
-                digest,
-                note: "already accepted".into(),
-            });
-        }
-        return Err(NodeError::Refused(format!(
+    let query_key = store::he_key(HeRecord::Query, &query.query_id, None);
+    if let Some(again) = kept_once(node, &query_key, digest, || {
+        format!(
             "another query document with id {} is already held here",
             query.query_id
-        )));
+        )
+    })? {
+        return Ok(again);
     }
     let own = stored(node, HeRecord::KeyShare, &query.query_id, Some(me))?.ok_or_else(|| {
         NodeError::Refused(format!(
@@ -1050,14 +1039,7 @@ pub fn accept_key_transcript(node: &Node, peer: &str, document: &[u8]) -> Result
             .collect::<Vec<_>>()
             .join(",")
     ));
-    node.log_with(
-        d,
-        vec![node.store.put_op(
-            CF_HE,
-            &store::he_key(HeRecord::Query, &query.query_id, None),
-            &t.query,
-        )?],
-    )?;
+    node.log_with(d, vec![node.store.put_op(CF_HE, &query_key, &t.query)?])?;
     Ok(Accepted {
         digest,
         note: format!(
@@ -1278,17 +1260,13 @@ pub fn accept_partial(node: &Node, peer: &str, document: &[u8]) -> Result<Accept
     )?;
     let digest = doc.digest();
     let key = store::he_key(HeRecord::Partial, &query.query_id, Some(&p.member));
-    if let Some(prev) = node.store.get::<Certified>(CF_HE, &key)? {
-        if prev.digest() == digest {
-            return Ok(Accepted {
-                digest,
-                note: "already accepted".into(),
-            });
-        }
-        return Err(NodeError::Refused(format!(
+    if let Some(again) = kept_once(node, &key, digest, || {
+        format!(
             "{} already sent its partial decryption of query {}; one per member",
             p.member, query.query_id
-        )));
+        )
+    })? {
+        return Ok(again);
     }
     let mut d = node.draft(EventKind::AggregateCombine, NODE_OPERATOR);
     d.counterparty = Some(p.member.clone());

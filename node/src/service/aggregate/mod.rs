@@ -222,6 +222,25 @@ fn secret_name(query_id: &str) -> String {
     format!("he-{query_id}")
 }
 
+/// A submitted document kept once under `key` (`he` family): the same
+/// document again is acknowledged again (`Some`), another is refused with
+/// `refusal`, and `None` means none is held yet.
+fn kept_once(
+    node: &Node,
+    key: &[u8],
+    digest: pdx_crypto::Digest,
+    refusal: impl FnOnce() -> String,
+) -> Result<Option<Accepted>> {
+    match node.store.get::<Certified>(CF_HE, key)? {
+        Some(prev) if prev.digest() == digest => Ok(Some(Accepted {
+            digest,
+            note: "already accepted".into(),
+        })),
+        Some(_) => Err(NodeError::Refused(refusal())),
+        None => Ok(None),
+    }
+}
+
 /// Audits an opened sum and returns what it revealed (`he decrypt`, `he
 /// combine`); `how` starts the entry's detail.
 #[allow(clippy::too_many_arguments)]
