@@ -1,7 +1,8 @@
 //! No blocking work on the async workers: while a node produces a 1M-record
 //! release for one peer (the de-identification engine on the blocking pool),
 //! it keeps answering another peer's catalog requests, handshake included,
-//! within 200 ms.
+//! within 200 ms. Release production runs at lower priority (`bulk`), so
+//! requests are scheduled first when the cores are busy.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -24,6 +25,25 @@ fn a_node_answers_catalogs_within_200_ms_while_producing_a_1m_record_release() {
         net.add_node(d, n).unwrap();
     }
     net.connect_all().unwrap();
+    // 100000 stands for another machine; on this one its 1M-record store
+    // would share the disk journal with the measured node, and its flushes
+    // would stall 440000's fsyncs. Its home goes to RAM where there is room.
+    let shm = tempfile::Builder::new()
+        .prefix("pdx-peer-")
+        .tempdir_in("/dev/shm");
+    if let Ok(shm) = &shm
+        && rustix::fs::statvfs(shm.path())
+            .is_ok_and(|st| st.f_bavail.saturating_mul(st.f_frsize) >= 2 << 30)
+    {
+        let home = std::path::PathBuf::from(net.home("100000").unwrap());
+        let moved = shm.path().join("100000");
+        let copied = Command::new("cp").arg("-a").arg(&home).arg(&moved).status();
+        assert!(copied.unwrap().success(), "cannot copy the peer's home");
+        std::fs::remove_dir_all(&home).unwrap();
+        std::os::unix::fs::symlink(&moved, &home).unwrap();
+    } else {
+        eprintln!("no room in /dev/shm: the fetching peer shares the disk");
+    }
     net.start("440000").unwrap();
     net.start("100000").unwrap();
     let (a, b, c) = (

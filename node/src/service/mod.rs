@@ -60,6 +60,38 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| NodeError::Invalid(format!("task failed: {e}")))?
 }
 
+/// How much lower bulk work runs than requests (nice increment, Linux).
+pub const BULK_NICE: i32 = 10;
+
+/// Runs long CPU-bound work for one peer (producing a release) on a thread
+/// of its own at [`BULK_NICE`] lower priority, so the node's requests
+/// (handshakes, catalogs, calls) are scheduled before it when cores are
+/// short. A fresh thread because niceness cannot be raised back without
+/// privilege, and the blocking pool's threads are reused.
+pub async fn bulk<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let span = tracing::Span::current();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let tid = rustix::thread::gettid();
+            let lowered = rustix::process::getpriority_process(Some(tid)).and_then(|now| {
+                rustix::process::setpriority_process(Some(tid), now.saturating_add(BULK_NICE))
+            });
+            if let Err(e) = lowered {
+                // Still correct, only less polite to requests.
+                tracing::debug!("bulk work at normal priority: {e}");
+            }
+            let _ = tx.send(span.in_scope(f));
+        })
+        .map_err(|e| NodeError::Invalid(format!("cannot start a {name} thread: {e}")))?;
+    rx.await
+        .map_err(|_| NodeError::Invalid(format!("the {name} thread failed")))?
+}
+
 /// Runs `ask` for every department at once (each bounded by its own
 /// timeout inside `ask`, so one silent peer costs its timeout once, not once
 /// per peer before it) and returns the answers in the order given.

@@ -87,14 +87,14 @@ impl Services {
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, u64, u64)>(16);
         let node = self.node.clone();
-        let producing = tokio::task::spawn_blocking(move || {
+        let producing = super::super::bulk("pdx-release", move || {
             let p = ChannelProgress::new(tx);
             release::produce(&node, &spec, &p)
         });
         tokio::pin!(producing);
         let result = loop {
             tokio::select! {
-                r = &mut producing => break r.map_err(|e| NodeError::Invalid(e.to_string()))?,
+                r = &mut producing => break r,
                 Some((stage, done, total)) = rx.recv() => {
                     s.send(&Message::Progress(crate::proto::msg::Progress { stage, done, total })).await?;
                 }
