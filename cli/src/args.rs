@@ -285,7 +285,15 @@ pub enum HeCmd {
         /// Committee members whose partial decryptions suffice (default: all).
         #[arg(long, requires = "committee")]
         threshold: Option<u8>,
+        /// Digest of the installed CRS (`pdx he crs install`) every
+        /// contribution must carry proofs against: the aggregator refuses a
+        /// contribution that is not a well-formed encryption of in-range limbs.
+        #[arg(long, requires = "committee")]
+        crs: Option<String>,
     },
+    /// Proof CRS files (made by the network CA with `pdx ca zk-crs`).
+    #[command(subcommand)]
+    Crs(HeCrsCmd),
     /// Committee member: deal this member's sub-shares of a proposed query and
     /// send them (public parts; secrets sealed for their other holders) to the coordinator.
     KeyShare {
@@ -381,6 +389,10 @@ pub enum HeCmd {
         /// Network CA certificate (PEM), with --bundle.
         #[arg(long, requires = "bundle")]
         ca: Option<PathBuf>,
+        /// With --bundle: the CRS file the query names (its contributions'
+        /// proofs are verified against it; needed when the query names one).
+        #[arg(long, requires = "bundle")]
+        crs: Option<PathBuf>,
     },
     /// Write the query, aggregate and encrypted contributions held here to a file.
     Export {
@@ -515,6 +527,33 @@ pub enum CaCmd {
         /// CA directory.
         #[arg(long)]
         dir: PathBuf,
+    },
+    /// Make the common reference string of contribution proofs (committee
+    /// layout; about 30 s) and print its digest to publish. Its randomness
+    /// is dropped: nobody, the CA included, keeps what could forge proofs.
+    ZkCrs {
+        /// CA directory (its suite's hash names the file).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Output file (public; give it to every node).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HeCrsCmd {
+    /// Check a CRS file (size, tfhe conformance to the committee layout)
+    /// and keep it under HOME/he-crs/DIGEST.crs.
+    Install {
+        #[command(flatten)]
+        home: HomeArgs,
+        /// The CRS file.
+        #[arg(long)]
+        file: PathBuf,
+        /// The digest the CA published; another file is refused.
+        #[arg(long)]
+        digest: Option<String>,
     },
 }
 

@@ -4,7 +4,7 @@
 
 use crate::args::{
     AuditCmd, BackupCmd, CallsCmd, CertCmd, Cli, Command, CrlCmd, GatewayCmd, GrantCmd, HeCmd,
-    HomeArgs, KeyCmd, KeysCmd, PeerCmd, ReleaseCmd, ServiceCmd, SettleCmd,
+    HeCrsCmd, HomeArgs, KeyCmd, KeysCmd, PeerCmd, ReleaseCmd, ServiceCmd, SettleCmd,
 };
 use crate::output::outln;
 use crate::session::{absolute, node_command};
@@ -119,6 +119,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::He(HeCmd::VerifySum {
             bundle: Some(bundle),
             ca,
+            crs,
             ..
         }) => {
             let ca = ca
@@ -127,6 +128,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             let v = pdx_node::service::aggregate::verify_bundle_file(
                 &bundle.display().to_string(),
                 &ca.display().to_string(),
+                crs.as_ref().map(|c| c.display().to_string()).as_deref(),
             )
             .map_err(node_error)?;
             let ok = v.verdict == SumVerdict::Ok;
@@ -624,6 +626,7 @@ fn he_request(c: &HeCmd) -> Result<(HomeArgs, Request)> {
             out,
             committee,
             threshold,
+            crs,
         } => {
             let out = match out {
                 Some(o) => absolute(o)?,
@@ -644,6 +647,7 @@ fn he_request(c: &HeCmd) -> Result<(HomeArgs, Request)> {
                     out,
                     committee: committee.clone(),
                     threshold: *threshold,
+                    crs: crs.clone(),
                 }),
             )
         }
@@ -734,5 +738,12 @@ fn he_request(c: &HeCmd) -> Result<(HomeArgs, Request)> {
             },
         ),
         HeCmd::List(home) => h(home, Request::HeList),
+        HeCmd::Crs(HeCrsCmd::Install { home, file, digest }) => h(
+            home,
+            Request::HeCrsInstall {
+                file: absolute(file)?,
+                digest: digest.clone(),
+            },
+        ),
     }
 }

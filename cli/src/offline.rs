@@ -101,6 +101,13 @@ pub fn ca(c: &CaCmd, json: bool) -> Result<u8> {
                     .to_string(),
             },
         )?,
+        CaCmd::ZkCrs { dir, out } => {
+            let suite = pki::ca_suite(dir).map_err(node_error)?;
+            render::value(
+                json,
+                &pdx_node::service::aggregate::crs::generate(suite, out).map_err(node_error)?,
+            )?
+        }
         CaCmd::List { dir } => {
             let list: Vec<Issued> = pki::ca_list(dir)
                 .map_err(node_error)?

@@ -177,6 +177,13 @@ pub enum Request {
     },
     /// `pdx he list`.
     HeList,
+    /// `pdx he crs install`.
+    HeCrsInstall {
+        /// The CRS file.
+        file: String,
+        /// The digest the CA published.
+        digest: Option<String>,
+    },
     /// `pdx submit --file`.
     SubmitFile(SubmitSpec),
     /// `pdx settle confirm`.
@@ -370,6 +377,8 @@ outcomes! {
     QueryExported(QueryExported),
     /// `pdx he list`.
     Queries(Vec<QueryInfo>),
+    /// `pdx he crs install`.
+    CrsInstalled(aggregate::crs::CrsInfo),
     /// `pdx submit --file`.
     Submitted(Submitted),
     /// `pdx settle confirm --release` (one).
@@ -848,6 +857,12 @@ async fn execute_unlogged(
             blocking(move || aggregate::export(&node, &query, &out, &op)).await?,
         ),
         Request::HeList => Outcome::Queries(blocking(move || aggregate::list(&node)).await?),
+        Request::HeCrsInstall { file, digest } => Outcome::CrsInstalled(
+            blocking(move || {
+                aggregate::crs::install(&node, std::path::Path::new(&file), digest.as_deref(), &op)
+            })
+            .await?,
+        ),
         Request::SubmitFile(SubmitSpec { file, to }) => {
             let f = file.clone();
             let sub: SubmissionFile =

@@ -66,6 +66,8 @@ pub struct Options {
     pub k: u32,
     /// The network's cryptographic suite.
     pub suite: pdx_crypto::Suite,
+    /// Contributions carry zero-knowledge proofs (the CA makes the CRS first).
+    pub proofs: bool,
 }
 
 /// Reference figures computed directly from the generated CSVs.
@@ -124,6 +126,8 @@ pub struct Settlement {
     pub releases: BTreeMap<String, String>,
     /// Provinces that granted `clearing` to the national node.
     pub granted: std::collections::BTreeSet<String>,
+    /// Digest of the proof CRS installed on the nodes (when `opts.proofs`).
+    pub crs: Option<String>,
     started: Instant,
 }
 
@@ -223,6 +227,7 @@ impl Settlement {
             stages: Vec::new(),
             releases: BTreeMap::new(),
             granted: Default::default(),
+            crs: None,
             started,
         };
         me.stage(
@@ -571,6 +576,52 @@ impl Settlement {
         out
     }
 
+    /// The CA makes the proof CRS; every contributor, the aggregator and the
+    /// coordinator install it (checked against the digest the CA printed).
+    pub fn zk_crs(&mut self) -> Result<String> {
+        let t = Instant::now();
+        let file = self.dir.join("he-proofs.crs");
+        let made = self.net.pdx_json(&[
+            "ca",
+            "zk-crs",
+            "--dir",
+            &s(&self.net.ca_dir()),
+            "--out",
+            &s(&file),
+        ])?;
+        let digest = made["digest"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("pdx ca zk-crs printed no digest: {made}"))?
+            .to_string();
+        let mut homes = vec![NATIONAL.to_string(), BUREAU.to_string()];
+        homes.extend(self.provinces.iter().cloned());
+        parallel(&homes, WORKERS, |d| {
+            self.net.pdx_ok(&[
+                "he",
+                "crs",
+                "install",
+                "--home",
+                &self.home(d)?,
+                "--file",
+                &s(&file),
+                "--digest",
+                &digest,
+            ])
+        })?;
+        self.stage(
+            "zk crs",
+            t,
+            format!(
+                "the CA made the proof CRS {} ({} bytes); {} nodes installed it",
+                &digest[..16],
+                made["bytes"],
+                homes.len()
+            ),
+        );
+        self.crs = Some(digest.clone());
+        Ok(digest)
+    }
+
     /// The committee members fetch each other's encryption keys through the
     /// national directory (sub-shares are sealed for them).
     fn committee_keys(&self) -> Result<()> {
@@ -600,6 +651,9 @@ impl Settlement {
 
     /// [`Settlement::he_query`] with another threshold (3: all three members).
     pub fn he_query_with(&mut self, threshold: u8) -> Result<String> {
+        if self.opts.proofs && self.crs.is_none() {
+            self.zk_crs()?;
+        }
         let t = Instant::now();
         self.committee_keys()?;
         let cats = self.dir.join("categories.txt");
@@ -607,15 +661,20 @@ impl Settlement {
         let doc = self.dir.join(format!("{QUERY}.query"));
         let contributors = self.provinces.join(",");
         let k = self.opts.k.to_string();
-        let v = self.net.pdx_json(&[
+        let schema = self.schema_path()?;
+        let bureau = self.home(BUREAU)?;
+        let cats = s(&cats);
+        let committee = COMMITTEE.join(",");
+        let threshold_text = threshold.to_string();
+        let mut keygen = vec![
             "he",
             "keygen",
             "--home",
-            &self.home(BUREAU)?,
+            &bureau,
             "--query",
             QUERY,
             "--schema",
-            &self.schema_path()?,
+            &schema,
             "--value",
             "fund_pay_sumamt",
             "--group-by",
@@ -623,7 +682,7 @@ impl Settlement {
             "--group-by",
             "insuplc_admdvs:province",
             "--categories",
-            &s(&cats),
+            &cats,
             "--k",
             &k,
             "--contributor",
@@ -631,10 +690,14 @@ impl Settlement {
             "--aggregator",
             NATIONAL,
             "--committee",
-            &COMMITTEE.join(","),
+            &committee,
             "--threshold",
-            &threshold.to_string(),
-        ])?;
+            &threshold_text,
+        ];
+        if let Some(d) = &self.crs {
+            keygen.extend(["--crs", d.as_str()]);
+        }
+        let v = self.net.pdx_json(&keygen)?;
         for m in [NATIONAL, NDA] {
             self.net.pdx_ok(&[
                 "he",
@@ -893,38 +956,7 @@ impl Settlement {
                 problems.push(format!("{what}: {u:?}"));
             }
         }
-        let contributors: Vec<String> = aggregate["contributors"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.as_str().map(String::from))
-            .collect();
-        let want = reference.aggregate(&contributors);
-        let mut got = BTreeMap::new();
-        for c in aggregate["categories"].as_array().into_iter().flatten() {
-            let fen = c["sums"][0]
-                .as_str()
-                .and_then(|x| pdx_schemas::types::decimal_to_units(x, 2))
-                .unwrap_or(-1) as i64;
-            got.insert(
-                c["category"].as_str().unwrap_or("").to_string(),
-                (fen, c["count"].as_u64().unwrap_or(0)),
-            );
-        }
-        if got != want {
-            let diff: Vec<String> = want
-                .iter()
-                .filter(|(k, v)| got.get(*k) != Some(v))
-                .take(5)
-                .map(|(k, v)| format!("{k}: reference {v:?}, decrypted {:?}", got.get(k)))
-                .collect();
-            problems.push(format!(
-                "homomorphic aggregate differs from the reference ({} vs {} categories): {}",
-                got.len(),
-                want.len(),
-                diff.join("; ")
-            ));
-        }
+        problems.extend(aggregate_problems(reference, aggregate));
         Ok(problems)
     }
 
@@ -945,6 +977,45 @@ impl Settlement {
 
 fn yuan(fen: i64) -> String {
     pdx_schemas::types::units_to_decimal(fen.into(), 2)
+}
+
+/// How the decrypted aggregate differs from the plaintext reference over the
+/// contributors it lists (empty: it equals it).
+pub fn aggregate_problems(reference: &Reference, aggregate: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let contributors: Vec<String> = aggregate["contributors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_str().map(String::from))
+        .collect();
+    let want = reference.aggregate(&contributors);
+    let mut got = BTreeMap::new();
+    for c in aggregate["categories"].as_array().into_iter().flatten() {
+        let fen = c["sums"][0]
+            .as_str()
+            .and_then(|x| pdx_schemas::types::decimal_to_units(x, 2))
+            .unwrap_or(-1) as i64;
+        got.insert(
+            c["category"].as_str().unwrap_or("").to_string(),
+            (fen, c["count"].as_u64().unwrap_or(0)),
+        );
+    }
+    if got != want {
+        let diff: Vec<String> = want
+            .iter()
+            .filter(|(k, v)| got.get(*k) != Some(v))
+            .take(5)
+            .map(|(k, v)| format!("{k}: reference {v:?}, decrypted {:?}", got.get(k)))
+            .collect();
+        problems.push(format!(
+            "homomorphic aggregate differs from the reference ({} vs {} categories): {}",
+            got.len(),
+            want.len(),
+            diff.join("; ")
+        ));
+    }
+    problems
 }
 
 /// Runs the whole scenario; fails if any figure differs from the plaintext reference.

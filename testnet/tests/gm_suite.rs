@@ -19,6 +19,7 @@ fn month(dir: &std::path::Path, suite: Suite) -> serde_json::Value {
             seed: 5,
             k: 2,
             suite,
+            proofs: false,
         },
         true,
     )

@@ -20,6 +20,7 @@ fn small(dir: &std::path::Path, provinces: usize, records: u64, k: u32) -> Settl
             seed: 11,
             k,
             suite: pdx_crypto::Suite::Intl,
+            proofs: false,
         },
     )
     .unwrap()
@@ -531,5 +532,158 @@ fn an_aggregate_a_member_missed_is_sent_again_as_signed_and_the_committee_still_
     );
     let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(d["aggregate_digest"], again["digest"]);
+    st.net.stop_all(Duration::from_secs(10)).unwrap();
+}
+
+/// A contribution the cheating province signs itself: `limbs` encrypted and
+/// proven under the query's key and CRS, then `tamper`ed after proving.
+fn hand_built_contribution(
+    st: &Settlement,
+    dept: &str,
+    query_file: &str,
+    out: &std::path::Path,
+    tamper: impl FnOnce(&mut pdx_node::service::aggregate::ContributionBody),
+) {
+    use pdx_crypto::SignatureDomain;
+    use pdx_crypto::he;
+    use pdx_node::service::aggregate::{
+        ContributionBody, ContributionSubmission, check_query, crs, proof_metadata,
+    };
+    use pdx_node::service::documents::{self, Certified, KIND_HE_CONTRIBUTION, SubmissionFile};
+    let node = pdx_node::service::open_node(
+        &pdx_node::config::Home::new(st.net.home(dept).unwrap()),
+        None,
+    )
+    .unwrap();
+    let query_doc: Certified = documents::read_file(query_file, "query").unwrap();
+    let query = check_query(&node.cert_checker().unwrap(), &query_doc).unwrap();
+    let the_crs = crs::load(&node, &query.committee.as_ref().unwrap().crs.unwrap()).unwrap();
+    let limbs = vec![0u64; query.slots()];
+    let metadata = proof_metadata(&query_doc.digest(), dept, query.deadline_ms);
+    let (list, proofs) =
+        he::proof::encrypt_and_prove(&query.public_key().unwrap(), &the_crs, &limbs, &metadata)
+            .unwrap();
+    let mut body = ContributionBody {
+        version: 1,
+        query_id: query.query_id.clone(),
+        query_digest: query_doc.digest(),
+        contributor: dept.to_string(),
+        dataset_digest: pdx_crypto::Digest([0; 32]),
+        records: 1,
+        created_ms: pdx_audit::store::now_ms(),
+        slots: query.slots() as u64,
+        ciphertext: he::words_to_bytes(list.words()),
+        proofs: proofs
+            .iter()
+            .map(|p| serde_bytes::ByteBuf::from(p.to_bytes().unwrap()))
+            .collect(),
+    };
+    tamper(&mut body);
+    let contribution = Certified::sign(&node, SignatureDomain::HeContribution, &body).unwrap();
+    let sub = SubmissionFile {
+        kind: KIND_HE_CONTRIBUTION.into(),
+        document: pdx_crypto::wire::to_cbor(&ContributionSubmission {
+            query: query_doc,
+            contribution,
+        })
+        .unwrap(),
+    };
+    std::fs::write(out, pdx_crypto::wire::to_cbor(&sub).unwrap()).unwrap();
+}
+
+#[test]
+fn an_out_of_range_or_unproven_contribution_is_refused_and_audited_and_the_proven_sum_equals_the_reference()
+ {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut st = Settlement::setup(
+        tmp.path(),
+        Options {
+            provinces: 3,
+            records: 3000,
+            seed: 11,
+            k: 2,
+            suite: pdx_crypto::Suite::Intl,
+            proofs: true,
+        },
+    )
+    .unwrap();
+    st.import().unwrap();
+    let doc = st.he_query().unwrap();
+    let cheat = st.provinces[2].clone();
+    let honest = st.provinces[..2].to_vec();
+    st.he_contribute(&doc, Some(&honest)).unwrap();
+
+    // The cheat signs two contributions by hand: one whose last slot carries
+    // 2^12 more than a limb holds (the proof was made before), one with no proofs.
+    st.net.stop(&cheat, Duration::from_secs(10)).unwrap();
+    let out_of_range = tmp.path().join("out-of-range.sub");
+    let unproven = tmp.path().join("unproven.sub");
+    hand_built_contribution(&st, &cheat, &doc, &out_of_range, |b| {
+        let n = b.ciphertext.len();
+        let mut last = u64::from_le_bytes(b.ciphertext[n - 8..].try_into().unwrap());
+        last = last.wrapping_add(1 << (12 + 48));
+        b.ciphertext[n - 8..].copy_from_slice(&last.to_le_bytes());
+    });
+    hand_built_contribution(&st, &cheat, &doc, &unproven, |b| b.proofs.clear());
+    st.net.start(&cheat).unwrap();
+    let cheat_home = st.net.home(&cheat).unwrap();
+    for (file, why) in [
+        (&out_of_range, "does not verify"),
+        (&unproven, "carries 0 proofs"),
+    ] {
+        let before = entries(&st.net, NATIONAL, "refused-request").len();
+        let out = st
+            .net
+            .pdx(&[
+                "submit",
+                "--home",
+                &cheat_home,
+                "--file",
+                &s(file),
+                "--to",
+                NATIONAL,
+            ])
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{err}");
+        assert!(err.contains(why), "{err}");
+        let refused = entries(&st.net, NATIONAL, "refused-request");
+        assert_eq!(refused.len(), before + 1, "the refusal is audited");
+        assert_eq!(refused.last().unwrap()["counterparty"], cheat.as_str());
+        assert!(
+            refused.last().unwrap()["detail"]
+                .as_str()
+                .unwrap()
+                .contains(why)
+        );
+    }
+
+    // Nothing of the cheat's was kept: its honest, proven contribution is accepted.
+    st.he_contribute(&doc, Some(std::slice::from_ref(&cheat)))
+        .unwrap();
+    let aggregate = st.he_aggregate().unwrap();
+    assert_eq!(aggregate["contributors"].as_array().unwrap().len(), 3);
+    let problems =
+        pdx_testnet::settlement::aggregate_problems(&st.reference().unwrap(), &aggregate);
+    assert!(problems.is_empty(), "{problems:?}");
+
+    // Offline, a regulator re-verifies every proof, and needs the CRS to.
+    let national = st.net.home(NATIONAL).unwrap();
+    let bundle = s(&tmp.path().join("query.bundle"));
+    st.net
+        .pdx_ok(&[
+            "he", "export", "--home", &national, "--query", QUERY, "--out", &bundle,
+        ])
+        .unwrap();
+    let ca = s(&st.net.ca_dir().join("ca.crt"));
+    let verify = ["he", "verify-sum", "--bundle", &bundle, "--ca", &ca];
+    let out = st.net.pdx(&verify).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("--crs"), "{err}");
+    let crs = s(&tmp.path().join("he-proofs.crs"));
+    let mut with_crs = verify.to_vec();
+    with_crs.extend(["--crs", &crs]);
+    assert_eq!(st.net.pdx_json(&with_crs).unwrap()["verdict"], "ok");
     st.net.stop_all(Duration::from_secs(10)).unwrap();
 }

@@ -334,6 +334,11 @@ impl HeList {
         self.layout
     }
 
+    /// How many compact lists it is made of (one proof each).
+    pub fn list_count(&self) -> usize {
+        self.layout.chunk_sizes(self.slots).count()
+    }
+
     /// The compact lists, one per chunk of the layout, with their slot counts.
     fn compact_lists(&self) -> impl Iterator<Item = LweCompactCiphertextList<&[u64]>> {
         let mut rest = self.words.as_slice();

@@ -35,7 +35,13 @@ pub fn accept_contribution(node: &Node, peer: &str, document: &[u8]) -> Result<A
             query.query_id
         )));
     }
-    let (c, _list) = check_contribution(&checker, &query, &query_digest, &sub.contribution)?;
+    let crs = match query.committee.as_ref().and_then(|t| t.crs) {
+        Some(d) => Some(crs::load(node, &d)?),
+        None => None,
+    };
+    let proofs = crs.as_deref().map_or(Proofs::AcceptedHere, Proofs::Verify);
+    let (c, _list) =
+        check_contribution(&checker, &query, &query_digest, &sub.contribution, proofs)?;
     let digest = sub.contribution.digest();
     let k = store::he_key(
         HeRecord::Contribution,
@@ -105,7 +111,8 @@ pub fn aggregate(
     let mut excluded = Vec::new();
     for doc in contributions(node, query_id)? {
         // Re-checked now: a certificate revoked since acceptance excludes it.
-        match check_contribution(&checker, &query, &query_digest, &doc) {
+        // Proofs were verified on acceptance, before the contribution was stored.
+        match check_contribution(&checker, &query, &query_digest, &doc, Proofs::AcceptedHere) {
             Ok((c, list)) => {
                 sum = Some(accumulate(sum, &list)?);
                 refs.push(ContributionRef {

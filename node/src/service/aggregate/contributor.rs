@@ -169,7 +169,21 @@ pub fn contribute(
         }
     }
     let plain = plain_sums(node, &query, dataset)?;
-    let list = he::encrypt_in(&query.public_key()?, query.layout(), &limbs(&query, &plain))?;
+    let limbs = limbs(&query, &plain);
+    let pk = query.public_key()?;
+    let (list, proofs) = match query.committee.as_ref().and_then(|t| t.crs) {
+        None => (he::encrypt_in(&pk, query.layout(), &limbs)?, Vec::new()),
+        Some(d) => {
+            let crs = crs::load(node, &d)?;
+            let metadata = proof_metadata(&query_doc.digest(), me, query.deadline_ms);
+            let (list, proofs) = he::proof::encrypt_and_prove(&pk, &crs, &limbs, &metadata)?;
+            let bytes = proofs
+                .iter()
+                .map(|p| p.to_bytes().map(serde_bytes::ByteBuf::from))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            (list, bytes)
+        }
+    };
     let body = ContributionBody {
         version: 1,
         query_id: query.query_id.clone(),
@@ -180,6 +194,7 @@ pub fn contribute(
         created_ms: now_ms(),
         slots: query.slots() as u64,
         ciphertext: he::words_to_bytes(list.words()),
+        proofs,
     };
     let doc = Certified::sign(node, SignatureDomain::HeContribution, &body)?;
     let schema = meta.schema(node.suite)?;

@@ -8,6 +8,7 @@ use crate::error::{NodeError, Result};
 use crate::pki::CertChecker;
 use crate::service::documents::Certified;
 use pdx_crypto::he::committee::Committee;
+use pdx_crypto::he::proof::{self, Crs, Proof};
 use pdx_crypto::he::{self, HeList, HePublicKey, Layout};
 use pdx_crypto::{Digest, SignatureDomain};
 use pdx_schemas::schema::Generalization;
@@ -130,6 +131,10 @@ pub struct CommitteeTerms {
     /// (empty in the draft).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_shares: Vec<Digest>,
+    /// Digest of the CRS every contribution must carry proofs against
+    /// (absent: contributions carry none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crs: Option<Digest>,
 }
 
 impl CommitteeTerms {
@@ -359,6 +364,36 @@ pub struct ContributionBody {
     /// Compact ciphertext list words, little-endian.
     #[serde(with = "serde_bytes")]
     pub ciphertext: Vec<u8>,
+    /// One proof per compact list of `ciphertext`, in order (tfhe's
+    /// serialization), when the query names a CRS; absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proofs: Vec<serde_bytes::ByteBuf>,
+}
+
+/// What a contribution's proofs bind (before tfhe appends the list's index
+/// and count): the query, the contributor and the deadline, so a proof is
+/// good for one contribution only.
+pub fn proof_metadata(query_digest: &Digest, contributor: &str, deadline_ms: u64) -> Vec<u8> {
+    let mut m = Vec::with_capacity(PROOF_CONTEXT.len() + 32 + 2 + contributor.len() + 8);
+    m.extend_from_slice(PROOF_CONTEXT);
+    m.extend_from_slice(query_digest.as_bytes());
+    m.extend_from_slice(&(contributor.len() as u16).to_be_bytes());
+    m.extend_from_slice(contributor.as_bytes());
+    m.extend_from_slice(&deadline_ms.to_be_bytes());
+    m
+}
+
+/// The first bytes of [`proof_metadata`].
+pub const PROOF_CONTEXT: &[u8] = b"pdx he contribution proof v1\0";
+
+/// How [`check_contribution`] treats the proofs of a query that names a CRS.
+#[derive(Clone, Copy, Debug)]
+pub enum Proofs<'a> {
+    /// Verify them against this CRS (its digest is the query's).
+    Verify(&'a Crs),
+    /// Verified when the contribution was accepted and stored here; only
+    /// their presence and count are checked.
+    AcceptedHere,
 }
 
 /// One contribution an aggregate covers.
@@ -454,6 +489,7 @@ pub fn check_contribution(
     query: &QueryBody,
     query_digest: &Digest,
     doc: &Certified,
+    proofs: Proofs<'_>,
 ) -> Result<(ContributionBody, HeList)> {
     let (c, signer): (ContributionBody, _) =
         doc.verify(checker, SignatureDomain::HeContribution)?;
@@ -484,6 +520,39 @@ pub fn check_contribution(
     }
     let list = ciphertext(&c.ciphertext, c.slots, query)
         .map_err(|e| refuse(format!("ciphertext refused: {e}")))?;
+    let wanted = query.committee.as_ref().and_then(|t| t.crs);
+    match (wanted, proofs) {
+        (None, _) if c.proofs.is_empty() => {}
+        (None, _) => {
+            return Err(refuse(
+                "carries proofs the query does not ask for (it names no CRS)".into(),
+            ));
+        }
+        (Some(_), _) if c.proofs.len() != list.list_count() => {
+            return Err(refuse(format!(
+                "carries {} proofs; the query names a CRS, and each of the {} compact lists needs one",
+                c.proofs.len(),
+                list.list_count()
+            )));
+        }
+        (Some(_), Proofs::AcceptedHere) => {}
+        (Some(_), Proofs::Verify(crs)) => {
+            let decoded = c
+                .proofs
+                .iter()
+                .map(|p| Proof::from_bytes(p))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| refuse(format!("{e}")))?;
+            proof::verify(
+                &list,
+                &query.public_key()?,
+                crs,
+                &decoded,
+                &proof_metadata(query_digest, &c.contributor, query.deadline_ms),
+            )
+            .map_err(|e| refuse(format!("{e}")))?;
+        }
+    }
     Ok((c, list))
 }
 
@@ -650,14 +719,29 @@ pub struct QueryBundle {
 }
 
 /// Recomputes the aggregate from the contributions and compares.
-pub fn verify_bundle(checker: &CertChecker, bundle: &QueryBundle) -> Result<SumCheck> {
+pub fn verify_bundle(
+    checker: &CertChecker,
+    bundle: &QueryBundle,
+    crs: Option<&Crs>,
+) -> Result<SumCheck> {
     let query = check_query(checker, &bundle.query)?;
     let qd = bundle.query.digest();
+    let proofs = match (query.committee.as_ref().and_then(|t| t.crs), crs) {
+        (None, _) => Proofs::AcceptedHere,
+        (Some(_), Some(c)) => Proofs::Verify(c),
+        (Some(d), None) => {
+            return Err(NodeError::Refused(format!(
+                "query {}'s contributions carry proofs against the CRS {}; pass that CRS file (--crs) to check them",
+                query.query_id,
+                d.to_hex()
+            )));
+        }
+    };
     let (agg, list) = check_aggregate(checker, &query, &qd, &bundle.aggregate)?;
     let mut problems = Vec::new();
     let mut by_digest = HashMap::new();
     for doc in &bundle.contributions {
-        match check_contribution(checker, &query, &qd, doc) {
+        match check_contribution(checker, &query, &qd, doc, proofs) {
             Ok((c, l)) => {
                 by_digest.insert(doc.digest(), (c, l));
             }

@@ -33,6 +33,10 @@ pub struct QuerySpec {
     /// Members whose partial decryptions suffice (committee only; default all).
     #[serde(default)]
     pub threshold: Option<u8>,
+    /// Hex digest of the installed CRS contributions must prove against
+    /// (committee only; none: contributions carry no proofs).
+    #[serde(default)]
+    pub crs: Option<String>,
 }
 
 /// `pdx he keygen`: one key holder's key pair and signed query, or a
@@ -111,17 +115,36 @@ pub fn keygen(
         pdx_crypto::rng::fill(&mut seed)?;
         body.version = 2;
         body.scheme = he::COMMITTEE_SCHEME_ID.to_string();
+        let crs = match &spec.crs {
+            None => None,
+            Some(hex) => {
+                let d = pdx_crypto::Digest::from_hex(hex).ok_or_else(|| {
+                    NodeError::Invalid(format!(
+                        "--crs {hex:?}: give the 64-hex-digit digest the network CA published"
+                    ))
+                })?;
+                // Installed and conformant here, or contributors could not prove.
+                crs::load(node, &d)?;
+                Some(d)
+            }
+        };
         body.committee = Some(CommitteeTerms {
             members: spec.committee.clone(),
             threshold,
             mask_seed: seed,
             proposal: None,
             key_shares: Vec::new(),
+            crs,
         });
         return committee::propose(node, body, operator);
     }
     if spec.threshold.is_some() {
         return Err(NodeError::Invalid("--threshold needs --committee".into()));
+    }
+    if spec.crs.is_some() {
+        return Err(NodeError::Invalid(
+            "--crs needs --committee: proofs are made in the committee layout".into(),
+        ));
     }
     let (sk, pk) = he::keygen();
     body.public_key = he::words_to_bytes(&pk.to_words());

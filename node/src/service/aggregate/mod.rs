@@ -18,6 +18,7 @@
 mod aggregator;
 mod committee;
 mod contributor;
+pub mod crs;
 pub mod documents;
 mod keyholder;
 #[cfg(test)]
@@ -388,11 +389,30 @@ pub fn export(node: &Node, query_id: &str, out: &str, operator: &str) -> Result<
 }
 
 /// `pdx he verify-sum --bundle FILE --ca CA.pem` (offline, e.g. a regulator).
-pub fn verify_bundle_file(bundle: &str, ca_pem: &str) -> Result<SumCheck> {
+pub fn verify_bundle_file(bundle: &str, ca_pem: &str, crs_file: Option<&str>) -> Result<SumCheck> {
     let bundle: QueryBundle = super::documents::read_file(bundle, "he query bundle")?;
     let ca = crate::pki::read_certs(std::path::Path::new(ca_pem))?;
     let checker = CertChecker::new(&ca, Vec::new())?;
-    verify_bundle(&checker, &bundle)
+    let crs = bundle_crs(&bundle, |d| match crs_file {
+        Some(f) => crs::from_file(checker.suite(), std::path::Path::new(f), d).map(Some),
+        None => Ok(None),
+    })?;
+    verify_bundle(&checker, &bundle, crs.as_ref())
+}
+
+/// The CRS a bundle's query names, if any, got by `get`.
+fn bundle_crs<C>(
+    bundle: &QueryBundle,
+    get: impl FnOnce(&pdx_crypto::Digest) -> Result<Option<C>>,
+) -> Result<Option<C>> {
+    let q: QueryBody = bundle
+        .query
+        .signed
+        .dangerous_decode_unverified("he query")?;
+    match q.committee.and_then(|t| t.crs) {
+        Some(d) => get(&d),
+        None => Ok(None),
+    }
 }
 
 /// `pdx he verify-sum` on a node holding the contributions (the aggregator):
@@ -400,7 +420,10 @@ pub fn verify_bundle_file(bundle: &str, ca_pem: &str) -> Result<SumCheck> {
 /// in this node's audit log.
 pub fn verify_sum(node: &Node, query_id: &str) -> Result<SumCheck> {
     let bundle = stored_bundle(node, query_id)?;
-    let mut out = verify_bundle(&node.cert_checker()?, &bundle)?;
+    // Re-verified from the installed CRS: this checks the proofs again, not
+    // that they were checked on acceptance.
+    let crs = bundle_crs(&bundle, |d| crs::load(node, d).map(Some))?;
+    let mut out = verify_bundle(&node.cert_checker()?, &bundle, crs.as_deref())?;
     let mut wanted: HashMap<[u8; 32], &'static str> = bundle
         .contributions
         .iter()

@@ -115,6 +115,7 @@ fn contribution(w: &World, who: &Party, p: &PlainSums) -> Certified {
         created_ms: 0,
         slots: w.query.slots() as u64,
         ciphertext: he::words_to_bytes(list.words()),
+        proofs: Vec::new(),
     };
     Certified::sign_with(
         &who.key,
@@ -125,12 +126,23 @@ fn contribution(w: &World, who: &Party, p: &PlainSums) -> Certified {
     .unwrap()
 }
 
+/// A contribution of the world's query, checked (its proofs are not asked for).
+fn checked(w: &World, d: &Certified) -> (ContributionBody, HeList) {
+    check_contribution(
+        &w.checker,
+        &w.query,
+        &w.query_doc.digest(),
+        d,
+        Proofs::AcceptedHere,
+    )
+    .unwrap()
+}
+
 fn aggregate_of(w: &World, docs: &[&Certified], list: &HeList) -> Certified {
     let contributions = docs
         .iter()
         .map(|d| {
-            let (c, _) =
-                check_contribution(&w.checker, &w.query, &w.query_doc.digest(), d).unwrap();
+            let (c, _) = checked(w, d);
             ContributionRef {
                 dept: c.contributor,
                 digest: d.digest(),
@@ -160,7 +172,7 @@ fn aggregate_of(w: &World, docs: &[&Certified], list: &HeList) -> Certified {
 fn sum_of(w: &World, docs: &[&Certified]) -> HeList {
     let mut s: Option<HeList> = None;
     for d in docs {
-        let (_, l) = check_contribution(&w.checker, &w.query, &w.query_doc.digest(), d).unwrap();
+        let (_, l) = checked(w, d);
         s = Some(accumulate(s, &l).unwrap());
     }
     s.unwrap()
@@ -210,7 +222,7 @@ fn maximal_sums_and_counts_decrypt_exactly_in(suite: pdx_crypto::Suite) {
         contributions: docs.clone(),
     };
     assert_eq!(
-        verify_bundle(&w.checker, &bundle).unwrap().verdict,
+        verify_bundle(&w.checker, &bundle, None).unwrap().verdict,
         SumVerdict::Ok
     );
 }
@@ -239,25 +251,37 @@ fn forged_tampered_and_misaddressed_contributions_are_refused_in(suite: pdx_cryp
     let w = world_in(suite, 3);
     let good = contribution(&w, &w.provinces[0], &plain(&w, 1));
     let qd = w.query_doc.digest();
-    assert!(check_contribution(&w.checker, &w.query, &qd, &good).is_ok());
+    assert!(check_contribution(&w.checker, &w.query, &qd, &good, Proofs::AcceptedHere).is_ok());
     // One flipped ciphertext bit breaks the signature.
     let mut tampered = good.clone();
     let n = tampered.signed.body.len();
     tampered.signed.body[n - 9] ^= 1;
-    assert!(check_contribution(&w.checker, &w.query, &qd, &tampered).is_err());
+    assert!(
+        check_contribution(&w.checker, &w.query, &qd, &tampered, Proofs::AcceptedHere).is_err()
+    );
     // Signed by one province, claiming to be another.
     let mut forged = good.clone();
     forged.certificate = w.provinces[1].cert.clone();
-    assert!(check_contribution(&w.checker, &w.query, &qd, &forged).is_err());
+    assert!(check_contribution(&w.checker, &w.query, &qd, &forged, Proofs::AcceptedHere).is_err());
     // A department outside the allowed list (the key holder itself).
     let outsider = contribution(&w, &w.holder, &plain(&w, 1));
-    let err = check_contribution(&w.checker, &w.query, &qd, &outsider).unwrap_err();
+    let err =
+        check_contribution(&w.checker, &w.query, &qd, &outsider, Proofs::AcceptedHere).unwrap_err();
     assert!(
         err.to_string().contains("not an allowed contributor"),
         "{err}"
     );
     // For another query.
-    assert!(check_contribution(&w.checker, &w.query, &Digest([1; 32]), &good).is_err());
+    assert!(
+        check_contribution(
+            &w.checker,
+            &w.query,
+            &Digest([1; 32]),
+            &good,
+            Proofs::AcceptedHere
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -277,14 +301,17 @@ fn wrong_size_and_wrong_parameter_lists_are_refused() {
         )
         .unwrap()
     };
+    let refused = |b: &ContributionBody| {
+        check_contribution(&w.checker, &w.query, &qd, &sign(b), Proofs::AcceptedHere).unwrap_err()
+    };
     // Short by one word.
     body.ciphertext.truncate(body.ciphertext.len() - 8);
-    let err = check_contribution(&w.checker, &w.query, &qd, &sign(&body)).unwrap_err();
+    let err = refused(&body);
     assert!(err.to_string().contains("bytes"), "{err}");
     // A list for another layout (one slot more).
     body.slots += 1;
     body.ciphertext = vec![0; he::list_bytes(body.slots as usize)];
-    let err = check_contribution(&w.checker, &w.query, &qd, &sign(&body)).unwrap_err();
+    let err = refused(&body);
     assert!(err.to_string().contains("slots"), "{err}");
     // A query under other parameters is refused before anything is added.
     let mut q = w.query.clone();
@@ -319,8 +346,14 @@ fn a_single_contribution_passed_off_as_the_sum_is_detected() {
         .map(|p| contribution(&w, p, &plain(&w, 2)))
         .collect();
     let refs: Vec<&Certified> = docs.iter().collect();
-    let (_, one) =
-        check_contribution(&w.checker, &w.query, &w.query_doc.digest(), &docs[0]).unwrap();
+    let (_, one) = check_contribution(
+        &w.checker,
+        &w.query,
+        &w.query_doc.digest(),
+        &docs[0],
+        Proofs::AcceptedHere,
+    )
+    .unwrap();
     let cheat = aggregate_of(&w, &refs, &one);
     // The key holder cannot tell (sizes and signature are fine)...
     assert!(check_aggregate(&w.checker, &w.query, &w.query_doc.digest(), &cheat).is_ok());
@@ -330,7 +363,7 @@ fn a_single_contribution_passed_off_as_the_sum_is_detected() {
         aggregate: cheat,
         contributions: docs,
     };
-    let v = verify_bundle(&w.checker, &bundle).unwrap();
+    let v = verify_bundle(&w.checker, &bundle, None).unwrap();
     assert_eq!(v.verdict, SumVerdict::Mismatch, "{v:?}");
 }
 
@@ -363,6 +396,7 @@ fn committee_world() -> (World, Vec<HeSecretKey>) {
         mask_seed: seed.to_vec(),
         proposal: Some(Digest([1; 32])),
         key_shares: (0..3).map(|i| Digest([i; 32])).collect(),
+        crs: None,
     });
     w.query_doc = Certified::sign_with(
         &w.holder.key,
@@ -387,6 +421,7 @@ fn committee_contribution(w: &World, who: &Party, p: &PlainSums) -> Certified {
         created_ms: 0,
         slots: q.slots() as u64,
         ciphertext: he::words_to_bytes(list.words()),
+        proofs: Vec::new(),
     };
     Certified::sign_with(
         &who.key,
