@@ -71,6 +71,12 @@ impl Writer {
         self.buf.push(0xf6);
     }
 
+    /// Appends items another `Writer` encoded (its [`Writer::finish`] bytes or
+    /// a slice of whole items of them).
+    pub fn append_encoded(&mut self, items: &[u8]) {
+        self.buf.extend_from_slice(items);
+    }
+
     /// Bytes written so far.
     pub fn len(&self) -> usize {
         self.buf.len()
@@ -79,6 +85,11 @@ impl Writer {
     /// Whether nothing was written.
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
+    }
+
+    /// The bytes written so far.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf
     }
 
     /// The encoded bytes.

@@ -37,7 +37,7 @@ print(t.get('release',0), t.get('send',0))")
   total=$(( end - start ))
   echo "pdx run $run: $recs records in $total ms = $(( recs * 1000 / total )) records/s, $(( CSV_BYTES / 1000 / total )) MB/s of source CSV; stages: request->release signed $(( rel_ms - start )) ms, transfer+receipt $(( send_ms - rel_ms )) ms"
   # Next run produces a fresh release: re-import the same file (new dataset version).
-  "$BIN/pdx" import --home "$(H 440000)" --schema "$ROOT/schemas/medical_insurance/settlement.toml" --csv "$W/gd.csv" --dataset gd >/dev/null
+  "$BIN/pdx" import --home "$(H 440000)" --schema "$ROOT/schemas/medical_insurance/settlement.toml" --csv "$W/gd.csv" --dataset gd --replace >/dev/null
   "$BIN/pdx" grant --home "$(H 440000)" --dataset gd --to 100000 --profile clearing --purpose clearing --agreement SETTLE-2026 >/dev/null
 done
 

@@ -8,7 +8,7 @@
 //! Encoded with the deterministic writer, decoded with the strict reader.
 
 use pdx_crypto::canon::{CanonError, Reader, Writer};
-use pdx_schemas::engine::OutValue;
+use pdx_schemas::engine::{OutValue, RecordSink};
 
 /// Builds one chunk's records.
 #[derive(Debug)]
@@ -26,25 +26,36 @@ impl Default for ChunkBuilder {
     }
 }
 
+/// Appends one record's encoding to `w`.
+fn encode_record(w: &mut Writer, index: u64, values: &[OutValue<'_>]) {
+    w.array(values.len() + 1);
+    w.uint(index);
+    for v in values {
+        match v {
+            OutValue::Null => w.null(),
+            OutValue::Text(t) => w.text(t),
+            OutValue::Sealed {
+                recipient,
+                ciphertext,
+            } => {
+                w.array(2);
+                w.uint(*recipient as u64);
+                w.bytes(ciphertext);
+            }
+        }
+    }
+}
+
 impl ChunkBuilder {
     /// Appends a record.
     pub fn push(&mut self, index: u64, values: &[OutValue<'_>]) {
-        self.body.array(values.len() + 1);
-        self.body.uint(index);
-        for v in values {
-            match v {
-                OutValue::Null => self.body.null(),
-                OutValue::Text(t) => self.body.text(t),
-                OutValue::Sealed {
-                    recipient,
-                    ciphertext,
-                } => {
-                    self.body.array(2);
-                    self.body.uint(*recipient as u64);
-                    self.body.bytes(ciphertext);
-                }
-            }
-        }
+        encode_record(&mut self.body, index, values);
+        self.count += 1;
+    }
+
+    /// Appends a record encoded by [`EncodedRecords`].
+    pub fn push_encoded(&mut self, record: &[u8]) {
+        self.body.append_encoded(record);
         self.count += 1;
     }
 
@@ -70,6 +81,59 @@ impl ChunkBuilder {
         let mut out = head.finish();
         out.extend_from_slice(&self.body.finish());
         out
+    }
+}
+
+/// Records encoded as [`ChunkBuilder::push`] would, each with the part
+/// (recipient of its first sealed value) it belongs to: one block's records,
+/// encoded on a worker thread and then placed into chunks in order.
+#[derive(Debug)]
+pub struct EncodedRecords {
+    body: Writer,
+    /// Per record: its part and where its bytes end.
+    ends: Vec<(Option<usize>, usize)>,
+}
+
+impl Default for EncodedRecords {
+    fn default() -> Self {
+        EncodedRecords {
+            body: Writer::with_capacity(1 << 18),
+            ends: Vec::new(),
+        }
+    }
+}
+
+impl EncodedRecords {
+    /// The part a record belongs to: the recipient of its first sealed value.
+    pub fn part_of(values: &[OutValue<'_>]) -> Option<usize> {
+        values.iter().find_map(|v| match v {
+            OutValue::Sealed { recipient, .. } => Some(*recipient),
+            _ => None,
+        })
+    }
+
+    /// Appends a record.
+    pub fn push(&mut self, index: u64, values: &[OutValue<'_>]) {
+        encode_record(&mut self.body, index, values);
+        self.ends.push((Self::part_of(values), self.body.len()));
+    }
+
+    /// Each record's part and bytes, in order.
+    pub fn records(&self) -> impl Iterator<Item = (Option<usize>, &[u8])> + '_ {
+        let bytes = self.body.as_slice();
+        let mut start = 0;
+        self.ends.iter().map(move |&(part, end)| {
+            let record = &bytes[start..end];
+            start = end;
+            (part, record)
+        })
+    }
+}
+
+impl RecordSink for EncodedRecords {
+    fn record(&mut self, index: u64, values: &[OutValue<'_>]) -> Result<(), String> {
+        self.push(index, values);
+        Ok(())
     }
 }
 

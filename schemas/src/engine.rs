@@ -7,6 +7,13 @@
 //! refuses the release if that exceeds the suppression budget. Pass 2
 //! ([`Emitter`]) applies the treatments and hands each surviving record to a
 //! sink. Memory grows with the number of classes, never with the records.
+//!
+//! Both passes split: counters of consecutive runs of records
+//! ([`Engine::counter_at`]) merge into the counter of the whole
+//! ([`ClassCounter::merge`]), and an emitter can start at any record
+//! ([`Engine::emitter_at`]) once the records released before it are counted
+//! ([`Emitter::check`]). The node runs blocks of a dataset on all cores this
+//! way; the output is the same bytes as one sequential run.
 
 use crate::error::RuleViolation;
 use crate::generalize;
@@ -167,10 +174,17 @@ impl<'s> Engine<'s> {
 
     /// Starts pass 1.
     pub fn counter(&self) -> ClassCounter<'_, 's> {
+        self.counter_at(0)
+    }
+
+    /// Starts pass 1 for a run of records whose first is record `first` of
+    /// the release (errors name records by that number).
+    pub fn counter_at(&self, first: u64) -> ClassCounter<'_, 's> {
         ClassCounter {
             engine: self,
             classes: HashMap::new(),
             all_recipients: Vec::new(),
+            first,
             records: 0,
             depts: Vec::new(),
             dept_index: HashMap::new(),
@@ -338,6 +352,8 @@ pub struct ClassCounter<'e, 's> {
     classes: HashMap<[u8; 16], ClassStats>,
     /// Recipients seen when no privacy model needs classes (k = 1, no l).
     all_recipients: Vec<u16>,
+    /// Record number of the first record counted here.
+    first: u64,
     records: u64,
     depts: Vec<String>,
     dept_index: HashMap<String, u16>,
@@ -363,23 +379,11 @@ impl ClassCounter<'_, '_> {
     /// Counts one source record.
     pub fn add(&mut self, row: &[Option<&str>]) -> Result<(), RuleViolation> {
         let e = self.engine;
-        let record = self.records;
+        let record = self.first.saturating_add(self.records);
         let mut rec = Vec::new();
         for (field, rule) in &e.recipient_rules {
             let dept = e.recipient_of(rule, *field, row, record)?;
-            let next =
-                u16::try_from(self.depts.len()).map_err(|_| RuleViolation::BadRecipient {
-                    dataset: e.schema.dataset.id.clone(),
-                    profile: e.profile.name.clone(),
-                    field: e.schema.fields[*field].name.clone(),
-                    record,
-                    reason: "more than 65535 distinct recipients".into(),
-                })?;
-            let idx = *self.dept_index.entry(dept.clone()).or_insert_with(|| {
-                self.depts.push(dept);
-                next
-            });
-            rec.push(idx);
+            rec.push(self.dept_number(dept, *field, record)?);
         }
         if !self.tracks_classes() {
             // Still validate the generalisations so a bad value fails here too.
@@ -413,6 +417,72 @@ impl ClassCounter<'_, '_> {
         }
         self.records += 1;
         Ok(())
+    }
+
+    /// The number of recipient department `dept` in this counter.
+    fn dept_number(
+        &mut self,
+        dept: String,
+        field: usize,
+        record: u64,
+    ) -> Result<u16, RuleViolation> {
+        if let Some(&i) = self.dept_index.get(&dept) {
+            return Ok(i);
+        }
+        let e = self.engine;
+        let next = u16::try_from(self.depts.len()).map_err(|_| RuleViolation::BadRecipient {
+            dataset: e.schema.dataset.id.clone(),
+            profile: e.profile.name.clone(),
+            field: e.schema.fields[field].name.clone(),
+            record,
+            reason: "more than 65535 distinct recipients".into(),
+        })?;
+        self.dept_index.insert(dept.clone(), next);
+        self.depts.push(dept);
+        Ok(next)
+    }
+
+    /// Adds the counts of `later`, the counter of the records that follow
+    /// this counter's (same engine). The result is what one counter over
+    /// both runs would hold: class sizes add, distinct sensitive values and
+    /// recipients unite (distinct values still capped).
+    pub fn merge(&mut self, later: ClassCounter<'_, '_>) -> Result<(), RuleViolation> {
+        // Recipients are numbered by first sight; renumber `later`'s.
+        let field = self.engine.recipient_rules.first().map_or(0, |(f, _)| *f);
+        let record = later.first;
+        let mut renumber = Vec::with_capacity(later.depts.len());
+        for dept in later.depts {
+            renumber.push(self.dept_number(dept, field, record)?);
+        }
+        let map = |r: u16| renumber[usize::from(r)];
+        for r in later.all_recipients {
+            let r = map(r);
+            if !self.all_recipients.contains(&r) {
+                self.all_recipients.push(r);
+            }
+        }
+        for (key, theirs) in later.classes {
+            let ours = self.classes.entry(key).or_default();
+            ours.count += theirs.count;
+            for s in theirs.distinct {
+                if ours.distinct.len() < DISTINCT_CAP && !ours.distinct.contains(&s) {
+                    ours.distinct.push(s);
+                }
+            }
+            for r in theirs.recipients {
+                let r = map(r);
+                if !ours.recipients.contains(&r) {
+                    ours.recipients.push(r);
+                }
+            }
+        }
+        self.records += later.records;
+        Ok(())
+    }
+
+    /// Records counted so far.
+    pub fn records(&self) -> u64 {
+        self.records
     }
 
     /// Decides which classes are suppressed; refuses if over budget.
@@ -544,6 +614,13 @@ impl ClassCounter<'_, '_> {
     }
 }
 
+impl Decision {
+    /// Whether no class is suppressed (every record is released).
+    pub fn suppresses_nothing(&self) -> bool {
+        self.suppressed.is_empty()
+    }
+}
+
 /// The outcome of pass 1.
 #[derive(Debug, Clone)]
 pub struct Decision {
@@ -578,12 +655,24 @@ impl std::fmt::Debug for Emitter<'_, '_> {
 impl<'s> Engine<'s> {
     /// Starts pass 2 with the decision of pass 1.
     pub fn emitter<'e>(&'e self, decision: &'e Decision) -> Emitter<'e, 's> {
+        self.emitter_at(decision, 0, 0)
+    }
+
+    /// Starts pass 2 at source record `source` of the release, which becomes
+    /// released record `index` if it is released (`index` is the number of
+    /// records released before it: [`Emitter::check`] counts them).
+    pub fn emitter_at<'e>(
+        &'e self,
+        decision: &'e Decision,
+        source: u64,
+        index: u64,
+    ) -> Emitter<'e, 's> {
         let n = self.outputs.len();
         Emitter {
             engine: self,
             decision,
-            source_index: 0,
-            next_index: 0,
+            source_index: source,
+            next_index: index,
             texts: vec![String::new(); n],
             sealed: vec![Vec::new(); n],
             values: Vec::with_capacity(n),
@@ -606,13 +695,56 @@ impl Emitter<'_, '_> {
         sealer: &mut dyn FieldSealer,
         sink: &mut dyn RecordSink,
     ) -> Result<bool, EmitError> {
-        let e = self.engine;
         let source = self.source_index;
-        self.source_index += 1;
-        let key = e.class_key(row, source, &mut self.scratch)?;
-        if self.decision.suppressed.contains(&key) {
+        if !self.check(row)? {
             return Ok(false);
         }
+        self.write(source, row, sealer, sink)?;
+        Ok(true)
+    }
+
+    /// Whether the next source record is released; moves past it without
+    /// emitting anything. With [`Decision::suppresses_nothing`] every record
+    /// is, and this need not be asked.
+    pub fn check(&mut self, row: &[Option<&str>]) -> Result<bool, RuleViolation> {
+        let source = self.source_index;
+        self.source_index += 1;
+        if self.decision.suppresses_nothing() {
+            return Ok(true);
+        }
+        let key = self.engine.class_key(row, source, &mut self.scratch)?;
+        Ok(!self.decision.suppressed.contains(&key))
+    }
+
+    /// Moves past the next source record, known to be suppressed
+    /// ([`Emitter::check`] said so).
+    pub fn skip(&mut self) {
+        self.source_index += 1;
+    }
+
+    /// Emits the next source record, known to be released
+    /// ([`Emitter::check`] said so, or the decision suppresses nothing).
+    pub fn emit_released(
+        &mut self,
+        row: &[Option<&str>],
+        sealer: &mut dyn FieldSealer,
+        sink: &mut dyn RecordSink,
+    ) -> Result<(), EmitError> {
+        let source = self.source_index;
+        self.source_index += 1;
+        self.write(source, row, sealer, sink)
+    }
+
+    /// Treats, seals and hands on source record `source` as the next
+    /// released record.
+    fn write(
+        &mut self,
+        source: u64,
+        row: &[Option<&str>],
+        sealer: &mut dyn FieldSealer,
+        sink: &mut dyn RecordSink,
+    ) -> Result<(), EmitError> {
+        let e = self.engine;
         let index = self.next_index;
         self.values.clear();
         for (out_pos, &i) in e.outputs.iter().enumerate() {
@@ -665,7 +797,7 @@ impl Emitter<'_, '_> {
             .collect();
         sink.record(index, &values).map_err(EmitError::Sink)?;
         self.next_index += 1;
-        Ok(true)
+        Ok(())
     }
 
     /// Records emitted so far.

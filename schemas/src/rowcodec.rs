@@ -37,6 +37,27 @@ fn read_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
+/// The byte range of the value at `*pos` (`None` for null); moves past it.
+fn next_value<E>(
+    block: &[u8],
+    pos: &mut usize,
+    err: &impl Fn(String) -> E,
+) -> Result<Option<(usize, usize)>, E> {
+    let at = *pos;
+    let n = read_varint(block, pos).ok_or_else(|| err(format!("bad length at byte {at}")))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let len = usize::try_from(n - 1).map_err(|_| err(format!("length too large at byte {at}")))?;
+    let start = *pos;
+    let end = start
+        .checked_add(len)
+        .filter(|&e| e <= block.len())
+        .ok_or_else(|| err(format!("value past the end at byte {at}")))?;
+    *pos = end;
+    Ok(Some((start, end)))
+}
+
 /// Decodes every row of `block` (each of `fields` values) and calls `f` with it.
 /// Returns the number of rows, or an error naming the byte offset.
 pub fn decode_rows<'b, E>(
@@ -51,25 +72,30 @@ pub fn decode_rows<'b, E>(
     while pos < block.len() {
         row.clear();
         for _ in 0..fields {
-            let at = pos;
-            let n = read_varint(block, &mut pos)
-                .ok_or_else(|| err(format!("bad length at byte {at}")))?;
-            if n == 0 {
-                row.push(None);
-                continue;
-            }
-            let len = usize::try_from(n - 1)
-                .map_err(|_| err(format!("length too large at byte {at}")))?;
-            let end = pos
-                .checked_add(len)
-                .filter(|&e| e <= block.len())
-                .ok_or_else(|| err(format!("value past the end at byte {at}")))?;
-            let s = std::str::from_utf8(&block[pos..end])
-                .map_err(|_| err(format!("invalid UTF-8 at byte {pos}")))?;
-            row.push(Some(s));
-            pos = end;
+            let value = match next_value(block, &mut pos, &err)? {
+                None => None,
+                Some((start, end)) => Some(
+                    std::str::from_utf8(&block[start..end])
+                        .map_err(|_| err(format!("invalid UTF-8 at byte {start}")))?,
+                ),
+            };
+            row.push(value);
         }
         f(&row)?;
+        rows += 1;
+    }
+    Ok(rows)
+}
+
+/// The number of rows in `block`, checking only the lengths (so a block can
+/// be split among workers before it is decoded with [`decode_rows`]).
+pub fn count_rows<E>(block: &[u8], fields: usize, err: impl Fn(String) -> E) -> Result<u64, E> {
+    let mut pos = 0;
+    let mut rows = 0u64;
+    while pos < block.len() {
+        for _ in 0..fields {
+            next_value(block, &mut pos, &err)?;
+        }
         rows += 1;
     }
     Ok(rows)
@@ -102,6 +128,7 @@ mod tests {
         );
         assert_eq!(n, Ok(2));
         assert_eq!(back, rows);
+        assert_eq!(count_rows(&block, 3, |e| e), Ok(2));
     }
 
     #[test]
@@ -110,5 +137,6 @@ mod tests {
         encode_row(&[Some("hello")], &mut block);
         block.pop();
         assert!(decode_rows(&block, 1, |_| -> Result<(), String> { Ok(()) }, |e| e).is_err());
+        assert!(count_rows(&block, 1, |e| e).is_err());
     }
 }

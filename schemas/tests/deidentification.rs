@@ -427,3 +427,110 @@ proptest! {
         }
     }
 }
+
+/// Released records with their indices.
+type IndexedRows = Vec<(u64, Vec<Option<String>>)>;
+
+/// Runs of consecutive records: counted apart and merged, then emitted each
+/// from its own start (what the node does per block on many cores).
+fn run_split(
+    schema: &Schema,
+    profile: &str,
+    rows: &[Vec<Option<&str>>],
+    cuts: &[usize],
+) -> Result<(IndexedRows, pdx_schemas::report::ReleaseReport), RuleViolation> {
+    let profile = schema.profile(profile)?;
+    let master = PseudonymMaster::from_bytes(pdx_crypto::Suite::Intl, [1; 32]);
+    let engine = Engine::new(schema, profile, "A", &master);
+    let mut bounds: Vec<usize> = cuts.iter().map(|&c| c.min(rows.len())).collect();
+    bounds.push(0);
+    bounds.push(rows.len());
+    bounds.sort();
+    let runs: Vec<(usize, usize)> = bounds.windows(2).map(|w| (w[0], w[1])).collect();
+    let mut counters: Vec<_> = runs
+        .iter()
+        .map(|&(a, b)| {
+            let mut c = engine.counter_at(a as u64);
+            for r in &rows[a..b] {
+                c.add(r)?;
+            }
+            Ok(c)
+        })
+        .collect::<Result<_, RuleViolation>>()?;
+    let mut total = engine.counter();
+    for c in counters.drain(..) {
+        total.merge(c)?;
+    }
+    let decision = total.finish()?;
+    let mut out = Vec::new();
+    let mut released = 0u64;
+    for &(a, b) in &runs {
+        let mut checker = engine.emitter_at(&decision, a as u64, 0);
+        let kept: Vec<bool> = rows[a..b]
+            .iter()
+            .map(|r| checker.check(r))
+            .collect::<Result<_, _>>()?;
+        let mut emitter = engine.emitter_at(&decision, a as u64, released);
+        let mut sink = Indexed(Vec::new());
+        for (r, &k) in rows[a..b].iter().zip(&kept) {
+            if k {
+                emitter
+                    .emit_released(r, &mut FakeSealer, &mut sink)
+                    .map_err(|e| match e {
+                        pdx_schemas::engine::EmitError::Rule(v) => v,
+                        other => panic!("{other}"),
+                    })?;
+            } else {
+                emitter.skip();
+            }
+        }
+        released += kept.iter().filter(|&&k| k).count() as u64;
+        out.extend(sink.0);
+    }
+    Ok((out, decision.report))
+}
+
+struct Indexed(IndexedRows);
+
+impl RecordSink for Indexed {
+    fn record(&mut self, index: u64, values: &[OutValue<'_>]) -> Result<(), String> {
+        let mut c = Collect(Vec::new());
+        c.record(index, values)?;
+        self.0.extend(c.0.into_iter().map(|r| (index, r)));
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn runs_counted_apart_and_emitted_from_their_starts_equal_one_sequential_run(
+        records in proptest::collection::vec((0usize..2, 0usize..6, 0usize..3, 0usize..4), 0..300),
+        cuts in proptest::collection::vec(0usize..300, 0..6),
+        profile in prop_oneof![Just("stats"), Just("all")],
+    ) {
+        let s = schema();
+        let years = ["1950-03-01", "1960-03-01", "1970-03-01", "1980-03-01", "1990-03-01", "2000-03-01"];
+        let regions = ["440305", "110105", "310101"];
+        let diags = ["J18.9", "K35.8", "I10", "E11.9"];
+        let sexes = ["1", "2"];
+        let pids = ["P1", "P2"];
+        let rows: Vec<Vec<Option<&str>>> = records
+            .iter()
+            .map(|&(sx, y, r, d)| row(pids[d % 2], sexes[sx], years[y], regions[r], diags[d]))
+            .collect();
+        let whole = run(&s, profile, "A", &rows);
+        let split = run_split(&s, profile, &rows, &cuts);
+        match (whole, split) {
+            (Ok((out, report)), Ok((split_out, split_report))) => {
+                let indices: Vec<u64> = split_out.iter().map(|(i, _)| *i).collect();
+                prop_assert_eq!(indices, (0..out.len() as u64).collect::<Vec<_>>());
+                let values: Vec<_> = split_out.into_iter().map(|(_, v)| v).collect();
+                prop_assert_eq!(values, out);
+                prop_assert_eq!(format!("{report:?}"), format!("{split_report:?}"));
+            }
+            (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+            (a, b) => prop_assert!(false, "sequential {:?}, split {:?}", a.map(|x| x.1), b.map(|x| x.1)),
+        }
+    }
+}

@@ -758,6 +758,152 @@ pub fn for_each_row_in(
     Ok(passed)
 }
 
+/// A stored block of rows, opened, with its place in a range of rows.
+#[derive(Debug)]
+pub struct RowBlock {
+    plain: Vec<u8>,
+    fields: usize,
+    /// Position in the range (`from` is 0) of the first row yielded.
+    pub first: u64,
+    /// Rows of the block before the range.
+    skip: u64,
+    /// Rows yielded.
+    take: u64,
+    /// Names the block in errors.
+    place: String,
+}
+
+impl RowBlock {
+    /// Rows yielded.
+    pub fn rows(&self) -> u64 {
+        self.take
+    }
+
+    /// Calls `f` with each row of the block that lies in the range, in order.
+    pub fn for_each(&self, mut f: impl FnMut(&[Option<&str>]) -> Result<()>) -> Result<()> {
+        let (skip, end) = (self.skip, self.skip.saturating_add(self.take));
+        let mut i = 0u64;
+        rowcodec::decode_rows(
+            &self.plain,
+            self.fields,
+            |row| {
+                let keep = i >= skip && i < end;
+                i += 1;
+                if keep { f(row) } else { Ok(()) }
+            },
+            |e| NodeError::corrupt(self.place.clone(), e),
+        )?;
+        Ok(())
+    }
+}
+
+/// Blocks opened per window and core: enough to keep every core busy while
+/// memory stays a few MiB ([`BLOCK_BYTES`] each).
+const WINDOW_BLOCKS_PER_CORE: usize = 4;
+
+/// Hands the blocks holding rows `from..to`, opened (decrypted, rows
+/// counted) on the [`bulk_pool`](crate::service::bulk_pool), to `f` a
+/// window at a time, in row order; returns the rows in the range. Each
+/// block is read and decrypted once; memory is one window.
+pub fn for_each_window(
+    node: &Node,
+    meta: &DatasetMeta,
+    from: u64,
+    to: u64,
+    mut f: impl FnMut(&[RowBlock]) -> Result<()>,
+) -> Result<u64> {
+    use rayon::prelude::*;
+    let fields = meta.schema(node.suite)?.fields.len();
+    let pool = crate::service::bulk_pool()?;
+    let window = pool
+        .current_num_threads()
+        .max(1)
+        .saturating_mul(WINDOW_BLOCKS_PER_CORE);
+    let mut passed = 0u64;
+    for (generation, start, rows, blocks) in meta.parts()? {
+        let end = start.saturating_add(rows);
+        if end <= from || start >= to {
+            continue;
+        }
+        let key =
+            node.keys()?
+                .storage
+                .object_key(AT_REST_PURPOSE, meta.id.as_bytes(), generation)?;
+        let prefix = store::rows_prefix(&meta.id, generation);
+        let place = |block: u64| format!("rows/{} block {block}", meta.id);
+        let mut sealed: Vec<(u64, Vec<u8>)> = Vec::with_capacity(window);
+        let mut next_row = start;
+        let mut flush = |sealed: &mut Vec<(u64, Vec<u8>)>| -> Result<()> {
+            let opened: Vec<Result<(Vec<u8>, u64)>> = pool.install(|| {
+                sealed
+                    .par_iter()
+                    .map(|(block, bytes)| {
+                        let plain = key.open_block(*block, bytes)?;
+                        let rows = rowcodec::count_rows(&plain, fields, |e| {
+                            NodeError::corrupt(place(*block), e)
+                        })?;
+                        Ok((plain, rows))
+                    })
+                    .collect()
+            });
+            let mut ready = Vec::with_capacity(opened.len());
+            for ((block, _), opened) in sealed.iter().zip(opened) {
+                let (plain, rows) = opened?;
+                let first_row = next_row;
+                next_row = next_row.saturating_add(rows);
+                let (lo, hi) = (first_row.max(from), next_row.min(to));
+                if lo < hi {
+                    passed += hi - lo;
+                    ready.push(RowBlock {
+                        plain,
+                        fields,
+                        first: lo - from,
+                        skip: lo - first_row,
+                        take: hi - lo,
+                        place: place(*block),
+                    });
+                }
+            }
+            sealed.clear();
+            if ready.is_empty() { Ok(()) } else { f(&ready) }
+        };
+        let mut expect = 0u64;
+        node.store.scan_raw(CF_ROWS, &prefix, |k, v| {
+            let block =
+                u64::from_be_bytes(k[prefix.len()..].try_into().map_err(|_| {
+                    NodeError::corrupt(format!("rows/{}", meta.id), "bad block key")
+                })?);
+            if block != expect {
+                return Err(NodeError::corrupt(
+                    format!("rows/{}", meta.id),
+                    format!("block {expect} missing"),
+                ));
+            }
+            expect += 1;
+            sealed.push((block, v.to_vec()));
+            if sealed.len() >= window {
+                flush(&mut sealed)?;
+            }
+            Ok(true)
+        })?;
+        flush(&mut sealed)?;
+        if expect != blocks {
+            return Err(NodeError::corrupt(
+                format!("rows/{}", meta.id),
+                format!("found {expect} blocks, metadata says {blocks}"),
+            ));
+        }
+        let found = next_row - start;
+        if found != rows {
+            return Err(NodeError::corrupt(
+                format!("rows/{}", meta.id),
+                format!("found {found} rows in a part, metadata says {rows}"),
+            ));
+        }
+    }
+    Ok(passed)
+}
+
 /// Decodes every row of one sealed part; checks that the blocks are there.
 fn scan_part(
     node: &Node,

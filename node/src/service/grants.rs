@@ -95,9 +95,9 @@ pub fn create(node: &Node, spec: &GrantSpec, operator: &str) -> Result<Grant> {
             spec.agreement.as_deref().unwrap_or_default(),
             &master,
         );
-        let mut counter = engine.counter();
-        super::datasets::for_each_row(node, &meta, |row| Ok(counter.add(row)?))?;
-        counter.finish()?;
+        let range = (0, meta.rows);
+        super::deid::count_classes(node, &meta, range, &engine, &crate::progress::NoProgress)?
+            .finish()?;
     }
     let grant = Grant {
         id: hex::encode(pdx_crypto::rng::bytes::<6>()?),

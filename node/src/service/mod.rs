@@ -1,7 +1,8 @@
 //! The service layer: what a node does, each module owning its column
 //! families (`store` names the families; `docs/design.md` the bytes).
 //!
-//! - [`datasets`]: import and rows at rest; [`release`]: producing, storing
+//! - [`datasets`]: import and rows at rest; [`deid`]: the release engine run
+//!   over a dataset's blocks on all cores; [`release`]: producing, storing
 //!   and reading releases; [`grants`]; [`preview`];
 //! - [`directory`]: peers and key documents; [`witnessing`]: the node's side
 //!   of the handshake; [`transfers`]: fetch, forward and serving them;
@@ -20,6 +21,9 @@ pub mod audit;
 pub mod backup;
 pub mod calls;
 pub mod datasets;
+pub mod deid;
+#[cfg(test)]
+mod deid_tests;
 pub mod directory;
 pub mod doctor;
 pub mod documents;
@@ -77,19 +81,42 @@ pub async fn bulk<T: Send + 'static>(
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            let tid = rustix::thread::gettid();
-            let lowered = rustix::process::getpriority_process(Some(tid)).and_then(|now| {
-                rustix::process::setpriority_process(Some(tid), now.saturating_add(BULK_NICE))
-            });
-            if let Err(e) = lowered {
-                // Still correct, only less polite to requests.
-                tracing::debug!("bulk work at normal priority: {e}");
-            }
+            lower_priority();
             let _ = tx.send(span.in_scope(f));
         })
         .map_err(|e| NodeError::Invalid(format!("cannot start a {name} thread: {e}")))?;
     rx.await
         .map_err(|_| NodeError::Invalid(format!("the {name} thread failed")))?
+}
+
+/// Lowers the calling thread's priority by [`BULK_NICE`].
+fn lower_priority() {
+    let tid = rustix::thread::gettid();
+    let lowered = rustix::process::getpriority_process(Some(tid)).and_then(|now| {
+        rustix::process::setpriority_process(Some(tid), now.saturating_add(BULK_NICE))
+    });
+    if let Err(e) = lowered {
+        // Still correct, only less polite to requests.
+        tracing::debug!("bulk work at normal priority: {e}");
+    }
+}
+
+/// The worker pool that bulk work (the release engine's blocks: opening,
+/// counting, treating, sealing) spreads over: one thread per core (or
+/// `RAYON_NUM_THREADS`), each at [`BULK_NICE`] like [`bulk`]'s threads.
+/// Callers block on it from a bulk or blocking thread, never a tokio worker.
+pub fn bulk_pool() -> Result<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<std::result::Result<rayon::ThreadPool, String>> =
+        std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("pdx-bulk-{i}"))
+            .start_handler(|_| lower_priority())
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| NodeError::Invalid(format!("cannot start the bulk worker pool: {e}")))
 }
 
 /// Runs `ask` for every department at once (each bounded by its own

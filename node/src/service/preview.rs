@@ -10,6 +10,7 @@ use pdx_schemas::RuleViolation;
 use pdx_schemas::engine::{Engine, FieldSealer, OutValue, RecordSink};
 use pdx_schemas::report::ReleaseReport;
 use serde::{Deserialize, Serialize};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 
 /// What to preview (`pdx release preview`).
@@ -69,6 +70,9 @@ pub struct PreviewOutcome {
     pub what_if: Option<WhatIf>,
 }
 
+/// Distinct sensitive values counted per what-if class.
+const DISTINCT_CAP: usize = 64;
+
 /// Counts the released records' classes over a set of output columns.
 struct Classes {
     /// Output positions of the quasi-identifiers.
@@ -98,9 +102,37 @@ impl Classes {
         entry.0 += 1;
         if let Some(s) = self.sensitive
             && let Some(OutValue::Text(t)) = values.get(s)
-            && entry.1.len() < 64
+            && entry.1.len() < DISTINCT_CAP
         {
             entry.1.insert(t.as_bytes().to_vec());
+        }
+    }
+
+    /// The same columns, nothing counted.
+    fn empty_like(&self) -> Classes {
+        Classes {
+            qis: self.qis.clone(),
+            sensitive: self.sensitive,
+            counts: std::collections::HashMap::new(),
+            key: Vec::new(),
+        }
+    }
+
+    /// Adds the counts of `other` (same columns): sizes add, distinct
+    /// sensitive values unite up to the same cap as [`Classes::add`].
+    fn merge(&mut self, other: Classes) {
+        for (key, (count, values)) in other.counts {
+            let entry = self
+                .counts
+                .entry(key)
+                .or_insert_with(|| (0, std::collections::HashSet::new()));
+            entry.0 += count;
+            for v in values {
+                if entry.1.len() >= DISTINCT_CAP {
+                    break;
+                }
+                entry.1.insert(v);
+            }
         }
     }
 
@@ -157,8 +189,9 @@ impl FieldSealer for NoSeal {
     }
 }
 
+/// One block's records as CSV rows (and their what-if classes).
 struct CsvSink<'a> {
-    w: csv::Writer<std::io::BufWriter<std::fs::File>>,
+    w: csv::Writer<Vec<u8>>,
     recipients: &'a [String],
     row: Vec<String>,
     what_if: Option<Classes>,
@@ -238,10 +271,10 @@ pub fn preview(
         Some(meta.rows),
         Unit::Records,
     );
-    let mut counter = engine.counter();
-    dataset::for_each_row(node, &meta, |row| Ok(counter.add(row)?))?;
+    let range = (0, meta.rows);
+    let counted = super::deid::count_classes(node, &meta, range, &engine, progress)?;
     progress.done();
-    let decision = match counter.finish() {
+    let decision = match counted.finish() {
         Ok(d) => d,
         Err(RuleViolation::PrivacyModel { report, .. }) => {
             // Refused, but the steward gets the report to see why.
@@ -258,9 +291,15 @@ pub fn preview(
         Err(e) => return Err(e.into()),
     };
     let fields = engine.output_fields();
-    let mut w = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 20, create(out)?));
-    w.write_record(fields.iter().map(|f| f.name.as_str()))
+    let mut file = std::io::BufWriter::with_capacity(1 << 20, create(out)?);
+    let mut header = csv::Writer::from_writer(Vec::new());
+    header
+        .write_record(fields.iter().map(|f| f.name.as_str()))
         .map_err(|e| NodeError::Invalid(format!("{out}: {e}")))?;
+    let header = header
+        .into_inner()
+        .map_err(|e| NodeError::Invalid(format!("{out}: {e}")))?;
+    file.write_all(&header).map_err(NodeError::io(out))?;
     let what_if = if spec.assume_qi.is_empty() {
         None
     } else {
@@ -300,35 +339,49 @@ pub fn preview(
         Some((n, c)) => (n, Some(c)),
         None => (Vec::new(), None),
     };
-    let mut sink = CsvSink {
-        w,
-        recipients: &decision.recipients,
-        row: Vec::new(),
-        what_if,
-    };
     progress.stage(
         "writing the de-identified preview",
         Some(decision.report.records_out),
         Unit::Records,
     );
-    let mut emitter = engine.emitter(&decision);
-    let mut n = 0u64;
-    dataset::for_each_row(node, &meta, |row| {
-        emitter
-            .emit(row, &mut NoSeal, &mut sink)
-            .map_err(|e| match e {
-                pdx_schemas::engine::EmitError::Rule(v) => NodeError::Rule(v),
-                other => NodeError::Invalid(format!("{out}: {other}")),
-            })?;
-        n += 1;
-        if n.is_multiple_of(16384) {
-            progress.set(emitter.emitted());
-        }
-        Ok(())
-    })?;
-    sink.w.flush().map_err(NodeError::io(out))?;
+    let new_sink = || CsvSink {
+        w: csv::Writer::from_writer(Vec::with_capacity(1 << 18)),
+        recipients: &decision.recipients,
+        row: Vec::new(),
+        what_if: what_if.as_ref().map(Classes::empty_like),
+    };
+    let error = |e: pdx_schemas::engine::EmitError| match e {
+        pdx_schemas::engine::EmitError::Rule(v) => NodeError::Rule(v),
+        other => NodeError::Invalid(format!("{out}: {other}")),
+    };
+    let how = super::deid::Emission {
+        sink: &new_sink,
+        sealer: &|| NoSeal,
+        error: &error,
+    };
+    let mut classes = what_if.as_ref().map(Classes::empty_like);
+    super::deid::emit(
+        node,
+        &meta,
+        range,
+        (&engine, &decision),
+        how,
+        progress,
+        |block| {
+            let bytes = block
+                .w
+                .into_inner()
+                .map_err(|e| NodeError::Invalid(format!("{out}: {e}")))?;
+            file.write_all(&bytes).map_err(NodeError::io(out))?;
+            if let (Some(all), Some(these)) = (&mut classes, block.what_if) {
+                all.merge(these);
+            }
+            Ok(())
+        },
+    )?;
+    file.flush().map_err(NodeError::io(out))?;
     progress.done();
-    let what_if = sink.what_if.as_ref().map(|c| {
+    let what_if = classes.as_ref().map(|c| {
         c.what_if(
             spec.assume_qi.clone(),
             what_if_names.clone(),

@@ -5,12 +5,13 @@
 use super::{Delivery, OutRelease, out_key, release_hex};
 use crate::error::{NodeError, Result};
 use crate::node::Node;
-use crate::progress::{Progress, Unit};
+use crate::progress::{NoProgress, Progress, Unit};
 use crate::proto::msg::{
     ChunkInfo, Manifest, ManifestBody, ManifestField, RowRange, transfer_digest,
 };
-use crate::records::ChunkBuilder;
+use crate::records::{ChunkBuilder, EncodedRecords};
 use crate::service::datasets::{self, DatasetMeta};
+use crate::service::deid;
 use crate::store::{self, CF_OUT_CHUNKS, CF_OUT_RELEASES, chunk_key};
 use pdx_audit::store::now_ms;
 use pdx_audit::{EventKind, Subject};
@@ -18,7 +19,7 @@ use pdx_crypto::SignatureDomain;
 use pdx_crypto::atrest::ObjectKey;
 use pdx_crypto::envelope::{Recipient, ReleaseContext, Sealer};
 use pdx_schemas::RuleViolation;
-use pdx_schemas::engine::{Engine, FieldSealer, OutValue, RecordSink};
+use pdx_schemas::engine::{Engine, FieldSealer};
 use pdx_schemas::rules::check_external_release;
 use rocksdb::WriteBatch;
 use std::collections::HashMap;
@@ -110,21 +111,22 @@ impl Chunker<'_> {
     }
 }
 
-impl RecordSink for Chunker<'_> {
-    fn record(&mut self, index: u64, values: &[OutValue<'_>]) -> std::result::Result<(), String> {
-        let part = values.iter().find_map(|v| match v {
-            OutValue::Sealed { recipient, .. } => Some(*recipient),
-            _ => None,
-        });
-        let b = self.open.entry(part).or_default();
-        b.push(index, values);
-        let full = b.count() >= self.max_records || b.len() >= self.max_bytes;
-        self.records += 1;
-        if self.records.is_multiple_of(8192) {
-            self.progress.set(self.records);
-        }
-        if full {
-            self.close(part).map_err(|e| e.to_string())?;
+impl Chunker<'_> {
+    /// Places one block's records into the open chunk of their part,
+    /// closing a chunk when it is full (the same chunks, record for record,
+    /// as pushing the records one at a time).
+    fn take(&mut self, block: EncodedRecords) -> Result<()> {
+        for (part, record) in block.records() {
+            let b = self.open.entry(part).or_default();
+            b.push_encoded(record);
+            let full = b.count() >= self.max_records || b.len() >= self.max_bytes;
+            self.records += 1;
+            if self.records.is_multiple_of(8192) {
+                self.progress.set(self.records);
+            }
+            if full {
+                self.close(part)?;
+            }
         }
         Ok(())
     }
@@ -194,18 +196,9 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
         Some(meta.rows),
         Unit::Records,
     );
-    let mut counter = engine.counter();
-    let mut n = 0u64;
-    datasets::for_each_row_in(node, &meta, rows.from, rows.to, |row| {
-        counter.add(row)?;
-        n += 1;
-        if n.is_multiple_of(16384) {
-            progress.set(n);
-        }
-        Ok(())
-    })?;
+    let range = (rows.from, rows.to);
+    let decision = deid::count_classes(node, &meta, range, &engine, progress)?.finish()?;
     progress.done();
-    let decision = counter.finish()?;
     let mut recipients = Vec::with_capacity(decision.recipients.len());
     let mut missing = Vec::new();
     for dept in &decision.recipients {
@@ -262,14 +255,20 @@ pub fn produce(node: &Node, spec: &ReleaseSpec, progress: &dyn Progress) -> Resu
         Some(decision.report.records_out),
         Unit::Records,
     );
-    let mut emitter = engine.emitter(&decision);
-    let mut field_sealer = EnvelopeSealer(&sealer);
-    let emit_result = datasets::for_each_row_in(node, &meta, rows.from, rows.to, |row| {
-        emitter
-            .emit(row, &mut field_sealer, &mut chunker)
-            .map_err(rule_error)?;
-        Ok(())
-    });
+    let how = deid::Emission {
+        sink: &EncodedRecords::default,
+        sealer: &|| EnvelopeSealer(&sealer),
+        error: &rule_error,
+    };
+    let emit_result = deid::emit(
+        node,
+        &meta,
+        range,
+        (&engine, &decision),
+        how,
+        &NoProgress,
+        |block| chunker.take(block),
+    );
     let cleanup = |node: &Node| {
         node.store.delete_range(
             CF_OUT_CHUNKS,
