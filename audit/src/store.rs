@@ -418,6 +418,16 @@ impl AuditLog {
         self.append_queued(drafts, Vec::new())
     }
 
+    /// Appends several entries, contiguously and in order, and makes `ops`
+    /// durable in the same write batch: all of them, or nothing.
+    pub fn append_many_atomic(
+        &self,
+        drafts: Vec<EntryDraft>,
+        ops: Vec<StoreOp>,
+    ) -> Result<Vec<Appended>, AuditError> {
+        self.append_queued(drafts, ops)
+    }
+
     fn append_queued(
         &self,
         drafts: Vec<EntryDraft>,

@@ -735,8 +735,12 @@ pub struct ForwardArgs {
     #[command(flatten)]
     pub home: HomeArgs,
     /// Release id.
-    #[arg(long)]
-    pub release: String,
+    #[arg(long, required_unless_present = "all_releases")]
+    pub release: Option<String>,
+    /// Forward every complete received release with chunks sealed for
+    /// `--to`, over one connection, several transfers at a time.
+    #[arg(long, conflicts_with_all = ["release", "all_recipients"], requires = "to")]
+    pub all_releases: bool,
     /// Recipient department.
     #[arg(long, required_unless_present = "all_recipients")]
     pub to: Option<String>,

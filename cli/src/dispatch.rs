@@ -324,6 +324,7 @@ pub fn request(cmd: &Command) -> Result<(HomeArgs, Request)> {
             &a.home,
             Request::Forward(ForwardSpec {
                 release: a.release.clone(),
+                all_releases: a.all_releases,
                 to: a.to.clone(),
                 retries: a.retries,
             }),

@@ -51,6 +51,8 @@ pub enum SignatureDomain {
     HePartial,
     /// A settlement confirmation signed by an insured province.
     Confirmation,
+    /// A batch of settlement confirmations signed by an insured province.
+    ConfirmationBatch,
     /// An online service call's request, signed by the consumer.
     CallRequest,
     /// An online service call's response, signed by the provider.
@@ -75,6 +77,7 @@ impl SignatureDomain {
             SignatureDomain::HeKeyShare => "he-key-share",
             SignatureDomain::HePartial => "he-partial",
             SignatureDomain::Confirmation => "confirmation",
+            SignatureDomain::ConfirmationBatch => "confirmation-batch",
             SignatureDomain::CallRequest => "call-request",
             SignatureDomain::CallResponse => "call-response",
         }

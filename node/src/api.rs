@@ -686,8 +686,34 @@ async fn execute_unlogged(
                 .await?,
             )
         }
+        Request::Forward(f) if f.all_releases => {
+            let to = f.to.clone().ok_or_else(|| {
+                NodeError::Invalid("--all-releases forwards to one recipient: give --to".into())
+            })?;
+            let t = to.clone();
+            let ids = blocking(move || release::releases_for_recipient(&node, &t)).await?;
+            let (outcomes, failures) = svc
+                .forward_all(&ids, &to, f.retries, &op, progress.clone())
+                .await?;
+            if !failures.is_empty() {
+                return Err(NodeError::Refused(format!(
+                    "{} releases forwarded to {to}; {} could not be: {}",
+                    outcomes.len(),
+                    failures.len(),
+                    failures
+                        .iter()
+                        .map(|(r, e)| format!("release {r}: {e}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )));
+            }
+            Outcome::ForwardedAll(outcomes)
+        }
         Request::Forward(f) => {
-            let id = parse_release_id(&f.release)?;
+            let release = f.release.as_deref().ok_or_else(|| {
+                NodeError::Invalid("give --release (or --all-releases with --to)".into())
+            })?;
+            let id = parse_release_id(release)?;
             let targets = match &f.to {
                 Some(t) => vec![t.clone()],
                 None => {
@@ -1003,6 +1029,10 @@ async fn confirm(
     let single = !spec.all && releases.len() == 1;
     let mut results = Vec::new();
     let mut failures = Vec::new();
+    // Each release is checked on its own (in order: duplicates are flagged
+    // in the release that repeats them); one that cannot be (e.g. its
+    // sender's certificate was revoked) does not hold up the others.
+    let mut checked = Vec::new();
     for release in releases {
         let (node, s, op, progress, id, persons) = (
             svc.node.clone(),
@@ -1012,41 +1042,78 @@ async fn confirm(
             release.clone(),
             registry.clone(),
         );
-        let outcome = async {
-            let o = op.clone();
-            let (pending, mut info) = blocking(move || {
-                settle::confirm(
-                    &node,
-                    &release,
-                    &persons,
-                    &s.amount_field,
-                    &s.to,
-                    &o,
-                    progress.as_ref(),
-                )
-            })
-            .await?;
-            info.dispatch = dispatch(svc, pending, &spec.to, spec.out.clone(), &op, false).await?;
-            Ok::<_, NodeError>(info)
-        }
+        let outcome = blocking(move || {
+            settle::check(
+                &node,
+                &release,
+                &persons,
+                &s.amount_field,
+                &s.to,
+                &op,
+                progress.as_ref(),
+            )
+        })
         .await;
         match outcome {
-            Ok(v) => results.push(v),
+            Ok(c) => checked.push(c),
             Err(e) if single => return Err(e),
-            // One release that cannot be confirmed (e.g. its sender's
-            // certificate was revoked) does not hold up the others.
             Err(e) => failures.push((format!("release {id}"), e)),
         }
     }
-    for (pending, mut info) in undelivered {
-        let id = info.release.clone();
+    // Several releases for the clearing node: one signed document listing
+    // each (batches of at most MAX_BATCH_RELEASES); one release, or a
+    // file: a document of its own.
+    let groups = if checked.len() > 1 && spec.out.is_none() {
+        settle::batches(checked)?
+    } else {
+        checked.into_iter().map(|c| vec![c]).collect()
+    };
+    for group in groups {
+        let names = group
+            .iter()
+            .map(|c| c.body.release.clone())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (node, to, o) = (svc.node.clone(), spec.to.clone(), op.to_string());
+        let outcome = async {
+            let (pending, infos) = blocking(move || {
+                if group.len() == 1 {
+                    let c = group
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| NodeError::Invalid("an empty confirmation group".into()))?;
+                    settle::sign_one(&node, c, &to).map(|(p, i)| (p, vec![i]))
+                } else {
+                    settle::sign_batch(&node, group, &to)
+                }
+            })
+            .await?;
+            let d = dispatch(svc, pending, &spec.to, spec.out.clone(), &o, false).await?;
+            Ok::<_, NodeError>(infos.into_iter().map(move |mut i| {
+                i.dispatch = d.clone();
+                i
+            }))
+        }
+        .await;
+        match outcome {
+            Ok(v) => results.extend(v),
+            Err(e) if single => return Err(e),
+            Err(e) => failures.push((format!("release {names}"), e)),
+        }
+    }
+    for (pending, infos) in undelivered {
+        let ids = infos
+            .iter()
+            .map(|i| i.release.clone())
+            .collect::<Vec<_>>()
+            .join(", ");
         match dispatch(svc, pending, &spec.to, None, op, true).await {
-            Ok(d) => {
-                info.dispatch = d;
+            Ok(d) => results.extend(infos.into_iter().map(|mut info| {
+                info.dispatch = d.clone();
                 info.to = spec.to.clone();
-                results.push(info);
-            }
-            Err(e) => failures.push((format!("release {id} (signed, not delivered)"), e)),
+                info
+            })),
+            Err(e) => failures.push((format!("release {ids} (signed, not delivered)"), e)),
         }
     }
     if results.is_empty() && failures.len() == 1 {

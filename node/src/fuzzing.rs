@@ -76,7 +76,7 @@ pub fn submitted_document(data: &[u8]) {
         }
         let _ = document.signed.dangerous_decode_unverified::<B>("document");
     }
-    match which % 3 {
+    match which % 4 {
         0 => {
             if let Ok(s) = from_cbor::<ContributionSubmission>(doc, "contribution") {
                 query_and::<ContributionBody>(&s.query, &s.contribution);
@@ -87,12 +87,21 @@ pub fn submitted_document(data: &[u8]) {
                 query_and::<AggregateBody>(&s.query, &s.aggregate);
             }
         }
-        _ => {
+        2 => {
             if let Ok(c) = from_cbor::<Certified>(doc, "confirmation") {
                 let _ = c
                     .signed
                     .dangerous_decode_unverified::<crate::service::settle::ConfirmationBody>(
                         "confirmation",
+                    );
+            }
+        }
+        _ => {
+            if let Ok(c) = from_cbor::<Certified>(doc, "confirmation batch") {
+                let _ = c
+                    .signed
+                    .dangerous_decode_unverified::<crate::service::settle::ConfirmationBatchBody>(
+                        "confirmation batch",
                     );
             }
         }

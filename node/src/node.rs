@@ -511,6 +511,16 @@ impl Node {
         Ok(self.audit.append_atomic(draft, ops)?)
     }
 
+    /// Appends several entries, contiguously and in order, and applies `ops`
+    /// in the same durable write: all or nothing.
+    pub fn log_many_with(
+        &self,
+        drafts: Vec<EntryDraft>,
+        ops: Vec<StoreOp>,
+    ) -> Result<Vec<pdx_audit::store::Appended>> {
+        Ok(self.audit.append_many_atomic(drafts, ops)?)
+    }
+
     /// A draft with this node's department as actor.
     pub fn draft(&self, kind: EventKind, operator: &str) -> EntryDraft {
         EntryDraft::new(kind, &self.config.dept, operator)

@@ -284,7 +284,8 @@ impl Testnet {
 
     /// Adds every other node as a peer of every node (one command per node).
     pub fn connect_all(&self) -> Result<()> {
-        for a in &self.nodes {
+        // One command per node, two at a time (the machines have 2 cores).
+        settlement::parallel(&self.nodes, 2, |a| {
             let home = a.home.display().to_string();
             let mut args: Vec<&str> = vec!["peer", "add", "--home", &home];
             for b in self.nodes.iter().filter(|b| b.dept != a.dept) {
@@ -293,7 +294,8 @@ impl Testnet {
             if args.len() > 4 {
                 self.pdx_ok(&args)?;
             }
-        }
+            Ok(())
+        })?;
         Ok(())
     }
 
@@ -305,6 +307,27 @@ impl Testnet {
 
     /// Starts `pdx serve` for a node and waits until it listens.
     pub fn start(&mut self, dept: &str) -> Result<()> {
+        let starting = self.spawn_serve(dept)?;
+        self.await_listening(starting)
+    }
+
+    /// Starts every node: all processes are spawned first, then each is
+    /// waited for (they open their stores together).
+    pub fn start_all(&mut self) -> Result<()> {
+        let depts: Vec<String> = self.nodes.iter().map(|n| n.dept.clone()).collect();
+        let mut starting = Vec::new();
+        for d in depts {
+            starting.push(self.spawn_serve(&d)?);
+        }
+        for s in starting {
+            self.await_listening(s)?;
+        }
+        Ok(())
+    }
+
+    /// Spawns `pdx serve` for a node; the child is held (and stopped with
+    /// the testnet) from here on.
+    fn spawn_serve(&mut self, dept: &str) -> Result<Starting> {
         let (home, idx) = {
             let i = self
                 .nodes
@@ -319,7 +342,7 @@ impl Testnet {
             .append(true)
             .open(&log_path)?;
         let offset = log.metadata()?.len();
-        let mut child = Command::new(&self.pdx)
+        let child = Command::new(&self.pdx)
             .args(["serve", "--home", &home.display().to_string()])
             .env("PDX_OPERATOR", "testnet")
             .envs(self.serve_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -328,9 +351,42 @@ impl Testnet {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting pdx serve for {dept}"))?;
-        // Ready when it prints its listening line (stdout goes to node.log so the
-        // node outlives this process without a broken pipe).
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.nodes[idx].pid = Some(child.id());
+        self.children.push((dept.to_string(), child));
+        Ok(Starting {
+            dept: dept.to_string(),
+            log_path,
+            offset,
+            deadline: Instant::now() + Duration::from_secs(30),
+        })
+    }
+
+    /// Waits until a spawned node prints its listening line (stdout goes to
+    /// node.log so the node outlives this process without a broken pipe).
+    fn await_listening(&mut self, s: Starting) -> Result<()> {
+        let dept = s.dept.clone();
+        let waited = self.wait_listening(s);
+        if waited.is_err() {
+            // As before it was spawned: not held, no pid.
+            if let Some(mut child) = self.take_child(&dept) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            if let Some(n) = self.nodes.iter_mut().find(|n| n.dept == dept) {
+                n.pid = None;
+            }
+        }
+        waited?;
+        self.save()
+    }
+
+    fn wait_listening(&mut self, s: Starting) -> Result<()> {
+        let Starting {
+            dept,
+            log_path,
+            offset,
+            deadline,
+        } = s;
         loop {
             let text = std::fs::read(&log_path).unwrap_or_default();
             let new = String::from_utf8_lossy(text.get(offset as usize..).unwrap_or_default())
@@ -341,28 +397,22 @@ impl Testnet {
             {
                 break;
             }
+            let child = self
+                .children
+                .iter_mut()
+                .find(|(d, _)| *d == dept)
+                .map(|(_, c)| c)
+                .ok_or_else(|| anyhow!("pdx serve for {dept} is not held"))?;
             if let Some(status) = child.try_wait()? {
                 bail!("pdx serve for {dept} exited ({status}):\n{new}");
             }
             if Instant::now() > deadline {
-                let _ = child.kill();
                 bail!(
                     "pdx serve for {dept} did not start within 30 s; see {}",
                     log_path.display()
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
-        }
-        self.nodes[idx].pid = Some(child.id());
-        self.children.push((dept.to_string(), child));
-        self.save()
-    }
-
-    /// Starts every node.
-    pub fn start_all(&mut self) -> Result<()> {
-        let depts: Vec<String> = self.nodes.iter().map(|n| n.dept.clone()).collect();
-        for d in depts {
-            self.start(&d)?;
         }
         Ok(())
     }
@@ -420,11 +470,33 @@ impl Testnet {
         self.children.clear();
     }
 
-    /// Stops every node.
+    /// Stops every node: all are signalled first, so they shut down
+    /// together (one grace period in all, not one per node).
     pub fn stop_all(&mut self, grace: Duration) -> Result<()> {
         let depts: Vec<String> = self.nodes.iter().map(|n| n.dept.clone()).collect();
+        let mut stopping = Vec::new();
+        for d in &depts {
+            if let Some(child) = self.take_child(d) {
+                signal(child.id(), Signal::TERM);
+                stopping.push((d.clone(), child));
+            }
+        }
+        let deadline = Instant::now() + grace;
+        for (d, mut child) in stopping {
+            while Instant::now() < deadline && child.try_wait()?.is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if child.try_wait()?.is_none() {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+            self.mark_stopped(&d)?;
+        }
+        // Nodes started by an earlier process (pid only).
         for d in depts {
-            self.stop(&d, grace)?;
+            if self.node(&d)?.pid.is_some() {
+                self.stop(&d, grace)?;
+            }
         }
         Ok(())
     }
@@ -487,6 +559,14 @@ pub fn signal(pid: u32, sig: Signal) {
     if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
         let _ = rustix::process::kill_process(pid, sig);
     }
+}
+
+/// A node whose `pdx serve` was spawned and is not listening yet.
+struct Starting {
+    dept: String,
+    log_path: PathBuf,
+    offset: u64,
+    deadline: Instant,
 }
 
 fn stop_pid(pid: u32, grace: Duration) {

@@ -248,10 +248,20 @@ impl Settlement {
             treated_in: None,
             month: (2026, 11),
         };
-        let (summary, csv) = generate::settlement_by_province(&gen_opts, &data)?;
-        for (p, (code, _)) in PROVINCES.iter().enumerate().take(me.opts.provinces) {
-            generate::registry(&gen_opts, p, &data.join(format!("registry-{code}.csv")))?;
-        }
+        // The registries depend only on (seed, province): written on a
+        // second thread while the records are drawn.
+        let (records, registries) = std::thread::scope(|scope| {
+            let registries = scope.spawn(|| {
+                for (p, (code, _)) in PROVINCES.iter().enumerate().take(gen_opts.provinces) {
+                    generate::registry(&gen_opts, p, &data.join(format!("registry-{code}.csv")))?;
+                }
+                Ok::<_, anyhow::Error>(())
+            });
+            let records = generate::settlement_by_province(&gen_opts, &data);
+            (records, registries.join())
+        });
+        registries.map_err(|_| anyhow!("the registry writer panicked"))??;
+        let (summary, csv) = records?;
         me.csv = csv;
         me.stage(
             "generate",
@@ -496,15 +506,16 @@ impl Settlement {
     pub fn relay(&mut self) -> Result<()> {
         let t = Instant::now();
         let national = self.home(NATIONAL)?;
-        let releases: Vec<String> = self.releases.values().cloned().collect();
-        let forwarded = parallel(&releases, IO_WORKERS, |r| {
+        // One connection per insured province, its parts on parallel streams.
+        let provinces = self.provinces.clone();
+        let forwarded = parallel(&provinces, IO_WORKERS, |p| {
             let v = self.net.pdx_json(&[
                 "forward",
                 "--home",
                 &national,
-                "--release",
-                r,
-                "--all-recipients",
+                "--all-releases",
+                "--to",
+                p,
             ])?;
             Ok(v.as_array().map(Vec::len).unwrap_or(0))
         })?;

@@ -687,3 +687,50 @@ fn an_out_of_range_or_unproven_contribution_is_refused_and_audited_and_the_prove
     assert_eq!(st.net.pdx_json(&with_crs).unwrap()["verdict"], "ok");
     st.net.stop_all(Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn several_releases_are_confirmed_in_one_signed_batch_and_each_is_audited_on_both_sides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut st = relayed(tmp.path(), 3, 3000);
+    let p = st.provinces[0].clone();
+    let sent = st
+        .net
+        .pdx_json(&as_strs(&st.confirm_args(&p).unwrap()))
+        .unwrap();
+    let sent = sent.as_array().unwrap();
+    assert_eq!(sent.len(), 2, "two treatment provinces: {sent:#?}");
+    let digest = sent[0]["digest"].as_str().unwrap().to_string();
+    assert_ne!(sent[0]["release"], sent[1]["release"]);
+    assert_eq!(sent[1]["digest"], digest.as_str(), "one document");
+    assert_eq!(sent[0]["accepted"], digest.as_str());
+    // One `confirm` entry per release on the confirmer and on the clearing
+    // node, each naming its release and the batch's digest.
+    for (dept, counterparty) in [(p.as_str(), NATIONAL), (NATIONAL, p.as_str())] {
+        let confirms: Vec<serde_json::Value> = entries(&st.net, dept, "confirm")
+            .into_iter()
+            .filter(|e| e["counterparty"] == counterparty)
+            .collect();
+        assert_eq!(confirms.len(), 2, "{dept}: {confirms:#?}");
+        for (e, s) in confirms.iter().zip(sent) {
+            assert_eq!(e["payload_digest"], digest.as_str(), "{e:#}");
+            assert_eq!(e["release"], s["release"], "{e:#}");
+        }
+    }
+    let delivered = entries(&st.net, &p, "deliver");
+    assert_eq!(delivered.len(), 1, "one document delivered: {delivered:#?}");
+    // The clearing node reads both confirmations out of the batch.
+    st.confirm().unwrap();
+    let clearing = st.clearing().unwrap();
+    let from_p = clearing["matrix"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["insured"] == p.as_str() && c["confirmed_records"].as_u64() > Some(0))
+        .count();
+    assert_eq!(from_p, 2, "{clearing:#}");
+    assert!(
+        clearing["unconfirmed"].as_array().unwrap().is_empty(),
+        "{clearing:#}"
+    );
+    st.net.stop_all(Duration::from_secs(10)).unwrap();
+}

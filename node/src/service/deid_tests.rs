@@ -1,7 +1,6 @@
 //! The release engine on all cores (`service::deid`) against one sequential
 //! run of the same engine, on a real store: the same bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-use crate::config::Home;
 use crate::records::ChunkBuilder;
 use crate::service::datasets;
 use crate::service::preview::{PreviewSpec, preview};
@@ -94,13 +93,7 @@ insured = "drop"
 /// enough rows for many blocks and windows, skewed so that some classes
 /// fall below k.
 fn node_with_visits(dir: &std::path::Path, rows: usize) -> crate::node::Node {
-    let ca = dir.join("ca");
-    crate::pki::ca_init(&ca, "unit", pdx_crypto::Suite::Intl).unwrap();
-    let certs = dir.join("certs");
-    crate::pki::ca_issue(&ca, "440000", "广东", &certs).unwrap();
-    let home = Home::new(dir.join("home"));
-    crate::node::Node::init(&home, &certs, "127.0.0.1:0", None).unwrap();
-    let node = crate::node::Node::open(&home, None).unwrap();
+    let node = crate::service::testing::node(dir, "440000", "广东");
     let regions = ["440305", "110105", "310101", "510104", "330106", "120101"];
     let diags = ["J18.9", "K35.8", "I10", "E11.9", "C34.1", "A15.0", "N18.5"];
     let mut csv = String::from("pid,sex,born,region,diag,amount,insured\n");

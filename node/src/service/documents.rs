@@ -26,6 +26,9 @@ pub const KIND_HE_KEY_TRANSCRIPT: &str = "he-key-transcript";
 pub const KIND_HE_PARTIAL: &str = "he-partial";
 /// Submit kind of a settlement confirmation.
 pub const KIND_CONFIRMATION: &str = "settlement-confirmation";
+/// Submit kind of a batch of settlement confirmations (one document, one
+/// entry per release).
+pub const KIND_CONFIRMATION_BATCH: &str = "settlement-confirmation-batch";
 
 /// A document signed by a node's identity key, with the certificate that
 /// vouches for the key: anyone holding the network CA can check it later,

@@ -35,7 +35,11 @@ pub mod recovery;
 pub mod refusals;
 pub mod release;
 pub mod settle;
+#[cfg(test)]
+mod settle_tests;
 pub mod submissions;
+#[cfg(test)]
+mod testing;
 pub mod transfers;
 pub mod witnessing;
 

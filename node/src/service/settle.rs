@@ -16,7 +16,7 @@
 //! that overflows refuses the confirmation or clearing with an error (never
 //! wraps, never saturates).
 
-use super::documents::{Certified, KIND_CONFIRMATION, SubmissionFile};
+use super::documents::{Certified, KIND_CONFIRMATION, KIND_CONFIRMATION_BATCH, SubmissionFile};
 use super::outbox::Pending;
 use super::release::{self, parse_release_id, release_hex};
 use crate::error::{NodeError, Result};
@@ -71,6 +71,34 @@ pub struct ConfirmationBody {
     /// [`MAX_LISTED_REJECTIONS`]; absent in confirmations that give none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disputes: Vec<Dispute>,
+}
+
+/// Most releases one batch confirmation lists.
+pub const MAX_BATCH_RELEASES: usize = 1024;
+/// Encoded entries a batch holds before the next batch starts (the
+/// `Submit` message carrying it is capped at 16 MiB).
+const BATCH_BYTES: usize = 8 << 20;
+
+/// An insured province's signed confirmation of several relayed releases:
+/// each entry says what a one-release confirmation would.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmationBatchBody {
+    /// Format version (1).
+    pub version: u8,
+    /// Insured province (must match the signing certificate and every entry).
+    pub confirmer: String,
+    /// When (ms).
+    pub created_ms: u64,
+    /// One confirmation per release (1 to [`MAX_BATCH_RELEASES`], each
+    /// release once).
+    pub confirmations: Vec<ConfirmationBody>,
+}
+
+/// What a confirmation key holds when the confirmation came in a batch:
+/// the digest of the batch, stored once under `confirmation-batch`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct InBatch {
+    batch: Digest,
 }
 
 /// Why the insured province disputes a relayed settlement record.
@@ -317,9 +345,20 @@ pub struct Confirmed {
     pub dispatch: Dispatch,
 }
 
-/// `pdx settle confirm`: opens the identities sealed for this node, checks them
-/// against the insured registry, signs and audits the confirmation.
-pub fn confirm(
+/// A relayed release checked against the insured registry: what its
+/// confirmation says, and the `confirm` entry that will record signing it.
+#[derive(Debug)]
+pub struct Checked {
+    /// The confirmation of the release.
+    pub body: ConfirmationBody,
+    draft: pdx_audit::EntryDraft,
+}
+
+/// `pdx settle confirm`, first step: opens the identities of a relayed
+/// release sealed for this node and checks each record against the insured
+/// registry (the `decrypt` entry is written; nothing is signed yet). Then
+/// [`sign_one`] or [`sign_batch`] signs and audits.
+pub fn check(
     node: &Node,
     release_id: &str,
     checks: &Checks,
@@ -327,7 +366,7 @@ pub fn confirm(
     to: &str,
     operator: &str,
     progress: &dyn Progress,
-) -> Result<(Pending, Confirmed)> {
+) -> Result<Checked> {
     let id = parse_release_id(release_id)?;
     let mut tally = Tally::default();
     let counts = &mut tally;
@@ -426,7 +465,6 @@ pub fn confirm(
         created_ms: now_ms(),
         disputes,
     };
-    let doc = Certified::sign(node, SignatureDomain::Confirmation, &body)?;
     let mut d = node.draft(EventKind::Confirm, operator);
     d.subject = release::received_subject(&read);
     d.counterparty = Some(to.to_string());
@@ -437,13 +475,37 @@ pub fn confirm(
         class: "personal/direct-identifier/registry-check".into(),
     }];
     d.record_count = Some(read.records);
-    d.payload_digest = Some(doc.digest());
     d.detail = Some(format!(
         "settlement confirmation for {to}: {confirmed} confirmed ({} yuan), {rejected} refused ({} yuan) of records treated in {}",
         units_to_decimal(confirmed_fen.into(), AMOUNT_SCALE),
         units_to_decimal(rejected_fen.into(), AMOUNT_SCALE),
         body.treatment
     ));
+    Ok(Checked { body, draft: d })
+}
+
+/// What `pdx settle confirm` reports for one confirmation signed in the
+/// document named `digest`.
+fn confirmed_info(c: &ConfirmationBody, digest: &Digest, to: &str) -> Confirmed {
+    Confirmed {
+        release: c.release.clone(),
+        treatment: c.treatment.clone(),
+        records: c.records,
+        confirmed: c.confirmed,
+        confirmed_amount: units_to_decimal(c.confirmed_fen.into(), AMOUNT_SCALE),
+        rejected: c.rejected,
+        rejected_amount: units_to_decimal(c.rejected_fen.into(), AMOUNT_SCALE),
+        digest: digest.to_hex(),
+        to: to.to_string(),
+        dispatch: Dispatch::default(),
+    }
+}
+
+/// Signs one release's confirmation as its own document (`confirmation`).
+pub fn sign_one(node: &Node, checked: Checked, to: &str) -> Result<(Pending, Confirmed)> {
+    let Checked { body, draft: mut d } = checked;
+    let doc = Certified::sign(node, SignatureDomain::Confirmation, &body)?;
+    d.payload_digest = Some(doc.digest());
     let submission = SubmissionFile {
         kind: KIND_CONFIRMATION.into(),
         document: doc.to_bytes()?,
@@ -466,47 +528,117 @@ pub fn confirm(
             pending.hold_op(node)?,
         ],
     )?;
-    Ok((
-        pending,
-        Confirmed {
-            release: body.release,
-            treatment: body.treatment,
-            records: body.records,
-            confirmed,
-            confirmed_amount: units_to_decimal(confirmed_fen.into(), AMOUNT_SCALE),
-            rejected,
-            rejected_amount: units_to_decimal(rejected_fen.into(), AMOUNT_SCALE),
-            digest: doc.digest().to_hex(),
-            to: to.to_string(),
-            dispatch: Dispatch::default(),
-        },
-    ))
+    let info = confirmed_info(&body, &doc.digest(), to);
+    Ok((pending, info))
 }
 
-/// Confirmations signed but not delivered yet, with what each says (for
-/// `--all`, which resends them as signed).
-pub fn undelivered(node: &Node) -> Result<Vec<(Pending, Confirmed)>> {
+/// Splits checked releases into batches that each fit one `Submit` (at most
+/// [`MAX_BATCH_RELEASES`] entries and about [`BATCH_BYTES`] of bodies).
+pub fn batches(checked: Vec<Checked>) -> Result<Vec<Vec<Checked>>> {
+    let mut out: Vec<Vec<Checked>> = Vec::new();
+    let mut bytes = 0usize;
+    for c in checked {
+        let size = pdx_crypto::wire::to_cbor(&c.body)?.len();
+        let full = out.last().is_none_or(|b| {
+            b.len() >= MAX_BATCH_RELEASES || bytes.saturating_add(size) > BATCH_BYTES
+        });
+        if full {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(size);
+        if let Some(b) = out.last_mut() {
+            b.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// Signs the confirmations of several releases as one document
+/// (`confirmation-batch`) for `to`. Each release keeps its own `confirm`
+/// entry, naming the document's digest; all of them, the document and its
+/// outbox record are one durable write.
+pub fn sign_batch(
+    node: &Node,
+    checked: Vec<Checked>,
+    to: &str,
+) -> Result<(Pending, Vec<Confirmed>)> {
+    let n = checked.len();
+    let (bodies, drafts): (Vec<_>, Vec<_>) = checked.into_iter().map(|c| (c.body, c.draft)).unzip();
+    let batch = ConfirmationBatchBody {
+        version: 1,
+        confirmer: node.config.dept.clone(),
+        created_ms: now_ms(),
+        confirmations: bodies,
+    };
+    let doc = Certified::sign(node, SignatureDomain::ConfirmationBatch, &batch)?;
+    let digest = doc.digest();
+    let submission = SubmissionFile {
+        kind: KIND_CONFIRMATION_BATCH.into(),
+        document: doc.to_bytes()?,
+    };
+    let pending = Pending::new(
+        KIND_CONFIRMATION_BATCH,
+        &digest.to_hex(),
+        to,
+        digest,
+        submission,
+    );
+    let mut ops = vec![
+        node.store
+            .put_op(CF_DOCS, &store::confirmation_batch_key(&digest), &doc)?,
+        pending.hold_op(node)?,
+    ];
+    let reference = InBatch { batch: digest };
+    let mut entries = Vec::with_capacity(n);
+    for (i, mut d) in drafts.into_iter().enumerate() {
+        d.payload_digest = Some(digest);
+        if let Some(detail) = d.detail.as_mut() {
+            detail.push_str(&format!("; entry {} of {n} of one signed batch", i + 1));
+        }
+        entries.push(d);
+    }
+    for c in &batch.confirmations {
+        ops.push(node.store.put_op(
+            CF_DOCS,
+            &store::issued_confirmation_key(&c.release),
+            &reference,
+        )?);
+    }
+    node.log_many_with(entries, ops)?;
+    let infos = batch
+        .confirmations
+        .iter()
+        .map(|c| confirmed_info(c, &digest, to))
+        .collect();
+    Ok((pending, infos))
+}
+
+/// Confirmations signed but not delivered yet (one document each, single
+/// or batch), with what each says (for `--all`, which resends them as signed).
+pub fn undelivered(node: &Node) -> Result<Vec<(Pending, Vec<Confirmed>)>> {
     let checker = node.cert_checker()?;
     let mut out = Vec::new();
+    let resent = |mut info: Confirmed| {
+        info.dispatch.resent = true;
+        info
+    };
     for p in super::outbox::pending(node, Some(KIND_CONFIRMATION))? {
         let doc = Certified::from_bytes(&p.submission.document, "settlement confirmation")?;
         let (c, _): (ConfirmationBody, _) = doc.verify(&checker, SignatureDomain::Confirmation)?;
-        let info = Confirmed {
-            release: c.release,
-            treatment: c.treatment,
-            records: c.records,
-            confirmed: c.confirmed,
-            confirmed_amount: units_to_decimal(c.confirmed_fen.into(), AMOUNT_SCALE),
-            rejected: c.rejected,
-            rejected_amount: units_to_decimal(c.rejected_fen.into(), AMOUNT_SCALE),
-            digest: p.digest.to_hex(),
-            to: p.to.clone(),
-            dispatch: Dispatch {
-                resent: true,
-                ..Dispatch::default()
-            },
-        };
-        out.push((p, info));
+        let info = resent(confirmed_info(&c, &p.digest, &p.to));
+        out.push((p, vec![info]));
+    }
+    for p in super::outbox::pending(node, Some(KIND_CONFIRMATION_BATCH))? {
+        let doc = Certified::from_bytes(&p.submission.document, "settlement confirmation batch")?;
+        let (b, _): (ConfirmationBatchBody, _) =
+            doc.verify(&checker, SignatureDomain::ConfirmationBatch)?;
+        let infos = b
+            .confirmations
+            .iter()
+            .map(|c| resent(confirmed_info(c, &p.digest, &p.to)))
+            .collect();
+        out.push((p, infos));
     }
     Ok(out)
 }
@@ -530,17 +662,15 @@ pub fn unconfirmed_relayed(node: &Node, profile: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Checks and stores a confirmation (the clearing node's side of `Submit`): the
-/// signer is the confirmer, and the release is one this node holds with chunks
-/// its sender sealed for the confirmer.
-pub fn accept_confirmation(node: &Node, peer: &str, document: &[u8]) -> Result<Accepted> {
-    let doc: Certified = from_cbor(document, "settlement confirmation")?;
-    let (c, signer): (ConfirmationBody, _) =
-        doc.verify(&node.cert_checker()?, SignatureDomain::Confirmation)?;
+/// Checks one confirmation signed by `signer` against what this clearing
+/// node holds: the signer is the confirmer, and the release is one this node
+/// holds with chunks its sender sealed for the confirmer. Returns the
+/// release's dataset.
+fn check_received(node: &Node, c: &ConfirmationBody, signer: &str) -> Result<String> {
     let refuse = |m: String| {
         NodeError::Refused(format!(
-            "confirmation of release {} from {}: {m}",
-            c.release, signer.dept
+            "confirmation of release {} from {signer}: {m}",
+            c.release
         ))
     };
     if c.version != 1 {
@@ -549,7 +679,7 @@ pub fn accept_confirmation(node: &Node, peer: &str, document: &[u8]) -> Result<A
             c.version
         )));
     }
-    if c.confirmer != signer.dept {
+    if c.confirmer != signer {
         return Err(refuse(format!("names confirmer {}", c.confirmer)));
     }
     let id = parse_release_id(&c.release)?;
@@ -586,21 +716,42 @@ pub fn accept_confirmation(node: &Node, peer: &str, document: &[u8]) -> Result<A
             c.rejected
         )));
     }
-    let digest = doc.digest();
+    Ok(body.dataset)
+}
+
+/// The `confirm` entry for a confirmation received in the document `digest`.
+fn received_entry(
+    node: &Node,
+    c: &ConfirmationBody,
+    dataset: String,
+    digest: Digest,
+    how: &str,
+) -> pdx_audit::EntryDraft {
     let mut d = node.draft(EventKind::Confirm, NODE_OPERATOR);
     d.subject.release = Some(c.release.clone());
-    d.subject.dataset = Some(body.dataset.clone());
+    d.subject.dataset = Some(dataset);
     d.counterparty = Some(c.confirmer.clone());
     d.record_count = Some(c.records);
     d.payload_digest = Some(digest);
     d.detail = Some(format!(
-        "received settlement confirmation via {peer}: {} confirmed ({} yuan), {} refused",
+        "received settlement confirmation {how}: {} confirmed ({} yuan), {} refused",
         c.confirmed,
         units_to_decimal(c.confirmed_fen.into(), AMOUNT_SCALE),
         c.rejected
     ));
+    d
+}
+
+/// Checks and stores a confirmation (the clearing node's side of `Submit`,
+/// kind `settlement-confirmation`).
+pub fn accept_confirmation(node: &Node, peer: &str, document: &[u8]) -> Result<Accepted> {
+    let doc: Certified = from_cbor(document, "settlement confirmation")?;
+    let (c, signer): (ConfirmationBody, _) =
+        doc.verify(&node.cert_checker()?, SignatureDomain::Confirmation)?;
+    let dataset = check_received(node, &c, &signer.dept)?;
+    let digest = doc.digest();
     node.log_with(
-        d,
+        received_entry(node, &c, dataset, digest, &format!("via {peer}")),
         vec![node.store.put_op(
             CF_DOCS,
             &store::confirmation_key(&c.release, &c.confirmer),
@@ -616,24 +767,146 @@ pub fn accept_confirmation(node: &Node, peer: &str, document: &[u8]) -> Result<A
     })
 }
 
-/// Confirmations held, verified again now; those that no longer verify
-/// (e.g. the confirmer's certificate was revoked) come back as reasons.
-pub fn confirmations(node: &Node) -> Result<(Vec<ConfirmationBody>, Vec<String>)> {
+/// Checks and stores a batch of confirmations (kind
+/// `settlement-confirmation-batch`): every entry passes the checks of a
+/// single confirmation, or the whole document is refused. Each release gets
+/// its own `confirm` entry; the document is stored once.
+pub fn accept_confirmation_batch(node: &Node, peer: &str, document: &[u8]) -> Result<Accepted> {
+    let doc: Certified = from_cbor(document, "settlement confirmation batch")?;
+    let (b, signer): (ConfirmationBatchBody, _) =
+        doc.verify(&node.cert_checker()?, SignatureDomain::ConfirmationBatch)?;
+    let refuse =
+        |m: String| NodeError::Refused(format!("confirmation batch from {}: {m}", signer.dept));
+    if b.version != 1 {
+        return Err(refuse(format!(
+            "version {} (this build reads 1)",
+            b.version
+        )));
+    }
+    if b.confirmer != signer.dept {
+        return Err(refuse(format!("names confirmer {}", b.confirmer)));
+    }
+    if b.confirmations.is_empty() || b.confirmations.len() > MAX_BATCH_RELEASES {
+        return Err(refuse(format!(
+            "lists {} releases (1 to {MAX_BATCH_RELEASES})",
+            b.confirmations.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let digest = doc.digest();
+    let n = b.confirmations.len();
+    let mut entries = Vec::with_capacity(n);
+    let mut ops =
+        vec![
+            node.store
+                .put_op(CF_DOCS, &store::confirmation_batch_key(&digest), &doc)?,
+        ];
+    let reference = InBatch { batch: digest };
+    for (i, c) in b.confirmations.iter().enumerate() {
+        if !seen.insert(c.release.as_str()) {
+            return Err(refuse(format!("lists release {} twice", c.release)));
+        }
+        let dataset = check_received(node, c, &signer.dept)?;
+        let how = format!("via {peer}, entry {} of {n} of one signed batch", i + 1);
+        entries.push(received_entry(node, c, dataset, digest, &how));
+        ops.push(node.store.put_op(
+            CF_DOCS,
+            &store::confirmation_key(&c.release, &c.confirmer),
+            &reference,
+        )?);
+    }
+    node.log_many_with(entries, ops)?;
+    Ok(Accepted {
+        digest,
+        note: format!("confirmations of {n} releases by {} accepted", b.confirmer),
+    })
+}
+
+/// A confirmation held, with the digest of the signed document carrying it.
+type HeldConfirmation = (ConfirmationBody, Digest);
+
+/// Confirmations held, each with the digest of the signed document that
+/// carries it, verified again now; those that no longer verify (e.g. the
+/// confirmer's certificate was revoked) come back as reasons.
+fn held(node: &Node) -> Result<(Vec<HeldConfirmation>, Vec<String>)> {
     let checker = node.cert_checker()?;
     let (mut out, mut bad) = (Vec::new(), Vec::new());
-    for (key, doc) in node
-        .store
-        .scan::<Certified>(CF_DOCS, store::CONFIRMATION_PREFIX)?
-    {
-        match doc.verify::<ConfirmationBody>(&checker, SignatureDomain::Confirmation) {
-            Ok((c, _)) => out.push(c),
-            Err(e) => bad.push(format!(
-                "confirmation {}: {e}",
-                String::from_utf8_lossy(&key).replace('\0', " ")
-            )),
+    // A batch is verified once, however many releases it confirms.
+    let mut batches: HashMap<Digest, std::result::Result<ConfirmationBatchBody, String>> =
+        HashMap::new();
+    let mut raw = Vec::new();
+    node.store
+        .scan_raw(CF_DOCS, store::CONFIRMATION_PREFIX, |k, v| {
+            raw.push((k.to_vec(), v.to_vec()));
+            Ok(true)
+        })?;
+    for (key, value) in raw {
+        let name = String::from_utf8_lossy(&key).replace('\0', " ");
+        let mut parts = key.split(|&b| b == 0).skip(1);
+        let release = parts
+            .next()
+            .map(|r| String::from_utf8_lossy(r).into_owned());
+        let held: std::result::Result<(ConfirmationBody, Digest), String> =
+            match from_cbor::<Certified>(&value, "settlement confirmation") {
+                Ok(doc) => doc
+                    .verify::<ConfirmationBody>(&checker, SignatureDomain::Confirmation)
+                    .map(|(c, _)| (c, doc.digest()))
+                    .map_err(|e| e.to_string()),
+                Err(_) => {
+                    let r: InBatch = from_cbor(&value, "settlement confirmation reference")
+                        .map_err(|e| NodeError::corrupt(format!("{CF_DOCS}/{name}"), e))?;
+                    let batch = match batches.get(&r.batch) {
+                        Some(b) => b.clone(),
+                        None => {
+                            let b = load_batch(node, &checker, &r.batch);
+                            batches.insert(r.batch, b.clone());
+                            b
+                        }
+                    };
+                    batch.and_then(|b| {
+                        b.confirmations
+                            .into_iter()
+                            .find(|c| Some(&c.release) == release.as_ref())
+                            .map(|c| (c, r.batch))
+                            .ok_or_else(|| "its batch does not list the release".to_string())
+                    })
+                }
+            };
+        match held {
+            Ok(c) => out.push(c),
+            Err(e) => bad.push(format!("confirmation {name}: {e}")),
         }
     }
     Ok((out, bad))
+}
+
+/// A stored batch document, verified.
+fn load_batch(
+    node: &Node,
+    checker: &crate::pki::CertChecker,
+    digest: &Digest,
+) -> std::result::Result<ConfirmationBatchBody, String> {
+    let doc: Certified = node
+        .store
+        .get(CF_DOCS, &store::confirmation_batch_key(digest))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("batch {} is missing", digest.to_hex()))?;
+    if doc.digest() != *digest {
+        return Err(format!(
+            "batch {} is stored with another digest",
+            digest.to_hex()
+        ));
+    }
+    doc.verify::<ConfirmationBatchBody>(checker, SignatureDomain::ConfirmationBatch)
+        .map(|(b, _)| b)
+        .map_err(|e| e.to_string())
+}
+
+/// Confirmations held, verified again now; those that no longer verify
+/// (e.g. the confirmer's certificate was revoked) come back as reasons.
+pub fn confirmations(node: &Node) -> Result<(Vec<ConfirmationBody>, Vec<String>)> {
+    let (held, bad) = held(node)?;
+    Ok((held.into_iter().map(|(c, _)| c).collect(), bad))
 }
 
 #[derive(Default, Clone, Copy)]
@@ -829,17 +1102,9 @@ pub struct DisputeRow {
 /// `pdx settle disputes`: every disputed record of the confirmations held
 /// (verified again now; those that no longer verify are left out).
 pub fn disputes(node: &Node) -> Result<Vec<DisputeRow>> {
-    let checker = node.cert_checker()?;
     let mut out = Vec::new();
-    for (_, doc) in node
-        .store
-        .scan::<Certified>(CF_DOCS, store::CONFIRMATION_PREFIX)?
-    {
-        let Ok((c, _)) = doc.verify::<ConfirmationBody>(&checker, SignatureDomain::Confirmation)
-        else {
-            continue;
-        };
-        let confirmation = doc.digest().to_hex();
+    for (c, digest) in held(node)?.0 {
+        let confirmation = digest.to_hex();
         let row = |setl_id: String, reason: &str, fen: Option<i64>| DisputeRow {
             release: c.release.clone(),
             treatment: c.treatment.clone(),
@@ -1077,6 +1342,64 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use proptest::prelude::*;
+
+    fn checked(release: u32, listed: usize) -> Checked {
+        Checked {
+            body: ConfirmationBody {
+                version: 1,
+                release: format!("{release:032x}"),
+                content_digest: Digest([0; 32]),
+                treatment: "440000".into(),
+                confirmer: "110000".into(),
+                amount_field: "medfee_sumamt".into(),
+                records: listed as u64,
+                confirmed: 0,
+                confirmed_fen: 0,
+                rejected: listed as u64,
+                rejected_fen: 0,
+                rejected_ids: vec!["x".repeat(64); listed],
+                created_ms: 0,
+                disputes: Vec::new(),
+            },
+            draft: pdx_audit::EntryDraft::new(EventKind::Confirm, "110000", "op"),
+        }
+    }
+
+    #[test]
+    fn batches_stay_within_the_release_and_byte_caps_and_keep_the_order() {
+        let many: Vec<Checked> = (0..MAX_BATCH_RELEASES as u32 + 5)
+            .map(|i| checked(i, 0))
+            .collect();
+        let split = batches(many).unwrap();
+        assert_eq!(
+            split.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![MAX_BATCH_RELEASES, 5]
+        );
+        let order: Vec<String> = split
+            .iter()
+            .flatten()
+            .map(|c| c.body.release.clone())
+            .collect();
+        let want: Vec<String> = (0..MAX_BATCH_RELEASES as u32 + 5)
+            .map(|i| format!("{i:032x}"))
+            .collect();
+        assert_eq!(order, want);
+        // Entries of about 3.4 MB each (50,000 listed ids): at most two fit
+        // in 8 MiB, so each batch of a Submit stays under its 16 MiB cap.
+        let big: Vec<Checked> = (0..5).map(|i| checked(i, 50_000)).collect();
+        let split = batches(big).unwrap();
+        assert_eq!(
+            split.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![2, 2, 1]
+        );
+        for b in &split {
+            let bytes: usize = b
+                .iter()
+                .map(|c| pdx_crypto::wire::to_cbor(&c.body).unwrap().len())
+                .sum();
+            assert!(bytes <= BATCH_BYTES, "{bytes}");
+        }
+    }
 
     fn extreme_i64() -> impl Strategy<Value = i64> {
         prop_oneof![

@@ -4,8 +4,8 @@
 //! stored.
 
 use super::documents::{
-    KIND_CONFIRMATION, KIND_HE_AGGREGATE, KIND_HE_CONTRIBUTION, KIND_HE_KEY_PROPOSAL,
-    KIND_HE_KEY_SHARE, KIND_HE_KEY_TRANSCRIPT, KIND_HE_PARTIAL,
+    KIND_CONFIRMATION, KIND_CONFIRMATION_BATCH, KIND_HE_AGGREGATE, KIND_HE_CONTRIBUTION,
+    KIND_HE_KEY_PROPOSAL, KIND_HE_KEY_SHARE, KIND_HE_KEY_TRANSCRIPT, KIND_HE_PARTIAL,
 };
 use crate::error::{NodeError, Result};
 use crate::node::Node;
@@ -21,8 +21,9 @@ pub fn accept(node: &Node, peer: &str, kind: &str, document: &[u8]) -> Result<Ac
         KIND_HE_KEY_TRANSCRIPT => super::aggregate::accept_key_transcript(node, peer, document),
         KIND_HE_PARTIAL => super::aggregate::accept_partial(node, peer, document),
         KIND_CONFIRMATION => super::settle::accept_confirmation(node, peer, document),
+        KIND_CONFIRMATION_BATCH => super::settle::accept_confirmation_batch(node, peer, document),
         other => Err(NodeError::Refused(format!(
-            "{peer} submitted a document of unknown kind {other:?} (known: {KIND_HE_CONTRIBUTION}, {KIND_HE_AGGREGATE}, {KIND_HE_KEY_PROPOSAL}, {KIND_HE_KEY_SHARE}, {KIND_HE_KEY_TRANSCRIPT}, {KIND_HE_PARTIAL}, {KIND_CONFIRMATION})"
+            "{peer} submitted a document of unknown kind {other:?} (known: {KIND_HE_CONTRIBUTION}, {KIND_HE_AGGREGATE}, {KIND_HE_KEY_PROPOSAL}, {KIND_HE_KEY_SHARE}, {KIND_HE_KEY_TRANSCRIPT}, {KIND_HE_PARTIAL}, {KIND_CONFIRMATION}, {KIND_CONFIRMATION_BATCH})"
         ))),
     }
 }

@@ -290,6 +290,12 @@ pub fn confirmation_key(release: &str, confirmer: &str) -> Vec<u8> {
     format!("confirmation\0{release}\0{confirmer}").into_bytes()
 }
 
+/// `docs`: `confirmation-batch \0 digest_hex` (a batch of confirmations,
+/// signed or received by this node).
+pub fn confirmation_batch_key(digest: &pdx_crypto::Digest) -> Vec<u8> {
+    format!("confirmation-batch\0{}", digest.to_hex()).into_bytes()
+}
+
 /// `docs`: every received confirmation.
 pub const CONFIRMATION_PREFIX: &[u8] = b"confirmation\0";
 

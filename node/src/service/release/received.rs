@@ -2,7 +2,7 @@
 //! counter, its chunks stored one synced batch at a time, and its completion
 //! with the `receive` entry.
 
-use super::{InRelease, in_key, release_hex, verify_manifest};
+use super::{InRelease, in_key, in_releases, release_hex, verify_manifest};
 use crate::error::{NodeError, Result};
 use crate::node::Node;
 use crate::proto::msg::Manifest;
@@ -234,6 +234,29 @@ pub fn chunk_recipients(node: &Node, id: &[u8]) -> Result<Vec<String>> {
         .filter(|r| *r != node.config.dept)
         .collect();
     Ok(set.into_iter().collect())
+}
+
+/// Complete received releases with chunks their sender sealed for `to`, in
+/// id order (`pdx forward --all-releases`). A release whose manifest no
+/// longer verifies is listed too, so that its forward reports why.
+pub fn releases_for_recipient(node: &Node, to: &str) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for r in in_releases(node)? {
+        if !r.complete || r.sender == to {
+            continue;
+        }
+        let addressed = match verify_manifest(node, &in_manifest(node, &r.release_id)?) {
+            Ok(body) => body
+                .chunks
+                .iter()
+                .any(|c| c.recipient.as_deref() == Some(to)),
+            Err(_) => true,
+        };
+        if addressed {
+            out.push(r.release_id);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -49,8 +49,12 @@ pub struct FetchSpec {
 /// What to forward (`pdx forward`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ForwardSpec {
-    /// Release id (hex).
-    pub release: String,
+    /// Release id (hex); None with `all_releases`.
+    pub release: Option<String>,
+    /// Every complete received release with chunks sealed for `to`, over
+    /// one connection.
+    #[serde(default)]
+    pub all_releases: bool,
     /// Recipient (None: every department the sender sealed chunks for).
     pub to: Option<String>,
     /// Retries after a lost connection.
@@ -136,6 +140,10 @@ pub struct ForwardOutcome {
     /// The same (kept for scripts written against earlier versions).
     pub content_digest: String,
 }
+
+/// Concurrent transfers on the one connection of `pdx forward
+/// --all-releases` (below the peer's [`crate::net::MAX_STREAMS`]).
+pub const FORWARD_STREAMS: usize = 8;
 
 /// Whether an error is worth retrying (the connection or the peer went away).
 fn retryable(e: &NodeError) -> bool {
@@ -249,6 +257,94 @@ impl Services {
         operator: &str,
         progress: &dyn Progress,
     ) -> Result<ForwardOutcome> {
+        let pc = self.net.connect(self, to).await?;
+        let outcome = self.forward_on(&pc, id, to, operator, progress).await;
+        pc.close();
+        outcome
+    }
+
+    /// `pdx forward --all-releases`: forwards each of `ids` to `to` over one
+    /// connection, [`FORWARD_STREAMS`] transfers at a time, each on its own
+    /// stream (one handshake instead of one per release). A lost connection
+    /// is retried with the releases not yet delivered. Outcomes come back in
+    /// the order of `ids`; releases that fail for good are listed with why.
+    pub async fn forward_all(
+        self: &Arc<Self>,
+        ids: &[Vec<u8>],
+        to: &str,
+        retries: u32,
+        operator: &str,
+        progress: Arc<dyn Progress>,
+    ) -> Result<(Vec<ForwardOutcome>, Vec<(String, NodeError)>)> {
+        let mut done: Vec<Option<ForwardOutcome>> = vec![None; ids.len()];
+        let mut failed = Vec::new();
+        let mut todo: Vec<usize> = (0..ids.len()).collect();
+        let mut tried = 0;
+        while !todo.is_empty() {
+            let pc = match self.net.connect(self, to).await {
+                Ok(pc) => pc,
+                Err(e) if retryable(&e) && tried < retries => {
+                    tried += 1;
+                    tracing::warn!("forward to {to} interrupted ({e}); retry {tried} of {retries}");
+                    tokio::time::sleep(Duration::from_millis(500 << tried.min(5))).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut running = tokio::task::JoinSet::new();
+            let mut queue = todo.drain(..);
+            let mut lost = Vec::new();
+            loop {
+                while running.len() < FORWARD_STREAMS {
+                    let Some(i) = queue.next() else { break };
+                    let (svc, pc, id, t, op, p) = (
+                        self.clone(),
+                        pc.clone(),
+                        ids[i].clone(),
+                        to.to_string(),
+                        operator.to_string(),
+                        progress.clone(),
+                    );
+                    running.spawn(async move {
+                        (i, svc.forward_on(&pc, &id, &t, &op, p.as_ref()).await)
+                    });
+                }
+                let Some(joined) = running.join_next().await else {
+                    break;
+                };
+                let (i, outcome) = joined
+                    .map_err(|e| NodeError::Invalid(format!("a forward task failed: {e}")))?;
+                match outcome {
+                    Ok(o) => done[i] = Some(o),
+                    Err(e) if retryable(&e) && tried < retries => lost.push(i),
+                    Err(e) => failed.push((release_hex(&ids[i]), e)),
+                }
+            }
+            drop(queue);
+            pc.close();
+            if !lost.is_empty() {
+                tried += 1;
+                tracing::warn!(
+                    "forward to {to}: {} releases interrupted; retry {tried} of {retries}",
+                    lost.len()
+                );
+                tokio::time::sleep(Duration::from_millis(500 << tried.min(5))).await;
+                lost.sort_unstable();
+                todo = lost;
+            }
+        }
+        Ok((done.into_iter().flatten().collect(), failed))
+    }
+
+    /// One forward on an established connection, on a stream of its own.
+    async fn forward_on(
+        self: &Arc<Self>,
+        pc: &crate::net::PeerConn,
+        id: &[u8],
+        to: &str,
+        operator: &str,
+        progress: &dyn Progress,
+    ) -> Result<ForwardOutcome> {
         let node = self.node.clone();
         let (rid, t) = (id.to_vec(), to.to_string());
         let (rel, manifest, body, plan) = blocking(move || {
@@ -294,7 +390,6 @@ impl Services {
             plan.iter()
                 .filter_map(|&i| body.chunks.get(i as usize).map(|c| (i, &c.digest))),
         );
-        let pc = self.net.connect(self, to).await?;
         let mut s = pc.stream().await?;
         s.send(&Message::Offer(Box::new(Offer {
             manifest,
@@ -309,7 +404,6 @@ impl Services {
             Message::OfferAccept(a) => a.resume_from,
             Message::AlreadyHave(_) => {
                 s.finish().await;
-                pc.close();
                 return Ok(ForwardOutcome {
                     release: release_hex(id),
                     to: to.to_string(),
@@ -355,7 +449,6 @@ impl Services {
         let delivery =
             transfer::send(&mut s, &mut tx, source, self.pause(), progress, &label).await?;
         s.finish().await;
-        pc.close();
         Ok(ForwardOutcome {
             release: release_hex(id),
             to: to.to_string(),
