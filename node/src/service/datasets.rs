@@ -722,8 +722,9 @@ pub fn for_each_row(
     for_each_row_in(node, meta, 0, meta.rows, f)
 }
 
-/// Calls `f` with the rows `from..to` (row numbers in import order); parts
-/// wholly outside the range are not read.
+/// Calls `f` with the rows `from..to` (row numbers in import order), in
+/// order; parts wholly outside the range are not read. The blocks are
+/// opened a window at a time on the bulk pool ([`for_each_window`]).
 pub fn for_each_row_in(
     node: &Node,
     meta: &DatasetMeta,
@@ -731,31 +732,9 @@ pub fn for_each_row_in(
     to: u64,
     mut f: impl FnMut(&[Option<&str>]) -> Result<()>,
 ) -> Result<u64> {
-    let fields = meta.schema(node.suite)?.fields.len();
-    let mut passed = 0u64;
-    for (generation, start, rows, blocks) in meta.parts()? {
-        let end = start.saturating_add(rows);
-        if end <= from || start >= to {
-            continue;
-        }
-        let mut row_no = start;
-        let found = scan_part(node, meta, generation, blocks, fields, &mut |row| {
-            let keep = row_no >= from && row_no < to;
-            row_no += 1;
-            if keep {
-                passed += 1;
-                f(row)?;
-            }
-            Ok(())
-        })?;
-        if found != rows {
-            return Err(NodeError::corrupt(
-                format!("rows/{}", meta.id),
-                format!("found {found} rows in a part, metadata says {rows}"),
-            ));
-        }
-    }
-    Ok(passed)
+    for_each_window(node, meta, from, to, |blocks| {
+        blocks.iter().try_for_each(|b| b.for_each(&mut f))
+    })
 }
 
 /// A stored block of rows, opened, with its place in a range of rows.
@@ -902,48 +881,4 @@ pub fn for_each_window(
         }
     }
     Ok(passed)
-}
-
-/// Decodes every row of one sealed part; checks that the blocks are there.
-fn scan_part(
-    node: &Node,
-    meta: &DatasetMeta,
-    generation: &[u8],
-    blocks: u64,
-    fields: usize,
-    f: &mut dyn FnMut(&[Option<&str>]) -> Result<()>,
-) -> Result<u64> {
-    let key = node
-        .keys()?
-        .storage
-        .object_key(AT_REST_PURPOSE, meta.id.as_bytes(), generation)?;
-    let prefix = store::rows_prefix(&meta.id, generation);
-    let mut expect = 0u64;
-    let mut rows = 0u64;
-    node.store.scan_raw(CF_ROWS, &prefix, |k, v| {
-        let block = u64::from_be_bytes(
-            k[prefix.len()..]
-                .try_into()
-                .map_err(|_| NodeError::corrupt(format!("rows/{}", meta.id), "bad block key"))?,
-        );
-        if block != expect {
-            return Err(NodeError::corrupt(
-                format!("rows/{}", meta.id),
-                format!("block {expect} missing"),
-            ));
-        }
-        expect += 1;
-        let plain = key.open_block(block, v)?;
-        rows += rowcodec::decode_rows(&plain, fields, &mut *f, |e| {
-            NodeError::corrupt(format!("rows/{} block {block}", meta.id), e)
-        })?;
-        Ok(true)
-    })?;
-    if expect != blocks {
-        return Err(NodeError::corrupt(
-            format!("rows/{}", meta.id),
-            format!("found {expect} blocks, metadata says {blocks}"),
-        ));
-    }
-    Ok(rows)
 }
