@@ -696,16 +696,15 @@ async fn execute_unlogged(
                 .forward_all(&ids, &to, f.retries, &op, progress.clone())
                 .await?;
             if !failures.is_empty() {
-                return Err(NodeError::Refused(format!(
-                    "{} releases forwarded to {to}; {} could not be: {}",
+                let failures: Vec<_> = failures
+                    .into_iter()
+                    .map(|(r, e)| (format!("release {r}"), e))
+                    .collect();
+                return Err(partly_done(
                     outcomes.len(),
-                    failures.len(),
-                    failures
-                        .iter()
-                        .map(|(r, e)| format!("release {r}: {e}"))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                )));
+                    &format!("forwarded to {to}"),
+                    &failures,
+                ));
             }
             Outcome::ForwardedAll(outcomes)
         }
@@ -965,6 +964,20 @@ async fn execute_unlogged(
     })
 }
 
+/// A command over several releases that did `done` of them and could not
+/// do the others: one refusal naming each failure.
+fn partly_done(done: usize, verb: &str, failures: &[(String, NodeError)]) -> NodeError {
+    NodeError::Refused(format!(
+        "{done} releases {verb}; {} could not be: {}",
+        failures.len(),
+        failures
+            .iter()
+            .map(|(what, e)| format!("{what}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ))
+}
+
 /// `pdx settle confirm`: one release, several, or every one not confirmed yet.
 async fn confirm(
     svc: &Arc<Services>,
@@ -1076,18 +1089,7 @@ async fn confirm(
             .join(", ");
         let (node, to, o) = (svc.node.clone(), spec.to.clone(), op.to_string());
         let outcome = async {
-            let (pending, infos) = blocking(move || {
-                if group.len() == 1 {
-                    let c = group
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| NodeError::Invalid("an empty confirmation group".into()))?;
-                    settle::sign_one(&node, c, &to).map(|(p, i)| (p, vec![i]))
-                } else {
-                    settle::sign_batch(&node, group, &to)
-                }
-            })
-            .await?;
+            let (pending, infos) = blocking(move || settle::sign(&node, group, &to)).await?;
             let d = dispatch(svc, pending, &spec.to, spec.out.clone(), &o, false).await?;
             Ok::<_, NodeError>(infos.into_iter().map(move |mut i| {
                 i.dispatch = d.clone();
@@ -1123,16 +1125,7 @@ async fn confirm(
         }
     }
     if !failures.is_empty() {
-        return Err(NodeError::Refused(format!(
-            "{} releases confirmed; {} could not be: {}",
-            results.len(),
-            failures.len(),
-            failures
-                .iter()
-                .map(|(what, e)| format!("{what}: {e}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        )));
+        return Err(partly_done(results.len(), "confirmed", &failures));
     }
     Ok(match (single, results.len()) {
         (true, 1) => Outcome::Confirmed(results.remove(0)),

@@ -427,17 +427,7 @@ impl Testnet {
         let pid = self.node(dept)?.pid;
         if let Some(mut child) = self.take_child(dept) {
             signal(child.id(), Signal::TERM);
-            let deadline = Instant::now() + grace;
-            while Instant::now() < deadline {
-                if child.try_wait()?.is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if child.try_wait()?.is_none() {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
+            reap(&mut child, Instant::now() + grace)?;
         } else if let Some(pid) = pid {
             stop_pid(pid, grace);
         }
@@ -483,13 +473,7 @@ impl Testnet {
         }
         let deadline = Instant::now() + grace;
         for (d, mut child) in stopping {
-            while Instant::now() < deadline && child.try_wait()?.is_none() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if child.try_wait()?.is_none() {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
+            reap(&mut child, deadline)?;
             self.mark_stopped(&d)?;
         }
         // Nodes started by an earlier process (pid only).
@@ -559,6 +543,18 @@ pub fn signal(pid: u32, sig: Signal) {
     if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
         let _ = rustix::process::kill_process(pid, sig);
     }
+}
+
+/// Waits for a signalled child until `deadline`, then kills it.
+fn reap(child: &mut Child, deadline: Instant) -> Result<()> {
+    while Instant::now() < deadline && child.try_wait()?.is_none() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if child.try_wait()?.is_none() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    Ok(())
 }
 
 /// A node whose `pdx serve` was spawned and is not listening yet.

@@ -357,7 +357,7 @@ pub struct Checked {
 /// `pdx settle confirm`, first step: opens the identities of a relayed
 /// release sealed for this node and checks each record against the insured
 /// registry (the `decrypt` entry is written; nothing is signed yet). Then
-/// [`sign_one`] or [`sign_batch`] signs and audits.
+/// [`sign`] signs and audits.
 pub fn check(
     node: &Node,
     release_id: &str,
@@ -501,8 +501,20 @@ fn confirmed_info(c: &ConfirmationBody, digest: &Digest, to: &str) -> Confirmed 
     }
 }
 
+/// Signs and audits the confirmations of a group of checked releases for
+/// `to` (one group of [`batches`]): one release as its own document
+/// (`confirmation`), several as one batch (`confirmation-batch`).
+pub fn sign(node: &Node, mut group: Vec<Checked>, to: &str) -> Result<(Pending, Vec<Confirmed>)> {
+    if group.len() == 1
+        && let Some(c) = group.pop()
+    {
+        return sign_one(node, c, to).map(|(p, i)| (p, vec![i]));
+    }
+    sign_batch(node, group, to)
+}
+
 /// Signs one release's confirmation as its own document (`confirmation`).
-pub fn sign_one(node: &Node, checked: Checked, to: &str) -> Result<(Pending, Confirmed)> {
+fn sign_one(node: &Node, checked: Checked, to: &str) -> Result<(Pending, Confirmed)> {
     let Checked { body, draft: mut d } = checked;
     let doc = Certified::sign(node, SignatureDomain::Confirmation, &body)?;
     d.payload_digest = Some(doc.digest());
@@ -558,11 +570,7 @@ pub fn batches(checked: Vec<Checked>) -> Result<Vec<Vec<Checked>>> {
 /// (`confirmation-batch`) for `to`. Each release keeps its own `confirm`
 /// entry, naming the document's digest; all of them, the document and its
 /// outbox record are one durable write.
-pub fn sign_batch(
-    node: &Node,
-    checked: Vec<Checked>,
-    to: &str,
-) -> Result<(Pending, Vec<Confirmed>)> {
+fn sign_batch(node: &Node, checked: Vec<Checked>, to: &str) -> Result<(Pending, Vec<Confirmed>)> {
     let n = checked.len();
     let (bodies, drafts): (Vec<_>, Vec<_>) = checked.into_iter().map(|c| (c.body, c.draft)).unzip();
     let batch = ConfirmationBatchBody {
@@ -831,52 +839,42 @@ type HeldConfirmation = (ConfirmationBody, Digest);
 fn held(node: &Node) -> Result<(Vec<HeldConfirmation>, Vec<String>)> {
     let checker = node.cert_checker()?;
     let (mut out, mut bad) = (Vec::new(), Vec::new());
-    // A batch is verified once, however many releases it confirms.
+    // A batch is loaded and verified once, however many releases it confirms.
     let mut batches: HashMap<Digest, std::result::Result<ConfirmationBatchBody, String>> =
         HashMap::new();
-    let mut raw = Vec::new();
     node.store
-        .scan_raw(CF_DOCS, store::CONFIRMATION_PREFIX, |k, v| {
-            raw.push((k.to_vec(), v.to_vec()));
-            Ok(true)
-        })?;
-    for (key, value) in raw {
-        let name = String::from_utf8_lossy(&key).replace('\0', " ");
-        let mut parts = key.split(|&b| b == 0).skip(1);
-        let release = parts
-            .next()
-            .map(|r| String::from_utf8_lossy(r).into_owned());
-        let held: std::result::Result<(ConfirmationBody, Digest), String> =
-            match from_cbor::<Certified>(&value, "settlement confirmation") {
+        .scan_raw(CF_DOCS, store::CONFIRMATION_PREFIX, |key, value| {
+            let name = String::from_utf8_lossy(key).replace('\0', " ");
+            let held = match from_cbor::<Certified>(value, "settlement confirmation") {
                 Ok(doc) => doc
                     .verify::<ConfirmationBody>(&checker, SignatureDomain::Confirmation)
                     .map(|(c, _)| (c, doc.digest()))
                     .map_err(|e| e.to_string()),
                 Err(_) => {
-                    let r: InBatch = from_cbor(&value, "settlement confirmation reference")
+                    let r: InBatch = from_cbor(value, "settlement confirmation reference")
                         .map_err(|e| NodeError::corrupt(format!("{CF_DOCS}/{name}"), e))?;
-                    let batch = match batches.get(&r.batch) {
-                        Some(b) => b.clone(),
-                        None => {
-                            let b = load_batch(node, &checker, &r.batch);
-                            batches.insert(r.batch, b.clone());
-                            b
-                        }
-                    };
-                    batch.and_then(|b| {
-                        b.confirmations
-                            .into_iter()
-                            .find(|c| Some(&c.release) == release.as_ref())
-                            .map(|c| (c, r.batch))
-                            .ok_or_else(|| "its batch does not list the release".to_string())
-                    })
+                    // The key is `confirmation 0x00 release 0x00 confirmer`.
+                    let release = key.split(|&b| b == 0).nth(1).unwrap_or_default();
+                    match batches
+                        .entry(r.batch)
+                        .or_insert_with(|| load_batch(node, &checker, &r.batch))
+                    {
+                        Ok(b) => b
+                            .confirmations
+                            .iter()
+                            .find(|c| c.release.as_bytes() == release)
+                            .map(|c| (c.clone(), r.batch))
+                            .ok_or_else(|| "its batch does not list the release".to_string()),
+                        Err(e) => Err(e.clone()),
+                    }
                 }
             };
-        match held {
-            Ok(c) => out.push(c),
-            Err(e) => bad.push(format!("confirmation {name}: {e}")),
-        }
-    }
+            match held {
+                Ok(c) => out.push(c),
+                Err(e) => bad.push(format!("confirmation {name}: {e}")),
+            }
+            Ok(true)
+        })?;
     Ok((out, bad))
 }
 
